@@ -1,0 +1,47 @@
+"""Features of drivers, computed from their trips: an example of each kind of source."""
+
+from datetime import timedelta
+
+import pandas as pd
+import polars as pl
+
+import featurekit as fk
+
+driver = fk.Entity("driver", join_keys=["driver_id"], description="A driver on the platform.")
+
+trips = fk.FileSource("data/trips.parquet", timestamp_field="event_timestamp", created_timestamp_field="created")
+
+# DuckDB reads many formats; a SQL source can also pre-aggregate. Each daily row is stamped at
+# the end of its day, when the whole day is known, so no training row sees a day before it ends.
+daily_trips = fk.SqlSource(
+    """
+    SELECT driver_id,
+           date_trunc('day', event_timestamp) + INTERVAL 1 DAY AS event_timestamp,
+           count(*) AS trips,
+           sum(distance_km) AS km
+    FROM read_parquet('data/trips.parquet')
+    GROUP BY ALL
+    """,
+    timestamp_field="event_timestamp",
+)
+
+
+@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7), owner="rides-ml", tags={"team": "rides"})
+def driver_stats(trips: pl.DataFrame) -> pl.DataFrame:
+    """Per-trip quality signals of a driver."""
+    return trips.select(
+        "driver_id",
+        "event_timestamp",
+        "created",
+        conv_rate=pl.col("accepted") / pl.col("offered"),
+        avg_trip_km=pl.col("distance_km"),
+    )
+
+
+@fk.feature_view(entity=driver, source=daily_trips, ttl=timedelta(days=2))
+def driver_daily(days: pd.DataFrame) -> pd.DataFrame:
+    """A driver's activity over the last full day (pandas works too)."""
+    out = days[["driver_id", "event_timestamp"]].copy()
+    out["trips_1d"] = days["trips"].astype("int64")
+    out["km_per_trip_1d"] = (days["km"] / days["trips"]).round(3)
+    return out

@@ -1,0 +1,199 @@
+"""The ``featurekit`` command: a thin click skin over :class:`featurekit.FeatureStore`.
+
+Each command calls one API method. A :class:`~featurekit.FeaturekitError` becomes one red line on
+stderr and exit code 1 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from featurekit.errors import FeaturekitError
+from featurekit.example import write_example
+from featurekit.store import FeatureStore
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Context:
+    """Options shared by every command."""
+
+    def __init__(self, repo: Path, quiet: bool, debug: bool) -> None:
+        self.repo = repo
+        self.quiet = quiet
+        self.debug = debug
+
+    def store(self) -> FeatureStore:
+        return FeatureStore(self.repo, progress=False if self.quiet else "auto")
+
+
+def reports_errors(command: F) -> F:
+    """Turn a library error into one red line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context().find_object(Context)
+        try:
+            return command(*args, **kwargs)
+        except FeaturekitError as exc:
+            if ctx is not None and ctx.debug:
+                raise
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group()
+@click.option(
+    "--repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    envvar="FEATUREKIT_REPO",
+    show_default=True,
+    help="The feature repo folder.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(package_name="featurekit")
+@click.pass_context
+def cli(ctx: click.Context, repo: Path, quiet: bool, debug: bool) -> None:
+    """featurekit: features as Python functions, point-in-time correct, one store."""
+    ctx.obj = Context(repo, quiet, debug)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path, file_okay=False), required=False)
+@pass_context
+@reports_errors
+def init(ctx: Context, path: Path | None) -> None:
+    """Create an example feature repo at PATH (default: --repo)."""
+    target = path or ctx.repo
+    written = write_example(target)
+    for file in written:
+        click.echo(f"created {file}")
+    if not written:
+        click.echo(f"{target} already holds a repo; nothing written")
+
+
+@cli.command()
+@pass_context
+@reports_errors
+def plan(ctx: Context) -> None:
+    """Show what `apply` would change."""
+    with ctx.store() as store:
+        click.echo(str(store.plan()))
+
+
+@cli.command()
+@pass_context
+@reports_errors
+def apply(ctx: Context) -> None:
+    """Register new versions of changed feature views."""
+    with ctx.store() as store:
+        click.echo(str(store.apply()))
+
+
+@cli.command()
+@click.option("--start", required=True, help="Window start (ISO-8601; naive = UTC).")
+@click.option("--end", required=True, help="Window end, exclusive (ISO-8601; naive = UTC).")
+@click.option("--view", "views", multiple=True, help="Only these views (repeatable); default all.")
+@pass_context
+@reports_errors
+def materialize(ctx: Context, start: str, end: str, views: tuple[str, ...]) -> None:
+    """Compute and commit the views' features for [START, END)."""
+    with ctx.store() as store:
+        for result in store.materialize(start, end, views=list(views) or None):
+            click.echo(str(result))
+
+
+@cli.command("materialize-incremental")
+@click.option("--end", default=None, help="Up to this time (default: now).")
+@click.option("--view", "views", multiple=True, help="Only these views (repeatable); default all.")
+@pass_context
+@reports_errors
+def materialize_incremental(ctx: Context, end: str | None, views: tuple[str, ...]) -> None:
+    """Continue each view from its watermark up to END."""
+    with ctx.store() as store:
+        results = store.materialize_incremental(end, views=list(views) or None)
+        for result in results:
+            click.echo(str(result))
+        if not results:
+            click.echo("every view is up to date")
+
+
+@cli.command("training-set")
+@click.argument("spine", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-f", "--feature", "features", multiple=True, required=True, help="view:feature or view (repeatable).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--timestamp-field", default="event_timestamp", show_default=True)
+@click.option("--full-names", is_flag=True, help="Name columns view__feature.")
+@pass_context
+@reports_errors
+def training_set(
+    ctx: Context, spine: Path, features: tuple[str, ...], output: Path, timestamp_field: str, full_names: bool
+) -> None:
+    """Join FEATURES point-in-time correct onto the SPINE Parquet file and write OUTPUT."""
+    with ctx.store() as store:
+        result = store.training_set(spine, list(features), timestamp_field=timestamp_field, full_names=full_names)
+        result.to_parquet(output)
+        click.echo(f"wrote {output}")
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@reports_errors
+def list_views(ctx: Context, as_json: bool) -> None:
+    """List the applied feature views."""
+    with ctx.store() as store:
+        infos = store.list_views()
+        if as_json:
+            click.echo(
+                json.dumps(
+                    [
+                        {
+                            "view": i.name,
+                            "version": i.version.version,
+                            "features": i.version.features,
+                            "watermark": i.materialization.watermark.isoformat() if i.materialization else None,
+                        }
+                        for i in infos
+                    ]
+                )
+            )
+            return
+        if not infos:
+            click.echo("no feature views applied; run `featurekit apply`")
+        for info in infos:
+            watermark = info.materialization.watermark.isoformat() if info.materialization else "never materialized"
+            click.echo(f"{info.name} v{info.version.version}  {', '.join(info.version.features)}  ({watermark})")
+
+
+@cli.command()
+@click.argument("view")
+@pass_context
+@reports_errors
+def show(ctx: Context, view: str) -> None:
+    """Show a feature view (VIEW, or VIEW@vN for an old version)."""
+    with ctx.store() as store:
+        info = store.show(view)
+        click.echo(str(info))
+        click.echo("  code:")
+        for line in info.version.source_text.rstrip().splitlines():
+            click.echo(f"    {line}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="featurekit")

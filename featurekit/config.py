@@ -1,0 +1,66 @@
+"""Repo settings: ``featurekit.yaml`` at the repo root, validated by pydantic (unknown keys rejected).
+
+Without the file every setting has a working default and all state lives under ``.featurekit/``
+inside the repo::
+
+    project: rides                # defaults to the repo folder's name
+    store_dir: .featurekit        # registry, offline tables, locks; relative to the repo root
+    include: ["*.py"]             # globs of the modules that hold definitions
+    offline:
+      batch_rows: 2000000         # source rows per batch handed to a feature function
+      memory_limit: null          # DuckDB memory limit, e.g. "4GB"
+      threads: null               # DuckDB threads (default: all cores)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from featurekit.errors import ConfigError
+
+CONFIG_FILE = "featurekit.yaml"
+
+
+class OfflineConfig(BaseModel):
+    """Settings of the offline engine (DuckDB) and materialization batching."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_rows: int = Field(default=2_000_000, ge=1)
+    memory_limit: str | None = None
+    threads: int | None = Field(default=None, ge=1)
+
+
+class RepoConfig(BaseModel):
+    """Everything ``featurekit.yaml`` may say."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project: str | None = None
+    store_dir: str = ".featurekit"
+    include: list[str] = Field(default_factory=lambda: ["*.py"])
+    offline: OfflineConfig = OfflineConfig()
+
+
+def load_config(repo: Path) -> RepoConfig:
+    """Read ``repo/featurekit.yaml``; defaults when the file is absent."""
+    path = repo / CONFIG_FILE
+    if not path.exists():
+        return RepoConfig(project=repo.resolve().name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, got {type(raw).__name__}")
+    try:
+        config = RepoConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid {path}: {problems}") from exc
+    if config.project is None:
+        config = config.model_copy(update={"project": repo.resolve().name})
+    return config

@@ -1,0 +1,122 @@
+"""Every error a user can cause derives from :class:`FeaturekitError`.
+
+The tree::
+
+    FeaturekitError
+    ├── ConfigError              featurekit.yaml is invalid
+    ├── DefinitionError          the feature repo cannot be loaded (lists every problem at once)
+    │   └── InvalidNameError     an entity, view or feature name is unsafe or reserved
+    ├── UnknownNameError         a view/feature/version that does not exist ("did you mean")
+    ├── NotAppliedError          loaded code differs from the applied version (run `featurekit apply`)
+    ├── SchemaError              a column is missing or has the wrong dtype
+    ├── DataError                bad values: null keys or timestamps, rows outside a window
+    ├── SourceError              a source file is missing, unreadable, or its schema changed
+    ├── FeatureFunctionError     a user feature function raised or returned something unusable
+    ├── WindowError              a materialization window is empty, reversed or in the future
+    ├── ConflictError            another process holds the view or committed first
+    └── RegistryError            the registry file is unreadable or from an unknown format
+
+Messages say what went wrong, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "DataError",
+    "DefinitionError",
+    "FeatureFunctionError",
+    "FeaturekitError",
+    "InvalidNameError",
+    "NotAppliedError",
+    "RegistryError",
+    "SchemaError",
+    "SourceError",
+    "UnknownNameError",
+    "WindowError",
+    "did_you_mean",
+]
+
+
+class FeaturekitError(Exception):
+    """Root of every error featurekit raises for something a user can fix."""
+
+
+class ConfigError(FeaturekitError):
+    """The repo's ``featurekit.yaml`` is invalid."""
+
+
+class DefinitionError(FeaturekitError):
+    """The feature repo's definitions are invalid.
+
+    ``problems`` holds every problem found (each already names its file and line), so one run
+    reports them all.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{len(self.problems)} definition problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
+class InvalidNameError(DefinitionError):
+    """A name is unsafe (quotes, separators, too long...) or reserved."""
+
+
+class UnknownNameError(FeaturekitError):
+    """A view, feature or version that does not exist was requested."""
+
+
+class NotAppliedError(FeaturekitError):
+    """The code loaded from the repo differs from what the registry has applied."""
+
+
+class SchemaError(FeaturekitError):
+    """A column is missing or has an unusable dtype."""
+
+
+class DataError(FeaturekitError):
+    """Values are unusable: null keys or timestamps, rows outside the window."""
+
+
+class SourceError(FeaturekitError):
+    """A source is missing, unreadable, or its schema changed since apply."""
+
+
+class FeatureFunctionError(FeaturekitError):
+    """A user feature function raised or returned an unusable frame."""
+
+
+class WindowError(FeaturekitError):
+    """A materialization window is reversed, empty or reaches into the future."""
+
+
+class ConflictError(FeaturekitError):
+    """Another writer holds the view or committed first; retry once it is done."""
+
+
+class RegistryError(FeaturekitError):
+    """The registry cannot be read."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or a list of what exists."""
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.5)
+    if not close:
+        lowered = {c.lower(): c for c in pool}
+        if name.lower() in lowered:
+            close = [lowered[name.lower()]]
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    if not pool:
+        return " (none are defined)"
+    shown = ", ".join(pool[:10]) + (", ..." if len(pool) > 10 else "")
+    return f" (known: {shown})"

@@ -1,0 +1,188 @@
+"""Materialize: run a view's function over a source window and commit the output as a new version.
+
+One materialization of one view is: read the window's source rows in entity-partitioned batches
+(bounded memory; all rows of an entity in one batch), run the function on each batch through
+:mod:`featurekit.transform`, check the output, and stream it into one Delta commit that replaces
+the window's rows; then record that commit in the registry together with the new watermark. The
+registry record is the commit point: a failure or kill anywhere before it leaves the previous
+state as readers saw it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurekit.definitions import FeatureView
+from featurekit.errors import DataError, FeaturekitError, SourceError
+from featurekit.offline.sources import SourceReader, schema_diff
+from featurekit.offline.tables import OfflineTables
+from featurekit.registry import Registry, ViewVersion
+from featurekit.transform import run_view
+
+if TYPE_CHECKING:
+    from featurekit.progress import Progress
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    """What one view's materialization committed."""
+
+    view: str
+    version: int
+    start: datetime
+    end: datetime
+    rows: int
+    source_rows: int
+    data_version: int
+    registry_version: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.view} v{self.version}: {self.rows} rows for [{self.start.isoformat()}, {self.end.isoformat()}) "
+            f"-> data version {self.data_version} (registry version {self.registry_version}, {self.seconds:.2f}s)"
+        )
+
+
+def _check_output(view: FeatureView, table: pa.Table, start: datetime, end: datetime) -> pa.Table:
+    where = f"feature view '{view.name}' ({view.location})"
+    null_keys = [k for k in view.join_keys if table.column(k).null_count]
+    if null_keys:
+        if view.source.on_null == "drop":
+            mask = (
+                pc.and_(*[pc.is_valid(table.column(k)) for k in view.join_keys])
+                if len(view.join_keys) > 1
+                else pc.is_valid(table.column(view.join_keys[0]))
+            )
+            table = table.filter(mask)
+        else:
+            bad = table.filter(pc.is_null(table.column(null_keys[0])))
+            raise DataError(
+                f"{where} produced {bad.num_rows} rows with a null key {null_keys[0]!r} "
+                f"(first rows: {bad.slice(0, 3).to_pylist()}); fix the data or set on_null='drop' on the source"
+            )
+    ts = table.column(view.timestamp_field)
+    if ts.null_count:
+        raise DataError(f"{where} produced {ts.null_count} rows with a null event timestamp {view.timestamp_field!r}")
+    if table.num_rows:
+        low, high = pc.min(ts).as_py(), pc.max(ts).as_py()
+        if low < start or high >= end:
+            raise DataError(
+                f"{where} returned event timestamps from {low.isoformat()} to {high.isoformat()}, outside the "
+                f"materialized window [{start.isoformat()}, {end.isoformat()}); a view must keep each row's "
+                "event timestamp inside the window of its source rows"
+            )
+    return table
+
+
+class Materializer:
+    """Runs materializations for one store (shared DuckDB connection, tables and registry)."""
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, root: Path, tables: OfflineTables, registry: Registry, batch_rows: int
+    ) -> None:
+        self.con = con
+        self.root = root
+        self.tables = tables
+        self.registry = registry
+        self.batch_rows = batch_rows
+
+    def reader(self, view: FeatureView) -> SourceReader:
+        return SourceReader(self.con, self.root, view.source)
+
+    def check_source(self, view: FeatureView, applied: ViewVersion, reader: SourceReader) -> None:
+        if applied.source_schema is None:
+            return
+        diff = schema_diff(applied.source_schema, reader.schema())
+        if diff:
+            raise SourceError(
+                f"{reader.label} changed since feature view '{view.name}' v{applied.version} was applied: "
+                f"{'; '.join(diff)}; restore the columns or change the view and run `featurekit apply`"
+            )
+
+    def run(
+        self,
+        view: FeatureView,
+        applied: ViewVersion,
+        start: datetime,
+        end: datetime,
+        *,
+        incremental: bool,
+        progress: Progress,
+    ) -> MaterializeResult:
+        """Materialize ``[start, end)`` of one view version and commit it."""
+        began = time.perf_counter()
+        reader = self.reader(view)
+        self.check_source(view, applied, reader)
+        reader.check_null_timestamps()
+        source_rows = reader.count(start, end)
+        source_columns = applied.source_schema.names if applied.source_schema is not None else []
+        partition_keys = [k for k in view.join_keys if k in source_columns]
+        partitions = max(1, math.ceil(source_rows / self.batch_rows)) if partition_keys else 1
+        written = 0
+        failure: list[BaseException] = []
+
+        def outputs() -> Iterator[pa.RecordBatch]:
+            nonlocal written
+            try:
+                for batch in reader.batches(start, end, partitions, partition_keys):
+                    table = _check_output(view, run_view(view, batch, applied.schema), start, end)
+                    written += table.num_rows
+                    progress.advance(batch.num_rows)
+                    yield from table.cast(applied.schema).to_batches()
+            except BaseException as exc:  # re-raised below, after the Delta writer has given up
+                failure.append(exc)
+                raise
+
+        with self.tables.lock(view.name):
+            recorded = self.registry.latest_materialization(applied.id)
+            recorded_version = recorded.data_version if recorded is not None else None
+            self.tables.prepare(view.name, applied.version, applied.schema, recorded_version)
+            progress.start(source_rows, f"{view.name} v{applied.version}")
+            try:
+                data_version = self.tables.write_window(
+                    view.name,
+                    applied.version,
+                    pa.RecordBatchReader.from_batches(applied.schema, outputs()),
+                    timestamp_field=view.timestamp_field,
+                    window=(start, end),
+                    note={"featurekit.view": view.name, "featurekit.version": str(applied.version)},
+                )
+            except Exception as exc:
+                if failure and isinstance(failure[0], FeaturekitError):
+                    raise failure[0] from None
+                if failure:
+                    raise failure[0] from exc
+                raise
+            finally:
+                progress.finish()
+            committed = self.registry.record_materialization(
+                applied.id,
+                base_data_version=recorded_version,
+                data_version=data_version,
+                window=(start, end),
+                rows=written,
+                incremental=incremental,
+                summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
+            )
+        return MaterializeResult(
+            view=view.name,
+            version=applied.version,
+            start=start,
+            end=end,
+            rows=written,
+            source_rows=source_rows,
+            data_version=data_version,
+            registry_version=committed.commit_id,
+            seconds=time.perf_counter() - began,
+        )

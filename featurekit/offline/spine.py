@@ -1,0 +1,95 @@
+"""Bring a spine (pandas, polars, Arrow or a Parquet file) into DuckDB, checked, with a row number.
+
+The spine's own columns come back untouched; the join uses a UTC copy of its timestamp column
+(naive = UTC) and a row number that restores the original order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featurekit.errors import SchemaError
+from featurekit.names import RESERVED_PREFIX
+from featurekit.offline.retrieval import ROW, SpineInput
+from featurekit.timestamps import check_timestamp_type
+
+_counter = itertools.count()
+
+
+def _as_arrow(spine: Any) -> pa.Table:
+    if isinstance(spine, pa.Table):
+        return spine
+    if isinstance(spine, pa.RecordBatch):
+        return pa.Table.from_batches([spine])
+    module = type(spine).__module__
+    if module.startswith("polars"):
+        return spine.to_arrow()
+    if module.startswith("pandas"):
+        return pa.Table.from_pandas(spine, preserve_index=False).replace_schema_metadata(None)
+    raise SchemaError(
+        f"spine must be a pandas, polars or Arrow table or a path to a Parquet file, got {type(spine).__name__}"
+    )
+
+
+def prepare_spine(
+    con: duckdb.DuckDBPyConnection,
+    spine: Any,
+    timestamp_field: str,
+    keys: dict[str, pa.DataType],
+) -> tuple[SpineInput, list[Any]]:
+    """Check the spine and make it a DuckDB relation; returns it and the objects to keep alive."""
+    keep_alive: list[Any] = []
+    if isinstance(spine, (str, Path)):
+        path = Path(spine)
+        if not path.is_file():
+            raise SchemaError(f"spine file {path} does not exist")
+        try:
+            schema = con.sql("SELECT * FROM read_parquet(?) LIMIT 0", params=[str(path)]).to_arrow_table().schema
+        except duckdb.Error as exc:
+            raise SchemaError(f"spine file {path} is not a readable Parquet file: {exc}") from exc
+        relation = f"(SELECT *, file_row_number AS {ROW} FROM read_parquet(?, file_row_number = true))"
+        params: list[Any] = [str(path)]
+        where = f"spine file {path}"
+    else:
+        table = _as_arrow(spine)
+        schema = table.schema
+        name = f"__fk_spine_{next(_counter)}"
+        table = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+        con.register(name, table)
+        keep_alive.append(table)
+        relation, params, where = name, [], "spine"
+    columns = schema.names
+    reserved = [c for c in columns if c.lower().startswith(RESERVED_PREFIX)]
+    if reserved:
+        raise SchemaError(f"{where} has columns {reserved} with the reserved prefix {RESERVED_PREFIX!r}; rename them")
+    missing = [c for c in [*keys, timestamp_field] if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"{where} has no column {', '.join(repr(c) for c in missing)} (it has {columns}); "
+            f"add it, or pass timestamp_field= if the spine's time column has another name"
+        )
+    check_timestamp_type(schema.field(timestamp_field).type, timestamp_field, where)
+    for key, feature_type in keys.items():
+        spine_type = schema.field(key).type
+        if _family(spine_type) != _family(feature_type):
+            raise SchemaError(
+                f"{where} column {key!r} is {spine_type} but the feature data's key is {feature_type}; "
+                "cast the spine column to the same kind"
+            )
+    return SpineInput(relation, params, timestamp_field, columns), keep_alive
+
+
+def _family(dtype: pa.DataType) -> str:
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or dtype == pa.string_view():
+        return "string"
+    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "number"
+    return str(dtype)

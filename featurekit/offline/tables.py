@@ -1,0 +1,135 @@
+"""Versioned offline tables: one Delta Lake table per view version under ``<store>/offline/``.
+
+Layout: ``<store>/offline/<view>/v<version>/`` holds the Delta table of that view version (Parquet
+data files with unique names plus ``_delta_log/``). A materialization is one Delta commit that
+replaces the rows of its window (``replaceWhere``), so re-materializing never duplicates rows and
+every earlier table version stays readable. Readers never list directories: they take the file
+list of the data version the registry recorded.
+
+The registry, not the Delta log, is the commit point featurekit readers follow. A Delta commit that
+a killed process never recorded in the registry is invisible to readers, and is undone (the table
+restored to the recorded version) before the next write, so it cannot leak into later versions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from featurekit.errors import ConflictError, RegistryError
+from featurekit.names import quote
+
+# Time travel reads old log entries: never let the Delta log expire on its own (gc decides).
+_TABLE_CONFIG: dict[str, str | None] = {
+    "delta.logRetentionDuration": "interval 36500 days",
+    "delta.enableExpiredLogCleanup": "false",
+}
+
+
+def _delta_timestamp(moment: datetime) -> str:
+    # Formatted from a datetime object, never from user text: safe inside the predicate.
+    return moment.astimezone(UTC).strftime("'%Y-%m-%dT%H:%M:%S.%fZ'")
+
+
+class OfflineTables:
+    """Creates, writes and reads the Delta tables of view versions inside one store folder."""
+
+    def __init__(self, store_root: Path) -> None:
+        self.root = store_root / "offline"
+        self.locks = store_root / "locks"
+
+    def path(self, view: str, version: int) -> Path:
+        """Folder of a view version's table (names are validated, so the path stays in the store)."""
+        return self.root / view.lower() / f"v{int(version)}"
+
+    @contextmanager
+    def lock(self, view: str) -> Iterator[None]:
+        """Hold the view's writer lock, or fail at once with :class:`ConflictError`.
+
+        An OS file lock: released by the kernel when the process dies, so a killed job never
+        leaves a stale lock behind.
+        """
+        self.locks.mkdir(parents=True, exist_ok=True)
+        path = self.locks / f"{view.lower()}.lock"
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise ConflictError(
+                    f"feature view '{view}' is being materialized by another process (pid {holder}); "
+                    "wait for it to finish, then run again"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def prepare(self, view: str, version: int, schema: pa.Schema, recorded: int | None) -> int:
+        """Make the table ready for a write and return the data version the write starts from.
+
+        Creates the table (as an empty version 0) on first use and undoes Delta commits the
+        registry never recorded (left by a killed writer).
+        """
+        path = self.path(view, version)
+        if not DeltaTable.is_deltatable(str(path)):
+            path.mkdir(parents=True, exist_ok=True)
+            DeltaTable.create(str(path), schema, mode="ignore", configuration=_TABLE_CONFIG)
+        table = DeltaTable(str(path))
+        base = recorded if recorded is not None else 0
+        if table.version() > base:
+            table.restore(base)
+        return base
+
+    def write_window(
+        self,
+        view: str,
+        version: int,
+        batches: pa.RecordBatchReader,
+        *,
+        timestamp_field: str,
+        window: tuple[datetime, datetime],
+        note: dict[str, str],
+    ) -> int:
+        """Replace the rows of ``window`` with ``batches`` in one Delta commit; return its version."""
+        column = quote(timestamp_field)
+        predicate = f"{column} >= {_delta_timestamp(window[0])} AND {column} < {_delta_timestamp(window[1])}"
+        path = str(self.path(view, version))
+        try:
+            write_deltalake(
+                path,
+                batches,
+                mode="overwrite",
+                predicate=predicate,
+                commit_properties=CommitProperties(custom_metadata=note),
+            )
+        except CommitFailedError as exc:
+            raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
+        return DeltaTable(path).version()
+
+    def files(self, view: str, version: int, data_version: int) -> list[str]:
+        """The Parquet files of a committed data version (what readers scan)."""
+        path = self.path(view, version)
+        try:
+            table = DeltaTable(str(path), version=data_version)
+        except (DeltaError, OSError) as exc:
+            raise RegistryError(
+                f"offline table of '{view}' v{version} cannot be read at data version {data_version} "
+                f"({path}): {exc}; run `featurekit verify`"
+            ) from exc
+        return [uri.removeprefix("file://") for uri in table.file_uris()]

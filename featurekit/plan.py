@@ -1,0 +1,205 @@
+"""Plan an apply: compare the repo's loaded definitions with the registry's active versions.
+
+For each view the plan infers the output schema (the function run on zero source rows, through
+:mod:`featurekit.transform`), computes the code hash and fingerprint, and classifies the change:
+new view, new version, back to an earlier version, metadata only, unchanged, or removed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+
+from featurekit.definitions import FeatureView
+from featurekit.errors import DefinitionError, FeaturekitError
+from featurekit.names import case_clashes, name_problem
+from featurekit.offline.sources import SourceReader
+from featurekit.registry import ActiveView, NewVersion, Registry
+from featurekit.transform import run_view, storage_type
+from featurekit.versioning import code_hash, fingerprint, function_source
+
+ChangeKind = Literal["new", "changed", "reverted", "metadata", "unchanged", "removed"]
+
+_SYMBOLS = {"new": "+", "changed": "~", "reverted": "~", "metadata": "~", "unchanged": "=", "removed": "-"}
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """How one view differs between the repo and the registry."""
+
+    view: str
+    kind: ChangeKind
+    old_version: int | None
+    new_version: int | None
+    detail: str
+
+    def __str__(self) -> str:
+        old = f"v{self.old_version}" if self.old_version is not None else ""
+        new = f"v{self.new_version}" if self.new_version is not None else ""
+        versions = f"{old} -> {new}" if old and new and old != new else (new or old)
+        return f"{_SYMBOLS[self.kind]} {self.view} {versions}: {self.detail}".rstrip()
+
+
+@dataclass
+class Plan:
+    """What an apply changes (or changed); ``str(plan)`` is the human-readable diff."""
+
+    changes: list[ViewChange]
+    registry_version: int | None = None
+    new_versions: list[NewVersion] = field(default_factory=list, repr=False)
+    active: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
+    expected_head: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.kind != "unchanged" for c in self.changes)
+
+    def __str__(self) -> str:
+        if not self.changes:
+            return "no feature views defined"
+        lines = [str(c) for c in self.changes]
+        if not self.has_changes:
+            lines.append("nothing to apply")
+        elif self.registry_version is not None:
+            lines.append(f"applied as registry version {self.registry_version}")
+        return "\n".join(lines)
+
+
+def static_definition(view: FeatureView) -> dict[str, Any]:
+    """The data-relevant decorator arguments, knowable without reading any data."""
+    ttl = view.ttl
+    return {
+        "kind": "batch",
+        "entities": [{"name": e.name, "join_keys": list(e.join_keys)} for e in view.entities],
+        "join_keys": list(view.join_keys),
+        "ttl_us": None if ttl is None else (ttl.days * 86_400 + ttl.seconds) * 1_000_000 + ttl.microseconds,
+        "source": view.source.describe(),
+        "frame": view.frame,
+    }
+
+
+def metadata(view: FeatureView) -> dict[str, Any]:
+    """What may change without a new data version."""
+    return {"description": view.description, "tags": view.tags, "owner": view.owner}
+
+
+def git_commit(root: Path) -> str | None:
+    """The repo's git commit (with ``-dirty`` when it has uncommitted changes), if it is a checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _describe_version(view: FeatureView, con: duckdb.DuckDBPyConnection, root: Path) -> NewVersion:
+    reader = SourceReader(con, root, view.source)
+    source_schema = reader.schema()
+    output = run_view(view, source_schema.empty_table())
+    features = [c for c in output.column_names if c not in (*view.join_keys, *view.source.timestamp_columns)]
+    problems = [
+        f"{view.location}: feature {p}"
+        for f in features
+        if (p := name_problem(f, f"of view {view.name!r}")) is not None
+    ]
+    for group in case_clashes([*output.column_names]):
+        problems.append(f"{view.location}: view {view.name!r} output columns clash case-insensitively: {group}")
+    if problems:
+        raise DefinitionError(problems)
+    schema = output.schema
+    definition = static_definition(view)
+    definition["features"] = features
+    definition["schema"] = {f.name: str(storage_type(f.type)) for f in schema}
+    code = code_hash(view.function)
+    return NewVersion(
+        view=view.name,
+        fingerprint=fingerprint(code, definition, []),
+        code_hash=code,
+        definition=definition,
+        schema=schema,
+        source_schema=source_schema,
+        source_text=function_source(view.function),
+        location=str(view.location),
+    )
+
+
+def make_plan(views: dict[str, FeatureView], registry: Registry, con: duckdb.DuckDBPyConnection, root: Path) -> Plan:
+    """Compare ``views`` with the registry's head; collect every definition problem at once."""
+    head: dict[str, ActiveView] = registry.active()
+    described: dict[str, NewVersion] = {}
+    problems: list[str] = []
+    for name, view in sorted(views.items()):
+        try:
+            described[name] = _describe_version(view, con, root)
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+        except FeaturekitError as exc:
+            problems.append(f"{view.location}: feature view {name!r}: {exc}")
+    if problems:
+        raise DefinitionError(problems)
+    changes: list[ViewChange] = []
+    plan = Plan(changes=changes, expected_head={n: a.version.fingerprint for n, a in head.items()})
+    head_by_lower = {n.lower(): a for n, a in head.items()}
+    for name, new in described.items():
+        view = views[name]
+        plan.active[name] = (new.fingerprint, metadata(view))
+        current = head_by_lower.get(name.lower())
+        known = {v.fingerprint: v.version for v in registry.versions(name)}
+        next_version = max(known.values(), default=0) + 1
+        if current is None:
+            if new.fingerprint in known:
+                kind: ChangeKind = "reverted"
+                detail = f"back to registered v{known[new.fingerprint]}"
+            else:
+                kind, detail = "new", "new view, features " + ", ".join(new.definition["features"])
+            changes.append(ViewChange(name, kind, None, known.get(new.fingerprint, next_version), detail))
+            if new.fingerprint not in known:
+                plan.new_versions.append(new)
+            continue
+        old = current.version
+        if new.fingerprint == old.fingerprint:
+            if metadata(view) != current.metadata:
+                edited = sorted(k for k, v in metadata(view).items() if current.metadata.get(k) != v)
+                changes.append(ViewChange(name, "metadata", old.version, old.version, "metadata: " + ", ".join(edited)))
+            else:
+                changes.append(ViewChange(name, "unchanged", old.version, old.version, "unchanged"))
+        elif new.fingerprint in known:
+            changes.append(
+                ViewChange(name, "reverted", old.version, known[new.fingerprint], f"back to v{known[new.fingerprint]}")
+            )
+        else:
+            changes.append(ViewChange(name, "changed", old.version, next_version, _what_changed(old.definition, new)))
+            plan.new_versions.append(new)
+    for name, current in head.items():
+        if name.lower() not in {n.lower() for n in described}:
+            changes.append(
+                ViewChange(name, "removed", current.version.version, None, "removed from the repo (history kept)")
+            )
+    return plan
+
+
+def _what_changed(old: dict[str, Any], new: NewVersion) -> str:
+    parts = []
+    if old.get("features") != new.definition["features"]:
+        parts.append(f"features {old.get('features')} -> {new.definition['features']}")
+    for key in ("join_keys", "ttl_us", "source", "frame"):
+        if old.get(key) != new.definition.get(key):
+            parts.append(f"{key} changed")
+    if old.get("schema") != new.definition["schema"] and not parts:
+        parts.append("output dtypes changed")
+    return "new version: " + (", ".join(parts) if parts else "code changed")

@@ -1,0 +1,439 @@
+"""The versioned registry: one SQLite file in WAL mode, append-only, safe across processes.
+
+Every change is a *commit* (a row of ``commits`` with a monotonic id = the registry version and a
+UTC time). An apply commit writes the full set of active view versions (``active_views``); a
+materialize commit writes one ``materializations`` row naming the Delta table version it produced
+and the view's new watermark. Nothing is updated or deleted, so the registry can be read as of
+any commit: the active definitions are those of the newest apply commit at or before it, and a
+view version's data is that of its newest materialization at or before it.
+
+Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``), so concurrent applies serialize
+and version numbers stay unique; a materialization commits only if the view's data version is
+still the one it started from (compare-and-set), otherwise it fails with :class:`ConflictError`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from featurekit.errors import ConflictError, RegistryError, UnknownNameError, did_you_mean
+from featurekit.timestamps import from_micros, to_micros
+
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    committed_at INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('apply', 'materialize')),
+    git_commit TEXT,
+    summary TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS view_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    view TEXT NOT NULL COLLATE NOCASE,
+    version INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    code_hash TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    schema BLOB NOT NULL,
+    source_schema BLOB,
+    source_text TEXT NOT NULL,
+    location TEXT NOT NULL,
+    commit_id INTEGER NOT NULL REFERENCES commits (id),
+    UNIQUE (view, version),
+    UNIQUE (view, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS active_views (
+    commit_id INTEGER NOT NULL REFERENCES commits (id),
+    view TEXT NOT NULL COLLATE NOCASE,
+    version_id INTEGER NOT NULL REFERENCES view_versions (id),
+    metadata TEXT NOT NULL,
+    PRIMARY KEY (commit_id, view)
+);
+CREATE TABLE IF NOT EXISTS materializations (
+    commit_id INTEGER PRIMARY KEY REFERENCES commits (id),
+    version_id INTEGER NOT NULL REFERENCES view_versions (id),
+    data_version INTEGER NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end INTEGER NOT NULL,
+    watermark INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    incremental INTEGER NOT NULL,
+    UNIQUE (version_id, data_version)
+);
+CREATE INDEX IF NOT EXISTS materializations_by_version ON materializations (version_id, commit_id);
+"""
+
+
+@dataclass(frozen=True)
+class ViewVersion:
+    """One registered version of a view (immutable once written)."""
+
+    id: int
+    view: str
+    version: int
+    fingerprint: str
+    code_hash: str
+    definition: dict[str, Any]
+    schema: pa.Schema
+    source_schema: pa.Schema | None
+    source_text: str
+    location: str
+    commit_id: int
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.definition["features"])
+
+
+@dataclass(frozen=True)
+class ActiveView:
+    """A view as active in a snapshot: its version and its (unversioned) metadata."""
+
+    version: ViewVersion
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Materialization:
+    """A committed materialization of a view version."""
+
+    commit_id: int
+    committed_at: datetime
+    version_id: int
+    data_version: int
+    window_start: datetime
+    window_end: datetime
+    watermark: datetime
+    rows: int
+    incremental: bool
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One registry commit (the registry version is its id)."""
+
+    id: int
+    committed_at: datetime
+    kind: str
+    git_commit: str | None
+    summary: str
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A view version to register at apply."""
+
+    view: str
+    fingerprint: str
+    code_hash: str
+    definition: dict[str, Any]
+    schema: pa.Schema
+    source_schema: pa.Schema | None
+    source_text: str
+    location: str
+
+
+def _schema_bytes(schema: pa.Schema | None) -> bytes | None:
+    return None if schema is None else schema.serialize().to_pybytes()
+
+
+def _schema_from(blob: bytes | None) -> pa.Schema | None:
+    return None if blob is None else pa.ipc.read_schema(pa.py_buffer(blob))
+
+
+class Registry:
+    """Append-only registry of view versions and materializations in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._write():
+                for statement in _DDL.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise RegistryError(
+                        f"registry {path} has format {row[0]}, newer than this featurekit understands "
+                        f"({SCHEMA_VERSION}); upgrade featurekit"
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise RegistryError(
+                f"registry {path} is unreadable ({exc}); restore it from a backup or move it away "
+                "and re-apply (materialized data under the store is kept)"
+            ) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        # One read transaction = one consistent snapshot, even while writers commit.
+        self._db.execute("BEGIN")
+        try:
+            yield self._db
+        finally:
+            self._db.execute("COMMIT")
+
+    def _new_commit(self, db: sqlite3.Connection, kind: str, summary: str, git_commit: str | None) -> int:
+        last = db.execute("SELECT max(committed_at) FROM commits").fetchone()[0]
+        now = to_micros(datetime.now().astimezone())
+        at = max(now, (last or 0) + 1)  # commit times strictly increase with the version
+        cursor = db.execute(
+            "INSERT INTO commits (committed_at, kind, git_commit, summary) VALUES (?, ?, ?, ?)",
+            (at, kind, git_commit, summary),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def head_commit(self) -> int:
+        """The newest registry version (0 for an empty registry)."""
+        row = self._db.execute("SELECT coalesce(max(id), 0) FROM commits").fetchone()
+        return int(row[0])
+
+    def commit_at(self, moment: datetime) -> int:
+        """The registry version that was current at ``moment`` (0 if none)."""
+        row = self._db.execute(
+            "SELECT coalesce(max(id), 0) FROM commits WHERE committed_at <= ?", (to_micros(moment),)
+        ).fetchone()
+        return int(row[0])
+
+    def active(self, as_of: int | None = None) -> dict[str, ActiveView]:
+        """The active view versions as of registry version ``as_of`` (default: now)."""
+        with self._read() as db:
+            limit = as_of if as_of is not None else 2**62
+            row = db.execute("SELECT max(id) FROM commits WHERE kind = 'apply' AND id <= ?", (limit,)).fetchone()
+            if row[0] is None:
+                return {}
+            rows = db.execute(
+                f"SELECT a.metadata, {_VERSION_COLUMNS} FROM active_views a JOIN view_versions v "
+                "ON v.id = a.version_id WHERE a.commit_id = ? ORDER BY a.view",
+                (row[0],),
+            ).fetchall()
+        return {r[2]: ActiveView(_version_from(r[1:]), json.loads(r[0])) for r in rows}
+
+    def version(self, view: str, version: int) -> ViewVersion:
+        """One version of a view, or :class:`UnknownNameError` listing the versions that exist."""
+        row = self._db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM view_versions v WHERE view = ? AND version = ?", (view, version)
+        ).fetchone()
+        if row is None:
+            known = [v.version for v in self.versions(view)]
+            if not known:
+                names = [r[0] for r in self._db.execute("SELECT DISTINCT view FROM view_versions")]
+                raise UnknownNameError(f"no feature view {view!r} in the registry{did_you_mean(view, names)}")
+            raise UnknownNameError(
+                f"feature view {view!r} has no version {version}; registered versions: "
+                + ", ".join(f"v{v}" for v in known)
+            )
+        return _version_from(row)
+
+    def versions(self, view: str | None = None) -> list[ViewVersion]:
+        """Every registered version (of one view, or all), oldest first."""
+        query = f"SELECT {_VERSION_COLUMNS} FROM view_versions v"
+        params: tuple[Any, ...] = ()
+        if view is not None:
+            query += " WHERE view = ?"
+            params = (view,)
+        return [_version_from(r) for r in self._db.execute(query + " ORDER BY v.id", params)]
+
+    def latest_materialization(self, version_id: int, as_of: int | None = None) -> Materialization | None:
+        """The newest committed materialization of a view version (as of a registry version)."""
+        row = self._db.execute(
+            f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
+            "WHERE m.version_id = ? AND m.commit_id <= ? ORDER BY m.commit_id DESC LIMIT 1",
+            (version_id, as_of if as_of is not None else 2**62),
+        ).fetchone()
+        return None if row is None else _materialization_from(row)
+
+    def materializations(self, version_id: int | None = None) -> list[Materialization]:
+        """Every committed materialization (of one view version, or all), oldest first."""
+        query = f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id"
+        params: tuple[Any, ...] = ()
+        if version_id is not None:
+            query += " WHERE m.version_id = ?"
+            params = (version_id,)
+        return [_materialization_from(r) for r in self._db.execute(query + " ORDER BY m.commit_id", params)]
+
+    def commits(self) -> list[Commit]:
+        """Every commit, oldest first."""
+        rows = self._db.execute("SELECT id, committed_at, kind, git_commit, summary FROM commits ORDER BY id")
+        return [Commit(r[0], from_micros(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def apply(
+        self,
+        new_versions: list[NewVersion],
+        active: dict[str, tuple[str, dict[str, Any]]],
+        *,
+        expected_head: dict[str, str],
+        summary: str,
+        git_commit: str | None,
+    ) -> int:
+        """Register new versions and make ``active`` (view -> (fingerprint, metadata)) the head set.
+
+        ``expected_head`` (view -> fingerprint) is the head the plan was computed against; if another
+        apply changed it meanwhile the plan is stale and :class:`ConflictError` is raised.
+        """
+        with self._write() as db:
+            head = db.execute("SELECT max(id) FROM commits WHERE kind = 'apply'").fetchone()[0]
+            current: dict[str, str] = {}
+            if head is not None:
+                current = dict(
+                    db.execute(
+                        "SELECT a.view, v.fingerprint FROM active_views a JOIN view_versions v ON v.id = a.version_id "
+                        "WHERE a.commit_id = ?",
+                        (head,),
+                    ).fetchall()
+                )
+            if current != expected_head:
+                raise ConflictError(
+                    "another apply changed the registry while this one was planned; run `featurekit apply` again"
+                )
+            commit = self._new_commit(db, "apply", summary, git_commit)
+            for new in new_versions:
+                existing = db.execute(
+                    "SELECT id FROM view_versions WHERE view = ? AND fingerprint = ?", (new.view, new.fingerprint)
+                ).fetchone()
+                if existing is not None:
+                    continue
+                number = db.execute(
+                    "SELECT coalesce(max(version), 0) + 1 FROM view_versions WHERE view = ?", (new.view,)
+                ).fetchone()[0]
+                db.execute(
+                    "INSERT INTO view_versions (view, version, fingerprint, code_hash, definition, schema, "
+                    "source_schema, source_text, location, commit_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        new.view,
+                        number,
+                        new.fingerprint,
+                        new.code_hash,
+                        json.dumps(new.definition, sort_keys=True),
+                        _schema_bytes(new.schema),
+                        _schema_bytes(new.source_schema),
+                        new.source_text,
+                        new.location,
+                        commit,
+                    ),
+                )
+            for view, (fp, metadata) in sorted(active.items()):
+                version_id = db.execute(
+                    "SELECT id FROM view_versions WHERE view = ? AND fingerprint = ?", (view, fp)
+                ).fetchone()
+                if version_id is None:
+                    raise RegistryError(f"view {view!r} fingerprint {fp} was not registered in this apply")
+                db.execute(
+                    "INSERT INTO active_views (commit_id, view, version_id, metadata) VALUES (?, ?, ?, ?)",
+                    (commit, view, version_id[0], json.dumps(metadata, sort_keys=True)),
+                )
+            return commit
+
+    def record_materialization(
+        self,
+        version_id: int,
+        *,
+        base_data_version: int | None,
+        data_version: int,
+        window: tuple[datetime, datetime],
+        rows: int,
+        incremental: bool,
+        summary: str,
+    ) -> Materialization:
+        """Commit a materialization, if the view's data is still at ``base_data_version``."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT data_version, watermark FROM materializations WHERE version_id = ? "
+                "ORDER BY commit_id DESC LIMIT 1",
+                (version_id,),
+            ).fetchone()
+            current = None if row is None else int(row[0])
+            if current != base_data_version:
+                raise ConflictError(
+                    f"another materialization of this view committed data version {current} while this one "
+                    f"started from {base_data_version}; nothing was committed, run it again"
+                )
+            start, end = to_micros(window[0]), to_micros(window[1])
+            watermark = max(end, int(row[1])) if row is not None else end
+            commit = self._new_commit(db, "materialize", summary, None)
+            db.execute(
+                "INSERT INTO materializations (commit_id, version_id, data_version, window_start, window_end, "
+                "watermark, rows, incremental) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (commit, version_id, data_version, start, end, watermark, rows, int(incremental)),
+            )
+        found = self.latest_materialization(version_id)
+        assert found is not None
+        return found
+
+
+_VERSION_COLUMNS = (
+    "v.id, v.view, v.version, v.fingerprint, v.code_hash, v.definition, v.schema, v.source_schema, "
+    "v.source_text, v.location, v.commit_id"
+)
+_MATERIALIZATION_COLUMNS = (
+    "m.commit_id, c.committed_at, m.version_id, m.data_version, m.window_start, m.window_end, m.watermark, "
+    "m.rows, m.incremental"
+)
+
+
+def _version_from(row: tuple[Any, ...]) -> ViewVersion:
+    schema = _schema_from(row[6])
+    assert schema is not None
+    return ViewVersion(
+        id=row[0],
+        view=row[1],
+        version=row[2],
+        fingerprint=row[3],
+        code_hash=row[4],
+        definition=json.loads(row[5]),
+        schema=schema,
+        source_schema=_schema_from(row[7]),
+        source_text=row[8],
+        location=row[9],
+        commit_id=row[10],
+    )
+
+
+def _materialization_from(row: tuple[Any, ...]) -> Materialization:
+    return Materialization(
+        commit_id=row[0],
+        committed_at=from_micros(row[1]),
+        version_id=row[2],
+        data_version=row[3],
+        window_start=from_micros(row[4]),
+        window_end=from_micros(row[5]),
+        watermark=from_micros(row[6]),
+        rows=row[7],
+        incremental=bool(row[8]),
+    )

@@ -1,0 +1,146 @@
+"""Load a feature repo: import its modules and collect definitions explicitly.
+
+Nothing registers itself at import time. The loader imports each module of the repo (by default
+the ``*.py`` files at its root, see ``include`` in ``featurekit.yaml``), collects the
+:class:`~featurekit.definitions.FeatureView` and :class:`~featurekit.definitions.Entity` objects
+found at module level, and validates all of them, reporting every problem at once with its file
+and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import linecache
+import sys
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+
+from featurekit.definitions import Entity, FeatureView, FileSource, SqlSource
+from featurekit.errors import DefinitionError
+from featurekit.names import case_clashes, name_problem
+
+
+@dataclass
+class RepoDefinitions:
+    """What a repo defines, by name."""
+
+    root: Path
+    views: dict[str, FeatureView] = field(default_factory=dict)
+    entities: dict[str, Entity] = field(default_factory=dict)
+
+
+def _import(path: Path, root: Path) -> ModuleType:
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+    name = f"_featurekit_repo_{tag}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # inspect and pickle-free tooling resolve functions through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
+    """Import the repo's modules and return its validated definitions."""
+    problems: list[str] = []
+    files = sorted({p for pattern in include for p in root.glob(pattern) if p.is_file() and p.suffix == ".py"})
+    linecache.checkcache()  # edited files must be re-read by inspect.getsource
+    views: list[FeatureView] = []
+    entities: list[Entity] = []
+    sys.path.insert(0, str(root))
+    try:
+        for path in files:
+            try:
+                module = _import(path, root)
+            except Exception as exc:  # noqa: BLE001 -- user code: report its file and line, keep loading
+                frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+                line = frames[-1].lineno if frames else getattr(exc, "lineno", 0) or 0
+                problems.append(f"{path}:{line}: importing the module raised {type(exc).__name__}: {exc}")
+                continue
+            for value in vars(module).values():
+                if isinstance(value, FeatureView) and not any(value is v for v in views):
+                    views.append(value)
+                elif isinstance(value, Entity) and not any(value is e for e in entities):
+                    entities.append(value)
+    finally:
+        sys.path.remove(str(root))
+    for view in views:
+        for entity in view.entities:
+            if not any(entity is e for e in entities):
+                entities.append(entity)
+    problems += _entity_problems(entities)
+    problems += _view_problems(views)
+    if problems:
+        raise DefinitionError(problems)
+    return RepoDefinitions(
+        root=root,
+        views={v.name: v for v in views},
+        entities={e.name: e for e in entities},
+    )
+
+
+def _entity_problems(entities: list[Entity]) -> list[str]:
+    problems: list[str] = []
+    for entity in entities:
+        where = str(entity.location)
+        if (p := name_problem(entity.name, "entity")) is not None:
+            problems.append(f"{where}: {p}")
+        if not entity.join_keys:
+            problems.append(f"{where}: entity {entity.name!r} has no join keys; pass join_keys=['..._id']")
+        for key in entity.join_keys:
+            if (p := name_problem(key, f"join key of entity {entity.name!r}")) is not None:
+                problems.append(f"{where}: {p}")
+        for group in case_clashes(list(entity.join_keys)):
+            problems.append(f"{where}: entity {entity.name!r} repeats join key {group}")
+    by_name: dict[str, list[Entity]] = {}
+    for entity in entities:
+        by_name.setdefault(str(entity.name).lower(), []).append(entity)
+    for same in by_name.values():
+        if len(same) > 1:
+            places = ", ".join(f"{e.name!r} at {e.location}" for e in same)
+            problems.append(f"entities share a name (case-insensitively): {places}; rename all but one")
+    return problems
+
+
+def _view_problems(views: list[FeatureView]) -> list[str]:
+    problems: list[str] = []
+    for view in views:
+        where = f"{view.location}: feature view {view.name!r}"
+        if (p := name_problem(view.name, "feature view")) is not None:
+            problems.append(f"{view.location}: {p}")
+        if not view.entities or not all(isinstance(e, Entity) for e in view.entities):
+            problems.append(f"{where}: entity= must be an fk.Entity or a list of them")
+            continue
+        source = view.source
+        if not isinstance(source, (FileSource, SqlSource)):
+            problems.append(f"{where}: source= must be fk.FileSource or fk.SqlSource, got {type(source).__name__}")
+            continue
+        for column in source.timestamp_columns:
+            if (p := name_problem(column, "timestamp field")) is not None:
+                problems.append(f"{where}: {p}")
+        if source.created_timestamp_field == source.timestamp_field:
+            problems.append(f"{where}: created_timestamp_field must differ from timestamp_field")
+        clash = {k.lower() for k in view.join_keys} & {c.lower() for c in source.timestamp_columns}
+        if clash:
+            problems.append(f"{where}: join keys and timestamp fields share names {sorted(clash)}")
+        if source.on_null not in ("error", "drop"):
+            problems.append(f"{where}: on_null must be 'error' or 'drop', got {source.on_null!r}")
+        if view.ttl is not None and (not isinstance(view.ttl, timedelta) or view.ttl <= timedelta(0)):
+            problems.append(f"{where}: ttl must be a positive timedelta or None, got {view.ttl!r}")
+        if isinstance(source, FileSource) and not source.path:
+            problems.append(f"{where}: FileSource needs a path")
+        if isinstance(source, SqlSource) and not source.query.strip():
+            problems.append(f"{where}: SqlSource needs a query")
+    by_name: dict[str, list[FeatureView]] = {}
+    for view in views:
+        by_name.setdefault(str(view.name).lower(), []).append(view)
+    for group in by_name.values():
+        if len(group) > 1:
+            places = ", ".join(f"{v.name!r} at {v.location}" for v in group)
+            problems.append(f"feature views share a name (case-insensitively): {places}; rename all but one")
+    return problems

@@ -1,0 +1,122 @@
+"""The one module that runs user feature functions, for every path.
+
+Materialization, schema inference at apply, and (later) pushes and online serving all call
+:func:`run_view`, so a function always sees the same input (the source's declared columns, in the
+source's order and dtypes, as the frame type it asks for) and its output is checked and normalized
+the same way: required columns present, timestamps as UTC instants, a stable column order.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+
+from featurekit.definitions import FeatureView
+from featurekit.errors import FeatureFunctionError, SchemaError
+from featurekit.timestamps import normalize_timestamps
+
+_WIDE_TO_STORAGE = {
+    pa.large_string(): pa.string(),
+    pa.string_view(): pa.string(),
+    pa.large_binary(): pa.binary(),
+    pa.binary_view(): pa.binary(),
+}
+
+
+def storage_type(dtype: pa.DataType) -> pa.DataType:
+    """The dtype a column has once stored: large/view string and binary types fold to plain ones."""
+    return _WIDE_TO_STORAGE.get(dtype, dtype)
+
+
+def to_frame(rows: pa.Table, kind: str) -> Any:
+    """Hand ``rows`` to a function as the frame type it declared."""
+    if kind == "pandas":
+        return rows.to_pandas()
+    if kind == "arrow":
+        return rows
+    return pl.from_arrow(rows, rechunk=False)
+
+
+def to_arrow(result: Any, where: str) -> pa.Table:
+    """Turn what a function returned into an Arrow table, or fail naming the function."""
+    if isinstance(result, pl.LazyFrame):
+        result = result.collect()
+    if isinstance(result, pl.DataFrame):
+        return result.to_arrow()
+    if isinstance(result, pd.DataFrame):
+        return pa.Table.from_pandas(result, preserve_index=False).replace_schema_metadata(None)
+    if isinstance(result, pa.Table):
+        return result
+    raise FeatureFunctionError(
+        f"{where} returned {type(result).__name__}; return a polars or pandas DataFrame (or an Arrow table)"
+    )
+
+
+def _user_line(view: FeatureView, exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if frame.filename == view.location.file:
+            return f"{frame.filename}:{frame.lineno}"
+    return str(view.location)
+
+
+def run_view(view: FeatureView, rows: pa.Table, expected: pa.Schema | None = None) -> pa.Table:
+    """Run ``view``'s function on source ``rows`` and return its checked, normalized output.
+
+    The output holds the join keys, the event timestamp, the created timestamp (when declared) and
+    then the features in the order the function produced them. With ``expected`` (the schema
+    recorded at apply) any difference in columns or dtypes is an error naming each column.
+    """
+    where = f"feature view '{view.name}' ({view.location})"
+    try:
+        result = view.function(to_frame(rows, view.frame))
+    except Exception as exc:  # the user's code: report it with its own line, keep the cause
+        raise FeatureFunctionError(
+            f"feature view '{view.name}' raised {type(exc).__name__}: {exc} ({_user_line(view, exc)}); "
+            "nothing was committed"
+        ) from exc
+    table = to_arrow(result, where)
+    names = table.column_names
+    required = [*view.join_keys, *view.source.timestamp_columns]
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise FeatureFunctionError(
+            f"{where} returned no column {', '.join(repr(c) for c in missing)}; its output must keep the "
+            f"entity keys and timestamps {required} (it returned {names})"
+        )
+    duplicated = sorted({c for c in names if names.count(c) > 1})
+    if duplicated:
+        raise FeatureFunctionError(f"{where} returned duplicate columns {duplicated}")
+    features = [c for c in names if c not in required]
+    if not features:
+        raise FeatureFunctionError(
+            f"{where} returned only keys and timestamps {names}; add at least one feature column"
+        )
+    try:
+        table = normalize_timestamps(table.select([*required, *features]), list(view.source.timestamp_columns), where)
+    except SchemaError as exc:
+        raise FeatureFunctionError(str(exc)) from exc
+    if expected is not None:
+        check_schema(table.schema, expected, where)
+    return table
+
+
+def check_schema(actual: pa.Schema, expected: pa.Schema, where: str) -> None:
+    """Fail with a per-column diff when ``actual`` differs from ``expected`` (storage types compared)."""
+    got = {f.name: storage_type(f.type) for f in actual}
+    want = {f.name: storage_type(f.type) for f in expected}
+    if list(got) == list(want) and got == want:
+        return
+    diff = [f"missing {c!r} ({want[c]})" for c in want if c not in got]
+    diff += [f"new {c!r} ({got[c]})" for c in got if c not in want]
+    diff += [f"{c!r} is {got[c]}, was {want[c]}" for c in want if c in got and got[c] != want[c]]
+    if not diff:
+        diff = [f"column order {list(got)}, was {list(want)}"]
+    raise FeatureFunctionError(
+        f"{where} output differs from the applied schema: {'; '.join(diff)}; "
+        "if the change is intended, run `featurekit apply` to register a new version"
+    )

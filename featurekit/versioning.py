@@ -1,0 +1,99 @@
+"""Versions from code: a view's version changes exactly when what it computes may change.
+
+The *code hash* covers the function's normalized source (the AST with docstrings, comments,
+decorators and formatting stripped) plus, transitively, the helper functions and module-level
+constants of the repo that it names. The *fingerprint* adds the decorator arguments that change
+data (entity keys, TTL, source definition) and the fingerprints of what the view depends on.
+Metadata (description, tags, owner) is left out, so editing it does not create a new data version.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import textwrap
+import types
+from collections.abc import Callable
+from typing import Any
+
+_CONSTANT_TYPES = (int, float, str, bytes, bool, type(None))
+
+
+def function_source(function: Callable[..., Any]) -> str:
+    """The function's source text as written (for display and diffs)."""
+    try:
+        return textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        return f"# source of {getattr(function, '__qualname__', function)!r} is not available\n"
+
+
+def _strip(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.decorator_list = []
+    return tree
+
+
+def normalized_source(function: Callable[..., Any]) -> str:
+    """Source reduced to what executes: no docstrings, comments, decorators or layout."""
+    source = function_source(function)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    return ast.unparse(_strip(tree))
+
+
+def _referenced_names(function: Callable[..., Any]) -> list[str]:
+    try:
+        tree = ast.parse(function_source(function))
+    except SyntaxError:
+        return []
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    return sorted(names)
+
+
+def _is_repo_function(obj: object, home_module: str) -> bool:
+    return isinstance(obj, types.FunctionType) and getattr(obj, "__module__", None) == home_module
+
+
+def code_hash(function: Callable[..., Any]) -> str:
+    """Hash of the normalized source of ``function`` and the same-module helpers and constants it uses."""
+    digest = hashlib.sha256()
+    home = getattr(function, "__module__", "")
+    seen: set[int] = set()
+    pending: list[Callable[..., Any]] = [function]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        digest.update(normalized_source(current).encode())
+        namespace = getattr(current, "__globals__", {})
+        for name in _referenced_names(current):
+            value = namespace.get(name)
+            target = getattr(value, "function", value)  # a FeatureView wraps its function
+            if isinstance(target, types.FunctionType) and _is_repo_function(target, home) and target is not current:
+                pending.append(target)
+            elif isinstance(value, _CONSTANT_TYPES) or (
+                isinstance(value, (tuple, frozenset)) and all(isinstance(v, _CONSTANT_TYPES) for v in value)
+            ):
+                digest.update(f"\0{name}={value!r}".encode())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(code: str, definition: dict[str, Any], dependencies: list[str]) -> str:
+    """The data version identity of a view: code hash + data-relevant definition + dependencies."""
+    payload = json.dumps({"code": code, "definition": definition, "deps": sorted(dependencies)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
