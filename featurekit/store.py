@@ -17,6 +17,7 @@ import duckdb
 from featurekit.config import RepoConfig, load_config
 from featurekit.definitions import FeatureView
 from featurekit.errors import (
+    ConflictError,
     DataError,
     NotAppliedError,
     SchemaError,
@@ -36,6 +37,8 @@ from featurekit.registry import ActiveView, Materialization, Registry, ViewVersi
 from featurekit.repo import RepoDefinitions, load_repo
 from featurekit.timestamps import utc
 from featurekit.versioning import code_hash
+
+_APPLY_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -164,16 +167,25 @@ class FeatureStore:
 
     def apply(self) -> Plan:
         """Register new versions of changed views in one registry transaction; returns the plan."""
-        plan = self.plan()
-        if plan.has_changes:
-            plan.registry_version = self.registry.apply(
-                plan.new_versions,
-                plan.active,
-                expected_head=plan.expected_head,
-                summary="; ".join(str(c) for c in plan.changes if c.kind != "unchanged"),
-                git_commit=git_commit(self.root),
-            )
-        return plan
+        for attempt in range(_APPLY_ATTEMPTS):
+            plan = self.plan()
+            if not plan.has_changes:
+                return plan
+            try:
+                plan.registry_version = self.registry.apply(
+                    plan.new_versions,
+                    plan.active,
+                    expected_head=plan.expected_head,
+                    summary="; ".join(str(c) for c in plan.changes if c.kind != "unchanged"),
+                    git_commit=git_commit(self.root),
+                )
+            except ConflictError:
+                # Another apply landed between our plan and our commit: plan again against it.
+                if attempt == _APPLY_ATTEMPTS - 1:
+                    raise
+                continue
+            return plan
+        raise AssertionError("unreachable")
 
     def list_views(self) -> list[ViewInfo]:
         """The applied views with their versions and latest materializations."""
