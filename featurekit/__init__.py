@@ -6,7 +6,16 @@
 ('driver_id',)
 """
 
-from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, SqlSource, feature_view
+from featurekit.definitions import (
+    Entity,
+    FeatureRef,
+    FeatureView,
+    FileSource,
+    OnDemandView,
+    SqlSource,
+    feature_view,
+    on_demand,
+)
 from featurekit.errors import (
     ConfigError,
     ConflictError,
@@ -24,7 +33,10 @@ from featurekit.errors import (
 )
 from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.retrieval import TrainingSet
+from featurekit.online.serving import OnlineResponse
 from featurekit.plan import Plan
+from featurekit.push import PushResult
+from featurekit.skew import Mismatch, SkewReport
 from featurekit.store import FeatureStore, ViewInfo
 
 __version__ = "0.1.0"
@@ -43,10 +55,15 @@ __all__ = [
     "FileSource",
     "InvalidNameError",
     "MaterializeResult",
+    "Mismatch",
     "NotAppliedError",
+    "OnDemandView",
+    "OnlineResponse",
     "Plan",
+    "PushResult",
     "RegistryError",
     "SchemaError",
+    "SkewReport",
     "SourceError",
     "SqlSource",
     "TrainingSet",
@@ -55,4 +72,5 @@ __all__ = [
     "WindowError",
     "__version__",
     "feature_view",
+    "on_demand",
 ]

@@ -17,7 +17,7 @@ import click
 
 from featurekit.errors import FeaturekitError
 from featurekit.example import write_example
-from featurekit.store import FeatureStore
+from featurekit.store import FeatureStore, ViewInfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,7 +166,7 @@ def list_views(ctx: Context, as_json: bool) -> None:
                             "view": i.name,
                             "version": i.version.version,
                             "features": i.version.features,
-                            "watermark": i.materialization.watermark.isoformat() if i.materialization else None,
+                            "watermark": _watermark(i),
                         }
                         for i in infos
                     ]
@@ -176,7 +176,7 @@ def list_views(ctx: Context, as_json: bool) -> None:
         if not infos:
             click.echo("no feature views applied; run `featurekit apply`")
         for info in infos:
-            watermark = info.materialization.watermark.isoformat() if info.materialization else "never materialized"
+            watermark = _watermark(info) or "never materialized"
             click.echo(f"{info.name} v{info.version.version}  {', '.join(info.version.features)}  ({watermark})")
 
 
@@ -192,6 +192,11 @@ def show(ctx: Context, view: str) -> None:
         click.echo("  code:")
         for line in info.version.source_text.rstrip().splitlines():
             click.echo(f"    {line}")
+
+
+def _watermark(info: ViewInfo) -> str | None:
+    m = info.materialization
+    return m.watermark.isoformat() if m is not None and m.watermark is not None else None
 
 
 def main() -> None:

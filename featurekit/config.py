@@ -10,11 +10,17 @@ inside the repo::
       batch_rows: 2000000         # source rows per batch handed to a feature function
       memory_limit: null          # DuckDB memory limit, e.g. "4GB"
       threads: null               # DuckDB threads (default: all cores)
+    online:
+      type: sqlite                # or "memory"
+      path: online.db             # relative to store_dir
+      busy_timeout_s: 60          # how long a writer waits for another writer
+      refresh_s: 5                # how often serving looks for a new apply
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,6 +40,17 @@ class OfflineConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
 
 
+class OnlineConfig(BaseModel):
+    """Which online store serves lookups: ``sqlite`` (embedded default) or ``memory`` (tests, notebooks)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["sqlite", "memory"] = "sqlite"
+    path: str = "online.db"  # relative to store_dir
+    busy_timeout_s: float = Field(default=60.0, gt=0)
+    refresh_s: float = Field(default=5.0, ge=0)  # how often serving checks the registry for a new apply
+
+
 class RepoConfig(BaseModel):
     """Everything ``featurekit.yaml`` may say."""
 
@@ -43,6 +60,7 @@ class RepoConfig(BaseModel):
     store_dir: str = ".featurekit"
     include: list[str] = Field(default_factory=lambda: ["*.py"])
     offline: OfflineConfig = OfflineConfig()
+    online: OnlineConfig = OnlineConfig()
 
 
 def load_config(repo: Path) -> RepoConfig:

@@ -24,8 +24,10 @@ __all__ = [
     "FeatureView",
     "FileSource",
     "Location",
+    "OnDemandView",
     "SqlSource",
     "feature_view",
+    "on_demand",
 ]
 
 
@@ -292,3 +294,67 @@ def _frame_kind(function: Callable[..., Any]) -> FrameKind:
     if text.startswith(("pyarrow.", "pa.")):
         return "arrow"
     return "polars"
+
+
+class OnDemandView:
+    """A request-time feature view: a row-wise function of other features and request inputs.
+
+    It runs inside ``training_set`` (request inputs come from spine columns of the same name) and
+    inside ``online_features``, on exactly the declared inputs, in the declared order and dtypes.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        inputs: Sequence[str | FeatureRef],
+        request: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        owner: str | None = None,
+        description: str | None = None,
+        frame: FrameKind | None = None,
+    ) -> None:
+        functools.update_wrapper(self, function)
+        self.function = function
+        self.name: str = function.__name__
+        self.inputs: tuple[str | FeatureRef, ...] = tuple(inputs)
+        self.request: dict[str, Any] = dict(request or {})
+        self.tags = dict(tags or {})
+        self.owner = owner
+        self.description = description if description is not None else (inspect.getdoc(function) or "")
+        self.frame: FrameKind = frame or _frame_kind(function)
+        code = getattr(function, "__code__", None)
+        self.location = Location(code.co_filename, code.co_firstlineno) if code else _caller_location()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __getitem__(self, feature: str) -> FeatureRef:
+        return FeatureRef(self.name, feature)
+
+    def __repr__(self) -> str:
+        return f"<OnDemandView {self.name} inputs={[str(i) for i in self.inputs]} at {self.location}>"
+
+
+def on_demand(
+    *,
+    inputs: Sequence[str | FeatureRef],
+    request: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    owner: str | None = None,
+    description: str | None = None,
+    frame: FrameKind | None = None,
+) -> Callable[[Callable[..., Any]], OnDemandView]:
+    """Declare an on-demand view over ``inputs`` (``"view:feature"``) and ``request`` columns.
+
+    ``request`` maps each request-time input to its polars dtype (e.g. ``{"trip_km": pl.Float64}``).
+    The function receives one frame with the inputs (named by feature) then the request columns,
+    and returns a frame with the same number of rows holding its features.
+    """
+
+    def decorate(function: Callable[..., Any]) -> OnDemandView:
+        return OnDemandView(
+            function, inputs=inputs, request=request, tags=tags, owner=owner, description=description, frame=frame
+        )
+
+    return decorate

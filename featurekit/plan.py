@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import polars as pl
+import pyarrow as pa
 
-from featurekit.definitions import FeatureView
-from featurekit.errors import DefinitionError, FeaturekitError
+from featurekit.definitions import FeatureView, OnDemandView
+from featurekit.errors import DefinitionError, FeaturekitError, NotAppliedError, did_you_mean
 from featurekit.names import case_clashes, name_problem
 from featurekit.offline.sources import SourceReader
-from featurekit.registry import ActiveView, NewVersion, Registry
-from featurekit.transform import run_view, storage_type
+from featurekit.references import parse_ref
+from featurekit.registry import ActiveView, NewVersion, Registry, ViewVersion
+from featurekit.transform import run_on_demand, run_view, storage_type
 from featurekit.versioning import code_hash, fingerprint, function_source
 
 ChangeKind = Literal["new", "changed", "reverted", "metadata", "unchanged", "removed"]
@@ -69,8 +72,16 @@ class Plan:
         return "\n".join(lines)
 
 
-def static_definition(view: FeatureView) -> dict[str, Any]:
+def static_definition(view: FeatureView | OnDemandView) -> dict[str, Any]:
     """The data-relevant decorator arguments, knowable without reading any data."""
+    if isinstance(view, OnDemandView):
+        inputs = [parse_ref(i) for i in view.inputs]
+        return {
+            "kind": "on_demand",
+            "inputs": [{"view": r.view, "feature": r.feature} for r in inputs],
+            "request": {name: str(dtype) for name, dtype in view.request.items()},
+            "frame": view.frame,
+        }
     ttl = view.ttl
     return {
         "kind": "batch",
@@ -82,7 +93,18 @@ def static_definition(view: FeatureView) -> dict[str, Any]:
     }
 
 
-def metadata(view: FeatureView) -> dict[str, Any]:
+def check_applied(view: FeatureView | OnDemandView, applied: ViewVersion) -> None:
+    """Refuse to run (or serve) code the registry has not applied: no silent skew."""
+    static = static_definition(view)
+    stored = {k: applied.definition.get(k) for k in static}
+    if code_hash(view.function) != applied.code_hash or static != stored:
+        raise NotAppliedError(
+            f"feature view '{view.name}' in {view.location} differs from its applied version "
+            f"v{applied.version} (code {applied.code_hash}); run `featurekit apply` to register it"
+        )
+
+
+def metadata(view: FeatureView | OnDemandView) -> dict[str, Any]:
     """What may change without a new data version."""
     return {"description": view.description, "tags": view.tags, "owner": view.owner}
 
@@ -138,8 +160,97 @@ def _describe_version(view: FeatureView, con: duckdb.DuckDBPyConnection, root: P
     )
 
 
-def make_plan(views: dict[str, FeatureView], registry: Registry, con: duckdb.DuckDBPyConnection, root: Path) -> Plan:
-    """Compare ``views`` with the registry's head; collect every definition problem at once."""
+def arrow_to_polars(dtype: pa.DataType) -> Any:
+    """The polars dtype an Arrow column becomes."""
+    return pl.DataFrame(pa.schema([("c", dtype)]).empty_table()).schema["c"]
+
+
+def on_demand_order(on_demand: dict[str, OnDemandView]) -> list[str]:
+    """On-demand views, each after the on-demand views it reads; a cycle is a definition error."""
+    lowered = {n.lower(): n for n in on_demand}
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = " -> ".join([*path, name])
+            raise DefinitionError([f"{on_demand[name].location}: on-demand views read each other in a cycle: {cycle}"])
+        state[name] = "visiting"
+        for item in on_demand[name].inputs:
+            dependency = lowered.get(parse_ref(item).view.lower())
+            if dependency is not None:
+                visit(dependency, [*path, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in sorted(on_demand):
+        visit(name, [])
+    return order
+
+
+def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> NewVersion:
+    by_lower = {n.lower(): v for n, v in known.items()}
+    schema: dict[str, Any] = {}
+    problems: list[str] = []
+    deps: list[str] = []
+    where = f"{view.location}: on-demand view {view.name!r}"
+    for item in view.inputs:
+        ref = parse_ref(item)
+        source = by_lower.get(ref.view.lower())
+        if source is None:
+            problems.append(
+                f"{where} reads {str(ref)!r}, but the repo defines no view {ref.view!r}{did_you_mean(ref.view, known)}"
+            )
+            continue
+        feature = str(ref.feature)
+        if feature not in source.definition["features"]:
+            problems.append(
+                f"{where} reads {str(ref)!r}, but {source.view!r} has no feature {feature!r}"
+                f"{did_you_mean(feature, source.definition['features'])}"
+            )
+            continue
+        if feature in schema:
+            problems.append(f"{where} has two inputs named {feature!r}")
+        schema[feature] = arrow_to_polars(source.schema.field(feature).type)
+        deps.append(source.fingerprint)
+    for name, dtype in view.request.items():
+        if name in schema:
+            problems.append(f"{where}: request input {name!r} has the name of a feature input")
+        schema[name] = dtype
+    if problems:
+        raise DefinitionError(problems)
+    output = run_on_demand(view, pl.DataFrame(schema=schema), schema).to_arrow()
+    features = output.column_names
+    bad = [f"{view.location}: feature {p}" for f in features if (p := name_problem(f, f"of view {view.name!r}"))]
+    if bad:
+        raise DefinitionError(bad)
+    definition = static_definition(view)
+    definition["features"] = features
+    definition["schema"] = {f.name: str(storage_type(f.type)) for f in output.schema}
+    definition["input_fingerprints"] = deps
+    code = code_hash(view.function)
+    return NewVersion(
+        view=view.name,
+        fingerprint=fingerprint(code, definition, deps),
+        code_hash=code,
+        definition=definition,
+        schema=output.schema,
+        source_schema=None,
+        source_text=function_source(view.function),
+        location=str(view.location),
+    )
+
+
+def make_plan(
+    views: dict[str, FeatureView],
+    on_demand: dict[str, OnDemandView],
+    registry: Registry,
+    con: duckdb.DuckDBPyConnection,
+    root: Path,
+) -> Plan:
+    """Compare the repo's views with the registry's head; collect every definition problem at once."""
     head: dict[str, ActiveView] = registry.active()
     described: dict[str, NewVersion] = {}
     problems: list[str] = []
@@ -152,12 +263,22 @@ def make_plan(views: dict[str, FeatureView], registry: Registry, con: duckdb.Duc
             problems.append(f"{view.location}: feature view {name!r}: {exc}")
     if problems:
         raise DefinitionError(problems)
+    for name in on_demand_order(on_demand):
+        try:
+            described[name] = _describe_on_demand(on_demand[name], described)
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+        except FeaturekitError as exc:
+            problems.append(f"{on_demand[name].location}: on-demand view {name!r}: {exc}")
+    if problems:
+        raise DefinitionError(problems)
+    every: dict[str, FeatureView | OnDemandView] = {**views, **on_demand}
     changes: list[ViewChange] = []
     plan = Plan(changes=changes, expected_head={n: a.version.fingerprint for n, a in head.items()})
     head_by_lower = {n.lower(): a for n, a in head.items()}
     for name, new in described.items():
-        view = views[name]
-        plan.active[name] = (new.fingerprint, metadata(view))
+        defined = every[name]
+        plan.active[name] = (new.fingerprint, metadata(defined))
         current = head_by_lower.get(name.lower())
         known = {v.fingerprint: v.version for v in registry.versions(name)}
         next_version = max(known.values(), default=0) + 1
@@ -173,8 +294,8 @@ def make_plan(views: dict[str, FeatureView], registry: Registry, con: duckdb.Duc
             continue
         old = current.version
         if new.fingerprint == old.fingerprint:
-            if metadata(view) != current.metadata:
-                edited = sorted(k for k, v in metadata(view).items() if current.metadata.get(k) != v)
+            if metadata(defined) != current.metadata:
+                edited = sorted(k for k, v in metadata(defined).items() if current.metadata.get(k) != v)
                 changes.append(ViewChange(name, "metadata", old.version, old.version, "metadata: " + ", ".join(edited)))
             else:
                 changes.append(ViewChange(name, "unchanged", old.version, old.version, "unchanged"))

@@ -1,5 +1,6 @@
 """Feature references: parse ``"view"``, ``"view:feature"``, ``"view@v2:feature"``, a
-:class:`~featurekit.definitions.FeatureRef` or a view object, and resolve them against the registry.
+:class:`~featurekit.definitions.FeatureRef` or a view object, and resolve them against the registry
+into the batch view versions to read and the on-demand views to run (inputs first).
 """
 
 from __future__ import annotations
@@ -8,20 +9,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from featurekit.definitions import FeatureRef, FeatureView
+from featurekit.definitions import FeatureRef, FeatureView, OnDemandView
 from featurekit.errors import UnknownNameError, did_you_mean
 from featurekit.registry import ActiveView, Registry, ViewVersion
 
 _REF = re.compile(r"^(?P<view>[^:@]+)(?:@v(?P<version>\d+))?(?::(?P<feature>[^:]+))?$")
 
-FeatureRequest = str | FeatureRef | FeatureView
+FeatureRequest = str | FeatureRef | FeatureView | OnDemandView
 
 
 def parse_ref(item: FeatureRequest) -> FeatureRef:
     """Turn one feature request into a :class:`FeatureRef`."""
     if isinstance(item, FeatureRef):
         return item
-    if isinstance(item, FeatureView):
+    if isinstance(item, (FeatureView, OnDemandView)):
         return FeatureRef(item.name)
     if not isinstance(item, str):
         raise UnknownNameError(
@@ -36,50 +37,97 @@ def parse_ref(item: FeatureRequest) -> FeatureRef:
     return FeatureRef(match.group("view"), match.group("feature"), int(version) if version else None)
 
 
+def internal_name(version: ViewVersion, feature: str) -> str:
+    """A column name unique to (view version, feature), used between the join and the output."""
+    return f"__fk_{version.id}_{feature}"
+
+
 @dataclass
 class ResolvedView:
-    """One view version a request reads, with the features asked of it (in request order)."""
+    """One view version a request reads or runs, with the features needed of it."""
 
     version: ViewVersion
     pinned: bool
     features: list[str] = field(default_factory=list)
 
+    @property
+    def on_demand(self) -> bool:
+        return bool(self.version.definition.get("kind") == "on_demand")
+
+
+@dataclass
+class FeaturePlan:
+    """What a request needs: batch views to read, on-demand views to run (inputs first), outputs."""
+
+    batch: list[ResolvedView]
+    on_demand: list[ResolvedView]
+    outputs: list[tuple[ViewVersion, str]]
+
+    def output_names(self, full_names: bool) -> list[str]:
+        return [f"{v.view}__{f}" if full_names else f for v, f in self.outputs]
+
+
+class _Resolver:
+    def __init__(self, active: dict[str, ActiveView], registry: Registry) -> None:
+        self.active = active
+        self.by_lower = {name.lower(): a for name, a in active.items()}
+        self.registry = registry
+        self.views: dict[int, ResolvedView] = {}
+        self.on_demand_order: list[int] = []
+
+    def version_of(self, ref: FeatureRef) -> tuple[ViewVersion, bool]:
+        if ref.version is not None:
+            return self.registry.version(ref.view, ref.version), True
+        current = self.by_lower.get(ref.view.lower())
+        if current is None:
+            raise UnknownNameError(
+                f"no applied feature view {ref.view!r}{did_you_mean(ref.view, self.active)}; "
+                "if it is new, run `featurekit apply`"
+            )
+        return current.version, False
+
+    def need(self, version: ViewVersion, feature: str, pinned: bool) -> None:
+        if feature not in version.features:
+            raise UnknownNameError(
+                f"feature view '{version.view}' v{version.version} has no feature {feature!r}"
+                f"{did_you_mean(feature, version.features)}"
+            )
+        resolved = self.views.get(version.id)
+        if resolved is None:
+            resolved = self.views[version.id] = ResolvedView(version, pinned)
+            if resolved.on_demand:
+                definition = version.definition
+                for item, fp in zip(definition["inputs"], definition["input_fingerprints"], strict=True):
+                    source = self.registry.version_by_fingerprint(item["view"], fp)
+                    self.need(source, item["feature"], pinned or source.id != self._head_id(item["view"]))
+                resolved.features = list(version.features)  # an on-demand function computes them all
+                self.on_demand_order.append(version.id)
+        if feature not in resolved.features:
+            resolved.features.append(feature)
+
+    def _head_id(self, view: str) -> int | None:
+        current = self.by_lower.get(view.lower())
+        return None if current is None else current.version.id
+
 
 def resolve(
-    requests: Sequence[FeatureRequest], active: dict[str, ActiveView], registry: Registry
-) -> tuple[list[ResolvedView], list[tuple[int, str]]]:
-    """Resolve requests to view versions; returns the views and the output order (view index, feature)."""
-    if isinstance(requests, (str, FeatureRef, FeatureView)):
+    requests: Sequence[FeatureRequest] | FeatureRequest, active: dict[str, ActiveView], registry: Registry
+) -> FeaturePlan:
+    """Resolve requests into a :class:`FeaturePlan`; unknown names fail with a "did you mean"."""
+    if isinstance(requests, (str, FeatureRef, FeatureView, OnDemandView)):
         requests = [requests]
     if not requests:
         raise UnknownNameError("no features requested; pass features=['view:feature', ...]")
-    views: list[ResolvedView] = []
-    order: list[tuple[int, str]] = []
-    by_lower = {name.lower(): a for name, a in active.items()}
+    resolver = _Resolver(active, registry)
+    outputs: list[tuple[ViewVersion, str]] = []
     for item in requests:
         ref = parse_ref(item)
-        if ref.version is None:
-            current = by_lower.get(ref.view.lower())
-            if current is None:
-                raise UnknownNameError(
-                    f"no applied feature view {ref.view!r}{did_you_mean(ref.view, active)}; "
-                    "if it is new, run `featurekit apply`"
-                )
-            version, pinned = current.version, False
-        else:
-            version, pinned = registry.version(ref.view, ref.version), True
-        index = next((i for i, v in enumerate(views) if v.version.id == version.id and v.pinned == pinned), None)
-        if index is None:
-            views.append(ResolvedView(version, pinned))
-            index = len(views) - 1
+        version, pinned = resolver.version_of(ref)
         wanted = version.features if ref.feature is None else [ref.feature]
         for feature in wanted:
-            if feature not in version.features:
-                raise UnknownNameError(
-                    f"feature view '{version.view}' v{version.version} has no feature {feature!r}"
-                    f"{did_you_mean(feature, version.features)}"
-                )
-            if (index, feature) not in order:
-                order.append((index, feature))
-                views[index].features.append(feature)
-    return views, order
+            resolver.need(version, feature, pinned)
+            if (version, feature) not in outputs:
+                outputs.append((version, feature))
+    batch = [r for r in resolver.views.values() if not r.on_demand]
+    on_demand = [resolver.views[i] for i in resolver.on_demand_order]
+    return FeaturePlan(batch, on_demand, outputs)

@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commits (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     committed_at INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('apply', 'materialize')),
+    kind TEXT NOT NULL CHECK (kind IN ('apply', 'materialize', 'push')),
     git_commit TEXT,
     summary TEXT NOT NULL
 );
@@ -67,9 +67,9 @@ CREATE TABLE IF NOT EXISTS materializations (
     data_version INTEGER NOT NULL,
     window_start INTEGER NOT NULL,
     window_end INTEGER NOT NULL,
-    watermark INTEGER NOT NULL,
+    watermark INTEGER,
     rows INTEGER NOT NULL,
-    incremental INTEGER NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('window', 'incremental', 'push')),
     UNIQUE (version_id, data_version)
 );
 CREATE INDEX IF NOT EXISTS materializations_by_version ON materializations (version_id, commit_id);
@@ -115,9 +115,9 @@ class Materialization:
     data_version: int
     window_start: datetime
     window_end: datetime
-    watermark: datetime
+    watermark: datetime | None  # end of the latest materialized window (pushes do not move it)
     rows: int
-    incremental: bool
+    mode: str  # "window", "incremental" or "push"
 
 
 @dataclass(frozen=True)
@@ -259,6 +259,17 @@ class Registry:
             )
         return _version_from(row)
 
+    def version_by_fingerprint(self, view: str, fingerprint: str) -> ViewVersion:
+        """The version of ``view`` with that fingerprint (inputs of on-demand views are pinned this way)."""
+        row = self._db.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM view_versions v WHERE view = ? AND fingerprint = ?", (view, fingerprint)
+        ).fetchone()
+        if row is None:
+            raise RegistryError(
+                f"registry has no version of {view!r} with fingerprint {fingerprint}; run `featurekit verify`"
+            )
+        return _version_from(row)
+
     def versions(self, view: str | None = None) -> list[ViewVersion]:
         """Every registered version (of one view, or all), oldest first."""
         query = f"SELECT {_VERSION_COLUMNS} FROM view_versions v"
@@ -368,10 +379,10 @@ class Registry:
         data_version: int,
         window: tuple[datetime, datetime],
         rows: int,
-        incremental: bool,
+        mode: str,
         summary: str,
     ) -> Materialization:
-        """Commit a materialization, if the view's data is still at ``base_data_version``."""
+        """Commit a materialization or push, if the view's data is still at ``base_data_version``."""
         with self._write() as db:
             row = db.execute(
                 "SELECT data_version, watermark FROM materializations WHERE version_id = ? "
@@ -385,12 +396,14 @@ class Registry:
                     f"started from {base_data_version}; nothing was committed, run it again"
                 )
             start, end = to_micros(window[0]), to_micros(window[1])
-            watermark = max(end, int(row[1])) if row is not None else end
-            commit = self._new_commit(db, "materialize", summary, None)
+            previous = None if row is None or row[1] is None else int(row[1])
+            # A push adds rows but does not move the watermark of windowed materializations.
+            watermark = previous if mode == "push" else (end if previous is None else max(end, previous))
+            commit = self._new_commit(db, "push" if mode == "push" else "materialize", summary, None)
             db.execute(
                 "INSERT INTO materializations (commit_id, version_id, data_version, window_start, window_end, "
-                "watermark, rows, incremental) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (commit, version_id, data_version, start, end, watermark, rows, int(incremental)),
+                "watermark, rows, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (commit, version_id, data_version, start, end, watermark, rows, mode),
             )
         found = self.latest_materialization(version_id)
         assert found is not None
@@ -403,7 +416,7 @@ _VERSION_COLUMNS = (
 )
 _MATERIALIZATION_COLUMNS = (
     "m.commit_id, c.committed_at, m.version_id, m.data_version, m.window_start, m.window_end, m.watermark, "
-    "m.rows, m.incremental"
+    "m.rows, m.mode"
 )
 
 
@@ -433,7 +446,7 @@ def _materialization_from(row: tuple[Any, ...]) -> Materialization:
         data_version=row[3],
         window_start=from_micros(row[4]),
         window_end=from_micros(row[5]),
-        watermark=from_micros(row[6]),
+        watermark=None if row[6] is None else from_micros(row[6]),
         rows=row[7],
-        incremental=bool(row[8]),
+        mode=row[8],
     )

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
 
-from featurekit.definitions import Entity, FeatureView, FileSource, SqlSource
+from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
 from featurekit.errors import DefinitionError
 from featurekit.names import case_clashes, name_problem
 
@@ -30,7 +30,17 @@ class RepoDefinitions:
 
     root: Path
     views: dict[str, FeatureView] = field(default_factory=dict)
+    on_demand: dict[str, OnDemandView] = field(default_factory=dict)
     entities: dict[str, Entity] = field(default_factory=dict)
+
+    def any_view(self, name: str) -> FeatureView | OnDemandView | None:
+        """The batch or on-demand view of that name (case-insensitive), if the repo defines it."""
+        lowered = name.lower()
+        for pool in (self.views, self.on_demand):
+            for key, value in pool.items():
+                if key.lower() == lowered:
+                    return value
+        return None
 
 
 def _import(path: Path, root: Path) -> ModuleType:
@@ -51,6 +61,7 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
     files = sorted({p for pattern in include for p in root.glob(pattern) if p.is_file() and p.suffix == ".py"})
     linecache.checkcache()  # edited files must be re-read by inspect.getsource
     views: list[FeatureView] = []
+    on_demand: list[OnDemandView] = []
     entities: list[Entity] = []
     sys.path.insert(0, str(root))
     try:
@@ -65,6 +76,8 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
             for value in vars(module).values():
                 if isinstance(value, FeatureView) and not any(value is v for v in views):
                     views.append(value)
+                elif isinstance(value, OnDemandView) and not any(value is v for v in on_demand):
+                    on_demand.append(value)
                 elif isinstance(value, Entity) and not any(value is e for e in entities):
                     entities.append(value)
     finally:
@@ -75,11 +88,13 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
                 entities.append(entity)
     problems += _entity_problems(entities)
     problems += _view_problems(views)
+    problems += _on_demand_problems(on_demand, views)
     if problems:
         raise DefinitionError(problems)
     return RepoDefinitions(
         root=root,
         views={v.name: v for v in views},
+        on_demand={v.name: v for v in on_demand},
         entities={e.name: e for e in entities},
     )
 
@@ -143,4 +158,43 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
         if len(group) > 1:
             places = ", ".join(f"{v.name!r} at {v.location}" for v in group)
             problems.append(f"feature views share a name (case-insensitively): {places}; rename all but one")
+    return problems
+
+
+def _on_demand_problems(on_demand: list[OnDemandView], views: list[FeatureView]) -> list[str]:
+    import polars as pl
+
+    from featurekit.references import parse_ref
+
+    problems: list[str] = []
+    for view in on_demand:
+        where = f"{view.location}: on-demand view {view.name!r}"
+        if (p := name_problem(view.name, "on-demand view")) is not None:
+            problems.append(f"{view.location}: {p}")
+        if not view.inputs and not view.request:
+            problems.append(f"{where}: declare inputs=['view:feature', ...] and/or request={{'name': pl.Float64}}")
+        for item in view.inputs:
+            try:
+                ref = parse_ref(item) if isinstance(item, (str, FeatureRef)) else None
+            except Exception as exc:  # noqa: BLE001 -- reported with the definition's location
+                problems.append(f"{where}: input {item!r}: {exc}")
+                continue
+            if ref is None or ref.feature is None:
+                problems.append(f"{where}: input {item!r} must name one feature as 'view:feature'")
+        for name, dtype in view.request.items():
+            if (p := name_problem(name, "request input")) is not None:
+                problems.append(f"{where}: {p}")
+            is_dtype = isinstance(dtype, pl.DataType) or (isinstance(dtype, type) and issubclass(dtype, pl.DataType))
+            if not is_dtype:
+                problems.append(
+                    f"{where}: request input {name!r} needs a polars dtype (e.g. pl.Float64), got {dtype!r}"
+                )
+    defined: list[FeatureView | OnDemandView] = [*views, *on_demand]
+    by_name: dict[str, list[FeatureView | OnDemandView]] = {}
+    for each in defined:
+        by_name.setdefault(str(each.name).lower(), []).append(each)
+    for same in by_name.values():
+        if len(same) > 1 and any(isinstance(v, OnDemandView) for v in same):
+            places = ", ".join(f"{v.name!r} at {v.location}" for v in same)
+            problems.append(f"views share a name (case-insensitively): {places}; rename all but one")
     return problems

@@ -1,24 +1,25 @@
-"""``FeatureStore``: the facade every entry point (notebook, job, CLI) goes through.
+"""``FeatureStore``: the facade every entry point (notebook, serving code, job, CLI) goes through.
 
-It owns the repo's configuration, its loaded definitions, the registry, the offline tables and a
-DuckDB connection, and delegates each operation to the module that implements it.
+It owns the repo's configuration, its loaded definitions, the registry, the offline tables, the
+online store and a DuckDB connection, and delegates each operation to the module that implements it.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import pyarrow as pa
 
 from featurekit.config import RepoConfig, load_config
 from featurekit.definitions import FeatureView
 from featurekit.errors import (
     ConflictError,
-    DataError,
     NotAppliedError,
     SchemaError,
     UnknownNameError,
@@ -27,16 +28,21 @@ from featurekit.errors import (
 )
 from featurekit.offline.engine import connect
 from featurekit.offline.materialize import Materializer, MaterializeResult
-from featurekit.offline.retrieval import PointInTimeQuery, TrainingSet, ViewInput
-from featurekit.offline.spine import prepare_spine
+from featurekit.offline.retrieval import TrainingSet, ViewInput, latest_rows
 from featurekit.offline.tables import OfflineTables
-from featurekit.plan import Plan, git_commit, make_plan, static_definition
+from featurekit.offline.training import build_training_set
+from featurekit.ondemand import build_steps
+from featurekit.online.base import OnlineStore
+from featurekit.online.factory import open_online_store
+from featurekit.online.serving import OnlineResponse, Server, entity_columns
+from featurekit.plan import Plan, check_applied, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
+from featurekit.push import PushResult, PushTarget, push
 from featurekit.references import FeatureRequest, resolve
 from featurekit.registry import ActiveView, Materialization, Registry, ViewVersion
 from featurekit.repo import RepoDefinitions, load_repo
+from featurekit.skew import SkewReport, compare
 from featurekit.timestamps import utc
-from featurekit.versioning import code_hash
 
 _APPLY_ATTEMPTS = 5
 
@@ -65,8 +71,9 @@ class ViewInfo:
         if m is None:
             lines.append("  materialized: never")
         else:
+            upto = m.watermark.isoformat() if m.watermark else "(pushes only)"
             lines.append(
-                f"  materialized: up to {m.watermark.isoformat()} (data version {m.data_version}, "
+                f"  materialized: up to {upto} (data version {m.data_version}, "
                 f"last window [{m.window_start.isoformat()}, {m.window_end.isoformat()}), {m.rows} rows)"
             )
         return "\n".join(lines)
@@ -80,7 +87,7 @@ def _ttl_text(ttl_us: int | None) -> str:
 
 
 class FeatureStore:
-    """A feature repo and its store: apply, materialize, and build training sets.
+    """A feature repo and its store: apply, materialize, training sets, online lookups.
 
     Args:
         repo: the feature repo folder (holding the feature modules and ``featurekit.yaml``).
@@ -100,15 +107,25 @@ class FeatureStore:
         self.tables = OfflineTables(self.store_root)
         self._progress = make_progress(progress)
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._online: OnlineStore | None = None
+        self._server: Server | None = None
         self._definitions: RepoDefinitions | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
+        """The store's DuckDB connection."""
         if self._con is None:
             self._con = connect(self.config.offline, self.root)
         return self._con
+
+    @property
+    def online(self) -> OnlineStore:
+        """The configured online store."""
+        if self._online is None:
+            self._online = open_online_store(self.config.online, self.store_root)
+        return self._online
 
     @property
     def definitions(self) -> RepoDefinitions:
@@ -118,8 +135,10 @@ class FeatureStore:
         return self._definitions
 
     def close(self) -> None:
-        """Release the registry and DuckDB connections."""
+        """Release the registry, online store and DuckDB connections."""
         self.registry.close()
+        if self._online is not None:
+            self._online.close()
         if self._con is not None:
             self._con.close()
 
@@ -136,16 +155,6 @@ class FeatureStore:
             raise UnknownNameError(f"no feature view {name!r} in {self.root}{did_you_mean(name, views)}")
         return found
 
-    def _check_applied(self, view: FeatureView, applied: ViewVersion) -> None:
-        """Refuse to run code the registry has not applied (no silent skew)."""
-        static = static_definition(view)
-        stored = {k: applied.definition.get(k) for k in static}
-        if code_hash(view.function) != applied.code_hash or static != stored:
-            raise NotAppliedError(
-                f"feature view '{view.name}' in {view.location} differs from its applied version "
-                f"v{applied.version} (code {applied.code_hash}); run `featurekit apply` to register it"
-            )
-
     def _applied(self, names: Sequence[str] | None) -> list[tuple[FeatureView, ViewVersion]]:
         active = self.registry.active()
         names = list(names) if names else sorted(self.definitions.views)
@@ -155,15 +164,25 @@ class FeatureStore:
             current = next((a for n, a in active.items() if n.lower() == view.name.lower()), None)
             if current is None:
                 raise NotAppliedError(f"feature view '{view.name}' is not applied yet; run `featurekit apply`")
-            self._check_applied(view, current.version)
+            check_applied(view, current.version)
             pairs.append((view, current.version))
         return pairs
+
+    def _materializer(self) -> Materializer:
+        return Materializer(
+            self.con,
+            root=self.root,
+            tables=self.tables,
+            registry=self.registry,
+            online=self.online,
+            batch_rows=self.config.offline.batch_rows,
+        )
 
     # -- registry ---------------------------------------------------------------------------
 
     def plan(self) -> Plan:
         """What :meth:`apply` would change, without changing anything."""
-        return make_plan(self.definitions.views, self.registry, self.con, self.root)
+        return make_plan(self.definitions.views, self.definitions.on_demand, self.registry, self.con, self.root)
 
     def apply(self) -> Plan:
         """Register new versions of changed views in one registry transaction; returns the plan."""
@@ -210,15 +229,13 @@ class FeatureStore:
 
     # -- materialize ------------------------------------------------------------------------
 
-    def _materializer(self) -> Materializer:
-        return Materializer(self.con, self.root, self.tables, self.registry, self.config.offline.batch_rows)
-
     def materialize(
         self, start: datetime | str, end: datetime | str, views: Sequence[str] | None = None
     ) -> list[MaterializeResult]:
         """Compute ``[start, end)`` of the views (default: all) and commit each as a new data version.
 
-        Re-materializing a window replaces its rows. Naive datetimes mean UTC.
+        Re-materializing a window replaces its rows. The newest row of each entity the window
+        touched then goes to the online store. Naive datetimes mean UTC.
         """
         start_at, end_at = utc(start, "start"), utc(end, "end")
         now = datetime.now(UTC)
@@ -246,7 +263,7 @@ class FeatureStore:
         results = []
         for view, applied in self._applied(views):
             last = self.registry.latest_materialization(applied.id)
-            if last is not None:
+            if last is not None and last.watermark is not None:
                 start_at = last.watermark
             else:
                 earliest = materializer.reader(view).min_timestamp()
@@ -258,7 +275,16 @@ class FeatureStore:
             results.append(materializer.run(view, applied, start_at, end_at, incremental=True, progress=self._progress))
         return results
 
-    # -- training sets ----------------------------------------------------------------------
+    def push(self, view: str, rows: Any, *, to: PushTarget = "online") -> PushResult:
+        """Run ``view``'s function on raw source ``rows`` and write the result online (and offline).
+
+        ``to="online_and_offline"`` also commits the computed rows to the offline table. A key's
+        online value changes only if the pushed row is at least as new (event time, then created).
+        """
+        ((loaded, applied),) = self._applied([view])
+        return push(loaded, applied, rows, to, self._materializer())
+
+    # -- training and serving ---------------------------------------------------------------
 
     def training_set(
         self,
@@ -268,64 +294,101 @@ class FeatureStore:
         timestamp_field: str = "event_timestamp",
         full_names: bool = False,
     ) -> TrainingSet:
-        """Join ``features`` point-in-time correct onto ``spine``.
+        """Join ``features`` point-in-time correct onto ``spine``, then compute on-demand features.
 
         Args:
             spine: pandas, polars or Arrow frame, or a path to a Parquet file, with the join keys,
-                a timestamp column and any other columns (labels); it comes back whole and in order.
+                a timestamp column and any other columns (labels; request inputs of on-demand
+                views); it comes back whole and in order.
             features: ``"view:feature"``, ``"view"`` (all its features), ``"view@v2:feature"``
                 (a pinned version) or ``view["feature"]``.
             timestamp_field: the spine's time column.
             full_names: name feature columns ``view__feature`` (needed when two views share a
                 feature name).
         """
-        requests: Sequence[FeatureRequest] = (
-            [features] if isinstance(features, (str, FeatureView)) or not isinstance(features, Sequence) else features
-        )
-        resolved, order = resolve(requests, self.registry.active(), self.registry)
-        for item in resolved:
+        plan = resolve(features, self.registry.active(), self.registry)
+        for item in plan.batch:
             if not item.pinned:
-                self._check_applied(self._loaded_view(item.version.view), item.version)
-        names = [f"{resolved[i].version.view}__{f}" if full_names else f for i, f in order]
-        clashes = sorted({n for n in names if names.count(n) > 1})
-        if clashes:
-            raise SchemaError(
-                f"features {clashes} come from more than one view; pass full_names=True to get view__feature columns"
-            )
-        keys: dict[str, Any] = {}
-        inputs = []
-        for index, item in enumerate(resolved):
-            version = item.version
-            materialized = self.registry.latest_materialization(version.id)
-            if materialized is None:
-                raise DataError(
-                    f"feature view '{version.view}' v{version.version} has no materialized data; "
-                    "run `featurekit materialize --start ... --end ...` first"
-                )
-            for key in version.definition["join_keys"]:
-                keys.setdefault(key, version.schema.field(key).type)
-            source = version.definition["source"]
-            ttl_us = version.definition["ttl_us"]
-            inputs.append(
-                ViewInput(
-                    name=version.view,
-                    files=self.tables.files(version.view, version.version, materialized.data_version),
-                    schema=version.schema,
-                    join_keys=version.definition["join_keys"],
-                    timestamp_field=source["timestamp_field"],
-                    created_field=source["created_timestamp_field"],
-                    ttl=None if ttl_us is None else timedelta(microseconds=ttl_us),
-                    features=[(f, names[order.index((index, f))]) for f in item.features],
-                )
-            )
-        spine_input, keep_alive = prepare_spine(self.con, spine, timestamp_field, keys)
-        taken = set(spine_input.columns)
-        overlap = sorted(n for n in names if n in taken)
-        if overlap:
-            raise SchemaError(
-                f"spine columns {overlap} have the same names as requested features; "
-                "rename them or pass full_names=True"
-            )
-        output_order = [(i, item.features.index(f)) for i, f in order for item in [resolved[i]]]
-        query = PointInTimeQuery(self.con, spine_input, inputs, output_order)
-        return TrainingSet(query, keep_alive)
+                check_applied(self._loaded_view(item.version.view), item.version)
+        steps = build_steps(plan, self.definitions, self.registry)
+        return build_training_set(
+            self.con,
+            self.registry,
+            self.tables,
+            plan,
+            steps=steps,
+            spine=spine,
+            timestamp_field=timestamp_field,
+            full_names=full_names,
+        )
+
+    def _serving(self) -> Server:
+        if self._server is None:
+            self._server = Server(self.registry, lambda: self.definitions, self.online, self.config.online.refresh_s)
+        return self._server
+
+    def online_features(
+        self,
+        entities: Any,
+        features: Sequence[FeatureRequest] | FeatureRequest,
+        *,
+        request: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> OnlineResponse:
+        """Look up the latest features of ``entities`` (a missing entity gives nulls).
+
+        Args:
+            entities: ``[{"driver_id": 1001}, ...]``, ``{"driver_id": [1001, 1002]}`` or a frame.
+            features: as for :meth:`training_set`, including on-demand views.
+            request: request-time inputs of on-demand views, one list (or one value) per name.
+            at: the lookup time for TTLs (default: now); a value older than its view's TTL is null.
+        """
+        return self._serving().lookup(entities, features, request, at)
+
+    def verify(
+        self,
+        features: Sequence[FeatureRequest] | FeatureRequest,
+        *,
+        entities: Any = None,
+        sample: int = 100,
+        request: dict[str, Any] | None = None,
+        tolerance: float = 0.0,
+        seed: int = 0,
+        at: datetime | str | None = None,
+    ) -> SkewReport:
+        """Compare training and serving values of ``features`` for a sample of entities.
+
+        Entities default to a random ``sample`` (fixed ``seed``) of those the first batch view
+        holds. Both paths compute the features as of the same moment ``at`` (default: now; the
+        online store holds the latest values, so ``at`` should not precede the last materialized
+        window); every differing value is reported with the entity, both values and the view version.
+        """
+        at = utc(at, "at") if at is not None else datetime.now(UTC)
+        plan = resolve(features, self.registry.active(), self.registry)
+        keys = entity_columns(entities) if entities is not None else self._sample_entities(plan.batch, sample, seed)
+        count = len(next(iter(keys.values()), []))
+        spine: dict[str, Any] = dict(keys)
+        spine["__verify_at"] = pa.array([at] * count, pa.timestamp("us", tz="UTC"))
+        for name, value in (request or {}).items():
+            spine[name] = list(value) if isinstance(value, (list, tuple)) else [value] * count
+        training = self.training_set(pa.table(spine), features, timestamp_field="__verify_at").to_arrow()
+        serving = self.online_features(keys, features, request=request, at=at).to_dict()
+        names = plan.output_names(False)
+        owners = {n: (v.view, v.version) for (v, _), n in zip(plan.outputs, names, strict=True)}
+        columns = {n: training.column(n).to_pylist() for n in names}
+        mismatches = compare(keys, columns, serving, owners, tolerance)
+        return SkewReport(entities=count, features=names, at=at, mismatches=mismatches)
+
+    def _sample_entities(self, batch: list[Any], sample: int, seed: int) -> dict[str, list[Any]]:
+        if not batch:
+            raise SchemaError("verify needs entities=... when the features come from no batch view")
+        version: ViewVersion = batch[0].version
+        materialized = self.registry.latest_materialization(version.id)
+        if materialized is None:
+            raise NotAppliedError(f"feature view '{version.view}' has no materialized data to sample entities from")
+        files = self.tables.files(version.view, version.version, materialized.data_version)
+        keys = list(version.definition["join_keys"])
+        latest = latest_rows(self.con, ViewInput.from_version(version, files, [])) if files else pa.table({})
+        rows = list(zip(*(latest.column(k).to_pylist() for k in keys), strict=True)) if latest.num_rows else []
+        chosen = random.Random(seed).sample(rows, min(sample, len(rows)))  # noqa: S311 -- sampling, not security
+        return {k: [r[i] for r in chosen] for i, k in enumerate(keys)}

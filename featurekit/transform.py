@@ -1,9 +1,13 @@
 """The one module that runs user feature functions, for every path.
 
-Materialization, schema inference at apply, and (later) pushes and online serving all call
-:func:`run_view`, so a function always sees the same input (the source's declared columns, in the
-source's order and dtypes, as the frame type it asks for) and its output is checked and normalized
-the same way: required columns present, timestamps as UTC instants, a stable column order.
+Batch views: materialization, pushes and schema inference at apply all call :func:`run_view`, so
+a function always sees the same input (the source's columns, in the source's order and dtypes, as
+the frame type it asks for) and its output is checked and normalized the same way: required
+columns present, timestamps as UTC instants, a stable column order.
+
+On-demand views: training sets, online lookups and schema inference all call
+:func:`run_on_demand`, which hands the function exactly the declared inputs, in the declared order,
+cast to the declared dtypes, whatever path assembled them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from featurekit.definitions import FeatureView
+from featurekit.definitions import FeatureView, OnDemandView
 from featurekit.errors import FeatureFunctionError, SchemaError
 from featurekit.timestamps import normalize_timestamps
 
@@ -56,7 +60,7 @@ def to_arrow(result: Any, where: str) -> pa.Table:
     )
 
 
-def _user_line(view: FeatureView, exc: BaseException) -> str:
+def _user_line(view: FeatureView | OnDemandView, exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):
         if frame.filename == view.location.file:
@@ -120,3 +124,37 @@ def check_schema(actual: pa.Schema, expected: pa.Schema, where: str) -> None:
         f"{where} output differs from the applied schema: {'; '.join(diff)}; "
         "if the change is intended, run `featurekit apply` to register a new version"
     )
+
+
+def run_on_demand(view: OnDemandView, frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Run an on-demand view on ``frame``'s declared input columns; return its feature columns.
+
+    ``schema`` is the declared input schema (input features then request columns, in order); the
+    function receives exactly those columns with exactly those dtypes.
+    """
+    where = f"on-demand view '{view.name}' ({view.location})"
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise SchemaError(f"{where} needs inputs {missing}; pass them (request inputs come from the spine or request=)")
+    inputs = frame.select(
+        [pl.col(c) if frame.schema[c] == dtype else pl.col(c).cast(dtype) for c, dtype in schema.items()]
+    )
+    argument: Any = inputs if view.frame == "polars" else to_frame(inputs.to_arrow(), view.frame)
+    try:
+        result = view.function(argument)
+    except Exception as exc:  # the user's code: report it with its own line, keep the cause
+        raise FeatureFunctionError(
+            f"on-demand view '{view.name}' raised {type(exc).__name__}: {exc} ({_user_line(view, exc)})"
+        ) from exc
+    if isinstance(result, pl.LazyFrame):
+        result = result.collect()
+    if not isinstance(result, pl.DataFrame):
+        result = pl.DataFrame(to_arrow(result, where))
+    if result.height != inputs.height:
+        raise FeatureFunctionError(
+            f"{where} returned {result.height} rows for {inputs.height} input rows; "
+            "an on-demand view must return one row per input row"
+        )
+    if not result.columns:
+        raise FeatureFunctionError(f"{where} returned no columns; return at least one feature")
+    return result

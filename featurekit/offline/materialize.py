@@ -24,8 +24,11 @@ import pyarrow.compute as pc
 
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError
+from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables
+from featurekit.online.base import OnlineStore
+from featurekit.online.loading import write_latest
 from featurekit.registry import Registry, ViewVersion
 from featurekit.transform import run_view
 
@@ -45,16 +48,18 @@ class MaterializeResult:
     source_rows: int
     data_version: int
     registry_version: int
+    online_rows: int
     seconds: float
 
     def __str__(self) -> str:
         return (
             f"{self.view} v{self.version}: {self.rows} rows for [{self.start.isoformat()}, {self.end.isoformat()}) "
-            f"-> data version {self.data_version} (registry version {self.registry_version}, {self.seconds:.2f}s)"
+            f"-> data version {self.data_version} (registry version {self.registry_version}), "
+            f"{self.online_rows} entities online, {self.seconds:.2f}s"
         )
 
 
-def _check_output(view: FeatureView, table: pa.Table, start: datetime, end: datetime) -> pa.Table:
+def check_output(view: FeatureView, table: pa.Table, start: datetime, end: datetime) -> pa.Table:
     where = f"feature view '{view.name}' ({view.location})"
     null_keys = [k for k in view.join_keys if table.column(k).null_count]
     if null_keys:
@@ -89,8 +94,16 @@ class Materializer:
     """Runs materializations for one store (shared DuckDB connection, tables and registry)."""
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, root: Path, tables: OfflineTables, registry: Registry, batch_rows: int
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        root: Path,
+        tables: OfflineTables,
+        registry: Registry,
+        online: OnlineStore,
+        batch_rows: int,
     ) -> None:
+        self.online = online
         self.con = con
         self.root = root
         self.tables = tables
@@ -136,7 +149,7 @@ class Materializer:
             nonlocal written
             try:
                 for batch in reader.batches(start, end, partitions, partition_keys):
-                    table = _check_output(view, run_view(view, batch, applied.schema), start, end)
+                    table = check_output(view, run_view(view, batch, applied.schema), start, end)
                     written += table.num_rows
                     progress.advance(batch.num_rows)
                     yield from table.cast(applied.schema).to_batches()
@@ -172,9 +185,10 @@ class Materializer:
                 data_version=data_version,
                 window=(start, end),
                 rows=written,
-                incremental=incremental,
+                mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
             )
+        online_rows = self.load_online(applied, committed.data_version, (start, end))
         return MaterializeResult(
             view=view.name,
             version=applied.version,
@@ -184,5 +198,25 @@ class Materializer:
             source_rows=source_rows,
             data_version=data_version,
             registry_version=committed.commit_id,
+            online_rows=online_rows,
             seconds=time.perf_counter() - began,
+        )
+
+    def load_online(self, version: ViewVersion, data_version: int, window: tuple[datetime, datetime] | None) -> int:
+        """Write the newest committed row of each entity touched by ``window`` to the online store.
+
+        Runs after the registry commit: a kill in between leaves older (never wrong) online values,
+        and a re-run converges because stores only take rows at least as new as theirs.
+        """
+        files = self.tables.files(version.view, version.version, data_version)
+        features = version.features
+        view_input = ViewInput.from_version(version, files, [(f, f) for f in features])
+        latest = latest_rows(self.con, view_input, window) if files else pa.table({})
+        return write_latest(
+            self.online,
+            version.view,
+            version.version,
+            latest,
+            join_keys=list(version.definition["join_keys"]),
+            features=features,
         )

@@ -18,16 +18,18 @@ then the requested features in the requested order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from featurekit.names import quote
+from featurekit.registry import ViewVersion
 
 ROW = "__fk_row"
 TS = "__fk_ts"
@@ -46,6 +48,22 @@ class ViewInput:
     ttl: timedelta | None
     features: list[tuple[str, str]]  # (stored column, output column)
 
+    @classmethod
+    def from_version(cls, version: ViewVersion, files: list[str], features: list[tuple[str, str]]) -> ViewInput:
+        """The join input of a registered batch view version whose data is ``files``."""
+        definition = version.definition
+        ttl_us = definition["ttl_us"]
+        return cls(
+            name=version.view,
+            files=files,
+            schema=version.schema,
+            join_keys=list(definition["join_keys"]),
+            timestamp_field=definition["source"]["timestamp_field"],
+            created_field=definition["source"]["created_timestamp_field"],
+            ttl=None if ttl_us is None else timedelta(microseconds=ttl_us),
+            features=features,
+        )
+
 
 @dataclass(frozen=True)
 class SpineInput:
@@ -59,6 +77,15 @@ class SpineInput:
 
 def _ttl_micros(ttl: timedelta) -> int:
     return (ttl.days * 86_400 + ttl.seconds) * 1_000_000 + ttl.microseconds
+
+
+def order_key(view: ViewInput, alias: str) -> list[str]:
+    """Struct fields after the event time that decide "newest": created (null loses), then values."""
+    created = (
+        [f"__c := coalesce({alias}.{quote(view.created_field)}, TIMESTAMPTZ '-infinity')"] if view.created_field else []
+    )
+    values = [f"{quote('v' + str(i))} := {alias}.{quote(col)}" for i, (col, _) in enumerate(view.features)]
+    return created + values
 
 
 class PointInTimeQuery:
@@ -89,22 +116,13 @@ class PointInTimeQuery:
         self._registered.append(name)
         return name
 
-    def _order_key(self, view: ViewInput, alias: str) -> list[str]:
-        created = (
-            [f"__c := coalesce({alias}.{quote(view.created_field)}, TIMESTAMPTZ '-infinity')"]
-            if view.created_field
-            else []
-        )
-        values = [f"{quote('v' + str(i))} := {alias}.{quote(col)}" for i, (col, _) in enumerate(view.features)]
-        return created + values
-
     def _join_view(self, index: int, view: ViewInput) -> str:
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         if view.ttl is not None:
             source = self._source(index, view)
             self.params.append(_ttl_micros(view.ttl))
-            packed = ", ".join([f"__t := f.{ts}", *self._order_key(view, "f")])
+            packed = ", ".join([f"__t := f.{ts}", *order_key(view, "f")])
             return (
                 f"SELECT s.{ROW}, max(struct_pack({packed})) AS v FROM spine s JOIN {source} f "
                 f"ON {keys} AND f.{ts} <= s.{TS} AND f.{ts} >= s.{TS} - to_microseconds(?) "
@@ -112,7 +130,7 @@ class PointInTimeQuery:
             )
         source = self._source(index, view)
         key_list = ", ".join(quote(k) for k in view.join_keys)
-        packed = ", ".join(self._order_key(view, "f")) or "__none := NULL"
+        packed = ", ".join(order_key(view, "f")) or "__none := NULL"
         reduced = (
             f"SELECT {key_list}, f.{ts} AS __t, max(struct_pack({packed})) AS v FROM {source} f "
             f"GROUP BY {key_list}, f.{ts}"
@@ -149,6 +167,48 @@ class PointInTimeQuery:
             self.con.unregister(name)
 
 
+def latest_rows(
+    con: duckdb.DuckDBPyConnection,
+    view: ViewInput,
+    window: tuple[datetime, datetime] | None = None,
+    rows: pa.Table | None = None,
+) -> pa.Table:
+    """Each entity's newest row by the same order the join uses (what an online store holds).
+
+    With ``window``, only entities that have rows in it (the ones a materialization touched).
+    Columns: the keys, ``__fk_event`` and ``__fk_created`` (microseconds; created may be null),
+    then the features under their output names. Rows with a null key part are left out.
+    With ``rows``, those rows (a pushed batch) are read instead of the view's files.
+    """
+    ts = quote(view.timestamp_field)
+    keys = [quote(k) for k in view.join_keys]
+    source = "read_parquet(?)"
+    params: list[Any] = [view.files]
+    if rows is not None:
+        source, params = "__fk_rows", []
+        con.register(source, rows)
+    packed = ", ".join([f"__t := f.{ts}", *order_key(view, "f")])
+    scope = ""
+    if window is not None:
+        on = " AND ".join(f"f.{k} = w.{k}" for k in keys)
+        touched = f"SELECT DISTINCT {', '.join(keys)} FROM read_parquet(?) WHERE {ts} >= ? AND {ts} < ?"
+        scope = f" SEMI JOIN ({touched}) w ON {on}"
+        params += [view.files, window[0], window[1]]
+    created = "CASE WHEN isinf(v.__c) THEN NULL ELSE epoch_us(v.__c) END" if view.created_field else "NULL::BIGINT"
+    values = ", ".join(f"v.{quote('v' + str(i))} AS {quote(out)}" for i, (_, out) in enumerate(view.features))
+    not_null = " AND ".join(f"f.{k} IS NOT NULL" for k in keys)
+    inner = (
+        f"SELECT {', '.join(f'f.{k} AS {k}' for k in keys)}, max(struct_pack({packed})) AS v "
+        f"FROM {source} f{scope} WHERE {not_null} GROUP BY ALL"
+    )
+    sql = f"SELECT {', '.join(keys)}, epoch_us(v.__t) AS __fk_event, {created} AS __fk_created, {values} FROM ({inner})"
+    try:
+        return con.sql(sql, params=params).to_arrow_table()
+    finally:
+        if rows is not None:
+            con.unregister(source)
+
+
 class TrainingSet:
     """A point-in-time-correct training set; computed when first converted.
 
@@ -156,9 +216,15 @@ class TrainingSet:
     ``to_parquet(path)`` streams it to a file in bounded memory instead.
     """
 
-    def __init__(self, query: PointInTimeQuery, keep_alive: list[Any]) -> None:
+    def __init__(
+        self,
+        query: PointInTimeQuery,
+        keep_alive: list[Any],
+        post: Callable[[pa.Table], pa.Table] | None = None,
+    ) -> None:
         self._query = query
         self._keep_alive = keep_alive  # Arrow objects DuckDB scans lazily must outlive the query
+        self._post = post  # on-demand features, computed batch by batch after the join
         self._table: pa.Table | None = None
 
     @property
@@ -169,7 +235,8 @@ class TrainingSet:
     def to_arrow(self) -> pa.Table:
         """The training set as an Arrow table."""
         if self._table is None:
-            self._table = self._query.relation().to_arrow_table()
+            table = self._query.relation().to_arrow_table()
+            self._table = self._post(table) if self._post is not None else table
         return self._table
 
     def to_pandas(self) -> Any:
@@ -188,18 +255,32 @@ class TrainingSet:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.partial")
         if self._table is not None:
-            import pyarrow.parquet as pq
-
             pq.write_table(self._table, temporary)
-        else:
+        elif self._post is None:
             self._query.relation().write_parquet(str(temporary))
+        else:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for batch in self.iter_batches():
+                    if writer is None:
+                        writer = pq.ParquetWriter(temporary, batch.schema)
+                    writer.write_batch(batch)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is None:  # an empty spine: no batch came
+                pq.write_table(self.to_arrow(), temporary)
         temporary.replace(target)  # readers never see a half-written file
         return target
 
     def iter_batches(self, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Stream the training set as Arrow record batches."""
         reader = self._query.relation().to_arrow_reader(rows)
-        yield from reader
+        for batch in reader:
+            if self._post is None:
+                yield batch
+            else:
+                yield from self._post(pa.Table.from_batches([batch])).to_batches()
 
     def __len__(self) -> int:
         return int(self.to_arrow().num_rows)

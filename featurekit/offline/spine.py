@@ -15,26 +15,12 @@ import numpy as np
 import pyarrow as pa
 
 from featurekit.errors import SchemaError
+from featurekit.frames import as_arrow
 from featurekit.names import RESERVED_PREFIX
 from featurekit.offline.retrieval import ROW, SpineInput
 from featurekit.timestamps import check_timestamp_type
 
 _counter = itertools.count()
-
-
-def _as_arrow(spine: Any) -> pa.Table:
-    if isinstance(spine, pa.Table):
-        return spine
-    if isinstance(spine, pa.RecordBatch):
-        return pa.Table.from_batches([spine])
-    module = type(spine).__module__
-    if module.startswith("polars"):
-        return spine.to_arrow()
-    if module.startswith("pandas"):
-        return pa.Table.from_pandas(spine, preserve_index=False).replace_schema_metadata(None)
-    raise SchemaError(
-        f"spine must be a pandas, polars or Arrow table or a path to a Parquet file, got {type(spine).__name__}"
-    )
 
 
 def prepare_spine(
@@ -57,7 +43,7 @@ def prepare_spine(
         params: list[Any] = [str(path)]
         where = f"spine file {path}"
     else:
-        table = _as_arrow(spine)
+        table = as_arrow(spine, "spine")
         schema = table.schema
         name = f"__fk_spine_{next(_counter)}"
         table = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))

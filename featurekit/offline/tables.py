@@ -122,6 +122,15 @@ class OfflineTables:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()
 
+    def append(self, view: str, version: int, rows: pa.Table, note: dict[str, str]) -> int:
+        """Add ``rows`` (a push) in one Delta commit; return its version."""
+        path = str(self.path(view, version))
+        try:
+            write_deltalake(path, rows, mode="append", commit_properties=CommitProperties(custom_metadata=note))
+        except CommitFailedError as exc:
+            raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
+        return DeltaTable(path).version()
+
     def files(self, view: str, version: int, data_version: int) -> list[str]:
         """The Parquet files of a committed data version (what readers scan)."""
         path = self.path(view, version)

@@ -1,0 +1,103 @@
+"""On-demand steps: the same preparation and execution of on-demand views for training and serving.
+
+Both paths hold the fetched batch features in a polars frame under internal names (see
+:func:`featurekit.references.internal_name`) with the dtypes the registry recorded, plus the request
+columns; :func:`run_steps` renames each view's inputs to their declared names and hands them to
+:func:`featurekit.transform.run_on_demand`, the one executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from featurekit.definitions import OnDemandView
+from featurekit.errors import FeatureFunctionError, NotAppliedError, SchemaError
+from featurekit.plan import arrow_to_polars
+from featurekit.references import FeaturePlan, internal_name
+from featurekit.registry import Registry
+from featurekit.repo import RepoDefinitions
+from featurekit.transform import run_on_demand
+from featurekit.versioning import code_hash
+
+
+@dataclass(frozen=True)
+class OnDemandStep:
+    """One on-demand view ready to run on a frame of internal columns."""
+
+    view: OnDemandView
+    name: str
+    version: int
+    inputs: list[tuple[str, str]]  # (internal column, declared input name)
+    request: list[str]
+    schema: dict[str, Any]  # declared input schema, in order
+    outputs: list[tuple[str, str]]  # (function output column, internal name)
+
+
+def build_steps(plan: FeaturePlan, definitions: RepoDefinitions, registry: Registry) -> list[OnDemandStep]:
+    """Pair each on-demand version of the plan with the repo's code, refusing code that differs."""
+    steps = []
+    for resolved in plan.on_demand:
+        version = resolved.version
+        loaded = definitions.any_view(version.view)
+        if not isinstance(loaded, OnDemandView) or code_hash(loaded.function) != version.code_hash:
+            found = "is not in the repo" if loaded is None else "differs in the repo"
+            raise NotAppliedError(
+                f"on-demand view '{version.view}' v{version.version} (code {version.code_hash}, defined at "
+                f"{version.location}) {found}; featurekit only runs code imported from the repo, never from the "
+                "registry: run `featurekit apply`, or restore that code"
+            )
+        definition = version.definition
+        inputs: list[tuple[str, str]] = []
+        schema: dict[str, Any] = {}
+        for item, fp in zip(definition["inputs"], definition["input_fingerprints"], strict=True):
+            source = registry.version_by_fingerprint(item["view"], fp)
+            inputs.append((internal_name(source, item["feature"]), item["feature"]))
+            schema[item["feature"]] = arrow_to_polars(source.schema.field(item["feature"]).type)
+        for name, dtype in loaded.request.items():
+            schema[name] = dtype
+        steps.append(
+            OnDemandStep(
+                view=loaded,
+                name=version.view,
+                version=version.version,
+                inputs=inputs,
+                request=list(loaded.request),
+                schema=schema,
+                outputs=[(f, internal_name(version, f)) for f in version.features],
+            )
+        )
+    return steps
+
+
+def request_inputs(steps: list[OnDemandStep]) -> dict[str, Any]:
+    """Every request input the steps need, with its declared dtype."""
+    needed: dict[str, Any] = {}
+    for step in steps:
+        for name in step.request:
+            needed.setdefault(name, step.schema[name])
+    return needed
+
+
+def run_steps(steps: list[OnDemandStep], frame: pl.DataFrame) -> pl.DataFrame:
+    """Run the steps in order, each adding its outputs (internal names) to ``frame``."""
+    for step in steps:
+        missing = [r for r in step.request if r not in frame.columns]
+        if missing:
+            raise SchemaError(
+                f"on-demand view '{step.name}' needs request inputs {missing}; pass them as request={{...}} online, "
+                "or as spine columns of the same names in a training set"
+            )
+        columns = [pl.col(internal).alias(name) for internal, name in step.inputs]
+        columns += [pl.col(r) for r in step.request]
+        result = run_on_demand(step.view, frame.select(columns), step.schema)
+        missing_out = [c for c, _ in step.outputs if c not in result.columns]
+        if missing_out:
+            raise FeatureFunctionError(
+                f"on-demand view '{step.name}' v{step.version} returned no column {missing_out} "
+                f"(it returned {result.columns}); run `featurekit apply` if the function changed"
+            )
+        frame = frame.with_columns([result.get_column(c).alias(internal) for c, internal in step.outputs])
+    return frame

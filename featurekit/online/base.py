@@ -1,0 +1,69 @@
+"""The online store protocol, and what every implementation shares.
+
+A store holds, per table (one table per view version), the latest row of each entity: its
+encoded key, event time and created time (microseconds since the epoch; a null created time is
+stored as :data:`NO_CREATED`, so it loses every tie) and its feature values. A store only persists
+and looks up; which row is "latest" is decided by DuckDB before the write, and the store keeps it
+only if it is at least as new as what it holds (event time, then created time).
+
+Stores receive plain Python values: encoded keys, integers and feature tuples. They import
+nothing of featurekit's definitions or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+NO_CREATED = -(2**63)
+
+Key = int | str
+
+
+def encode_key(parts: Sequence[Any]) -> Key:
+    """One lookup key per entity: the value itself for a single key, a JSON array for several.
+
+    JSON keeps composite keys unambiguous: (1, "23") and (12, "3") encode differently, unlike a
+    concatenation. Callers have already rejected null parts and checked types.
+    """
+    if len(parts) == 1:
+        value = parts[0]
+        return value if isinstance(value, (int, str)) else json.dumps(value)
+    return json.dumps(list(parts), separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class OnlineRows:
+    """Rows to write to one table: keys, times and feature columns, all as Python lists."""
+
+    keys: list[Key]
+    event_us: list[int]
+    created_us: list[int]
+    columns: dict[str, list[Any]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class OnlineStore(Protocol):
+    """What serving needs from an online store."""
+
+    def create_table(self, table: str, features: Sequence[str]) -> None:
+        """Create ``table`` (if missing) with the given feature columns."""
+
+    def write(self, table: str, rows: OnlineRows) -> int:
+        """Upsert rows that are at least as new as the stored ones; returns how many were written.
+
+        One transaction: readers see all of the write or none of it.
+        """
+
+    def read(self, table: str, features: Sequence[str], keys: Sequence[Key]) -> dict[Key, tuple[Any, ...]]:
+        """Rows of the found keys as ``(event_us, created_us, *feature values)``."""
+
+    def drop_table(self, table: str) -> None:
+        """Remove a table (no error if it does not exist)."""
+
+    def close(self) -> None:
+        """Release connections."""

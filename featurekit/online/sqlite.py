@@ -1,0 +1,116 @@
+"""The embedded online store: one SQLite file in WAL mode.
+
+WAL lets one writer and many readers (threads or processes) work at once: a materialization's
+write is one transaction, and lookups keep reading the previous snapshot until it commits. Each
+thread gets its own connection. Table and column names are validated names, quoted; values are
+always bound parameters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from featurekit.names import quote
+from featurekit.online.base import Key, OnlineRows
+
+_CHUNK = 900  # keys per IN (...) query, under SQLite's default variable limit
+
+
+class SqliteConfig(BaseModel):
+    """Settings of the SQLite online store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = "online.db"
+    busy_timeout_s: float = 60.0
+
+
+class SqliteOnlineStore:
+    """Latest rows per entity in SQLite tables ``(key PRIMARY KEY, event_us, created_us, features...)``."""
+
+    def __init__(self, path: Path, busy_timeout_s: float = 60.0) -> None:
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._queries: dict[tuple[str, tuple[str, ...], int], str] = {}
+        self._connect().execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=True)
+            con.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+            self._local.con = con
+        return con
+
+    def create_table(self, table: str, features: Sequence[str]) -> None:
+        columns = ", ".join(quote(f) for f in features)
+        self._connect().execute(
+            f"CREATE TABLE IF NOT EXISTS {quote(table)} (__fk_key PRIMARY KEY, __fk_event INTEGER NOT NULL, "
+            f"__fk_created INTEGER NOT NULL, {columns}) WITHOUT ROWID"
+        )
+
+    def write(self, table: str, rows: OnlineRows) -> int:
+        if not len(rows):
+            return 0
+        con = self._connect()
+        names = list(rows.columns)
+        columns = ", ".join(quote(n) for n in names)
+        marks = ", ".join("?" for _ in range(len(names) + 3))
+        updates = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names)
+        sql = (
+            f"INSERT INTO {quote(table)} (__fk_key, __fk_event, __fk_created, {columns}) VALUES ({marks}) "
+            f"ON CONFLICT (__fk_key) DO UPDATE SET __fk_event = excluded.__fk_event, "
+            f"__fk_created = excluded.__fk_created, {updates} "
+            f"WHERE (excluded.__fk_event, excluded.__fk_created) >= (__fk_event, __fk_created)"
+        )
+        data = zip(rows.keys, rows.event_us, rows.created_us, *rows.columns.values(), strict=True)
+        before = con.total_changes
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(sql, data)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return con.total_changes - before
+
+    def _query(self, table: str, features: Sequence[str], count: int) -> str:
+        cache_key = (table, tuple(features), count)
+        sql = self._queries.get(cache_key)
+        if sql is None:
+            columns = "".join(f", {quote(f)}" for f in features)
+            where = "__fk_key = ?" if count == 1 else f"__fk_key IN ({', '.join('?' * count)})"
+            sql = f"SELECT __fk_key, __fk_event, __fk_created{columns} FROM {quote(table)} WHERE {where}"
+            self._queries[cache_key] = sql
+        return sql
+
+    def read(self, table: str, features: Sequence[str], keys: Sequence[Key]) -> dict[Key, tuple[Any, ...]]:
+        con = self._connect()
+        found: dict[Key, tuple[Any, ...]] = {}
+        try:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                for row in con.execute(self._query(table, features, len(chunk)), chunk):
+                    found[row[0]] = row[1:]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}  # nothing materialized yet: every entity is missing
+            raise
+        return found
+
+    def drop_table(self, table: str) -> None:
+        self._connect().execute(f"DROP TABLE IF EXISTS {quote(table)}")
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None

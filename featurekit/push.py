@@ -1,0 +1,103 @@
+"""Push: fresh raw source rows through the view's own function, into the online store (and offline).
+
+Streaming ingestion takes the same path as batch materialization: the rows are conformed to the
+source schema recorded at apply, run through :func:`featurekit.transform.run_view`, checked, and
+reduced to each entity's newest row by the same DuckDB ordering the point-in-time join uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurekit.definitions import FeatureView
+from featurekit.errors import DataError, SchemaError
+from featurekit.frames import as_arrow
+from featurekit.offline.materialize import Materializer, check_output
+from featurekit.offline.retrieval import ViewInput, latest_rows
+from featurekit.online.loading import write_latest
+from featurekit.registry import ViewVersion
+from featurekit.timestamps import normalize_timestamps
+from featurekit.transform import run_view
+
+PushTarget = Literal["online", "online_and_offline"]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push wrote."""
+
+    view: str
+    version: int
+    rows: int
+    online_rows: int
+    data_version: int | None
+
+
+def conform(rows: Any, version: ViewVersion, view: FeatureView) -> pa.Table:
+    """Raw rows in the source's recorded schema (column order and dtypes), or a clear error."""
+    table = as_arrow(rows, f"rows pushed to '{view.name}'")
+    schema = version.source_schema
+    assert schema is not None
+    missing = [c for c in schema.names if c not in table.column_names]
+    if missing:
+        raise SchemaError(
+            f"rows pushed to '{view.name}' lack source columns {missing} (they have {table.column_names}); "
+            "push raw source rows, the view's function computes the features"
+        )
+    timestamps = [c for c in view.source.timestamp_columns if c in schema.names]
+    table = normalize_timestamps(table.select(schema.names), timestamps, f"rows pushed to '{view.name}'")
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(f"rows pushed to '{view.name}' do not fit the source schema {schema}: {exc}") from exc
+
+
+def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, materializer: Materializer) -> PushResult:
+    """Run ``view`` on raw ``rows`` and write the result online (and, if asked, offline)."""
+    if to not in ("online", "online_and_offline"):
+        raise SchemaError(f"push to= must be 'online' or 'online_and_offline', got {to!r}")
+    raw = conform(rows, version, view)
+    now = datetime.now(UTC)
+    out = run_view(view, raw, version.schema)
+    out = check_output(view, out, datetime.min.replace(tzinfo=UTC), now + timedelta(microseconds=1))
+    if out.num_rows and pc.max(out.column(view.timestamp_field)).as_py() > now:
+        raise DataError(f"rows pushed to '{view.name}' have event times in the future; push them when they happen")
+    out = out.cast(version.schema)
+    data_version = None
+    if to == "online_and_offline" and out.num_rows:
+        tables, registry = materializer.tables, materializer.registry
+        with tables.lock(view.name):
+            recorded = registry.latest_materialization(version.id)
+            base = recorded.data_version if recorded is not None else None
+            tables.prepare(view.name, version.version, version.schema, base)
+            data_version = tables.append(
+                view.name, version.version, out, {"featurekit.view": view.name, "featurekit.push": "true"}
+            )
+            times = out.column(view.timestamp_field)
+            start = pc.min(times).as_py()
+            end = pc.max(times).as_py() + timedelta(microseconds=1)
+            registry.record_materialization(
+                version.id,
+                base_data_version=base,
+                data_version=data_version,
+                window=(start, end),
+                rows=out.num_rows,
+                mode="push",
+                summary=f"push {out.num_rows} rows to {view.name} v{version.version}",
+            )
+    view_input = ViewInput.from_version(version, [], [(f, f) for f in version.features])
+    latest = latest_rows(materializer.con, view_input, rows=out)
+    online_rows = write_latest(
+        materializer.online,
+        view.name,
+        version.version,
+        latest,
+        join_keys=list(view.join_keys),
+        features=version.features,
+    )
+    return PushResult(view.name, version.version, out.num_rows, online_rows, data_version)
