@@ -214,6 +214,8 @@ class FeatureView:
         self.owner = owner
         self.description = description if description is not None else (inspect.getdoc(function) or "")
         self.frame: FrameKind = frame or _frame_kind(function)
+        self.code_hash: str | None = None  # recorded by the repo loader at import time
+        self.source_text: str | None = None
         code = getattr(function, "__code__", None)
         self.location = location or (Location(code.co_filename, code.co_firstlineno) if code else _caller_location())
 
@@ -323,6 +325,8 @@ class OnDemandView:
         self.owner = owner
         self.description = description if description is not None else (inspect.getdoc(function) or "")
         self.frame: FrameKind = frame or _frame_kind(function)
+        self.code_hash: str | None = None  # recorded by the repo loader at import time
+        self.source_text: str | None = None
         code = getattr(function, "__code__", None)
         self.location = Location(code.co_filename, code.co_firstlineno) if code else _caller_location()
 

@@ -20,7 +20,7 @@ from featurekit.references import FeaturePlan, internal_name
 from featurekit.registry import Registry
 from featurekit.repo import RepoDefinitions
 from featurekit.transform import run_on_demand
-from featurekit.versioning import code_hash
+from featurekit.versioning import view_code_hash
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def build_steps(plan: FeaturePlan, definitions: RepoDefinitions, registry: Regis
     for resolved in plan.on_demand:
         version = resolved.version
         loaded = definitions.any_view(version.view)
-        if not isinstance(loaded, OnDemandView) or code_hash(loaded.function) != version.code_hash:
+        if not isinstance(loaded, OnDemandView) or view_code_hash(loaded) != version.code_hash:
             found = "is not in the repo" if loaded is None else "differs in the repo"
             raise NotAppliedError(
                 f"on-demand view '{version.view}' v{version.version} (code {version.code_hash}, defined at "

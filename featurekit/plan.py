@@ -23,7 +23,7 @@ from featurekit.offline.sources import SourceReader
 from featurekit.references import parse_ref
 from featurekit.registry import ActiveView, NewVersion, Registry, ViewVersion
 from featurekit.transform import run_on_demand, run_view, storage_type
-from featurekit.versioning import code_hash, fingerprint, function_source
+from featurekit.versioning import fingerprint, view_code_hash, view_source
 
 ChangeKind = Literal["new", "changed", "reverted", "metadata", "unchanged", "removed"]
 
@@ -97,7 +97,7 @@ def check_applied(view: FeatureView | OnDemandView, applied: ViewVersion) -> Non
     """Refuse to run (or serve) code the registry has not applied: no silent skew."""
     static = static_definition(view)
     stored = {k: applied.definition.get(k) for k in static}
-    if code_hash(view.function) != applied.code_hash or static != stored:
+    if view_code_hash(view) != applied.code_hash or static != stored:
         raise NotAppliedError(
             f"feature view '{view.name}' in {view.location} differs from its applied version "
             f"v{applied.version} (code {applied.code_hash}); run `featurekit apply` to register it"
@@ -147,7 +147,7 @@ def _describe_version(view: FeatureView, con: duckdb.DuckDBPyConnection, root: P
     definition = static_definition(view)
     definition["features"] = features
     definition["schema"] = {f.name: str(storage_type(f.type)) for f in schema}
-    code = code_hash(view.function)
+    code = view_code_hash(view)
     return NewVersion(
         view=view.name,
         fingerprint=fingerprint(code, definition, []),
@@ -155,7 +155,7 @@ def _describe_version(view: FeatureView, con: duckdb.DuckDBPyConnection, root: P
         definition=definition,
         schema=schema,
         source_schema=source_schema,
-        source_text=function_source(view.function),
+        source_text=view_source(view),
         location=str(view.location),
     )
 
@@ -230,7 +230,7 @@ def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> New
     definition["features"] = features
     definition["schema"] = {f.name: str(storage_type(f.type)) for f in output.schema}
     definition["input_fingerprints"] = deps
-    code = code_hash(view.function)
+    code = view_code_hash(view)
     return NewVersion(
         view=view.name,
         fingerprint=fingerprint(code, definition, deps),
@@ -238,7 +238,7 @@ def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> New
         definition=definition,
         schema=output.schema,
         source_schema=None,
-        source_text=function_source(view.function),
+        source_text=view_source(view),
         location=str(view.location),
     )
 

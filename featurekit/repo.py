@@ -22,6 +22,7 @@ from types import ModuleType
 from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
 from featurekit.errors import DefinitionError
 from featurekit.names import case_clashes, name_problem
+from featurekit.versioning import snapshot
 
 
 @dataclass
@@ -86,6 +87,8 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
         for entity in view.entities:
             if not any(entity is e for e in entities):
                 entities.append(entity)
+    for defined in [*views, *on_demand]:
+        snapshot(defined)
     problems += _entity_problems(entities)
     problems += _view_problems(views)
     problems += _on_demand_problems(on_demand, views)

@@ -93,6 +93,28 @@ def code_hash(function: Callable[..., Any]) -> str:
     return digest.hexdigest()[:16]
 
 
+def snapshot(view: Any) -> None:
+    """Record a view's code hash and source text now, while the file matches the imported code.
+
+    Hashing later would re-read the file from disk, which may have been edited since the import:
+    a running server would then vouch for code it is not running.
+    """
+    view.code_hash = code_hash(view.function)
+    view.source_text = function_source(view.function)
+
+
+def view_code_hash(view: Any) -> str:
+    """The code hash recorded at load (or computed now for a view built outside a repo load)."""
+    recorded: str | None = getattr(view, "code_hash", None)
+    return recorded if recorded is not None else code_hash(view.function)
+
+
+def view_source(view: Any) -> str:
+    """The source text recorded at load (or read now)."""
+    recorded: str | None = getattr(view, "source_text", None)
+    return recorded if recorded is not None else function_source(view.function)
+
+
 def fingerprint(code: str, definition: dict[str, Any], dependencies: list[str]) -> str:
     """The data version identity of a view: code hash + data-relevant definition + dependencies."""
     payload = json.dumps({"code": code, "definition": definition, "deps": sorted(dependencies)}, sort_keys=True)

@@ -1,0 +1,90 @@
+"""The contract every online store passes (add new stores to STORES)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from featurekit.online.base import NO_CREATED, OnlineRows, OnlineStore, encode_key
+from featurekit.online.memory import MemoryOnlineStore
+from featurekit.online.sqlite import SqliteOnlineStore
+
+STORES: dict[str, Callable[[Path], OnlineStore]] = {
+    "sqlite": lambda tmp: SqliteOnlineStore(tmp / "online.db"),
+    "memory": lambda tmp: MemoryOnlineStore(),
+}
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
+    made = STORES[request.param](tmp_path)
+    made.create_table("t__v1", ["a", "b"])
+    yield made
+    made.close()
+
+
+def rows(*items: tuple[object, int, int, object, object]) -> OnlineRows:
+    return OnlineRows(
+        keys=[i[0] for i in items],  # type: ignore[misc]
+        event_us=[i[1] for i in items],
+        created_us=[i[2] for i in items],
+        columns={"a": [i[3] for i in items], "b": [i[4] for i in items]},
+    )
+
+
+def test_round_trip_and_missing_keys(store: OnlineStore) -> None:
+    assert store.write("t__v1", rows((1, 10, NO_CREATED, 1.5, "x"), (2, 20, 5, None, "y"))) == 2
+    found = store.read("t__v1", ["a", "b"], [1, 2, 3])
+    assert found == {1: (10, NO_CREATED, 1.5, "x"), 2: (20, 5, None, "y")}
+    assert store.read("t__v1", ["b"], [2]) == {2: (20, 5, "y")}
+
+
+def test_older_rows_never_overwrite_newer(store: OnlineStore) -> None:
+    store.write("t__v1", rows((1, 10, 3, 1.0, "new")))
+    store.write("t__v1", rows((1, 9, 99, 2.0, "older event")))
+    store.write("t__v1", rows((1, 10, 2, 3.0, "older created")))
+    assert store.read("t__v1", ["b"], [1]) == {1: (10, 3, "new")}
+    store.write("t__v1", rows((1, 10, 3, 4.0, "same age")))  # equal age: the later write wins
+    store.write("t__v1", rows((1, 11, NO_CREATED, 5.0, "newer")))
+    assert store.read("t__v1", ["a", "b"], [1]) == {1: (11, NO_CREATED, 5.0, "newer")}
+
+
+def test_newest_wins_within_one_write_whatever_the_order(store: OnlineStore) -> None:
+    store.write("t__v1", rows((7, 30, 1, 3.0, "c"), (7, 10, 1, 1.0, "a"), (7, 20, 1, 2.0, "b")))
+    assert store.read("t__v1", ["b"], [7]) == {7: (30, 1, "c")}
+
+
+def test_composite_keys_do_not_collide(store: OnlineStore) -> None:
+    one, two = encode_key([1, "23"]), encode_key([12, "3"])
+    assert one != two
+    store.write("t__v1", rows((one, 1, 1, 1.0, "one"), (two, 1, 1, 2.0, "two")))
+    assert store.read("t__v1", ["b"], [one, two]) == {one: (1, 1, "one"), two: (1, 1, "two")}
+    assert store.read("t__v1", ["b"], [encode_key([1, "2"])]) == {}
+
+
+def test_int_and_string_keys_are_distinct(store: OnlineStore) -> None:
+    store.write("t__v1", rows((1, 1, 1, 1.0, "int"), ("1", 1, 1, 2.0, "str")))
+    assert store.read("t__v1", ["b"], [1]) == {1: (1, 1, "int")}
+    assert store.read("t__v1", ["b"], ["1"]) == {"1": (1, 1, "str")}
+
+
+def test_unknown_table_reads_empty_and_drop(store: OnlineStore) -> None:
+    assert store.read("nope__v1", ["a"], [1]) == {}
+    store.write("t__v1", rows((1, 1, 1, 1.0, "x")))
+    store.drop_table("t__v1")
+    assert store.read("t__v1", ["a"], [1]) == {}
+
+
+def test_many_keys_in_one_read(store: OnlineStore) -> None:
+    store.write("t__v1", rows(*[(k, k, 0, float(k), str(k)) for k in range(2500)]))
+    found = store.read("t__v1", ["a"], list(range(-5, 2505)))
+    assert len(found) == 2500
+    assert all(found[k] == (k, 0, float(k)) for k in range(2500))
+
+
+def test_infinities_survive(store: OnlineStore) -> None:
+    store.write("t__v1", rows((1, 1, 1, math.inf, "x"), (2, 1, 1, -math.inf, "y")))
+    assert store.read("t__v1", ["a"], [1, 2]) == {1: (1, 1, math.inf), 2: (1, 1, -math.inf)}
