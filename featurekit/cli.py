@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from featurekit.errors import FeaturekitError
+from featurekit.errors import FeaturekitError, SchemaError
 from featurekit.example import write_example
 from featurekit.store import FeatureStore, ViewInfo
 
@@ -192,6 +192,67 @@ def show(ctx: Context, view: str) -> None:
         click.echo("  code:")
         for line in info.version.source_text.rstrip().splitlines():
             click.echo(f"    {line}")
+
+
+def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SchemaError(f"{what} {pair!r} must look like name=value")
+        parsed[name] = value
+    return parsed
+
+
+def _typed(value: str) -> Any:
+    """A command-line value as JSON when it parses (numbers, true/false, null), else the string."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+@cli.command()
+@click.argument("keys", nargs=-1, required=True)
+@click.option("-f", "--feature", "features", multiple=True, required=True, help="view:feature or view (repeatable).")
+@click.option("-r", "--request", "requests", multiple=True, help="Request input name=value (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+@reports_errors
+def get(
+    ctx: Context, keys: tuple[str, ...], features: tuple[str, ...], requests: tuple[str, ...], as_json: bool
+) -> None:
+    """Look up online features of one entity: KEYS as driver_id=1001 (all parts of the key)."""
+    entity = {k: _typed(v) for k, v in _parse_pairs(keys, "key").items()}
+    request = {k: _typed(v) for k, v in _parse_pairs(requests, "request input").items()}
+    with ctx.store() as store:
+        row = store.online_features([entity], list(features), request=request or None).to_dict()
+        flat = {name: values[0] for name, values in row.items()}
+        if as_json:
+            click.echo(json.dumps(flat, default=str))
+        else:
+            for name, value in flat.items():
+                click.echo(f"{name}: {value}")
+
+
+@cli.command()
+@click.option("-f", "--feature", "features", multiple=True, required=True, help="view:feature or view (repeatable).")
+@click.option("--sample", default=100, show_default=True, help="How many entities to sample.")
+@click.option("-r", "--request", "requests", multiple=True, help="Request input name=value (repeatable).")
+@click.option("--at", default=None, help="Compare as of this time (default: now).")
+@click.option("--seed", default=0, show_default=True)
+@pass_context
+@reports_errors
+def verify(
+    ctx: Context, features: tuple[str, ...], sample: int, requests: tuple[str, ...], at: str | None, seed: int
+) -> None:
+    """Skew check: compare training and serving values of FEATURES; exits 1 on any mismatch."""
+    request = {k: _typed(v) for k, v in _parse_pairs(requests, "request input").items()}
+    with ctx.store() as store:
+        report = store.verify(list(features), sample=sample, request=request or None, at=at, seed=seed)
+        click.echo(str(report))
+        if not report.ok:
+            sys.exit(1)
 
 
 def _watermark(info: ViewInfo) -> str | None:

@@ -137,7 +137,7 @@ def _encoded_keys(lookup: BatchLookup, columns: dict[str, list[Any]]) -> list[An
             ):
                 raise SchemaError(
                     f"entity {index} key {key!r} is {type(value).__name__} {value!r}, but the view's key is "
-                    f"{kind.__name__}; pass a {kind.__name__}"
+                    f"{kind.__name__}; pass a value of type {kind.__name__}"
                 )
         parts.append(values)
     if len(parts) == 1:

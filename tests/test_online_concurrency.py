@@ -1,0 +1,59 @@
+"""Lookups in other processes keep answering, with committed values only, while materialize writes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import featurekit as fk
+from tests.conftest import trips_table, ts
+
+DRIVERS = 2000
+
+
+def _reader(root: str, seconds: float, queue: multiprocessing.Queue) -> None:
+    seen: set[object] = set()
+    errors: list[str] = []
+    calls = 0
+    with fk.FeatureStore(root, progress=False) as store:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                row = store.online_features({"driver_id": [7, 1500]}, ["driver_stats:avg_trip_km"], at=ts(6))
+                seen.update(row.to_dict()["avg_trip_km"])
+                calls += 1
+            except Exception as exc:  # noqa: BLE001 -- the test counts every failure
+                errors.append(repr(exc))
+    queue.put((calls, sorted(seen, key=str), errors))
+
+
+def _trips(generation: int):
+    ids = np.arange(DRIVERS)
+    rows = [(int(d), ts(generation), ts(generation), 1, 1, float(generation)) for d in ids]
+    return trips_table(rows)
+
+
+@pytest.mark.slow
+def test_lookups_during_materialize_see_old_or_new_values_and_never_fail(make_repo, open_store):
+    root = make_repo(data={"data/trips.parquet": _trips(1)})
+    store = open_store(root)
+    store.apply()
+    store.materialize(ts(0), ts(2))
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    reader = context.Process(target=_reader, args=(str(root), 8.0, queue))
+    reader.start()
+    time.sleep(2.0)  # let the reader start serving
+    for generation in range(2, 6):
+        pq.write_table(_trips(generation), root / "data" / "trips.parquet")
+        store.materialize(ts(generation), ts(generation + 1))
+    reader.join(60)
+    calls, seen, errors = queue.get(timeout=5)
+    assert errors == []
+    assert calls > 100
+    assert set(seen) <= {1.0, 2.0, 3.0, 4.0, 5.0}  # committed values only, never a mix or garbage
+    assert {1.0, 5.0} <= set(seen)  # the first and the last committed values were both served
