@@ -81,23 +81,48 @@ def request_inputs(steps: list[OnDemandStep]) -> dict[str, Any]:
     return needed
 
 
-def run_steps(steps: list[OnDemandStep], frame: pl.DataFrame) -> pl.DataFrame:
-    """Run the steps in order, each adding its outputs (internal names) to ``frame``."""
+def needed_columns(steps: list[OnDemandStep]) -> list[str]:
+    """Internal columns and request names the steps read that no earlier step produces."""
+    produced: set[str] = set()
+    needed: list[str] = []
     for step in steps:
-        missing = [r for r in step.request if r not in frame.columns]
+        for name in [internal for internal, _ in step.inputs] + step.request:
+            if name not in produced and name not in needed:
+                needed.append(name)
+        produced.update(internal for _, internal in step.outputs)
+    return needed
+
+
+def _column(name: str, values: pl.Series | list[Any], dtype: Any) -> pl.Series:
+    if isinstance(values, pl.Series):
+        return values.alias(name)
+    return pl.Series(name, values, dtype=dtype, strict=False)
+
+
+def run_steps(steps: list[OnDemandStep], columns: dict[str, pl.Series | list[Any]]) -> dict[str, pl.Series | list[Any]]:
+    """Run the steps in order, each adding its outputs (under internal names) to ``columns``.
+
+    Inputs may be polars series (training sets) or Python lists (online lookups); both become
+    series of the declared dtypes before the function sees them.
+    """
+    for step in steps:
+        missing = [r for r in step.request if r not in columns]
         if missing:
             raise SchemaError(
                 f"on-demand view '{step.name}' needs request inputs {missing}; pass them as request={{...}} online, "
                 "or as spine columns of the same names in a training set"
             )
-        columns = [pl.col(internal).alias(name) for internal, name in step.inputs]
-        columns += [pl.col(r) for r in step.request]
-        result = run_on_demand(step.view, frame.select(columns), step.schema)
+        frame = pl.DataFrame(
+            [_column(name, columns[internal], step.schema[name]) for internal, name in step.inputs]
+            + [_column(r, columns[r], step.schema[r]) for r in step.request]
+        )
+        result = run_on_demand(step.view, frame, step.schema)
         missing_out = [c for c, _ in step.outputs if c not in result.columns]
         if missing_out:
             raise FeatureFunctionError(
                 f"on-demand view '{step.name}' v{step.version} returned no column {missing_out} "
                 f"(it returned {result.columns}); run `featurekit apply` if the function changed"
             )
-        frame = frame.with_columns([result.get_column(c).alias(internal) for c, internal in step.outputs])
-    return frame
+        for column, internal in step.outputs:
+            columns[internal] = result.get_column(column)
+    return columns

@@ -136,9 +136,13 @@ def run_on_demand(view: OnDemandView, frame: pl.DataFrame, schema: dict[str, pl.
     missing = [c for c in schema if c not in frame.columns]
     if missing:
         raise SchemaError(f"{where} needs inputs {missing}; pass them (request inputs come from the spine or request=)")
-    inputs = frame.select(
-        [pl.col(c) if frame.schema[c] == dtype else pl.col(c).cast(dtype) for c, dtype in schema.items()]
-    )
+    names = list(schema)
+    if frame.columns == names and frame.dtypes == list(schema.values()):
+        inputs = frame  # already exactly the declared inputs (the common case): no copy
+    else:
+        inputs = frame.select(
+            [pl.col(c) if frame.schema[c] == dtype else pl.col(c).cast(dtype) for c, dtype in schema.items()]
+        )
     argument: Any = inputs if view.frame == "polars" else to_frame(inputs.to_arrow(), view.frame)
     try:
         result = view.function(argument)

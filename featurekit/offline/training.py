@@ -13,7 +13,7 @@ from featurekit.errors import DataError, SchemaError
 from featurekit.offline.retrieval import PointInTimeQuery, TrainingSet, ViewInput
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
-from featurekit.ondemand import OnDemandStep, run_steps
+from featurekit.ondemand import OnDemandStep, needed_columns, run_steps
 from featurekit.references import FeaturePlan, internal_name
 from featurekit.registry import Registry
 
@@ -80,12 +80,12 @@ def _post_processor(
     steps: list[OnDemandStep], spine_columns: list[str], plan: FeaturePlan, names: list[str]
 ) -> Callable[[pa.Table], pa.Table]:
     outputs = [(internal_name(v, f), n) for (v, f), n in zip(plan.outputs, names, strict=True)]
-    requests = {r for step in steps for r in step.request}
+    needed = list(dict.fromkeys(needed_columns(steps) + [i for i, _ in outputs]))
 
     def post(table: pa.Table) -> pa.Table:
-        needed = [c for c in table.column_names if c.startswith("__fk_") or c in requests]
-        frame = run_steps(steps, pl.DataFrame(table.select(needed)))
-        computed = frame.select([pl.col(i).alias(n) for i, n in outputs]).to_arrow()
+        frame = pl.DataFrame(table.select([c for c in needed if c in table.column_names]))
+        columns = run_steps(steps, {name: frame.get_column(name) for name in frame.columns})
+        computed = pl.DataFrame([pl.Series(n, columns[i]) for i, n in outputs]).to_arrow()
         # The spine's own columns stay the Arrow columns it came with, untouched by polars.
         result = table.select(spine_columns)
         for name in computed.column_names:

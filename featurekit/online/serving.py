@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.errors import DataError, NotAppliedError, SchemaError
-from featurekit.ondemand import OnDemandStep, build_steps, request_inputs, run_steps
+from featurekit.ondemand import OnDemandStep, build_steps, needed_columns, request_inputs, run_steps
 from featurekit.online.base import OnlineStore, encode_key
 from featurekit.online.codecs import Decoder, decoder
 from featurekit.online.loading import table_name
@@ -52,6 +52,8 @@ class ServingPlan:
     request: dict[str, Any]
     outputs: list[tuple[str, str]]  # (internal name, output name)
     entity_keys: list[str]
+    needed: list[str]  # on-demand inputs: internal columns and request names
+    dtypes: dict[str, Any]  # internal name -> polars dtype of fetched batch features
 
 
 class OnlineResponse:
@@ -221,7 +223,8 @@ class Server:
         if clashes:
             raise SchemaError(f"features {clashes} come from more than one view; request them in separate calls")
         outputs = [(internal_name(v, f), n) for (v, f), n in zip(resolved.outputs, names, strict=True)]
-        return ServingPlan(lookups, steps, request_inputs(steps), outputs, entity_keys)
+        dtypes = {name: dtype for lookup in lookups for name, dtype in lookup.dtypes.items()}
+        return ServingPlan(lookups, steps, request_inputs(steps), outputs, entity_keys, needed_columns(steps), dtypes)
 
     def lookup(
         self,
@@ -252,29 +255,32 @@ class Server:
                 values[name] = out
         result = {k: columns[k] for k in plan.entity_keys if k in columns}
         if plan.steps:
-            frame = self._on_demand_frame(plan, values, request or {}, count)
-            frame = run_steps(plan.steps, frame)
+            computed = run_steps(plan.steps, self._on_demand_inputs(plan, values, request or {}, count))
             for internal, name in plan.outputs:
-                result[name] = frame.get_column(internal).to_list()
+                found = values.get(internal)
+                if found is None:
+                    column = computed[internal]
+                    found = column.to_list() if isinstance(column, pl.Series) else column
+                result[name] = found
         else:
             for internal, name in plan.outputs:
                 result[name] = values[internal]
         return OnlineResponse(result)
 
-    def _on_demand_frame(
+    def _on_demand_inputs(
         self, plan: ServingPlan, values: dict[str, list[Any]], request: dict[str, Any], count: int
-    ) -> pl.DataFrame:
-        data: dict[str, Any] = dict(values)
-        schema: dict[str, Any] = {}
-        for lookup in plan.lookups:
-            schema.update(lookup.dtypes)
-        for name, dtype in plan.request.items():
+    ) -> dict[str, pl.Series | list[Any]]:
+        """The on-demand views' inputs: fetched features and request values, one list per column."""
+        inputs: dict[str, pl.Series | list[Any]] = {}
+        for name in plan.needed:
+            if name in values:
+                inputs[name] = values[name]
+                continue
             if name not in request:
                 raise SchemaError(f"on-demand features need request input {name!r}; pass request={{{name!r}: [...]}}")
             given = request[name]
             column = list(given) if isinstance(given, (list, tuple)) else [given] * count
             if len(column) != count:
                 raise SchemaError(f"request input {name!r} has {len(column)} values for {count} entities")
-            data[name] = column
-            schema[name] = dtype
-        return pl.DataFrame(data, schema=schema)
+            inputs[name] = column
+        return inputs
