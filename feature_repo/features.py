@@ -45,3 +45,9 @@ def driver_daily(days: pd.DataFrame) -> pd.DataFrame:
     out["trips_1d"] = days["trips"].astype("int64")
     out["km_per_trip_1d"] = (days["km"] / days["trips"]).round(3)
     return out
+
+
+@fk.on_demand(inputs=["driver_stats:conv_rate"], request={"trip_km": pl.Float64})
+def trip_risk(df: pl.DataFrame) -> pl.DataFrame:
+    """A request-time risk score: computed at serving time, and identically in training sets."""
+    return df.select(risk=pl.col("conv_rate") * pl.col("trip_km").log1p())

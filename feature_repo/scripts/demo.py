@@ -1,6 +1,7 @@
 """End-to-end demo on the example repo with the embedded defaults (no services).
 
-generate data -> apply -> materialize (a window, then incrementally) -> training set -> Parquet.
+generate data -> apply -> materialize (a window, then incrementally) -> training set -> Parquet
+-> online lookups (with an on-demand feature) -> push -> skew check.
 Run from the project root: ``python feature_repo/scripts/demo.py``.
 """
 
@@ -27,6 +28,7 @@ def spine(rows: int = 5_000) -> pl.DataFrame:
             "driver_id": rng.integers(1000, 1500, rows),
             "event_timestamp": [start + timedelta(seconds=int(s)) for s in rng.integers(0, 55 * 86_400, rows)],
             "completed": rng.random(rows) < 0.8,
+            "trip_km": np.round(rng.gamma(2.0, 4.0, rows), 2),
         }
     )
 
@@ -51,15 +53,38 @@ def main() -> None:
     labels = spine()
     training = store.training_set(
         labels,
-        features=["driver_stats:conv_rate", "driver_stats:avg_trip_km", "driver_daily"],
+        features=["driver_stats:conv_rate", "driver_stats:avg_trip_km", "driver_daily", "trip_risk"],
     )
     frame = training.to_polars()
     print(f"\ntraining set: {frame.height} rows (spine {labels.height}), columns {frame.columns}")
-    print(frame.head(8))
-    coverage = {c: round(1 - frame[c].null_count() / frame.height, 3) for c in frame.columns[3:]}
+    with pl.Config(tbl_cols=12, tbl_width_chars=200):
+        print(frame.head(6))
+    coverage = {c: round(1 - frame[c].null_count() / frame.height, 3) for c in frame.columns[4:]}
     print(f"coverage (share of rows with a value): {coverage}")
     out = training.to_parquet(REPO / "data" / "training_set.parquet")
     print(f"wrote {out}")
+
+    at = datetime(2026, 3, 2, 12, tzinfo=UTC)  # lookups "as of" just after the data ends
+    features = ["driver_stats:conv_rate", "driver_daily:trips_1d", "trip_risk"]
+    print("\n$ featurekit get driver_id=1007 -f driver_stats:conv_rate -f driver_daily:trips_1d -f trip_risk ...")
+    row = store.online_features(
+        [{"driver_id": 1007}, {"driver_id": 9999}], features, request={"trip_km": [3.2, 3.2]}, at=at
+    )
+    print(row.to_dict())
+    print("\nskew check (training path vs serving path, same moment):")
+    print(store.verify(features, request={"trip_km": 3.2}, sample=200, at=at))
+    fresh = {
+        "driver_id": 1007,
+        "event_timestamp": datetime(2026, 3, 2, 11, tzinfo=UTC),
+        "created": datetime(2026, 3, 2, 11, tzinfo=UTC),
+        "offered": 4,
+        "accepted": 1,
+        "distance_km": 2.5,
+    }
+    print("\npush one fresh trip of driver 1007 (online only), then the skew check again:")
+    print(store.push("driver_stats", [fresh]))
+    print(store.online_features([{"driver_id": 1007}], ["driver_stats:conv_rate"], at=at).to_dict())
+    print(store.verify(["driver_stats:conv_rate"], entities=[{"driver_id": 1007}], at=at))
     store.close()
 
 
