@@ -183,7 +183,38 @@ class FeatureRef:
         return pinned if self.feature is None else f"{pinned}:{self.feature}"
 
 
-class FeatureView:
+class _ViewBase:
+    """What batch and on-demand views share: a wrapped function, its name, metadata and location."""
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        tags: Mapping[str, str] | None,
+        owner: str | None,
+        description: str | None,
+        frame: FrameKind | None,
+    ) -> None:
+        functools.update_wrapper(self, function)
+        self.function = function
+        self.name: str = function.__name__
+        self.tags = dict(tags or {})
+        self.owner = owner
+        self.description = description if description is not None else (inspect.getdoc(function) or "")
+        self.frame: FrameKind = frame or _frame_kind(function)
+        self.code_hash: str | None = None  # recorded by the repo loader at import time
+        self.source_text: str | None = None
+        code = getattr(function, "__code__", None)
+        self.location = Location(code.co_filename, code.co_firstlineno) if code else _caller_location(3)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __getitem__(self, feature: str) -> FeatureRef:
+        return FeatureRef(self.name, feature)
+
+
+class FeatureView(_ViewBase):
     """A batch feature view: a plain function from source rows to keyed, timestamped features.
 
     Calling the view calls the function, so it stays unit-testable. ``view["feature"]`` returns a
@@ -204,20 +235,12 @@ class FeatureView:
         frame: FrameKind | None = None,
         location: Location | None = None,
     ) -> None:
-        functools.update_wrapper(self, function)
-        self.function = function
-        self.name: str = function.__name__
+        super().__init__(function, tags=tags, owner=owner, description=description, frame=frame)
         self.entities = tuple(entities)
         self.source = source
         self.ttl = ttl
-        self.tags = dict(tags or {})
-        self.owner = owner
-        self.description = description if description is not None else (inspect.getdoc(function) or "")
-        self.frame: FrameKind = frame or _frame_kind(function)
-        self.code_hash: str | None = None  # recorded by the repo loader at import time
-        self.source_text: str | None = None
-        code = getattr(function, "__code__", None)
-        self.location = location or (Location(code.co_filename, code.co_firstlineno) if code else _caller_location())
+        if location is not None:
+            self.location = location
 
     @property
     def join_keys(self) -> tuple[str, ...]:
@@ -233,12 +256,6 @@ class FeatureView:
     @property
     def created_timestamp_field(self) -> str | None:
         return self.source.created_timestamp_field
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.function(*args, **kwargs)
-
-    def __getitem__(self, feature: str) -> FeatureRef:
-        return FeatureRef(self.name, feature)
 
     def __repr__(self) -> str:
         return f"<FeatureView {self.name} keys={list(self.join_keys)} at {self.location}>"
@@ -298,7 +315,7 @@ def _frame_kind(function: Callable[..., Any]) -> FrameKind:
     return "polars"
 
 
-class OnDemandView:
+class OnDemandView(_ViewBase):
     """A request-time feature view: a row-wise function of other features and request inputs.
 
     It runs inside ``training_set`` (request inputs come from spine columns of the same name) and
@@ -316,25 +333,9 @@ class OnDemandView:
         description: str | None = None,
         frame: FrameKind | None = None,
     ) -> None:
-        functools.update_wrapper(self, function)
-        self.function = function
-        self.name: str = function.__name__
+        super().__init__(function, tags=tags, owner=owner, description=description, frame=frame)
         self.inputs: tuple[str | FeatureRef, ...] = tuple(inputs)
         self.request: dict[str, Any] = dict(request or {})
-        self.tags = dict(tags or {})
-        self.owner = owner
-        self.description = description if description is not None else (inspect.getdoc(function) or "")
-        self.frame: FrameKind = frame or _frame_kind(function)
-        self.code_hash: str | None = None  # recorded by the repo loader at import time
-        self.source_text: str | None = None
-        code = getattr(function, "__code__", None)
-        self.location = Location(code.co_filename, code.co_firstlineno) if code else _caller_location()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.function(*args, **kwargs)
-
-    def __getitem__(self, feature: str) -> FeatureRef:
-        return FeatureRef(self.name, feature)
 
     def __repr__(self) -> str:
         return f"<OnDemandView {self.name} inputs={[str(i) for i in self.inputs]} at {self.location}>"

@@ -14,6 +14,7 @@ import importlib.util
 import linecache
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -115,14 +116,7 @@ def _entity_problems(entities: list[Entity]) -> list[str]:
                 problems.append(f"{where}: {p}")
         for group in case_clashes(list(entity.join_keys)):
             problems.append(f"{where}: entity {entity.name!r} repeats join key {group}")
-    by_name: dict[str, list[Entity]] = {}
-    for entity in entities:
-        by_name.setdefault(str(entity.name).lower(), []).append(entity)
-    for same in by_name.values():
-        if len(same) > 1:
-            places = ", ".join(f"{e.name!r} at {e.location}" for e in same)
-            problems.append(f"entities share a name (case-insensitively): {places}; rename all but one")
-    return problems
+    return problems + _shared_names(entities, "entities")
 
 
 def _view_problems(views: list[FeatureView]) -> list[str]:
@@ -154,13 +148,6 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
             problems.append(f"{where}: FileSource needs a path")
         if isinstance(source, SqlSource) and not source.query.strip():
             problems.append(f"{where}: SqlSource needs a query")
-    by_name: dict[str, list[FeatureView]] = {}
-    for view in views:
-        by_name.setdefault(str(view.name).lower(), []).append(view)
-    for group in by_name.values():
-        if len(group) > 1:
-            places = ", ".join(f"{v.name!r} at {v.location}" for v in group)
-            problems.append(f"feature views share a name (case-insensitively): {places}; rename all but one")
     return problems
 
 
@@ -192,12 +179,18 @@ def _on_demand_problems(on_demand: list[OnDemandView], views: list[FeatureView])
                 problems.append(
                     f"{where}: request input {name!r} needs a polars dtype (e.g. pl.Float64), got {dtype!r}"
                 )
-    defined: list[FeatureView | OnDemandView] = [*views, *on_demand]
-    by_name: dict[str, list[FeatureView | OnDemandView]] = {}
-    for each in defined:
-        by_name.setdefault(str(each.name).lower(), []).append(each)
-    for same in by_name.values():
-        if len(same) > 1 and any(isinstance(v, OnDemandView) for v in same):
-            places = ", ".join(f"{v.name!r} at {v.location}" for v in same)
-            problems.append(f"views share a name (case-insensitively): {places}; rename all but one")
-    return problems
+    return problems + _shared_names([*views, *on_demand], "views")
+
+
+def _shared_names(items: Sequence[Entity | FeatureView | OnDemandView], what: str) -> list[str]:
+    """One problem per group of definitions whose names are equal ignoring case."""
+    by_name: dict[str, list[Entity | FeatureView | OnDemandView]] = {}
+    for item in items:
+        by_name.setdefault(str(item.name).lower(), []).append(item)
+    return [
+        f"{what} share a name (case-insensitively): "
+        + ", ".join(f"{i.name!r} at {i.location}" for i in same)
+        + "; rename all but one"
+        for same in by_name.values()
+        if len(same) > 1
+    ]
