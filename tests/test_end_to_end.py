@@ -265,3 +265,30 @@ def test_materialize_rejects_future_and_reversed_windows(store):
         store.materialize(ts(5), ts(1))
     with pytest.raises(fk.WindowError, match="future"):
         store.materialize(ts(0), datetime.now(UTC) + timedelta(days=1))
+
+
+def test_csv_and_glob_sources(make_repo, open_store):
+    features = """
+    from datetime import timedelta
+    import polars as pl
+    import featurekit as fk
+
+    driver = fk.Entity("driver", join_keys=["driver_id"])
+    trips = fk.FileSource("data/trips-*.csv", created_timestamp_field="created")
+
+    @fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7))
+    def csv_stats(trips: pl.DataFrame) -> pl.DataFrame:
+        return trips.select("driver_id", "event_timestamp", "created", km=pl.col("distance_km"))
+    """
+    root = make_repo(features)
+    (root / "data").mkdir()
+    import pyarrow.csv as pcsv
+
+    table = trips_table(ROWS)
+    pcsv.write_csv(table.slice(0, 2), root / "data" / "trips-a.csv")
+    pcsv.write_csv(table.slice(2), root / "data" / "trips-b.csv")
+    store = open_store(root)
+    store.apply()
+    store.materialize(ts(0), ts(10))
+    frame = store.training_set(spine([(1, ts(2)), (2, ts(3)), (3, ts(4))]), ["csv_stats"]).to_polars()
+    assert frame["km"].to_list() == [2.0, 4.0, 9.0]
