@@ -108,24 +108,26 @@ def apply(ctx: Context) -> None:
 @click.option("--start", required=True, help="Window start (ISO-8601; naive = UTC).")
 @click.option("--end", required=True, help="Window end, exclusive (ISO-8601; naive = UTC).")
 @click.option("--view", "views", multiple=True, help="Only these views (repeatable); default all.")
+@click.option("--offline-only", is_flag=True, help="Do not load the online store (backfills).")
 @pass_context
 @reports_errors
-def materialize(ctx: Context, start: str, end: str, views: tuple[str, ...]) -> None:
+def materialize(ctx: Context, start: str, end: str, views: tuple[str, ...], offline_only: bool) -> None:
     """Compute and commit the views' features for [START, END)."""
     with ctx.store() as store:
-        for result in store.materialize(start, end, views=list(views) or None):
+        for result in store.materialize(start, end, views=list(views) or None, online=not offline_only):
             click.echo(str(result))
 
 
 @cli.command("materialize-incremental")
 @click.option("--end", default=None, help="Up to this time (default: now).")
 @click.option("--view", "views", multiple=True, help="Only these views (repeatable); default all.")
+@click.option("--offline-only", is_flag=True, help="Do not load the online store (backfills).")
 @pass_context
 @reports_errors
-def materialize_incremental(ctx: Context, end: str | None, views: tuple[str, ...]) -> None:
+def materialize_incremental(ctx: Context, end: str | None, views: tuple[str, ...], offline_only: bool) -> None:
     """Continue each view from its watermark up to END."""
     with ctx.store() as store:
-        results = store.materialize_incremental(end, views=list(views) or None)
+        results = store.materialize_incremental(end, views=list(views) or None, online=not offline_only)
         for result in results:
             click.echo(str(result))
         if not results:

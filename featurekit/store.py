@@ -230,12 +230,18 @@ class FeatureStore:
     # -- materialize ------------------------------------------------------------------------
 
     def materialize(
-        self, start: datetime | str, end: datetime | str, views: Sequence[str] | None = None
+        self,
+        start: datetime | str,
+        end: datetime | str,
+        views: Sequence[str] | None = None,
+        *,
+        online: bool = True,
     ) -> list[MaterializeResult]:
         """Compute ``[start, end)`` of the views (default: all) and commit each as a new data version.
 
         Re-materializing a window replaces its rows. The newest row of each entity the window
-        touched then goes to the online store. Naive datetimes mean UTC.
+        touched then goes to the online store (``online=False`` skips that, e.g. for backfills of
+        old history). Naive datetimes mean UTC.
         """
         start_at, end_at = utc(start, "start"), utc(end, "end")
         now = datetime.now(UTC)
@@ -248,12 +254,12 @@ class FeatureStore:
             )
         materializer = self._materializer()
         return [
-            materializer.run(view, applied, start_at, end_at, incremental=False, progress=self._progress)
+            materializer.run(view, applied, start_at, end_at, incremental=False, progress=self._progress, online=online)
             for view, applied in self._applied(views)
         ]
 
     def materialize_incremental(
-        self, end: datetime | str | None = None, views: Sequence[str] | None = None
+        self, end: datetime | str | None = None, views: Sequence[str] | None = None, *, online: bool = True
     ) -> list[MaterializeResult]:
         """Continue each view from its watermark (first run: its earliest source row) up to ``end`` (now)."""
         end_at = utc(end, "end") if end is not None else datetime.now(UTC)
@@ -272,7 +278,11 @@ class FeatureStore:
                 start_at = utc(earliest, "earliest source timestamp")
             if start_at >= end_at:
                 continue
-            results.append(materializer.run(view, applied, start_at, end_at, incremental=True, progress=self._progress))
+            results.append(
+                materializer.run(
+                    view, applied, start_at, end_at, incremental=True, progress=self._progress, online=online
+                )
+            )
         return results
 
     def push(self, view: str, rows: Any, *, to: PushTarget = "online") -> PushResult:

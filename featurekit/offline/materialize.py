@@ -132,8 +132,9 @@ class Materializer:
         *,
         incremental: bool,
         progress: Progress,
+        online: bool = True,
     ) -> MaterializeResult:
-        """Materialize ``[start, end)`` of one view version and commit it."""
+        """Materialize ``[start, end)`` of one view version, commit it, then (``online``) load it online."""
         began = time.perf_counter()
         reader = self.reader(view)
         self.check_source(view, applied, reader)
@@ -188,7 +189,7 @@ class Materializer:
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
             )
-        online_rows = self.load_online(applied, committed.data_version, (start, end))
+        online_rows = self.load_online(applied, committed.data_version, (start, end)) if online else 0
         return MaterializeResult(
             view=view.name,
             version=applied.version,
