@@ -1,0 +1,314 @@
+"""The featurekit and hand-written ("floor") sides of each workload. Each runs in a fresh process."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+from deltalake import write_deltalake
+
+import featurekit as fk
+from benchmarks.data import END, FEATURES, LOOKUP_AT, START, VIEWS
+
+FEATURES_PY = """
+from datetime import timedelta
+import polars as pl
+import featurekit as fk
+
+driver = fk.Entity("driver", join_keys=["driver_id"])
+
+def _view(name):
+    source = fk.FileSource(f"../sources/{name}.parquet", created_timestamp_field="created")
+
+    def passthrough(rows: pl.DataFrame) -> pl.DataFrame:
+        return rows
+
+    passthrough.__name__ = passthrough.__qualname__ = name
+    return fk.feature_view(entity=driver, source=source, ttl=timedelta(days=7))(passthrough)
+
+stats_a = _view("stats_a")
+stats_b = _view("stats_b")
+stats_c = _view("stats_c")
+
+
+@fk.on_demand(inputs=["stats_a:f0"], request={"trip_km": pl.Float64})
+def trip_risk(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(risk=pl.col("f0") * pl.col("trip_km").log1p())
+"""
+
+Result = dict[str, Any]
+
+
+def fk_repo(folder: Path) -> Path:
+    """The featurekit repo of a scale, applied and materialized (offline and online) once."""
+    repo = folder / "fk_repo"
+    marker = repo / ".ready"
+    if marker.exists():
+        return repo
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir()
+    (repo / "features.py").write_text(FEATURES_PY)
+    with fk.FeatureStore(repo, progress=False) as store:
+        store.apply()
+        store.materialize(START, END)
+    marker.write_text("ok")
+    return repo
+
+
+def _files(store: fk.FeatureStore, view: str) -> list[str]:
+    version = store.registry.active()[view].version
+    materialized = store.registry.latest_materialization(version.id)
+    assert materialized is not None
+    return store.tables.files(view, version.version, materialized.data_version)
+
+
+# -- training sets --------------------------------------------------------------------------
+
+
+def fk_training(folder: Path, views: int, sink: str, out: Path) -> Result:
+    repo = fk_repo(folder)
+    with fk.FeatureStore(repo, progress=False) as store:
+        features = [f"{v}:{f}" for v in VIEWS[:views] for f in FEATURES]
+        began = time.perf_counter()
+        result = store.training_set(folder / "spine.parquet", features, full_names=views > 1)
+        if sink == "parquet":
+            result.to_parquet(out)
+        else:
+            table = result.to_arrow()
+        seconds = time.perf_counter() - began
+        if sink != "parquet":
+            pq.write_table(table, out)
+    return {"seconds": seconds}
+
+
+def floor_sql(files: dict[str, list[str]], spine: str, full_names: bool) -> tuple[str, list[Any]]:
+    """The fastest hand-written DuckDB query we know for the same join (TTL 7 days, created tie-break)."""
+    params: list[Any] = [spine]
+    ctes = ["s AS (SELECT *, file_row_number AS rn FROM read_parquet(?, file_row_number = true))"]
+    selects = ["s.driver_id", "s.event_timestamp", "s.label"]
+    joins = []
+    for index, (view, paths) in enumerate(files.items()):
+        packed = ", ".join(["t := f.event_timestamp", "c := f.created", *(f"{x} := f.{x}" for x in FEATURES)])
+        ctes.append(
+            f"j{index} AS (SELECT s.rn, max(struct_pack({packed})) AS v FROM s JOIN read_parquet(?) f "
+            "ON s.driver_id = f.driver_id AND f.event_timestamp BETWEEN s.event_timestamp - INTERVAL 7 DAY "
+            "AND s.event_timestamp GROUP BY s.rn)"
+        )
+        params.append(paths)
+        joins.append(f"LEFT JOIN j{index} ON j{index}.rn = s.rn")
+        selects += [f"j{index}.v.{x} AS {view + '__' + x if full_names else x}" for x in FEATURES]
+    sql = f"WITH {', '.join(ctes)} SELECT {', '.join(selects)} FROM s {' '.join(joins)} ORDER BY s.rn"
+    return sql, params
+
+
+def floor_training(folder: Path, views: int, sink: str, out: Path) -> Result:
+    repo = fk_repo(folder)
+    with fk.FeatureStore(repo, progress=False) as store:
+        files = {v: _files(store, v) for v in VIEWS[:views]}
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    sql, params = floor_sql(files, str(folder / "spine.parquet"), views > 1)
+    began = time.perf_counter()
+    if sink == "parquet":
+        con.sql(sql, params=params).write_parquet(str(out))
+        seconds = time.perf_counter() - began
+    else:
+        table = con.sql(sql, params=params).to_arrow_table()
+        seconds = time.perf_counter() - began
+        pq.write_table(table, out)
+    return {"seconds": seconds}
+
+
+# -- materialization ------------------------------------------------------------------------
+
+
+def fk_materialize(folder: Path, online: bool) -> Result:
+    repo = fk_repo(folder)
+    with fk.FeatureStore(repo, progress=False) as store:
+        began = time.perf_counter()
+        (result,) = store.materialize(START, END, views=["stats_a"], online=online)
+        seconds = time.perf_counter() - began
+    return {"seconds": seconds, "rows": result.source_rows, "online_rows": result.online_rows}
+
+
+def floor_materialize_offline(folder: Path, work: Path) -> Result:
+    """DuckDB reads the window, deltalake writes it: the same work without a feature function."""
+    target = work / "floor_delta"
+    shutil.rmtree(target, ignore_errors=True)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    began = time.perf_counter()
+    reader = con.sql(
+        "SELECT * FROM read_parquet(?) WHERE event_timestamp >= ? AND event_timestamp < ?",
+        params=[str(folder / "sources" / "stats_a.parquet"), START, END],
+    ).to_arrow_reader(1_000_000)
+    write_deltalake(str(target), reader, mode="overwrite")
+    seconds = time.perf_counter() - began
+    rows = pq.ParquetFile(folder / "sources" / "stats_a.parquet").metadata.num_rows
+    return {"seconds": seconds, "rows": rows}
+
+
+def fk_online_load(folder: Path) -> Result:
+    """featurekit's online load step alone: newest committed row per entity into SQLite."""
+    repo = fk_repo(folder)
+    with fk.FeatureStore(repo, progress=False) as store:
+        version = store.registry.active()["stats_a"].version
+        materialized = store.registry.latest_materialization(version.id)
+        assert materialized is not None
+        store.online.drop_table(f"stats_a__v{version.version}")
+        began = time.perf_counter()
+        rows = store._materializer().load_online(version, materialized.data_version, None)
+        seconds = time.perf_counter() - began
+    return {"seconds": seconds, "online_rows": rows}
+
+
+def floor_online_load(folder: Path, work: Path) -> Result:
+    """DuckDB latest-per-entity (one max over a struct) + one SQLite transaction."""
+    path = work / "floor_online.db"
+    path.unlink(missing_ok=True)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    cols = ", ".join(FEATURES)
+    db.execute(f"CREATE TABLE t (driver_id INTEGER PRIMARY KEY, ts INTEGER, {cols})")
+    began = time.perf_counter()
+    packed = ", ".join(["t := event_timestamp", "c := created", *(f"{x} := {x}" for x in FEATURES)])
+    table = con.sql(
+        f"SELECT driver_id, epoch_us(v.t) AS ts, {', '.join(f'v.{x} AS {x}' for x in FEATURES)} FROM "
+        f"(SELECT driver_id, max(struct_pack({packed})) AS v FROM read_parquet(?) GROUP BY driver_id)",
+        params=[str(folder / "sources" / "stats_a.parquet")],
+    ).to_arrow_table()
+    rows = zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
+    db.execute("BEGIN")
+    db.executemany(f"INSERT INTO t VALUES ({', '.join('?' * (len(FEATURES) + 2))})", rows)
+    db.execute("COMMIT")
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "online_rows": table.num_rows}
+
+
+# -- online lookups ---------------------------------------------------------------------------
+
+
+def _latencies(call: Callable[[int], object], calls: int) -> Result:
+    for i in range(min(200, calls)):
+        call(i)
+    samples = []
+    for i in range(calls):
+        began = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - began)
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples) * 1e3,
+        "p99_ms": samples[int(len(samples) * 0.99) - 1] * 1e3,
+        "seconds": statistics.median(samples),
+        "calls": calls,
+    }
+
+
+def _entity_batches(entities: int, size: int, count: int) -> list[list[int]]:
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, entities, size).tolist() for _ in range(count)]
+
+
+def fk_lookup(folder: Path, entities: int, size: int, on_demand: bool, calls: int) -> Result:
+    repo = fk_repo(folder)
+    batches = _entity_batches(entities, size, calls)
+    features = [f"stats_a:{x}" for x in FEATURES] + (["trip_risk"] if on_demand else [])
+    with fk.FeatureStore(repo, progress=False) as store:
+        if on_demand:
+            request = {"trip_km": [3.2] * size}
+
+            def call(i: int) -> object:
+                return store.online_features(
+                    {"driver_id": batches[i]}, features, request=request, at=LOOKUP_AT
+                ).to_dict()
+        else:
+
+            def call(i: int) -> object:
+                return store.online_features({"driver_id": batches[i]}, features, at=LOOKUP_AT).to_dict()
+
+        return _latencies(call, calls)
+
+
+def floor_lookup(folder: Path, entities: int, size: int, calls: int) -> Result:
+    """A raw SQLite point or IN query on featurekit's own online table (no TTL, no decoding)."""
+    repo = fk_repo(folder)
+    batches = _entity_batches(entities, size, calls)
+    db = sqlite3.connect(repo / ".featurekit" / "online.db")
+    cols = ", ".join(FEATURES)
+    if size == 1:
+        sql = f"SELECT __fk_key, __fk_event, {cols} FROM stats_a__v1 WHERE __fk_key = ?"
+    else:
+        sql = f"SELECT __fk_key, __fk_event, {cols} FROM stats_a__v1 WHERE __fk_key IN ({', '.join('?' * size)})"
+    return _latencies(lambda i: db.execute(sql, batches[i]).fetchall(), calls)
+
+
+def lookups_during_materialize(folder: Path, entities: int, seconds: float) -> Result:
+    """p50/p99 of 1-entity lookups while another process materializes the same view in a loop."""
+    import subprocess
+    import sys
+
+    repo = fk_repo(folder)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "materialize-loop", str(repo), str(seconds)],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    errors = 0
+    samples = []
+    features = [f"stats_a:{x}" for x in FEATURES]
+    rng = np.random.default_rng(9)
+    with fk.FeatureStore(repo, progress=False) as store:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            key = int(rng.integers(0, entities))
+            began = time.perf_counter()
+            try:
+                store.online_features({"driver_id": [key]}, features, at=LOOKUP_AT).to_dict()
+            except fk.FeaturekitError:
+                errors += 1
+            samples.append(time.perf_counter() - began)
+    writer.wait()
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples) * 1e3,
+        "p99_ms": samples[int(len(samples) * 0.99) - 1] * 1e3,
+        "seconds": statistics.median(samples),
+        "calls": len(samples),
+        "errors": errors,
+        "writer_exit": writer.returncode,
+    }
+
+
+def materialize_loop(repo: Path, seconds: float) -> None:
+    """Re-materialize the last week of stats_a (offline and online) until ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    with fk.FeatureStore(repo, progress=False) as store:
+        while time.monotonic() < deadline:
+            store.materialize(END - timedelta(days=7), END, views=["stats_a"])
+
+
+def same_tables(a: Path, b: Path) -> str | None:
+    """None when both Parquet files hold the same rows and values, else what differs."""
+    left, right = pq.read_table(a), pq.read_table(b)
+    if left.column_names != right.column_names:
+        return f"columns differ: {left.column_names} vs {right.column_names}"
+    if left.num_rows != right.num_rows:
+        return f"row counts differ: {left.num_rows} vs {right.num_rows}"
+    for name in left.column_names:
+        x, y = left.column(name), right.column(name)
+        if x.type != y.type:
+            y = y.cast(x.type)
+        if not x.equals(y):
+            return f"column {name!r} differs"
+    return None

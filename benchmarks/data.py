@@ -1,0 +1,85 @@
+"""Deterministic benchmark data shaped like ../shared/ANCHORS.md (cached under benchmarks/data/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent / "data"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+DAYS = 60
+END = START + timedelta(days=DAYS)
+LOOKUP_AT = END  # online lookups "as of" the end of the data: every row is in the past
+VIEWS = ("stats_a", "stats_b", "stats_c")
+FEATURES = [f"f{i}" for i in range(8)]
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    rows: int  # feature rows per view
+    entities: int
+    spine: int
+
+
+SCALES = {
+    "small": Scale("small", 20_000, 2_000, 2_000),
+    "medium": Scale("medium", 1_000_000, 100_000, 100_000),
+    "large": Scale("large", 10_000_000, 1_000_000, 1_000_000),
+    "xlarge": Scale("xlarge", 30_000_000, 3_000_000, 1_000_000),
+}
+
+
+def _features(rows: int, entities: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    base = np.datetime64(START.replace(tzinfo=None), "us").astype("int64")
+    event = base + rng.integers(0, DAYS * 86_400, rows) * 1_000_000  # whole seconds: ties happen
+    created = event + rng.integers(0, 3_600, rows) * 1_000_000
+    columns: dict[str, object] = {
+        "driver_id": rng.integers(0, entities, rows),
+        "event_timestamp": pa.array(event, pa.timestamp("us", tz="UTC")),
+        "created": pa.array(created, pa.timestamp("us", tz="UTC")),
+    }
+    for name in FEATURES:
+        columns[name] = rng.random(rows)
+    return pa.table(columns)
+
+
+def _spine(scale: Scale, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    base = np.datetime64(START.replace(tzinfo=None), "us").astype("int64")
+    times = base + rng.integers(0, DAYS * 86_400 * 1_000_000, scale.spine)
+    return pa.table(
+        {
+            "driver_id": rng.integers(0, scale.entities, scale.spine),
+            "event_timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
+            "label": rng.random(scale.spine) < 0.5,
+        }
+    )
+
+
+def ensure(scale: Scale) -> Path:
+    """Write the scale's sources and spine once; return their folder."""
+    folder = ROOT / scale.name
+    (folder / "sources").mkdir(parents=True, exist_ok=True)
+    for index, view in enumerate(VIEWS):
+        path = folder / "sources" / f"{view}.parquet"
+        if not path.exists():
+            pq.write_table(_features(scale.rows, scale.entities, seed=index + 1), path, row_group_size=1_000_000)
+    spine = folder / "spine.parquet"
+    if not spine.exists():
+        pq.write_table(_spine(scale, seed=99), spine)
+    return folder
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it is not inherited across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

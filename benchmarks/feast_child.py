@@ -1,0 +1,133 @@
+"""The Feast side of each workload, run with the Python of a separate Feast venv.
+
+Imports nothing of featurekit. Usage (from the project root):
+    <feast-python> -m benchmarks.feast_child WORKLOAD SCALE_FOLDER OUT_JSON [ARGS...]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from benchmarks.data import END, FEATURES, LOOKUP_AT, START, VIEWS, peak_rss_mb
+
+warnings.filterwarnings("ignore")
+
+YAML = """project: bench
+registry: {folder}/feast_repo/registry.db
+provider: local
+offline_store:
+  type: {offline}
+online_store:
+  type: sqlite
+  path: {folder}/feast_repo/online.db
+entity_key_serialization_version: 3
+"""
+
+
+def feast_store(folder: Path, offline: str = "duckdb") -> Any:
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource
+    from feast.types import Float64
+
+    repo = folder / "feast_repo"
+    fresh = not (repo / "registry.db").exists()
+    repo.mkdir(exist_ok=True)
+    (repo / "feature_store.yaml").write_text(YAML.format(folder=folder, offline=offline))
+    store = FeatureStore(repo_path=str(repo))
+    if fresh:
+        driver = Entity(name="driver", join_keys=["driver_id"])
+        views = []
+        for view in VIEWS:
+            source = FileSource(
+                name=f"{view}_source",
+                path=str(folder / "sources" / f"{view}.parquet"),
+                timestamp_field="event_timestamp",
+                created_timestamp_column="created",
+            )
+            views.append(
+                FeatureView(
+                    name=view,
+                    entities=[driver],
+                    ttl=timedelta(days=7),
+                    schema=[Field(name=x, dtype=Float64) for x in FEATURES],
+                    source=source,
+                    online=True,
+                )
+            )
+        store.apply([driver, *views])
+    return store
+
+
+def training(folder: Path, views: int, offline: str) -> dict[str, Any]:
+    store = feast_store(folder, offline)
+    spine = pq.read_table(folder / "spine.parquet").to_pandas()
+    features = [f"{v}:{x}" for v in VIEWS[:views] for x in FEATURES]
+    began = time.perf_counter()
+    table = store.get_historical_features(entity_df=spine, features=features, full_feature_names=views > 1).to_arrow()
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "rows": table.num_rows}
+
+
+def materialize(folder: Path) -> dict[str, Any]:
+    store = feast_store(folder)
+    began = time.perf_counter()
+    store.materialize(START, END, feature_views=["stats_a"])
+    return {"seconds": time.perf_counter() - began}
+
+
+def lookup(folder: Path, entities: int, size: int, calls: int) -> dict[str, Any]:
+    store = feast_store(folder)
+    if not (folder / "feast_repo" / ".materialized").exists():
+        store.materialize(START, END, feature_views=["stats_a"])
+        (folder / "feast_repo" / ".materialized").write_text("ok")
+    rng = np.random.default_rng(5)
+    batches = [rng.integers(0, entities, size).tolist() for _ in range(calls)]
+    features = [f"stats_a:{x}" for x in FEATURES]
+    for i in range(min(50, calls)):
+        store.get_online_features(features=features, entity_rows=[{"driver_id": k} for k in batches[i]]).to_dict()
+    samples = []
+    for i in range(calls):
+        rows = [{"driver_id": k} for k in batches[i]]
+        began = time.perf_counter()
+        store.get_online_features(features=features, entity_rows=rows).to_dict()
+        samples.append(time.perf_counter() - began)
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples) * 1e3,
+        "p99_ms": samples[int(len(samples) * 0.99) - 1] * 1e3,
+        "seconds": statistics.median(samples),
+        "calls": calls,
+        "lookup_at_note": str(LOOKUP_AT),
+    }
+
+
+def main() -> None:
+    workload, folder, out, *args = sys.argv[1:]
+    path = Path(folder)
+    if workload == "reset":
+        shutil.rmtree(path / "feast_repo", ignore_errors=True)
+        result: dict[str, Any] = {}
+    elif workload == "training":
+        result = training(path, int(args[0]), args[1])
+    elif workload == "materialize":
+        result = materialize(path)
+    elif workload == "lookup":
+        result = lookup(path, int(args[0]), int(args[1]), int(args[2]))
+    else:
+        raise SystemExit(f"unknown workload {workload}")
+    result["rss_mb"] = peak_rss_mb()
+    Path(out).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
