@@ -28,6 +28,7 @@ from featurekit.errors import (
     RegistryError,
     SchemaError,
     SourceError,
+    StorageError,
     UnknownNameError,
     WindowError,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "SkewReport",
     "SourceError",
     "SqlSource",
+    "StorageError",
     "TrainingSet",
     "UnknownNameError",
     "ViewInfo",

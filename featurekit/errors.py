@@ -14,7 +14,8 @@ The tree::
     ├── FeatureFunctionError     a user feature function raised or returned something unusable
     ├── WindowError              a materialization window is empty, reversed or in the future
     ├── ConflictError            another process holds the view or committed first
-    └── RegistryError            the registry file is unreadable or from an unknown format
+    ├── RegistryError            the registry file is unreadable or from an unknown format
+    └── StorageError             a stored data file is missing or damaged
 
 Messages say what went wrong, where, and how to fix it.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "RegistryError",
     "SchemaError",
     "SourceError",
+    "StorageError",
     "UnknownNameError",
     "WindowError",
     "did_you_mean",
@@ -104,6 +106,10 @@ class ConflictError(FeaturekitError):
 
 class RegistryError(FeaturekitError):
     """The registry cannot be read."""
+
+
+class StorageError(FeaturekitError):
+    """A stored data file (offline table, online store) is missing or damaged."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.definitions import FeatureView, OnDemandView
-from featurekit.errors import DefinitionError, FeaturekitError, NotAppliedError, did_you_mean
+from featurekit.errors import DefinitionError, FeaturekitError, InvalidNameError, NotAppliedError, did_you_mean
 from featurekit.names import case_clashes, name_problem
 from featurekit.offline.sources import SourceReader
 from featurekit.references import parse_ref
@@ -142,7 +142,7 @@ def _describe_version(view: FeatureView, con: duckdb.DuckDBPyConnection, root: P
     for group in case_clashes([*output.column_names]):
         problems.append(f"{view.location}: view {view.name!r} output columns clash case-insensitively: {group}")
     if problems:
-        raise DefinitionError(problems)
+        raise InvalidNameError(problems)
     schema = output.schema
     definition = static_definition(view)
     definition["features"] = features
@@ -225,7 +225,7 @@ def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> New
     features = output.column_names
     bad = [f"{view.location}: feature {p}" for f in features if (p := name_problem(f, f"of view {view.name!r}"))]
     if bad:
-        raise DefinitionError(bad)
+        raise InvalidNameError(bad)
     definition = static_definition(view)
     definition["features"] = features
     definition["schema"] = {f.name: str(storage_type(f.type)) for f in output.schema}
@@ -243,6 +243,29 @@ def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> New
     )
 
 
+class _Problems:
+    """Collects every view's problem; one problem keeps its own error class, several become one list."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[FeaturekitError, str]] = []
+
+    def add(self, error: FeaturekitError, where: str) -> None:
+        self.errors.append((error, where))
+
+    def raise_any(self) -> None:
+        if not self.errors:
+            return
+        texts: list[str] = []
+        for error, where in self.errors:
+            texts.extend(error.problems if isinstance(error, DefinitionError) else [f"{where}: {error}"])
+        if len(self.errors) == 1:
+            error = self.errors[0][0]
+            if isinstance(error, DefinitionError):
+                raise error
+            raise type(error)(texts[0]) from error  # e.g. a SourceError stays a SourceError
+        raise DefinitionError(texts)
+
+
 def make_plan(
     views: dict[str, FeatureView],
     on_demand: dict[str, OnDemandView],
@@ -253,25 +276,19 @@ def make_plan(
     """Compare the repo's views with the registry's head; collect every definition problem at once."""
     head: dict[str, ActiveView] = registry.active()
     described: dict[str, NewVersion] = {}
-    problems: list[str] = []
+    problems = _Problems()
     for name, view in sorted(views.items()):
         try:
             described[name] = _describe_version(view, con, root)
-        except DefinitionError as exc:
-            problems.extend(exc.problems)
         except FeaturekitError as exc:
-            problems.append(f"{view.location}: feature view {name!r}: {exc}")
-    if problems:
-        raise DefinitionError(problems)
+            problems.add(exc, f"{view.location}: feature view {name!r}")
+    problems.raise_any()
     for name in on_demand_order(on_demand):
         try:
             described[name] = _describe_on_demand(on_demand[name], described)
-        except DefinitionError as exc:
-            problems.extend(exc.problems)
         except FeaturekitError as exc:
-            problems.append(f"{on_demand[name].location}: on-demand view {name!r}: {exc}")
-    if problems:
-        raise DefinitionError(problems)
+            problems.add(exc, f"{on_demand[name].location}: on-demand view {name!r}")
+    problems.raise_any()
     every: dict[str, FeatureView | OnDemandView] = {**views, **on_demand}
     changes: list[ViewChange] = []
     plan = Plan(changes=changes, expected_head={n: a.version.fingerprint for n, a in head.items()})

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
-from featurekit.errors import DefinitionError
+from featurekit.errors import DefinitionError, InvalidNameError
 from featurekit.names import case_clashes, name_problem
 from featurekit.versioning import snapshot
 
@@ -94,7 +94,8 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
     problems += _view_problems(views)
     problems += _on_demand_problems(on_demand, views)
     if problems:
-        raise DefinitionError(problems)
+        only_names = all(isinstance(p, NameProblem) for p in problems)
+        raise (InvalidNameError if only_names else DefinitionError)(problems)
     return RepoDefinitions(
         root=root,
         views={v.name: v for v in views},
@@ -103,17 +104,23 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
     )
 
 
+class NameProblem(str):
+    """A problem with a name (unsafe, reserved or clashing): alone they raise InvalidNameError."""
+
+    __slots__ = ()
+
+
 def _entity_problems(entities: list[Entity]) -> list[str]:
     problems: list[str] = []
     for entity in entities:
         where = str(entity.location)
         if (p := name_problem(entity.name, "entity")) is not None:
-            problems.append(f"{where}: {p}")
+            problems.append(NameProblem(f"{where}: {p}"))
         if not entity.join_keys:
             problems.append(f"{where}: entity {entity.name!r} has no join keys; pass join_keys=['..._id']")
         for key in entity.join_keys:
             if (p := name_problem(key, f"join key of entity {entity.name!r}")) is not None:
-                problems.append(f"{where}: {p}")
+                problems.append(NameProblem(f"{where}: {p}"))
         for group in case_clashes(list(entity.join_keys)):
             problems.append(f"{where}: entity {entity.name!r} repeats join key {group}")
     return problems + _shared_names(entities, "entities")
@@ -124,7 +131,7 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
     for view in views:
         where = f"{view.location}: feature view {view.name!r}"
         if (p := name_problem(view.name, "feature view")) is not None:
-            problems.append(f"{view.location}: {p}")
+            problems.append(NameProblem(f"{view.location}: {p}"))
         if not view.entities or not all(isinstance(e, Entity) for e in view.entities):
             problems.append(f"{where}: entity= must be an fk.Entity or a list of them")
             continue
@@ -134,7 +141,7 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
             continue
         for column in source.timestamp_columns:
             if (p := name_problem(column, "timestamp field")) is not None:
-                problems.append(f"{where}: {p}")
+                problems.append(NameProblem(f"{where}: {p}"))
         if source.created_timestamp_field == source.timestamp_field:
             problems.append(f"{where}: created_timestamp_field must differ from timestamp_field")
         clash = {k.lower() for k in view.join_keys} & {c.lower() for c in source.timestamp_columns}
@@ -160,7 +167,7 @@ def _on_demand_problems(on_demand: list[OnDemandView], views: list[FeatureView])
     for view in on_demand:
         where = f"{view.location}: on-demand view {view.name!r}"
         if (p := name_problem(view.name, "on-demand view")) is not None:
-            problems.append(f"{view.location}: {p}")
+            problems.append(NameProblem(f"{view.location}: {p}"))
         if not view.inputs and not view.request:
             problems.append(f"{where}: declare inputs=['view:feature', ...] and/or request={{'name': pl.Float64}}")
         for item in view.inputs:
@@ -173,7 +180,7 @@ def _on_demand_problems(on_demand: list[OnDemandView], views: list[FeatureView])
                 problems.append(f"{where}: input {item!r} must name one feature as 'view:feature'")
         for name, dtype in view.request.items():
             if (p := name_problem(name, "request input")) is not None:
-                problems.append(f"{where}: {p}")
+                problems.append(NameProblem(f"{where}: {p}"))
             is_dtype = isinstance(dtype, pl.DataType) or (isinstance(dtype, type) and issubclass(dtype, pl.DataType))
             if not is_dtype:
                 problems.append(
@@ -188,9 +195,11 @@ def _shared_names(items: Sequence[Entity | FeatureView | OnDemandView], what: st
     for item in items:
         by_name.setdefault(str(item.name).lower(), []).append(item)
     return [
-        f"{what} share a name (case-insensitively): "
-        + ", ".join(f"{i.name!r} at {i.location}" for i in same)
-        + "; rename all but one"
+        NameProblem(
+            f"{what} share a name (case-insensitively): "
+            + ", ".join(f"{i.name!r} at {i.location}" for i in same)
+            + "; rename all but one"
+        )
         for same in by_name.values()
         if len(same) > 1
     ]

@@ -19,6 +19,7 @@ then the requested features in the requested order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featurekit.errors import StorageError
 from featurekit.names import quote
 from featurekit.registry import ViewVersion
 
@@ -162,6 +164,17 @@ class PointInTimeQuery:
     def relation(self) -> duckdb.DuckDBPyRelation:
         return self.con.sql(self.sql, params=self.params)
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Turn a failure to read stored files into a :class:`StorageError` naming DuckDB's finding."""
+        try:
+            yield
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            raise StorageError(
+                f"reading the offline data failed: {str(exc).splitlines()[0]}; run `featurekit verify` "
+                "to find damaged files (other versions stay readable)"
+            ) from exc
+
     def close(self) -> None:
         for name in self._registered:
             self.con.unregister(name)
@@ -235,7 +248,8 @@ class TrainingSet:
     def to_arrow(self) -> pa.Table:
         """The training set as an Arrow table."""
         if self._table is None:
-            table = self._query.relation().to_arrow_table()
+            with self._query.reading():
+                table = self._query.relation().to_arrow_table()
             self._table = self._post(table) if self._post is not None else table
         return self._table
 
@@ -257,7 +271,8 @@ class TrainingSet:
         if self._table is not None:
             pq.write_table(self._table, temporary)
         elif self._post is None:
-            self._query.relation().write_parquet(str(temporary))
+            with self._query.reading():
+                self._query.relation().write_parquet(str(temporary))
         else:
             writer: pq.ParquetWriter | None = None
             try:
@@ -275,7 +290,8 @@ class TrainingSet:
 
     def iter_batches(self, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Stream the training set as Arrow record batches."""
-        reader = self._query.relation().to_arrow_reader(rows)
+        with self._query.reading():
+            reader = self._query.relation().to_arrow_reader(rows)
         for batch in reader:
             if self._post is None:
                 yield batch
