@@ -74,7 +74,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
         with tables.lock(view.name):
             recorded = registry.latest_materialization(version.id)
             base = recorded.data_version if recorded is not None else None
-            tables.prepare(view.name, version.version, version.schema, base)
+            tables.prepare(view.name, version.version, base)
             data_version = tables.append(
                 view.name, version.version, out, {"featurekit.view": view.name, "featurekit.push": "true"}
             )

@@ -174,7 +174,7 @@ class FeatureStore:
             root=self.root,
             tables=self.tables,
             registry=self.registry,
-            online=self.online,
+            online=lambda: self.online,
             batch_rows=self.config.offline.batch_rows,
         )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -100,15 +100,19 @@ class Materializer:
         root: Path,
         tables: OfflineTables,
         registry: Registry,
-        online: OnlineStore,
+        online: Callable[[], OnlineStore],
         batch_rows: int,
     ) -> None:
-        self.online = online
+        self._online = online  # opened on first use: a failed run leaves no online file behind
         self.con = con
         self.root = root
         self.tables = tables
         self.registry = registry
         self.batch_rows = batch_rows
+
+    @property
+    def online(self) -> OnlineStore:
+        return self._online()
 
     def reader(self, view: FeatureView) -> SourceReader:
         return SourceReader(self.con, self.root, view.source)
@@ -161,7 +165,7 @@ class Materializer:
         with self.tables.lock(view.name):
             recorded = self.registry.latest_materialization(applied.id)
             recorded_version = recorded.data_version if recorded is not None else None
-            self.tables.prepare(view.name, applied.version, applied.schema, recorded_version)
+            self.tables.prepare(view.name, applied.version, recorded_version)
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
                 data_version = self.tables.write_window(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ class OfflineTables:
     def __init__(self, store_root: Path) -> None:
         self.root = store_root / "offline"
         self.locks = store_root / "locks"
+        self.trash = store_root / "trash"
 
     def path(self, view: str, version: int) -> Path:
         """Folder of a view version's table (names are validated, so the path stays in the store)."""
@@ -80,21 +82,23 @@ class OfflineTables:
                 handle.truncate()
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def prepare(self, view: str, version: int, schema: pa.Schema, recorded: int | None) -> int:
-        """Make the table ready for a write and return the data version the write starts from.
+    def prepare(self, view: str, version: int, recorded: int | None) -> None:
+        """Undo Delta commits the registry never recorded (left by a killed writer) before a write.
 
-        Creates the table (as an empty version 0) on first use and undoes Delta commits the
-        registry never recorded (left by a killed writer).
+        The first write creates the table. Commits of a table the registry has no record of at
+        all cannot be read by anyone: the folder is set aside (under ``trash/``) for gc.
         """
         path = self.path(view, version)
         if not DeltaTable.is_deltatable(str(path)):
-            path.mkdir(parents=True, exist_ok=True)
-            DeltaTable.create(str(path), schema, mode="ignore", configuration=_TABLE_CONFIG)
+            return
+        if recorded is None:
+            trash = self.trash / f"{view.lower()}-v{int(version)}-{uuid.uuid4().hex}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(trash)  # atomic: the next write starts a fresh table
+            return
         table = DeltaTable(str(path))
-        base = recorded if recorded is not None else 0
-        if table.version() > base:
-            table.restore(base)
-        return base
+        if table.version() > recorded:
+            table.restore(recorded)
 
     def write_window(
         self,
@@ -116,6 +120,7 @@ class OfflineTables:
                 batches,
                 mode="overwrite",
                 predicate=predicate,
+                configuration=_TABLE_CONFIG,  # applies when this write creates the table
                 commit_properties=CommitProperties(custom_metadata=note),
             )
         except CommitFailedError as exc:
@@ -126,7 +131,13 @@ class OfflineTables:
         """Add ``rows`` (a push) in one Delta commit; return its version."""
         path = str(self.path(view, version))
         try:
-            write_deltalake(path, rows, mode="append", commit_properties=CommitProperties(custom_metadata=note))
+            write_deltalake(
+                path,
+                rows,
+                mode="append",
+                configuration=_TABLE_CONFIG,
+                commit_properties=CommitProperties(custom_metadata=note),
+            )
         except CommitFailedError as exc:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()
