@@ -265,3 +265,7 @@ def _watermark(info: ViewInfo) -> str | None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="featurekit")
+
+
+if __name__ == "__main__":
+    main()
