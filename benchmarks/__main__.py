@@ -213,7 +213,8 @@ def run_all(options: argparse.Namespace) -> int:
     previous = options.output / f"{scale.name}.json"
     if previous.exists() and options.only:  # a partial run updates the workloads it ran
         merged = json.loads(previous.read_text())["results"]
-        merged.update(results)
+        for workload, entry in results.items():  # contenders not re-run keep their earlier numbers
+            merged[workload] = {**merged.get(workload, {}), **entry}
         results = {w: merged[w] for w in WORKLOADS if w in merged}
     record = {
         "scale": scale.__dict__,

@@ -172,7 +172,7 @@ def fk_online_load(folder: Path) -> Result:
 
 
 def floor_online_load(folder: Path, work: Path) -> Result:
-    """DuckDB latest-per-entity (one max over a struct) + one SQLite transaction."""
+    """DuckDB latest-per-entity (one max over a struct, key order) + one SQLite transaction."""
     path = work / "floor_online.db"
     path.unlink(missing_ok=True)
     con = duckdb.connect()
@@ -185,7 +185,8 @@ def floor_online_load(folder: Path, work: Path) -> Result:
     packed = ", ".join(["t := event_timestamp", "c := created", *(f"{x} := {x}" for x in FEATURES)])
     table = con.sql(
         f"SELECT driver_id, epoch_us(v.t) AS ts, {', '.join(f'v.{x} AS {x}' for x in FEATURES)} FROM "
-        f"(SELECT driver_id, max(struct_pack({packed})) AS v FROM read_parquet(?) GROUP BY driver_id)",
+        f"(SELECT driver_id, max(struct_pack({packed})) AS v FROM read_parquet(?) GROUP BY driver_id) "
+        "ORDER BY driver_id",  # key order: SQLite's B-tree takes sorted inserts twice as fast
         params=[str(folder / "sources" / "stats_a.parquet")],
     ).to_arrow_table()
     rows = zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
