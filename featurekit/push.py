@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, SchemaError
+from featurekit.faults import checkpoint
 from featurekit.frames import as_arrow
 from featurekit.offline.materialize import Materializer, check_output
 from featurekit.offline.retrieval import ViewInput, latest_rows
@@ -90,6 +91,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
                 mode="push",
                 summary=f"push {out.num_rows} rows to {view.name} v{version.version}",
             )
+        checkpoint("push.after_offline")
     view_input = ViewInput.from_version(version, [], [(f, f) for f in version.features])
     latest = latest_rows(materializer.con, view_input, rows=out)
     online_rows = write_latest(

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurekit.errors import ConflictError, RegistryError, UnknownNameError, did_you_mean
+from featurekit.faults import checkpoint
 from featurekit.timestamps import from_micros, to_micros
 
 SCHEMA_VERSION = 1
@@ -369,6 +370,7 @@ class Registry:
                     "INSERT INTO active_views (commit_id, view, version_id, metadata) VALUES (?, ?, ?, ?)",
                     (commit, view, version_id[0], json.dumps(metadata, sort_keys=True)),
                 )
+            checkpoint("apply.before_commit")
             return commit
 
     def record_materialization(
@@ -405,6 +407,7 @@ class Registry:
                 "watermark, rows, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (commit, version_id, data_version, start, end, watermark, rows, mode),
             )
+            checkpoint("materialize.before_commit")
         found = self.latest_materialization(version_id)
         assert found is not None
         return found

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError
+from featurekit.faults import checkpoint
 from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables
@@ -184,6 +185,7 @@ class Materializer:
                 raise
             finally:
                 progress.finish()
+            checkpoint("materialize.data_written")
             committed = self.registry.record_materialization(
                 applied.id,
                 base_data_version=recorded_version,
@@ -193,6 +195,7 @@ class Materializer:
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
             )
+        checkpoint("materialize.after_commit")
         online_rows = self.load_online(applied, committed.data_version, (start, end)) if online else 0
         return MaterializeResult(
             view=view.name,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from featurekit import faults
 from featurekit.names import quote
 from featurekit.online.base import Key, OnlineRows
 
@@ -71,10 +72,17 @@ class SqliteOnlineStore:
             f"__fk_created = excluded.__fk_created, {updates} "
             f"WHERE (excluded.__fk_event, excluded.__fk_created) >= (__fk_event, __fk_created)"
         )
-        data = zip(rows.keys, rows.event_us, rows.created_us, *rows.columns.values(), strict=True)
+        data: Iterable[tuple[Any, ...]] = zip(
+            rows.keys, rows.event_us, rows.created_us, *rows.columns.values(), strict=True
+        )
         before = con.total_changes
         con.execute("BEGIN IMMEDIATE")
         try:
+            if faults.armed():  # the crash tests need a moment with half of the rows written
+                staged = list(data)
+                con.executemany(sql, staged[: len(staged) // 2])
+                faults.checkpoint("online.mid_upsert")
+                data = staged[len(staged) // 2 :]
             con.executemany(sql, data)
         except BaseException:
             con.execute("ROLLBACK")
