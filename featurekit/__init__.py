@@ -24,21 +24,25 @@ from featurekit.errors import (
     FeatureFunctionError,
     FeaturekitError,
     InvalidNameError,
+    ManifestError,
     NotAppliedError,
     RegistryError,
+    RetentionError,
     SchemaError,
     SourceError,
     StorageError,
     UnknownNameError,
     WindowError,
 )
+from featurekit.info import ViewInfo
+from featurekit.manifest import Manifest
 from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.retrieval import TrainingSet
 from featurekit.online.serving import OnlineResponse
 from featurekit.plan import Plan
 from featurekit.push import PushResult
 from featurekit.skew import Mismatch, SkewReport
-from featurekit.store import FeatureStore, ViewInfo
+from featurekit.store import FeatureStore
 
 __version__ = "0.1.0"
 
@@ -55,6 +59,8 @@ __all__ = [
     "FeaturekitError",
     "FileSource",
     "InvalidNameError",
+    "Manifest",
+    "ManifestError",
     "MaterializeResult",
     "Mismatch",
     "NotAppliedError",
@@ -63,6 +69,7 @@ __all__ = [
     "Plan",
     "PushResult",
     "RegistryError",
+    "RetentionError",
     "SchemaError",
     "SkewReport",
     "SourceError",

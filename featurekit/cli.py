@@ -17,7 +17,8 @@ import click
 
 from featurekit.errors import FeaturekitError, SchemaError
 from featurekit.example import write_example
-from featurekit.store import FeatureStore, ViewInfo
+from featurekit.info import ViewInfo
+from featurekit.store import FeatureStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -134,22 +135,53 @@ def materialize_incremental(ctx: Context, end: str | None, views: tuple[str, ...
             click.echo("every view is up to date")
 
 
+def _as_of(value: str | None) -> int | str | None:
+    """``--as-of``: a registry version number or an ISO-8601 time."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
 @cli.command("training-set")
 @click.argument("spine", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-f", "--feature", "features", multiple=True, required=True, help="view:feature or view (repeatable).")
+@click.option("-f", "--feature", "features", multiple=True, help="view:feature, view or view@vN:feature (repeatable).")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
-@click.option("--timestamp-field", default="event_timestamp", show_default=True)
-@click.option("--full-names", is_flag=True, help="Name columns view__feature.")
+@click.option("--timestamp-field", default=None, help="The spine's time column [default: event_timestamp].")
+@click.option("--full-names", is_flag=True, default=None, help="Name columns view__feature.")
+@click.option("--as-of", default=None, help="Rebuild as of a registry version (number) or a time (ISO-8601).")
+@click.option("--known-at", default=None, help="Only feature rows created at or before this time.")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Rebuild the training set a manifest describes (JSON, or a Parquet file written by featurekit).",
+)
 @pass_context
 @reports_errors
 def training_set(
-    ctx: Context, spine: Path, features: tuple[str, ...], output: Path, timestamp_field: str, full_names: bool
+    ctx: Context,
+    spine: Path,
+    features: tuple[str, ...],
+    output: Path,
+    timestamp_field: str | None,
+    full_names: bool | None,
+    as_of: str | None,
+    known_at: str | None,
+    manifest: Path | None,
 ) -> None:
-    """Join FEATURES point-in-time correct onto the SPINE Parquet file and write OUTPUT."""
+    """Join FEATURES point-in-time correct onto the SPINE Parquet file and write OUTPUT (with its manifest)."""
+    if not features and manifest is None:
+        raise click.UsageError("pass -f/--feature at least once, or --manifest")
     with ctx.store() as store:
-        result = store.training_set(spine, list(features), timestamp_field=timestamp_field, full_names=full_names)
+        result = store.training_set(
+            spine,
+            list(features) or None,
+            timestamp_field=timestamp_field,
+            full_names=full_names,
+            as_of=_as_of(as_of),
+            known_at=known_at,
+            manifest=manifest,
+        )
         result.to_parquet(output)
-        click.echo(f"wrote {output}")
+        click.echo(f"wrote {output} (registry version {result.manifest_model.registry_version})")
 
 
 @cli.command("list")
@@ -189,11 +221,53 @@ def list_views(ctx: Context, as_json: bool) -> None:
 def show(ctx: Context, view: str) -> None:
     """Show a feature view (VIEW, or VIEW@vN for an old version)."""
     with ctx.store() as store:
-        info = store.show(view)
-        click.echo(str(info))
-        click.echo("  code:")
-        for line in info.version.source_text.rstrip().splitlines():
-            click.echo(f"    {line}")
+        click.echo(store.show(view).describe(code=True))
+
+
+@cli.command()
+@click.argument("view", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per line).")
+@pass_context
+@reports_errors
+def history(ctx: Context, view: str | None, as_json: bool) -> None:
+    """List applies and materializations (of VIEW, or all), oldest first."""
+    with ctx.store() as store:
+        entries = store.history(view)
+        for entry in entries:
+            click.echo(json.dumps(entry.to_dict()) if as_json else str(entry))
+        if not entries and not as_json:
+            click.echo("no history yet; run `featurekit apply`")
+
+
+def _version_number(text: str) -> int:
+    number = text.removeprefix("v")
+    if not number.isdigit():
+        raise SchemaError(f"version {text!r} must look like v1 or 1")
+    return int(number)
+
+
+@cli.command()
+@click.argument("view")
+@click.argument("old")
+@click.argument("new")
+@pass_context
+@reports_errors
+def diff(ctx: Context, view: str, old: str, new: str) -> None:
+    """Show what changed in VIEW between versions OLD and NEW (e.g. v1 v2)."""
+    with ctx.store() as store:
+        click.echo(store.diff(view, _version_number(old), _version_number(new)))
+
+
+@cli.command()
+@click.option("--keep-days", type=float, default=30, show_default=True, help="Keep time travel into this many days.")
+@click.option("--keep-versions", type=int, default=3, show_default=True, help="Keep the newest K versions per view.")
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@pass_context
+@reports_errors
+def gc(ctx: Context, keep_days: float, keep_versions: int, dry_run: bool) -> None:
+    """Remove offline data that no retained version, pin or time-travel window needs."""
+    with ctx.store() as store:
+        click.echo(str(store.gc(keep_days, keep_versions, dry_run=dry_run)))
 
 
 def _parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, str]:

@@ -6,6 +6,8 @@ inside the repo::
     project: rides                # defaults to the repo folder's name
     store_dir: .featurekit        # registry, offline tables, locks; relative to the repo root
     include: ["*.py"]             # globs of the modules that hold definitions
+    archive: ["archive/*.py"]     # modules with old versions' code (run only to rebuild those versions)
+    pins: []                      # versions gc must keep, e.g. ["driver_stats@v1"] (a model in production)
     offline:
       batch_rows: 2000000         # source rows per batch handed to a feature function
       memory_limit: null          # DuckDB memory limit, e.g. "4GB"
@@ -59,8 +61,15 @@ class RepoConfig(BaseModel):
     project: str | None = None
     store_dir: str = ".featurekit"
     include: list[str] = Field(default_factory=lambda: ["*.py"])
+    archive: list[str] = Field(default_factory=lambda: ["archive/*.py"])
+    pins: list[str] = Field(default_factory=list)
     offline: OfflineConfig = OfflineConfig()
     online: OnlineConfig = OnlineConfig()
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field.path: message; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
 
 
 def load_config(repo: Path) -> RepoConfig:
@@ -77,8 +86,7 @@ def load_config(repo: Path) -> RepoConfig:
     try:
         config = RepoConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigError(f"invalid {path}: {problems}") from exc
+        raise ConfigError(f"invalid {path}: {validation_problems(exc)}") from exc
     if config.project is None:
         config = config.model_copy(update={"project": repo.resolve().name})
     return config

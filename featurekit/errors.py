@@ -15,7 +15,9 @@ The tree::
     ├── WindowError              a materialization window is empty, reversed or in the future
     ├── ConflictError            another process holds the view or committed first
     ├── RegistryError            the registry file is unreadable or from an unknown format
-    └── StorageError             a stored data file is missing or damaged
+    ├── StorageError             a stored data file is missing or damaged
+    ├── ManifestError            a manifest is unreadable, or rebuilding it would differ
+    └── RetentionError           time travel to data that gc removed
 
 Messages say what went wrong, where, and how to fix it.
 """
@@ -33,8 +35,10 @@ __all__ = [
     "FeatureFunctionError",
     "FeaturekitError",
     "InvalidNameError",
+    "ManifestError",
     "NotAppliedError",
     "RegistryError",
+    "RetentionError",
     "SchemaError",
     "SourceError",
     "StorageError",
@@ -110,6 +114,14 @@ class RegistryError(FeaturekitError):
 
 class StorageError(FeaturekitError):
     """A stored data file (offline table, online store) is missing or damaged."""
+
+
+class ManifestError(FeaturekitError):
+    """A training-set manifest is unreadable, or rebuilding it would not give the same result."""
+
+
+class RetentionError(FeaturekitError):
+    """Time travel asked for data that gc removed under the retention policy."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

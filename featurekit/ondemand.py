@@ -13,14 +13,13 @@ from typing import Any
 
 import polars as pl
 
+from featurekit.codebase import Codebase
 from featurekit.definitions import OnDemandView
-from featurekit.errors import FeatureFunctionError, NotAppliedError, SchemaError
+from featurekit.errors import FeatureFunctionError, SchemaError
 from featurekit.plan import arrow_to_polars
 from featurekit.references import FeaturePlan, internal_name
 from featurekit.registry import Registry
-from featurekit.repo import RepoDefinitions
 from featurekit.transform import run_on_demand
-from featurekit.versioning import view_code_hash
 
 
 @dataclass(frozen=True)
@@ -36,19 +35,13 @@ class OnDemandStep:
     outputs: list[tuple[str, str]]  # (function output column, internal name)
 
 
-def build_steps(plan: FeaturePlan, definitions: RepoDefinitions, registry: Registry) -> list[OnDemandStep]:
-    """Pair each on-demand version of the plan with the repo's code, refusing code that differs."""
+def build_steps(plan: FeaturePlan, codebase: Codebase, registry: Registry) -> list[OnDemandStep]:
+    """Pair each on-demand version of the plan with importable code of exactly that version."""
     steps = []
     for resolved in plan.on_demand:
         version = resolved.version
-        loaded = definitions.any_view(version.view)
-        if not isinstance(loaded, OnDemandView) or view_code_hash(loaded) != version.code_hash:
-            found = "is not in the repo" if loaded is None else "differs in the repo"
-            raise NotAppliedError(
-                f"on-demand view '{version.view}' v{version.version} (code {version.code_hash}, defined at "
-                f"{version.location}) {found}; featurekit only runs code imported from the repo, never from the "
-                "registry: run `featurekit apply`, or restore that code"
-            )
+        loaded = codebase.code_for(version)
+        assert isinstance(loaded, OnDemandView)  # only an on-demand definition matches an on-demand version
         definition = version.definition
         inputs: list[tuple[str, str]] = []
         schema: dict[str, Any] = {}

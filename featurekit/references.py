@@ -18,6 +18,13 @@ _REF = re.compile(r"^(?P<view>[^:@]+)(?:@v(?P<version>\d+))?(?::(?P<feature>[^:]
 FeatureRequest = str | FeatureRef | FeatureView | OnDemandView
 
 
+def canonical(requests: Sequence[FeatureRequest] | FeatureRequest) -> list[str]:
+    """The requests as ``view[@vN][:feature]`` strings (how manifests record them)."""
+    if isinstance(requests, (str, FeatureRef, FeatureView, OnDemandView)):
+        requests = [requests]
+    return [str(parse_ref(item)) for item in requests]
+
+
 def parse_ref(item: FeatureRequest) -> FeatureRef:
     """Turn one feature request into a :class:`FeatureRef`."""
     if isinstance(item, FeatureRef):
@@ -62,13 +69,19 @@ class FeaturePlan:
     batch: list[ResolvedView]
     on_demand: list[ResolvedView]
     outputs: list[tuple[ViewVersion, str]]
+    pinned: set[int] = field(default_factory=set)  # ids of versions requested as view@vN
 
     def output_names(self, full_names: bool) -> list[str]:
-        return [f"{v.view}__{f}" if full_names else f for v, f in self.outputs]
+        """Feature column names: ``feature``, or with ``full_names`` ``view__feature`` (``view_v1__feature``
+        for a pinned version, so that two versions of a view can be read side by side)."""
+        if not full_names:
+            return [f for _, f in self.outputs]
+        return [f"{v.view}_v{v.version}__{f}" if v.id in self.pinned else f"{v.view}__{f}" for v, f in self.outputs]
 
 
 class _Resolver:
-    def __init__(self, active: dict[str, ActiveView], registry: Registry) -> None:
+    def __init__(self, active: dict[str, ActiveView], registry: Registry, as_of: int | None) -> None:
+        self.as_of = as_of
         self.active = active
         self.by_lower = {name.lower(): a for name, a in active.items()}
         self.registry = registry
@@ -77,7 +90,13 @@ class _Resolver:
 
     def version_of(self, ref: FeatureRef) -> tuple[ViewVersion, bool]:
         if ref.version is not None:
-            return self.registry.version(ref.view, ref.version), True
+            pinned = self.registry.version(ref.view, ref.version)
+            if self.as_of is not None and pinned.commit_id > self.as_of:
+                raise UnknownNameError(
+                    f"feature view '{pinned.view}' v{pinned.version} was applied at registry version "
+                    f"{pinned.commit_id}, after registry version {self.as_of} this request reads as of"
+                )
+            return pinned, True
         current = self.by_lower.get(ref.view.lower())
         if current is None:
             raise UnknownNameError(
@@ -111,18 +130,28 @@ class _Resolver:
 
 
 def resolve(
-    requests: Sequence[FeatureRequest] | FeatureRequest, active: dict[str, ActiveView], registry: Registry
+    requests: Sequence[FeatureRequest] | FeatureRequest,
+    active: dict[str, ActiveView],
+    registry: Registry,
+    as_of: int | None = None,
 ) -> FeaturePlan:
-    """Resolve requests into a :class:`FeaturePlan`; unknown names fail with a "did you mean"."""
+    """Resolve requests into a :class:`FeaturePlan`; unknown names fail with a "did you mean".
+
+    ``active`` is the set of applied views at registry version ``as_of`` (default: now); pins of
+    versions applied after ``as_of`` are refused.
+    """
     if isinstance(requests, (str, FeatureRef, FeatureView, OnDemandView)):
         requests = [requests]
     if not requests:
         raise UnknownNameError("no features requested; pass features=['view:feature', ...]")
-    resolver = _Resolver(active, registry)
+    resolver = _Resolver(active, registry, as_of)
     outputs: list[tuple[ViewVersion, str]] = []
+    pinned_ids: set[int] = set()
     for item in requests:
         ref = parse_ref(item)
         version, pinned = resolver.version_of(ref)
+        if pinned:
+            pinned_ids.add(version.id)
         wanted = version.features if ref.feature is None else [ref.feature]
         for feature in wanted:
             resolver.need(version, feature, pinned)
@@ -130,4 +159,4 @@ def resolve(
                 outputs.append((version, feature))
     batch = [r for r in resolver.views.values() if not r.on_demand]
     on_demand = [resolver.views[i] for i in resolver.on_demand_order]
-    return FeaturePlan(batch, on_demand, outputs)
+    return FeaturePlan(batch, on_demand, outputs, pinned_ids)

@@ -29,7 +29,7 @@ from featurekit.errors import ConflictError, RegistryError, UnknownNameError, di
 from featurekit.faults import checkpoint
 from featurekit.timestamps import from_micros, to_micros
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gc records (gc_runs, removed_data)
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,6 +74,17 @@ CREATE TABLE IF NOT EXISTS materializations (
     UNIQUE (version_id, data_version)
 );
 CREATE INDEX IF NOT EXISTS materializations_by_version ON materializations (version_id, commit_id);
+CREATE TABLE IF NOT EXISTS gc_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ran_at INTEGER NOT NULL,
+    policy TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS removed_data (
+    version_id INTEGER NOT NULL REFERENCES view_versions (id),
+    data_version INTEGER NOT NULL,
+    gc_run INTEGER NOT NULL REFERENCES gc_runs (id),
+    PRIMARY KEY (version_id, data_version)
+);
 """
 
 
@@ -133,6 +144,16 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class Removal:
+    """Data of a view version that gc removed: which data version, when, under which policy."""
+
+    version_id: int
+    data_version: int
+    removed_at: datetime
+    policy: str
+
+
+@dataclass(frozen=True)
 class NewVersion:
     """A view version to register at apply."""
 
@@ -170,8 +191,8 @@ class Registry:
                     if statement.strip():
                         self._db.execute(statement)
                 row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if row is None:
-                    self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                if row is None or int(row[0]) < SCHEMA_VERSION:  # older formats only lack tables
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise RegistryError(
                         f"registry {path} has format {row[0]}, newer than this featurekit understands "
@@ -297,6 +318,51 @@ class Registry:
             query += " WHERE m.version_id = ?"
             params = (version_id,)
         return [_materialization_from(r) for r in self._db.execute(query + " ORDER BY m.commit_id", params)]
+
+    def applied_sets(self) -> list[tuple[int, dict[str, int]]]:
+        """Each apply commit with its active set (view -> view version id), oldest first."""
+        with self._read() as db:
+            applies = [r[0] for r in db.execute("SELECT id FROM commits WHERE kind = 'apply' ORDER BY id")]
+            rows = db.execute("SELECT commit_id, view, version_id FROM active_views").fetchall()
+        sets: dict[int, dict[str, int]] = {commit: {} for commit in applies}
+        for commit, view, version_id in rows:
+            sets[commit][view] = version_id
+        return list(sets.items())
+
+    def removal(self, version_id: int, data_version: int) -> Removal | None:
+        """Whether gc removed that data version of a view version (and when)."""
+        row = self._db.execute(
+            "SELECT r.version_id, r.data_version, g.ran_at, g.policy FROM removed_data r "
+            "JOIN gc_runs g ON g.id = r.gc_run WHERE r.version_id = ? AND r.data_version = ?",
+            (version_id, data_version),
+        ).fetchone()
+        return None if row is None else Removal(row[0], row[1], from_micros(row[2]), row[3])
+
+    def removals(self) -> set[tuple[int, int]]:
+        """Every (view version id, data version) gc removed."""
+        return {(r[0], r[1]) for r in self._db.execute("SELECT version_id, data_version FROM removed_data")}
+
+    def record_removal(self, removed: list[tuple[int, int]], policy: str) -> None:
+        """Record, before any file is deleted, the data versions gc is about to remove."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO gc_runs (ran_at, policy) VALUES (?, ?)", (to_micros(datetime.now().astimezone()), policy)
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO removed_data (version_id, data_version, gc_run) VALUES (?, ?, ?)",
+                [(version_id, data_version, cursor.lastrowid) for version_id, data_version in removed],
+            )
+
+    def commit(self, commit_id: int) -> Commit:
+        """One commit, or :class:`UnknownNameError` naming the range that exists."""
+        row = self._db.execute(
+            "SELECT id, committed_at, kind, git_commit, summary FROM commits WHERE id = ?", (commit_id,)
+        ).fetchone()
+        if row is None:
+            raise UnknownNameError(
+                f"registry version {commit_id} does not exist; the registry has versions 1 to {self.head_commit()}"
+            )
+        return Commit(row[0], from_micros(row[1]), row[2], row[3], row[4])
 
     def commits(self) -> list[Commit]:
         """Every commit, oldest first."""

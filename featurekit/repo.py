@@ -45,9 +45,9 @@ class RepoDefinitions:
         return None
 
 
-def _import(path: Path, root: Path) -> ModuleType:
-    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
-    name = f"_featurekit_repo_{tag}_{path.stem}"
+def _import(path: Path, root: Path, kind: str = "repo") -> ModuleType:
+    tag = hashlib.sha256(str(path.resolve().parent).encode()).hexdigest()[:10]
+    name = f"_featurekit_{kind}_{tag}_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
@@ -102,6 +102,36 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
         on_demand={v.name: v for v in on_demand},
         entities={e.name: e for e in entities},
     )
+
+
+def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemandView]:
+    """Import the archived modules (old versions' code), each on its own: versions may share names.
+
+    Archived definitions are never applied; they are only run to rebuild the registered version
+    whose code hash and definition they match exactly.
+    """
+    files = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file() and p.suffix == ".py"})
+    found: list[FeatureView | OnDemandView] = []
+    problems: list[str] = []
+    sys.path.insert(0, str(root))
+    try:
+        for path in files:
+            try:
+                module = _import(path, root, "archive")
+            except Exception as exc:  # noqa: BLE001 -- user code: report its file and line
+                frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+                line = frames[-1].lineno if frames else getattr(exc, "lineno", 0) or 0
+                problems.append(f"{path}:{line}: importing the archived module raised {type(exc).__name__}: {exc}")
+                continue
+            for value in vars(module).values():
+                if isinstance(value, (FeatureView, OnDemandView)) and not any(value is v for v in found):
+                    snapshot(value)
+                    found.append(value)
+    finally:
+        sys.path.remove(str(root))
+    if problems:
+        raise DefinitionError(problems)
+    return found
 
 
 class NameProblem(str):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -16,21 +15,25 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
+from featurekit.codebase import Codebase
 from featurekit.config import RepoConfig, load_config
 from featurekit.definitions import FeatureView
 from featurekit.errors import (
     ConflictError,
+    ManifestError,
     NotAppliedError,
     SchemaError,
     UnknownNameError,
     WindowError,
     did_you_mean,
 )
+from featurekit.info import ViewInfo
+from featurekit.manifest import load_manifest
 from featurekit.offline.engine import connect
 from featurekit.offline.materialize import Materializer, MaterializeResult
 from featurekit.offline.retrieval import TrainingSet, ViewInput, latest_rows
 from featurekit.offline.tables import OfflineTables
-from featurekit.offline.training import build_training_set
+from featurekit.offline.training import BuildOptions, build_training_set
 from featurekit.ondemand import build_steps
 from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
@@ -38,52 +41,15 @@ from featurekit.online.serving import OnlineResponse, Server, entity_columns
 from featurekit.plan import Plan, check_applied, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
-from featurekit.references import FeatureRequest, resolve
-from featurekit.registry import ActiveView, Materialization, Registry, ViewVersion
+from featurekit.references import FeatureRequest, canonical, parse_ref, resolve
+from featurekit.registry import ActiveView, Registry, ViewVersion
 from featurekit.repo import RepoDefinitions, load_repo
+from featurekit.retention import GcReport, Policy, collect_garbage
 from featurekit.skew import SkewReport, compare
 from featurekit.timestamps import utc
+from featurekit.timetravel import AsOf, HistoryEntry, check_reproduction, diff, history, registry_version
 
 _APPLY_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class ViewInfo:
-    """A view as the registry knows it: applied version, features and latest materialization."""
-
-    name: str
-    version: ViewVersion
-    metadata: dict[str, Any]
-    materialization: Materialization | None
-
-    def __str__(self) -> str:
-        v = self.version
-        lines = [
-            f"{self.name} v{v.version} (code {v.code_hash}, defined at {v.location})",
-            f"  entity keys: {', '.join(v.definition['join_keys'])}",
-            f"  ttl: {_ttl_text(v.definition['ttl_us'])}",
-            f"  source: {v.definition['source'].get('path') or v.definition['source'].get('query')}",
-            "  features: " + ", ".join(f"{f} ({v.definition['schema'][f]})" for f in v.features),
-        ]
-        if self.metadata.get("description"):
-            lines.append(f"  description: {self.metadata['description']}")
-        m = self.materialization
-        if m is None:
-            lines.append("  materialized: never")
-        else:
-            upto = m.watermark.isoformat() if m.watermark else "(pushes only)"
-            lines.append(
-                f"  materialized: up to {upto} (data version {m.data_version}, "
-                f"last window [{m.window_start.isoformat()}, {m.window_end.isoformat()}), {m.rows} rows)"
-            )
-        return "\n".join(lines)
-
-
-def _ttl_text(ttl_us: int | None) -> str:
-    if ttl_us is None:
-        return "none"
-    seconds = ttl_us / 1_000_000
-    return f"{seconds / 86_400:g} days" if seconds >= 86_400 else f"{seconds:g} s"
 
 
 class FeatureStore:
@@ -110,6 +76,7 @@ class FeatureStore:
         self._online: OnlineStore | None = None
         self._server: Server | None = None
         self._definitions: RepoDefinitions | None = None
+        self.codebase = Codebase(self.root, lambda: self.definitions, list(self.config.archive), self.registry)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -156,16 +123,27 @@ class FeatureStore:
         return found
 
     def _applied(self, names: Sequence[str] | None) -> list[tuple[FeatureView, ViewVersion]]:
+        """The views to materialize with the code to run: ``"name"`` (applied) or ``"name@v1"`` (pinned)."""
         active = self.registry.active()
         names = list(names) if names else sorted(self.definitions.views)
         pairs = []
         for name in names:
-            view = self._loaded_view(name)
-            current = next((a for n, a in active.items() if n.lower() == view.name.lower()), None)
-            if current is None:
-                raise NotAppliedError(f"feature view '{view.name}' is not applied yet; run `featurekit apply`")
-            check_applied(view, current.version)
-            pairs.append((view, current.version))
+            ref = parse_ref(name)
+            if ref.feature is not None:
+                raise UnknownNameError(f"materialize takes views ('view' or 'view@v1'), not features: {name!r}")
+            if ref.version is not None:
+                version = self.registry.version(ref.view, ref.version)
+            else:
+                view = self._loaded_view(ref.view)
+                current = next((a for n, a in active.items() if n.lower() == view.name.lower()), None)
+                if current is None:
+                    raise NotAppliedError(f"feature view '{view.name}' is not applied yet; run `featurekit apply`")
+                check_applied(view, current.version)
+                version = current.version
+            code = self.codebase.code_for(version)
+            if not isinstance(code, FeatureView):
+                raise UnknownNameError(f"'{version.view}' is an on-demand view: computed when read, never materialized")
+            pairs.append((code, version))
         return pairs
 
     def _materializer(self) -> Materializer:
@@ -299,10 +277,13 @@ class FeatureStore:
     def training_set(
         self,
         spine: Any,
-        features: Sequence[FeatureRequest] | FeatureRequest,
+        features: Sequence[FeatureRequest] | FeatureRequest | None = None,
         *,
-        timestamp_field: str = "event_timestamp",
-        full_names: bool = False,
+        timestamp_field: str | None = None,
+        full_names: bool | None = None,
+        as_of: AsOf | None = None,
+        known_at: datetime | str | None = None,
+        manifest: Any = None,
     ) -> TrainingSet:
         """Join ``features`` point-in-time correct onto ``spine``, then compute on-demand features.
 
@@ -312,29 +293,75 @@ class FeatureStore:
                 views); it comes back whole and in order.
             features: ``"view:feature"``, ``"view"`` (all its features), ``"view@v2:feature"``
                 (a pinned version) or ``view["feature"]``.
-            timestamp_field: the spine's time column.
+            timestamp_field: the spine's time column (default ``event_timestamp``).
             full_names: name feature columns ``view__feature`` (needed when two views share a
                 feature name).
+            as_of: rebuild with the definitions and data committed at that moment (a datetime)
+                or registry version (an int); later applies and materializations change nothing.
+            known_at: bitemporal read: only feature rows whose created timestamp is at or before
+                it (views without a created timestamp cannot be read this way).
+            manifest: a training set's ``manifest`` (dict, JSON, or a file written by
+                ``to_parquet``): rebuild exactly that training set; the spine must be the same.
         """
-        plan = resolve(features, self.registry.active(), self.registry)
-        for item in plan.batch:
-            if not item.pinned:
-                check_applied(self._loaded_view(item.version.view), item.version)
-        steps = build_steps(plan, self.definitions, self.registry)
-        return build_training_set(
-            self.con,
+        expected = None
+        if manifest is not None:
+            expected = load_manifest(manifest)
+            given = {"features": features, "as_of": as_of, "known_at": known_at}
+            clashing = [name for name, value in given.items() if value is not None]
+            if clashing:
+                raise ManifestError(f"pass manifest= alone: it fixes {clashing} already")
+            features, as_of, known_at = expected.features, expected.registry_version, expected.known_at
+            timestamp_field = timestamp_field or expected.timestamp_field
+            full_names = expected.full_names if full_names is None else full_names
+        if features is None:
+            raise UnknownNameError("no features requested; pass features=['view:feature', ...]")
+        at = registry_version(self.registry, as_of)
+        plan = resolve(features, self.registry.active(at), self.registry, at)
+        if as_of is None:
+            for item in plan.batch:  # training on the current definitions: the repo must match them
+                if not item.pinned:
+                    check_applied(self._loaded_view(item.version.view), item.version)
+        options = BuildOptions(
+            project=str(self.config.project),
+            features=canonical(features),
+            registry_version=at,
+            timestamp_field=timestamp_field or "event_timestamp",
+            full_names=bool(full_names),
+            known_at=None if known_at is None else utc(known_at, "known_at"),
+        )
+        steps = build_steps(plan, self.codebase, self.registry)
+        built = build_training_set(
+            self.con, self.registry, self.tables, plan, steps=steps, spine=spine, options=options
+        )
+        if expected is not None:
+            check_reproduction(expected, built.manifest_model)
+        return built
+
+    # -- history and retention --------------------------------------------------------------
+
+    def history(self, view: str | None = None) -> list[HistoryEntry]:
+        """Applies and materializations (of one view, or all), oldest first."""
+        return history(self.registry, view)
+
+    def diff(self, view: str, old: int, new: int) -> str:
+        """The definition and code differences between two versions of a view."""
+        return diff(self.registry, view, old, new)
+
+    def gc(self, keep_days: float, keep_versions: int, *, dry_run: bool = False) -> GcReport:
+        """Remove offline data no retained state reads (see :mod:`featurekit.retention`)."""
+        return collect_garbage(
             self.registry,
             self.tables,
-            plan,
-            steps=steps,
-            spine=spine,
-            timestamp_field=timestamp_field,
-            full_names=full_names,
+            self.online,
+            policy=Policy(keep_days, keep_versions),
+            pins=self.config.pins,
+            now=datetime.now(UTC),
+            dry_run=dry_run,
         )
 
     def _serving(self) -> Server:
         if self._server is None:
-            self._server = Server(self.registry, lambda: self.definitions, self.online, self.config.online.refresh_s)
+            self._server = Server(self.registry, self.codebase, self.online, self.config.online.refresh_s)
         return self._server
 
     def online_features(
@@ -344,6 +371,7 @@ class FeatureStore:
         *,
         request: dict[str, Any] | None = None,
         at: datetime | None = None,
+        full_names: bool = False,
     ) -> OnlineResponse:
         """Look up the latest features of ``entities`` (a missing entity gives nulls).
 
@@ -352,8 +380,10 @@ class FeatureStore:
             features: as for :meth:`training_set`, including on-demand views.
             request: request-time inputs of on-demand views, one list (or one value) per name.
             at: the lookup time for TTLs (default: now); a value older than its view's TTL is null.
+            full_names: name features ``view__feature`` (``view_v1__feature`` for pins), as in
+                :meth:`training_set`.
         """
-        return self._serving().lookup(entities, features, request, at)
+        return self._serving().lookup(entities, features, request, at, full_names)
 
     def verify(
         self,

@@ -167,6 +167,7 @@ class Materializer:
             recorded = self.registry.latest_materialization(applied.id)
             recorded_version = recorded.data_version if recorded is not None else None
             self.tables.prepare(view.name, applied.version, recorded_version)
+            collected = recorded_version is not None and self.registry.removal(applied.id, recorded_version) is not None
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
                 data_version = self.tables.write_window(
@@ -176,6 +177,7 @@ class Materializer:
                     timestamp_field=view.timestamp_field,
                     window=(start, end),
                     note={"featurekit.view": view.name, "featurekit.version": str(applied.version)},
+                    replace_all=collected,
                 )
             except Exception as exc:
                 if failure and isinstance(failure[0], FeaturekitError):

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurekit.errors import StorageError
+from featurekit.manifest import METADATA_KEY, Manifest
 from featurekit.names import quote
 from featurekit.registry import ViewVersion
 
@@ -49,9 +50,16 @@ class ViewInput:
     created_field: str | None
     ttl: timedelta | None
     features: list[tuple[str, str]]  # (stored column, output column)
+    known_at: datetime | None = None  # bitemporal read: only rows created at or before it
 
     @classmethod
-    def from_version(cls, version: ViewVersion, files: list[str], features: list[tuple[str, str]]) -> ViewInput:
+    def from_version(
+        cls,
+        version: ViewVersion,
+        files: list[str],
+        features: list[tuple[str, str]],
+        known_at: datetime | None = None,
+    ) -> ViewInput:
         """The join input of a registered batch view version whose data is ``files``."""
         definition = version.definition
         ttl_us = definition["ttl_us"]
@@ -64,6 +72,7 @@ class ViewInput:
             created_field=definition["source"]["created_timestamp_field"],
             ttl=None if ttl_us is None else timedelta(microseconds=ttl_us),
             features=features,
+            known_at=known_at,
         )
 
 
@@ -75,6 +84,7 @@ class SpineInput:
     params: list[Any]
     timestamp_field: str
     columns: list[str]
+    origin: pa.Table | Path  # the spine as given (for its manifest digest)
 
 
 def _ttl_micros(ttl: timedelta) -> int:
@@ -112,7 +122,12 @@ class PointInTimeQuery:
     def _source(self, index: int, view: ViewInput) -> str:
         if view.files:
             self.params.append(view.files)
-            return "read_parquet(?)"
+            if view.known_at is None:
+                return "read_parquet(?)"
+            assert view.created_field is not None  # checked when the training set was planned
+            self.params.append(view.known_at)
+            # A row whose write time is unknown (null created) cannot be shown to predate known_at.
+            return f"(SELECT * FROM read_parquet(?) WHERE {quote(view.created_field)} <= ?)"
         name = f"__fk_empty_{index}"
         self.con.register(name, view.schema.empty_table())
         self._registered.append(name)
@@ -163,6 +178,14 @@ class PointInTimeQuery:
 
     def relation(self) -> duckdb.DuckDBPyRelation:
         return self.con.sql(self.sql, params=self.params)
+
+    def copy_to(self, path: Path, metadata: dict[str, str]) -> None:
+        """Stream the result into a Parquet file with ``metadata`` (keys are constants, values parameters)."""
+        pairs = ", ".join(f"{quote(key)}: ?" for key in metadata)
+        options = f", KV_METADATA {{{pairs}}}" if metadata else ""
+        self.con.execute(
+            f"COPY ({self.sql}) TO ? (FORMAT parquet{options})", [*self.params, str(path), *metadata.values()]
+        )
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -239,11 +262,31 @@ class TrainingSet:
         query: PointInTimeQuery,
         keep_alive: list[Any],
         post: Callable[[pa.Table], pa.Table] | None = None,
+        manifest: Callable[[], Manifest] | None = None,
     ) -> None:
         self._query = query
         self._keep_alive = keep_alive  # Arrow objects DuckDB scans lazily must outlive the query
         self._post = post  # on-demand features, computed batch by batch after the join
+        self._make_manifest = manifest
+        self._manifest: Manifest | None = None
         self._table: pa.Table | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """What this training set was built from, as a JSON-ready dict.
+
+        ``store.training_set(spine, manifest=ts.manifest)`` rebuilds it bit for bit.
+        """
+        return self.manifest_model.to_dict()
+
+    @property
+    def manifest_model(self) -> Manifest:
+        """The manifest as a :class:`~featurekit.manifest.Manifest` (computed once: it hashes the spine)."""
+        if self._manifest is None:
+            if self._make_manifest is None:
+                raise AssertionError("this training set was built without a manifest")
+            self._manifest = self._make_manifest()
+        return self._manifest
 
     @property
     def sql(self) -> str:
@@ -269,27 +312,36 @@ class TrainingSet:
         return pl.from_arrow(self.to_arrow())
 
     def to_parquet(self, path: str | Path) -> Path:
-        """Write the training set to a Parquet file, streaming when it was not computed yet."""
+        """Write the training set to a Parquet file, streaming when it was not computed yet.
+
+        The file's key-value metadata holds the manifest under ``featurekit.manifest``
+        (read it back with ``featurekit.manifest.load_manifest(path)``).
+        """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.partial")
+        manifest = self.manifest_model.to_json() if self._make_manifest is not None else None
+        metadata = {METADATA_KEY: manifest} if manifest is not None else {}
         if self._table is not None:
-            pq.write_table(self._table, temporary)
+            pq.write_table(
+                self._table.replace_schema_metadata({**(self._table.schema.metadata or {}), **metadata}), temporary
+            )
         elif self._post is None:
             with self._query.reading():
-                self._query.relation().write_parquet(str(temporary))
+                self._query.copy_to(temporary, metadata)
         else:
             writer: pq.ParquetWriter | None = None
             try:
                 for batch in self.iter_batches():
                     if writer is None:
-                        writer = pq.ParquetWriter(temporary, batch.schema)
+                        writer = pq.ParquetWriter(temporary, batch.schema.with_metadata(metadata))
                     writer.write_batch(batch)
             finally:
                 if writer is not None:
                     writer.close()
             if writer is None:  # an empty spine: no batch came
-                pq.write_table(self.to_arrow(), temporary)
+                table = self.to_arrow()
+                pq.write_table(table.replace_schema_metadata(metadata), temporary)
         temporary.replace(target)  # readers never see a half-written file
         return target
 

@@ -42,9 +42,11 @@ def prepare_spine(
         relation = f"(SELECT *, file_row_number AS {ROW} FROM read_parquet(?, file_row_number = true))"
         params: list[Any] = [str(path)]
         where = f"spine file {path}"
+        origin: pa.Table | Path = path
     else:
         table = as_arrow(spine, "spine")
         schema = table.schema
+        origin = table
         name = f"__fk_spine_{next(_counter)}"
         table = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
         con.register(name, table)
@@ -68,7 +70,7 @@ def prepare_spine(
                 f"{where} column {key!r} is {spine_type} but the feature data's key is {feature_type}; "
                 "cast the spine column to the same kind"
             )
-    return SpineInput(relation, params, timestamp_field, columns), keep_alive
+    return SpineInput(relation, params, timestamp_field, columns, origin), keep_alive
 
 
 def _family(dtype: pa.DataType) -> str:

@@ -109,8 +109,13 @@ class OfflineTables:
         timestamp_field: str,
         window: tuple[datetime, datetime],
         note: dict[str, str],
+        replace_all: bool = False,
     ) -> int:
-        """Replace the rows of ``window`` with ``batches`` in one Delta commit; return its version."""
+        """Replace the rows of ``window`` with ``batches`` in one Delta commit; return its version.
+
+        ``replace_all`` replaces the whole table instead (its current data was removed by gc, so
+        the rows outside the window cannot be read back anyway).
+        """
         column = quote(timestamp_field)
         predicate = f"{column} >= {_delta_timestamp(window[0])} AND {column} < {_delta_timestamp(window[1])}"
         path = str(self.path(view, version))
@@ -119,7 +124,7 @@ class OfflineTables:
                 path,
                 batches,
                 mode="overwrite",
-                predicate=predicate,
+                predicate=None if replace_all else predicate,
                 configuration=_TABLE_CONFIG,  # applies when this write creates the table
                 commit_properties=CommitProperties(custom_metadata=note),
             )

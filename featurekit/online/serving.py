@@ -9,7 +9,7 @@ older than the TTL is null online exactly as in a training set), and runs on-dem
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from featurekit.codebase import Codebase
 from featurekit.errors import DataError, NotAppliedError, SchemaError
 from featurekit.ondemand import OnDemandStep, build_steps, needed_columns, request_inputs, run_steps
 from featurekit.online.base import OnlineStore, encode_key
@@ -25,7 +26,6 @@ from featurekit.online.loading import table_name
 from featurekit.plan import arrow_to_polars, check_applied
 from featurekit.references import FeaturePlan, FeatureRequest, internal_name, resolve
 from featurekit.registry import Registry
-from featurekit.repo import RepoDefinitions
 from featurekit.timestamps import to_micros
 
 
@@ -153,12 +153,12 @@ class Server:
     def __init__(
         self,
         registry: Registry,
-        definitions: Callable[[], RepoDefinitions],
+        codebase: Codebase,
         online: OnlineStore,
         refresh_s: float,
     ) -> None:
         self.registry = registry
-        self.definitions = definitions
+        self.codebase = codebase
         self.online = online
         self.refresh_s = refresh_s
         self._plans: dict[tuple[Any, ...], ServingPlan] = {}
@@ -175,18 +175,19 @@ class Server:
             self._plans = {}
             self._head = head
 
-    def plan(self, features: Sequence[FeatureRequest] | FeatureRequest) -> ServingPlan:
+    def plan(self, features: Sequence[FeatureRequest] | FeatureRequest, full_names: bool = False) -> ServingPlan:
         """The resolved plan of a feature list (cached; re-resolved after a new apply)."""
         self._fresh()
-        cache_key = tuple(features) if isinstance(features, (list, tuple)) else (features,)
+        requests = tuple(features) if isinstance(features, (list, tuple)) else (features,)
+        cache_key = (*requests, full_names)
         plan = self._plans.get(cache_key)
         if plan is None:
-            plan = self._build(list(cache_key))
+            plan = self._build(list(requests), full_names)
             self._plans[cache_key] = plan
         return plan
 
-    def _build(self, features: list[FeatureRequest]) -> ServingPlan:
-        definitions = self.definitions()
+    def _build(self, features: list[FeatureRequest], full_names: bool) -> ServingPlan:
+        definitions = self.codebase.definitions
         resolved: FeaturePlan = resolve(features, self.registry.active(), self.registry)
         lookups = []
         entity_keys: list[str] = []
@@ -217,11 +218,11 @@ class Server:
                     },
                 )
             )
-        steps = build_steps(resolved, definitions, self.registry)
-        names = resolved.output_names(False)
+        steps = build_steps(resolved, self.codebase, self.registry)
+        names = resolved.output_names(full_names)
         clashes = sorted({n for n in names if names.count(n) > 1})
         if clashes:
-            raise SchemaError(f"features {clashes} come from more than one view; request them in separate calls")
+            raise SchemaError(f"features {clashes} come from more than one view; pass full_names=True")
         outputs = [(internal_name(v, f), n) for (v, f), n in zip(resolved.outputs, names, strict=True)]
         dtypes = {name: dtype for lookup in lookups for name, dtype in lookup.dtypes.items()}
         return ServingPlan(lookups, steps, request_inputs(steps), outputs, entity_keys, needed_columns(steps), dtypes)
@@ -232,9 +233,10 @@ class Server:
         features: Sequence[FeatureRequest] | FeatureRequest,
         request: dict[str, Any] | None = None,
         at: datetime | None = None,
+        full_names: bool = False,
     ) -> OnlineResponse:
         """Features of ``entities`` as of ``at`` (default: now)."""
-        plan = self.plan(features)
+        plan = self.plan(features, full_names)
         columns = entity_columns(entities)
         count = len(next(iter(columns.values()), []))
         now_us = to_micros(at if at is not None else datetime.now(UTC))

@@ -1,0 +1,61 @@
+"""``ViewInfo``: what ``featurekit list`` and ``featurekit show`` print about a view version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from featurekit.registry import Materialization, ViewVersion
+
+
+@dataclass(frozen=True)
+class ViewInfo:
+    """A view as the registry knows it: applied version, features and latest materialization."""
+
+    name: str
+    version: ViewVersion
+    metadata: dict[str, Any]
+    materialization: Materialization | None
+
+    def describe(self, code: bool = False) -> str:
+        """Several lines about the view version; with ``code``, its source text as applied."""
+        v = self.version
+        definition = v.definition
+        lines = [f"{self.name} v{v.version} (code {v.code_hash}, defined at {v.location})"]
+        if definition.get("kind") == "on_demand":
+            lines.append("  inputs: " + ", ".join(f"{i['view']}:{i['feature']}" for i in definition["inputs"]))
+            lines.append("  request: " + (", ".join(f"{k} ({t})" for k, t in definition["request"].items()) or "none"))
+        else:
+            lines += [
+                f"  entity keys: {', '.join(definition['join_keys'])}",
+                f"  ttl: {_ttl_text(definition['ttl_us'])}",
+                f"  source: {definition['source'].get('path') or definition['source'].get('query')}",
+            ]
+        lines.append("  features: " + ", ".join(f"{f} ({definition['schema'][f]})" for f in v.features))
+        if self.metadata.get("description"):
+            lines.append(f"  description: {self.metadata['description']}")
+        m = self.materialization
+        if definition.get("kind") == "on_demand":
+            pass
+        elif m is None:
+            lines.append("  materialized: never")
+        else:
+            upto = m.watermark.isoformat() if m.watermark else "(pushes only)"
+            lines.append(
+                f"  materialized: up to {upto} (data version {m.data_version}, "
+                f"last window [{m.window_start.isoformat()}, {m.window_end.isoformat()}), {m.rows} rows)"
+            )
+        if code:
+            lines.append("  code:")
+            lines += [f"    {line}" for line in v.source_text.rstrip().splitlines()]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _ttl_text(ttl_us: int | None) -> str:
+    if ttl_us is None:
+        return "none"
+    seconds = ttl_us / 1_000_000
+    return f"{seconds / 86_400:g} days" if seconds >= 86_400 else f"{seconds:g} s"

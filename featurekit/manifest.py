@@ -1,0 +1,159 @@
+"""Training-set manifests: everything needed to rebuild a training set bit for bit.
+
+A manifest names the registry version the training set was built at, each view version it read
+(with its code hash and fingerprint) and the data version of each table, the requested features
+and options, and a content digest of the spine. ``store.training_set(spine, manifest=m)`` builds
+at the same registry version and fails if anything it resolves (or the spine) differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from featurekit.config import validation_problems
+from featurekit.errors import ManifestError
+
+METADATA_KEY = "featurekit.manifest"
+FORMAT = 1
+
+
+class ViewRecord(BaseModel):
+    """One view version a training set read (batch) or ran (on-demand)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    view: str
+    version: int
+    kind: str  # "batch" or "on_demand"
+    code_hash: str
+    fingerprint: str
+    data_version: int | None = None  # Delta table version read (batch views)
+    materialized_at_registry_version: int | None = None
+    git_commit: str | None = None  # of the repo when the version was applied
+
+
+class Manifest(BaseModel):
+    """What a training set was built from (JSON-serializable with :meth:`to_dict`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: int = FORMAT
+    featurekit_version: str
+    project: str
+    registry_version: int
+    built_at: str
+    features: list[str]
+    full_names: bool
+    timestamp_field: str
+    known_at: str | None
+    spine_digest: str
+    spine_rows: int
+    spine_columns: list[str]
+    views: list[ViewRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def load_manifest(value: Any) -> Manifest:
+    """A manifest from a :class:`Manifest`, a dict, JSON text, or a ``.json`` / ``.parquet`` file."""
+    if isinstance(value, Manifest):
+        return value
+    where = "manifest"
+    if isinstance(value, Path) or (isinstance(value, str) and not value.lstrip().startswith("{")):
+        path = Path(value)
+        where = f"manifest {path}"
+        if not path.is_file():
+            raise ManifestError(f"{where} does not exist; pass a manifest dict, JSON, or a training-set file")
+        if path.suffix == ".parquet":
+            try:
+                metadata = pq.read_schema(path).metadata or {}
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise ManifestError(f"{where} is not a readable Parquet file: {exc}") from exc
+            raw = metadata.get(METADATA_KEY.encode())
+            if raw is None:
+                raise ManifestError(f"{path} holds no featurekit manifest; was it written by TrainingSet.to_parquet?")
+            value = raw.decode()
+        else:
+            value = path.read_text()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where} must be a dict, JSON text or a file, got {type(value).__name__}")
+    try:
+        manifest = Manifest.model_validate(value)
+    except ValidationError as exc:
+        raise ManifestError(f"{where} is not a featurekit manifest: {validation_problems(exc)}") from exc
+    if manifest.format > FORMAT:
+        raise ManifestError(f"{where} has format {manifest.format}, newer than this featurekit reads; upgrade")
+    return manifest
+
+
+# -- spine digest ---------------------------------------------------------------------------
+
+
+def spine_digest(table: pa.Table) -> str:
+    """A content digest of a spine: the same rows, columns and values give the same digest.
+
+    Independent of how the frame was built (pandas, polars, Arrow, Parquet) as far as the values
+    are the same: chunking, string encodings, dictionary encoding and timestamp units (where no
+    precision is lost) do not matter; naive timestamps count as UTC, as everywhere else.
+    """
+    digest = hashlib.sha256(f"rows={table.num_rows}\n".encode())
+    for name in table.column_names:
+        column = _canonical(table.column(name).combine_chunks())
+        digest.update(f"{name}\0{column.type}\0".encode())
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        digest.update(np.packbits(valid).tobytes())
+        digest.update(_value_bytes(column))
+    return digest.hexdigest()
+
+
+def _canonical(array: pa.Array) -> pa.Array:
+    dtype = array.type
+    if pa.types.is_dictionary(dtype):
+        return _canonical(array.dictionary_decode())
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or dtype == pa.string_view():
+        return array.cast(pa.large_string())
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype) or dtype == pa.binary_view():
+        return array.cast(pa.large_binary())
+    if pa.types.is_timestamp(dtype):
+        array = array.cast(pa.timestamp(dtype.unit, "UTC"))  # naive means UTC: same instants
+        try:
+            return array.cast(pa.timestamp("us", "UTC"), safe=True)
+        except pa.ArrowInvalid:
+            return array  # sub-microsecond values: keep the nanoseconds
+    if pa.types.is_boolean(dtype):
+        return array.cast(pa.int8())
+    return array
+
+
+def _value_bytes(array: pa.Array) -> bytes:
+    dtype = array.type
+    if pa.types.is_large_string(dtype) or pa.types.is_large_binary(dtype):
+        filled = pc.fill_null(array, pa.scalar("" if pa.types.is_large_string(dtype) else b"", dtype))
+        offsets_buffer, data_buffer = filled.buffers()[1:3]
+        offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[filled.offset : filled.offset + len(filled) + 1]
+        data = b"" if data_buffer is None else data_buffer.to_pybytes()[offsets[0] : offsets[-1]]
+        return bytes((offsets - offsets[0]).tobytes()) + data
+    if pa.types.is_temporal(dtype):
+        array = array.cast(pa.int64())
+        dtype = array.type
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return bytes(pc.fill_null(array, pa.scalar(0, dtype)).to_numpy(zero_copy_only=False).tobytes())
+    return json.dumps(array.to_pylist(), default=str).encode()  # nested and rare types
