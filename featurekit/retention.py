@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -145,7 +146,7 @@ def collect_garbage(
     for view in sorted({v.view.lower() for v in versions}):
         own = [v for v in versions if v.view.lower() == view]
         try:
-            with tables.lock(view):
+            with nullcontext() if dry_run else tables.lock(view):  # a dry run writes nothing, not even a lock
                 _collect_view(
                     registry, tables, own, retained=retained, materialized=materialized, already=already, report=report
                 )

@@ -71,7 +71,13 @@ def oracle(features: list[tuple[Any, ...]], spine: list[tuple[Any, ...]], ttl_mi
     return out
 
 
-def run_join(tmp: Path, features: list[tuple[Any, ...]], spine: list[tuple[Any, ...]], ttl_minutes: int | None):
+def run_join(
+    tmp: Path,
+    features: list[tuple[Any, ...]],
+    spine: list[tuple[Any, ...]],
+    ttl_minutes: int | None,
+    known_at: int | None = None,
+):
     schema = pa.schema(
         [
             ("a", pa.int64()),
@@ -117,6 +123,7 @@ def run_join(tmp: Path, features: list[tuple[Any, ...]], spine: list[tuple[Any, 
         created_field="created",
         ttl=None if ttl_minutes is None else timedelta(minutes=ttl_minutes),
         features=[("value", "value")],
+        known_at=None if known_at is None else at(known_at),
     )
     result = TrainingSet(PointInTimeQuery(con, spine_input, [view]), keep).to_arrow()
     con.close()
@@ -150,3 +157,20 @@ def test_no_value_from_the_future(tmp_path_factory: pytest.TempPathFactory, feat
     result = run_join(tmp, tagged, spine, None)
     for (_, _, t, _), value in zip(spine, result.column("value").to_pylist(), strict=True):
         assert value is None or value <= t
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    features=st.lists(feature_row, max_size=25),
+    spine=st.lists(spine_row, min_size=1, max_size=10),
+    ttl_minutes=ttl,
+    known_at=minute,
+)
+def test_known_at_matches_oracle_on_rows_known_then(
+    tmp_path_factory: pytest.TempPathFactory, features, spine, ttl_minutes, known_at
+):
+    """A bitemporal read equals the plain join over only the rows created at or before known_at."""
+    tmp = tmp_path_factory.mktemp("known")
+    result = run_join(tmp, features, spine, ttl_minutes, known_at)
+    known = [r for r in features if r[3] is not None and r[3] <= known_at]
+    assert result.column("value").to_pylist() == oracle(known, spine, ttl_minutes)
