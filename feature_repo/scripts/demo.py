@@ -1,7 +1,8 @@
 """End-to-end demo on the example repo with the embedded defaults (no services).
 
 generate data -> apply -> materialize (a window, then incrementally) -> training set -> Parquet
--> online lookups (with an on-demand feature) -> push -> skew check.
+-> online lookups (with an on-demand feature) -> push -> skew check -> time travel (as_of, manifest,
+history).
 Run from the project root: ``python feature_repo/scripts/demo.py``.
 """
 
@@ -85,6 +86,17 @@ def main() -> None:
     print(store.push("driver_stats", [fresh]))
     print(store.online_features([{"driver_id": 1007}], ["driver_stats:conv_rate"], at=at).to_dict())
     print(store.verify(["driver_stats:conv_rate"], entities=[{"driver_id": 1007}], at=at))
+
+    print("\ntime travel: re-materialize February (a new data version), then rebuild the first training set")
+    store.materialize("2026-02-01", "2026-03-01", views=["driver_stats"])
+    again = store.training_set(labels, manifest=out)  # the manifest stored in the Parquet file
+    print(
+        f"rebuilt from {out.name}'s manifest at registry version {again.manifest['registry_version']}: "
+        f"identical = {again.to_polars().equals(frame)}"
+    )
+    print("\n$ featurekit history driver_stats")
+    for entry in store.history("driver_stats"):
+        print(entry)
     store.close()
 
 
