@@ -25,7 +25,8 @@ Messages say what went wrong, where, and how to fix it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 __all__ = [
     "ConfigError",
@@ -45,6 +46,8 @@ __all__ = [
     "UnknownNameError",
     "WindowError",
     "did_you_mean",
+    "is_io_failure",
+    "storage_errors",
 ]
 
 
@@ -113,7 +116,39 @@ class RegistryError(FeaturekitError):
 
 
 class StorageError(FeaturekitError):
-    """A stored data file (offline table, online store) is missing or damaged."""
+    """A stored file (offline table, registry, online store) is missing, damaged or cannot be written."""
+
+
+_IO_FAILURES = (
+    "disk i/o error",
+    "database or disk is full",
+    "no space left",
+    "input/output error",
+    "unable to open database",
+    "read-only file system",
+    "attempt to write a readonly database",
+)
+
+
+def is_io_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the disk failing (full, read-only, I/O error), not a bug or a conflict."""
+    return isinstance(exc, OSError) or any(s in str(exc).lower() for s in _IO_FAILURES)
+
+
+@contextmanager
+def storage_errors(what: str, consequence: str = "nothing was committed") -> Iterator[None]:
+    """Turn a failing disk under ``what`` into a :class:`StorageError` saying what it means."""
+    try:
+        yield
+    except FeaturekitError:
+        raise
+    except Exception as exc:
+        if not is_io_failure(exc):
+            raise
+        raise StorageError(
+            f"{what} failed: {str(exc).strip().splitlines()[0]}; {consequence}. "
+            "Free disk space or fix the device, then run the same command again"
+        ) from exc
 
 
 class ManifestError(FeaturekitError):

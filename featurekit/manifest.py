@@ -104,11 +104,11 @@ def load_manifest(value: Any) -> Manifest:
     return manifest
 
 
-# -- spine digest ---------------------------------------------------------------------------
+# -- content digest ---------------------------------------------------------------------------
 
 
-def spine_digest(table: pa.Table) -> str:
-    """A content digest of a spine: the same rows, columns and values give the same digest.
+def table_digest(table: pa.Table) -> str:
+    """A content digest of a table (a spine, a pushed batch): same rows, columns and values, same digest.
 
     Independent of how the frame was built (pandas, polars, Arrow, Parquet) as far as the values
     are the same: chunking, string encodings, dictionary encoding and timestamp units (where no

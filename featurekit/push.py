@@ -18,6 +18,7 @@ from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, SchemaError
 from featurekit.faults import checkpoint
 from featurekit.frames import as_arrow
+from featurekit.manifest import table_digest
 from featurekit.offline.materialize import Materializer, check_output
 from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.online.loading import write_latest
@@ -76,6 +77,11 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
             recorded = registry.latest_materialization(version.id)
             base = recorded.data_version if recorded is not None else None
             tables.prepare(view.name, version.version, base)
+            digest = table_digest(out)
+            if registry.pushed(version.id, digest) is not None:
+                # The same rows were committed by an earlier push (a retry after a failure):
+                # adding them again would duplicate them; only the online write is repeated.
+                return _online(view, version, out, materializer, base)
             data_version = tables.append(
                 view.name, version.version, out, {"featurekit.view": view.name, "featurekit.push": "true"}
             )
@@ -90,8 +96,16 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
                 rows=out.num_rows,
                 mode="push",
                 summary=f"push {out.num_rows} rows to {view.name} v{version.version}",
+                batch_digest=digest,
             )
         checkpoint("push.after_offline")
+    return _online(view, version, out, materializer, data_version)
+
+
+def _online(
+    view: FeatureView, version: ViewVersion, out: pa.Table, materializer: Materializer, data_version: int | None
+) -> PushResult:
+    """Write the newest pushed row of each entity online (only if at least as new as the stored one)."""
     view_input = ViewInput.from_version(version, [], [(f, f) for f in version.features])
     latest = latest_rows(materializer.con, view_input, rows=out)
     online_rows = write_latest(

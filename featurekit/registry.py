@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +25,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from featurekit.errors import ConflictError, RegistryError, UnknownNameError, did_you_mean
+from featurekit.errors import ConflictError, RegistryError, UnknownNameError, did_you_mean, storage_errors
 from featurekit.faults import checkpoint
 from featurekit.timestamps import from_micros, to_micros
 
-SCHEMA_VERSION = 2  # 2: gc records (gc_runs, removed_data)
+SCHEMA_VERSION = 3  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS materializations (
     watermark INTEGER,
     rows INTEGER NOT NULL,
     mode TEXT NOT NULL CHECK (mode IN ('window', 'incremental', 'push')),
+    batch_digest TEXT,
     UNIQUE (version_id, data_version)
 );
 CREATE INDEX IF NOT EXISTS materializations_by_version ON materializations (version_id, commit_id);
@@ -180,42 +181,63 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            with self._write():
-                for statement in _DDL.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if row is None or int(row[0]) < SCHEMA_VERSION:  # older formats only lack tables
-                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise RegistryError(
-                        f"registry {path} has format {row[0]}, newer than this featurekit understands "
-                        f"({SCHEMA_VERSION}); upgrade featurekit"
-                    )
+            with storage_errors(f"opening the registry {path}"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                # Opening an up-to-date registry writes nothing (and takes no write lock).
+                if self._schema_version() != SCHEMA_VERSION:
+                    self._create()
         except sqlite3.DatabaseError as exc:
             raise RegistryError(
                 f"registry {path} is unreadable ({exc}); restore it from a backup or move it away "
                 "and re-apply (materialized data under the store is kept)"
             ) from exc
 
+    def _schema_version(self) -> int | None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        return None if row is None else int(row[0])
+
+    def _create(self) -> None:
+        """Create the tables (or add those an older format lacks) in one transaction."""
+        self._db.execute("PRAGMA journal_mode=WAL")
+        with self._write():
+            for statement in _DDL.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            columns = [r[1] for r in self._db.execute("PRAGMA table_info(materializations)")]
+            if "batch_digest" not in columns:  # format 1 and 2
+                self._db.execute("ALTER TABLE materializations ADD COLUMN batch_digest TEXT")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise RegistryError(
+                    f"registry {self.path} has format {row[0]}, newer than this featurekit understands "
+                    f"({SCHEMA_VERSION}); upgrade featurekit"
+                )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with storage_errors(f"writing the registry {self.path}"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                with suppress(sqlite3.Error):  # a failing disk may fail the rollback too: keep the first error
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -307,6 +329,15 @@ class Registry:
             f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
             "WHERE m.version_id = ? AND m.commit_id <= ? ORDER BY m.commit_id DESC LIMIT 1",
             (version_id, as_of if as_of is not None else 2**62),
+        ).fetchone()
+        return None if row is None else _materialization_from(row)
+
+    def pushed(self, version_id: int, batch_digest: str) -> Materialization | None:
+        """The committed push of exactly these rows to the view version, if there is one."""
+        row = self._db.execute(
+            f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
+            "WHERE m.version_id = ? AND m.batch_digest = ? ORDER BY m.commit_id DESC LIMIT 1",
+            (version_id, batch_digest),
         ).fetchone()
         return None if row is None else _materialization_from(row)
 
@@ -449,8 +480,12 @@ class Registry:
         rows: int,
         mode: str,
         summary: str,
+        batch_digest: str | None = None,
     ) -> Materialization:
-        """Commit a materialization or push, if the view's data is still at ``base_data_version``."""
+        """Commit a materialization or push, if the view's data is still at ``base_data_version``.
+
+        ``batch_digest`` (pushes) identifies the pushed rows, so that a retried push is recognized.
+        """
         with self._write() as db:
             row = db.execute(
                 "SELECT data_version, watermark FROM materializations WHERE version_id = ? "
@@ -470,8 +505,8 @@ class Registry:
             commit = self._new_commit(db, "push" if mode == "push" else "materialize", summary, None)
             db.execute(
                 "INSERT INTO materializations (commit_id, version_id, data_version, window_start, window_end, "
-                "watermark, rows, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (commit, version_id, data_version, start, end, watermark, rows, mode),
+                "watermark, rows, mode, batch_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (commit, version_id, data_version, start, end, watermark, rows, mode, batch_digest),
             )
             checkpoint("materialize.before_commit")
         found = self.latest_materialization(version_id)

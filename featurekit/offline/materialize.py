@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurekit.definitions import FeatureView
-from featurekit.errors import DataError, FeaturekitError, SourceError
+from featurekit.errors import DataError, FeaturekitError, SourceError, StorageError
 from featurekit.faults import checkpoint
 from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.offline.sources import SourceReader, schema_diff
@@ -198,7 +198,17 @@ class Materializer:
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
             )
         checkpoint("materialize.after_commit")
-        online_rows = self.load_online(applied, committed.data_version, (start, end)) if online else 0
+        online_rows = 0
+        if online:
+            try:
+                online_rows = self.load_online(applied, committed.data_version, (start, end))
+            except StorageError as exc:
+                raise StorageError(
+                    f"{view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()}) was committed offline "
+                    f"(data version {data_version}, registry version {committed.commit_id}), but loading the online "
+                    f"store failed: {exc} Lookups keep the previous values; running the same materialize again "
+                    "converges"
+                ) from exc
         return MaterializeResult(
             view=view.name,
             version=applied.version,

@@ -20,12 +20,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from featurekit.errors import ConflictError, RegistryError
+from featurekit.errors import ConflictError, RegistryError, storage_errors
 from featurekit.names import quote
 
 # Time travel reads old log entries: never let the Delta log expire on its own (gc decides).
@@ -38,6 +39,19 @@ _TABLE_CONFIG: dict[str, str | None] = {
 def _delta_timestamp(moment: datetime) -> str:
     # Formatted from a datetime object, never from user text: safe inside the predicate.
     return moment.astimezone(UTC).strftime("'%Y-%m-%dT%H:%M:%S.%fZ'")
+
+
+_NOT_COMMITTED = "nothing was committed; readers keep the previous data"
+
+
+def _note_holder(handle: IO[bytes], pid: str) -> None:
+    """Write the holder's pid into the lock file: information only, so a full disk is no failure."""
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(pid.encode())
+    except OSError:
+        pass
 
 
 class OfflineTables:
@@ -59,27 +73,26 @@ class OfflineTables:
         An OS file lock: released by the kernel when the process dies, so a killed job never
         leaves a stale lock behind.
         """
-        self.locks.mkdir(parents=True, exist_ok=True)
         path = self.locks / f"{view.lower()}.lock"
-        with open(path, "a+") as handle:
+        with storage_errors(f"creating the lock file {path}"):
+            self.locks.mkdir(parents=True, exist_ok=True)
+            # Unbuffered: nothing is left to flush at close, so a failing disk cannot fail the release.
+            handle = open(path, "a+b", buffering=0)  # noqa: SIM115 -- closed below, after the lock is released
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
-                holder = handle.read().strip() or "unknown"
+                holder = handle.read().decode(errors="replace").strip() or "unknown"
                 raise ConflictError(
                     f"feature view '{view}' is being materialized by another process (pid {holder}); "
                     "wait for it to finish, then run again"
                 ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
+            _note_holder(handle, str(os.getpid()))
             try:
                 yield
             finally:
-                handle.seek(0)
-                handle.truncate()
+                _note_holder(handle, "")
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def prepare(self, view: str, version: int, recorded: int | None) -> None:
@@ -91,14 +104,15 @@ class OfflineTables:
         path = self.path(view, version)
         if not DeltaTable.is_deltatable(str(path)):
             return
-        if recorded is None:
-            trash = self.trash / f"{view.lower()}-v{int(version)}-{uuid.uuid4().hex}"
-            trash.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(trash)  # atomic: the next write starts a fresh table
-            return
-        table = DeltaTable(str(path))
-        if table.version() > recorded:
-            table.restore(recorded)
+        with storage_errors(f"undoing an unrecorded write to {path}"):
+            if recorded is None:
+                trash = self.trash / f"{view.lower()}-v{int(version)}-{uuid.uuid4().hex}"
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                path.rename(trash)  # atomic: the next write starts a fresh table
+                return
+            table = DeltaTable(str(path))
+            if table.version() > recorded:
+                table.restore(recorded)
 
     def write_window(
         self,
@@ -120,14 +134,15 @@ class OfflineTables:
         predicate = f"{column} >= {_delta_timestamp(window[0])} AND {column} < {_delta_timestamp(window[1])}"
         path = str(self.path(view, version))
         try:
-            write_deltalake(
-                path,
-                batches,
-                mode="overwrite",
-                predicate=None if replace_all else predicate,
-                configuration=_TABLE_CONFIG,  # applies when this write creates the table
-                commit_properties=CommitProperties(custom_metadata=note),
-            )
+            with storage_errors(f"writing the offline table {path}", _NOT_COMMITTED):
+                write_deltalake(
+                    path,
+                    batches,
+                    mode="overwrite",
+                    predicate=None if replace_all else predicate,
+                    configuration=_TABLE_CONFIG,  # applies when this write creates the table
+                    commit_properties=CommitProperties(custom_metadata=note),
+                )
         except CommitFailedError as exc:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()
@@ -136,13 +151,14 @@ class OfflineTables:
         """Add ``rows`` (a push) in one Delta commit; return its version."""
         path = str(self.path(view, version))
         try:
-            write_deltalake(
-                path,
-                rows,
-                mode="append",
-                configuration=_TABLE_CONFIG,
-                commit_properties=CommitProperties(custom_metadata=note),
-            )
+            with storage_errors(f"writing the offline table {path}", _NOT_COMMITTED):
+                write_deltalake(
+                    path,
+                    rows,
+                    mode="append",
+                    configuration=_TABLE_CONFIG,
+                    commit_properties=CommitProperties(custom_metadata=note),
+                )
         except CommitFailedError as exc:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()

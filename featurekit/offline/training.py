@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurekit.errors import DataError, RetentionError, SchemaError
-from featurekit.manifest import Manifest, ViewRecord, spine_digest
+from featurekit.manifest import Manifest, ViewRecord, table_digest
 from featurekit.offline.retrieval import PointInTimeQuery, TrainingSet, ViewInput
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
@@ -126,7 +126,7 @@ def build_training_set(
             full_names=full_names,
             timestamp_field=options.timestamp_field,
             known_at=None if known_at is None else known_at.isoformat(),
-            spine_digest=spine_digest(table),
+            spine_digest=table_digest(table),
             spine_rows=table.num_rows,
             spine_columns=table.column_names,
             views=records,

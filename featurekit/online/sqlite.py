@@ -11,12 +11,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from featurekit import faults
+from featurekit.errors import storage_errors
 from featurekit.names import quote
 from featurekit.online.base import Key, OnlineRows
 
@@ -38,10 +40,11 @@ class SqliteOnlineStore:
     def __init__(self, path: Path, busy_timeout_s: float = 60.0) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._queries: dict[tuple[str, tuple[str, ...], int], str] = {}
-        self._connect().execute("PRAGMA journal_mode=WAL")
+        with storage_errors(f"opening the online store {path}", "nothing was written"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._connect().execute("PRAGMA journal_mode=WAL")
 
     def _connect(self) -> sqlite3.Connection:
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
@@ -53,10 +56,11 @@ class SqliteOnlineStore:
 
     def create_table(self, table: str, features: Sequence[str]) -> None:
         columns = ", ".join(quote(f) for f in features)
-        self._connect().execute(
-            f"CREATE TABLE IF NOT EXISTS {quote(table)} (__fk_key PRIMARY KEY, __fk_event INTEGER NOT NULL, "
-            f"__fk_created INTEGER NOT NULL, {columns}) WITHOUT ROWID"
-        )
+        with storage_errors(f"creating online table {table} in {self.path}", "nothing was written"):
+            self._connect().execute(
+                f"CREATE TABLE IF NOT EXISTS {quote(table)} (__fk_key PRIMARY KEY, __fk_event INTEGER NOT NULL, "
+                f"__fk_created INTEGER NOT NULL, {columns}) WITHOUT ROWID"
+            )
 
     def write(self, table: str, rows: OnlineRows) -> int:
         if not len(rows):
@@ -76,6 +80,12 @@ class SqliteOnlineStore:
             rows.keys, rows.event_us, rows.created_us, *rows.columns.values(), strict=True
         )
         before = con.total_changes
+        with storage_errors(f"writing online table {table} in {self.path}", "nothing was written to it"):
+            self._upsert(con, sql, data)
+        return con.total_changes - before
+
+    @staticmethod
+    def _upsert(con: sqlite3.Connection, sql: str, data: Iterable[tuple[Any, ...]]) -> None:
         con.execute("BEGIN IMMEDIATE")
         try:
             if faults.armed():  # the crash tests need a moment with half of the rows written
@@ -85,10 +95,11 @@ class SqliteOnlineStore:
                 data = staged[len(staged) // 2 :]
             con.executemany(sql, data)
         except BaseException:
-            con.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a failing disk may fail the rollback too: keep the first error
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
-        return con.total_changes - before
 
     def _query(self, table: str, features: Sequence[str], count: int) -> str:
         cache_key = (table, tuple(features), count)
