@@ -35,6 +35,7 @@ from featurekit.errors import (
     WindowError,
 )
 from featurekit.info import ViewInfo
+from featurekit.integrity import IntegrityReport, verify_store
 from featurekit.manifest import Manifest
 from featurekit.offline.materialize import MaterializeResult
 from featurekit.offline.retrieval import TrainingSet
@@ -58,6 +59,7 @@ __all__ = [
     "FeatureView",
     "FeaturekitError",
     "FileSource",
+    "IntegrityReport",
     "InvalidNameError",
     "Manifest",
     "ManifestError",
@@ -82,4 +84,5 @@ __all__ = [
     "__version__",
     "feature_view",
     "on_demand",
+    "verify_store",
 ]

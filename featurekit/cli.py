@@ -18,6 +18,7 @@ import click
 from featurekit.errors import FeaturekitError, SchemaError
 from featurekit.example import write_example
 from featurekit.info import ViewInfo
+from featurekit.integrity import verify_store
 from featurekit.store import FeatureStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -312,8 +313,8 @@ def get(
 
 
 @cli.command()
-@click.option("-f", "--feature", "features", multiple=True, required=True, help="view:feature or view (repeatable).")
-@click.option("--sample", default=100, show_default=True, help="How many entities to sample.")
+@click.option("-f", "--feature", "features", multiple=True, help="Also run the skew check on these (repeatable).")
+@click.option("--sample", default=100, show_default=True, help="How many entities the skew check samples.")
 @click.option("-r", "--request", "requests", multiple=True, help="Request input name=value (repeatable).")
 @click.option("--at", default=None, help="Compare as of this time (default: now).")
 @click.option("--seed", default=0, show_default=True)
@@ -322,13 +323,22 @@ def get(
 def verify(
     ctx: Context, features: tuple[str, ...], sample: int, requests: tuple[str, ...], at: str | None, seed: int
 ) -> None:
-    """Skew check: compare training and serving values of FEATURES; exits 1 on any mismatch."""
-    request = {k: _typed(v) for k, v in _parse_pairs(requests, "request input").items()}
-    with ctx.store() as store:
-        report = store.verify(list(features), sample=sample, request=request or None, at=at, seed=seed)
-        click.echo(str(report))
-        if not report.ok:
-            sys.exit(1)
+    """Check the store's integrity; with -f also the training/serving skew. Exits 1 on any problem.
+
+    Integrity: the registry opens and is consistent, every recorded data file exists with its
+    recorded size, the online tables match the registry. Problems are listed one per line.
+    """
+    integrity = verify_store(ctx.repo)
+    click.echo(str(integrity))
+    ok = integrity.ok
+    if features:
+        request = {k: _typed(v) for k, v in _parse_pairs(requests, "request input").items()}
+        with ctx.store() as store:
+            report = store.verify(list(features), sample=sample, request=request or None, at=at, seed=seed)
+            click.echo(str(report))
+            ok = ok and report.ok
+    if not ok:
+        sys.exit(1)
 
 
 def _watermark(info: ViewInfo) -> str | None:

@@ -261,6 +261,11 @@ class Registry:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def quick_check(self) -> list[str]:
+        """SQLite's consistency check of the registry file: the problems found (none: empty)."""
+        rows = [r[0] for r in self._db.execute("PRAGMA quick_check")]
+        return [] if rows == ["ok"] else rows
+
     def head_commit(self) -> int:
         """The newest registry version (0 for an empty registry)."""
         row = self._db.execute("SELECT coalesce(max(id), 0) FROM commits").fetchone()

@@ -28,6 +28,7 @@ from featurekit.errors import (
     did_you_mean,
 )
 from featurekit.info import ViewInfo
+from featurekit.integrity import IntegrityReport, check_store
 from featurekit.manifest import load_manifest
 from featurekit.offline.engine import connect
 from featurekit.offline.materialize import Materializer, MaterializeResult
@@ -337,7 +338,11 @@ class FeatureStore:
             check_reproduction(expected, built.manifest_model)
         return built
 
-    # -- history and retention --------------------------------------------------------------
+    # -- history, retention, integrity ------------------------------------------------------
+
+    def check_integrity(self) -> IntegrityReport:
+        """Check the registry, every recorded data file and the online tables (see :mod:`featurekit.integrity`)."""
+        return check_store(self.store_root, self.online)
 
     def history(self, view: str | None = None) -> list[HistoryEntry]:
         """Applies and materializations (of one view, or all), oldest first."""

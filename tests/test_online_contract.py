@@ -71,6 +71,14 @@ def test_int_and_string_keys_are_distinct(store: OnlineStore) -> None:
     assert store.read("t__v1", ["b"], ["1"]) == {"1": (1, 1, "str")}
 
 
+def test_tables_lists_each_table_with_its_features(store: OnlineStore) -> None:
+    store.create_table("a__v1", ["x", "y"])
+    store.create_table("b__v2", ["z"])
+    assert store.tables() == {"a__v1": ["x", "y"], "b__v2": ["z"], "t__v1": ["a", "b"]}
+    store.drop_table("a__v1")
+    assert store.tables() == {"b__v2": ["z"], "t__v1": ["a", "b"]}
+
+
 def test_unknown_table_reads_empty_and_drop(store: OnlineStore) -> None:
     assert store.read("nope__v1", ["a"], [1]) == {}
     store.write("t__v1", rows((1, 1, 1, 1.0, "x")))

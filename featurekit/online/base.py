@@ -65,5 +65,8 @@ class OnlineStore(Protocol):
     def drop_table(self, table: str) -> None:
         """Remove a table (no error if it does not exist)."""
 
+    def tables(self) -> dict[str, list[str]]:
+        """Every table with its feature columns (what the integrity check compares with the registry)."""
+
     def close(self) -> None:
         """Release connections."""

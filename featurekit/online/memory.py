@@ -35,6 +35,10 @@ class MemoryOnlineStore:
             self._tables[table] = (features, staged)  # swap in whole: readers see old or new
         return written
 
+    def tables(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {name: list(features) for name, (features, _) in self._tables.items()}
+
     def read(self, table: str, features: Sequence[str], keys: Sequence[Key]) -> dict[Key, tuple[Any, ...]]:
         entry = self._tables.get(table)
         if entry is None:

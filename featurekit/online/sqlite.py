@@ -125,6 +125,15 @@ class SqliteOnlineStore:
             raise
         return found
 
+    def tables(self) -> dict[str, list[str]]:
+        con = self._connect()
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        found = {}
+        for name in names:
+            columns = [r[0] for r in con.execute("SELECT name FROM pragma_table_info(?)", (name,))]
+            found[name] = [c for c in columns if not c.startswith("__fk_")]
+        return found
+
     def drop_table(self, table: str) -> None:
         self._connect().execute(f"DROP TABLE IF EXISTS {quote(table)}")
 
