@@ -1,8 +1,9 @@
 """Name rules shared by every definition, and safe quoting for SQL identifiers.
 
 Entity, join-key, view and feature names must match ``^[A-Za-z_][A-Za-z0-9_]{0,62}$``, may not
-start with the reserved prefix ``__fk`` (featurekit's own columns), and must be unique
-case-insensitively, because DuckDB identifiers are case-insensitive even when quoted.
+start with the reserved prefix ``__fk`` (featurekit's own columns and aliases), and must be unique
+case-insensitively, because DuckDB identifiers are case-insensitive even when quoted. View names
+may not start with ``sqlite_`` either: they name online tables, and SQLite reserves those.
 """
 
 from __future__ import annotations
@@ -14,6 +15,16 @@ from featurekit.errors import InvalidNameError
 
 NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 RESERVED_PREFIX = "__fk"
+# A view's online table is named after it, and SQLite reserves table names starting with this.
+RESERVED_VIEW_PREFIX = "sqlite_"
+
+
+def view_name_problem(name: object, what: str) -> str | None:
+    """:func:`name_problem` plus the rule for view names (they name online tables)."""
+    problem = name_problem(name, what)
+    if problem is None and isinstance(name, str) and name.lower().startswith(RESERVED_VIEW_PREFIX):
+        return f"{what} name {name!r} starts with {RESERVED_VIEW_PREFIX!r}, which SQLite reserves; rename it"
+    return problem
 
 
 def name_problem(name: object, what: str) -> str | None:

@@ -55,7 +55,7 @@ class Plan:
     registry_version: int | None = None
     new_versions: list[NewVersion] = field(default_factory=list, repr=False)
     active: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
-    expected_head: dict[str, str] = field(default_factory=dict, repr=False)
+    expected_apply: int = field(default=0, repr=False)  # the newest apply commit it was planned against
 
     @property
     def has_changes(self) -> bool:
@@ -274,7 +274,8 @@ def make_plan(
     root: Path,
 ) -> Plan:
     """Compare the repo's views with the registry's head; collect every definition problem at once."""
-    head: dict[str, ActiveView] = registry.active()
+    expected_apply = registry.head_apply()  # read first: an apply landing before `active` only causes a retry
+    head: dict[str, ActiveView] = registry.active(expected_apply)
     described: dict[str, NewVersion] = {}
     problems = _Problems()
     for name, view in sorted(views.items()):
@@ -291,7 +292,7 @@ def make_plan(
     problems.raise_any()
     every: dict[str, FeatureView | OnDemandView] = {**views, **on_demand}
     changes: list[ViewChange] = []
-    plan = Plan(changes=changes, expected_head={n: a.version.fingerprint for n, a in head.items()})
+    plan = Plan(changes=changes, expected_apply=expected_apply)
     head_by_lower = {n.lower(): a for n, a in head.items()}
     for name, new in described.items():
         defined = every[name]

@@ -78,17 +78,18 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
             base = recorded.data_version if recorded is not None else None
             tables.prepare(view.name, version.version, base)
             digest = table_digest(out)
-            if registry.pushed(version.id, digest) is not None:
+            earlier = registry.pushed(version.id, digest)
+            if earlier is not None:
                 # The same rows were committed by an earlier push (a retry after a failure):
                 # adding them again would duplicate them; only the online write is repeated.
-                return _online(view, version, out, materializer, base)
+                return _online(view, version, out, materializer, data_version=base, commit=earlier.commit_id)
             data_version = tables.append(
                 view.name, version.version, out, {"featurekit.view": view.name, "featurekit.push": "true"}
             )
             times = out.column(view.timestamp_field)
             start = pc.min(times).as_py()
             end = pc.max(times).as_py() + timedelta(microseconds=1)
-            registry.record_materialization(
+            committed = registry.record_materialization(
                 version.id,
                 base_data_version=base,
                 data_version=data_version,
@@ -99,13 +100,23 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
                 batch_digest=digest,
             )
         checkpoint("push.after_offline")
-    return _online(view, version, out, materializer, data_version)
+        return _online(view, version, out, materializer, data_version=data_version, commit=committed.commit_id)
+    return _online(view, version, out, materializer, data_version=data_version, commit=None)
 
 
 def _online(
-    view: FeatureView, version: ViewVersion, out: pa.Table, materializer: Materializer, data_version: int | None
+    view: FeatureView,
+    version: ViewVersion,
+    out: pa.Table,
+    materializer: Materializer,
+    *,
+    data_version: int | None,
+    commit: int | None,
 ) -> PushResult:
-    """Write the newest pushed row of each entity online (only if at least as new as the stored one)."""
+    """Write the newest pushed row of each entity online (only if at least as new as the stored one).
+
+    ``commit`` is the registry commit of the rows' offline copy: recorded as loaded once they are.
+    """
     view_input = ViewInput.from_version(version, [], [(f, f) for f in version.features])
     latest = latest_rows(materializer.con, view_input, rows=out)
     online_rows = write_latest(
@@ -116,4 +127,6 @@ def _online(
         join_keys=list(view.join_keys),
         features=version.features,
     )
+    if commit is not None:
+        materializer.registry.record_online_load([commit])
     return PushResult(view.name, version.version, out.num_rows, online_rows, data_version)

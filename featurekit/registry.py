@@ -29,7 +29,7 @@ from featurekit.errors import ConflictError, RegistryError, UnknownNameError, di
 from featurekit.faults import checkpoint
 from featurekit.timestamps import from_micros, to_micros
 
-SCHEMA_VERSION = 3  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest
+SCHEMA_VERSION = 4  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest; 4: online_loads
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS materializations (
     UNIQUE (version_id, data_version)
 );
 CREATE INDEX IF NOT EXISTS materializations_by_version ON materializations (version_id, commit_id);
+CREATE TABLE IF NOT EXISTS online_loads (
+    commit_id INTEGER PRIMARY KEY REFERENCES commits (id)
+);
 CREATE TABLE IF NOT EXISTS gc_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ran_at INTEGER NOT NULL,
@@ -216,6 +219,8 @@ class Registry:
             if "batch_digest" not in columns:  # format 1 and 2
                 self._db.execute("ALTER TABLE materializations ADD COLUMN batch_digest TEXT")
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row[0]) < 4:  # before format 4, every online load was assumed done
+                self._db.execute("INSERT OR IGNORE INTO online_loads SELECT commit_id FROM materializations")
             if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise RegistryError(
                     f"registry {self.path} has format {row[0]}, newer than this featurekit understands "
@@ -265,6 +270,11 @@ class Registry:
         """SQLite's consistency check of the registry file: the problems found (none: empty)."""
         rows = [r[0] for r in self._db.execute("PRAGMA quick_check")]
         return [] if rows == ["ok"] else rows
+
+    def head_apply(self) -> int:
+        """The newest apply commit (0 when nothing was applied yet)."""
+        row = self._db.execute("SELECT coalesce(max(id), 0) FROM commits WHERE kind = 'apply'").fetchone()
+        return int(row[0])
 
     def head_commit(self) -> int:
         """The newest registry version (0 for an empty registry)."""
@@ -346,6 +356,20 @@ class Registry:
         ).fetchone()
         return None if row is None else _materialization_from(row)
 
+    def online_pending(self, version_id: int) -> list[Materialization]:
+        """Committed materializations and pushes of a view version whose online load never finished."""
+        rows = self._db.execute(
+            f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
+            "WHERE m.version_id = ? AND m.commit_id NOT IN (SELECT commit_id FROM online_loads) ORDER BY m.commit_id",
+            (version_id,),
+        )
+        return [_materialization_from(r) for r in rows]
+
+    def record_online_load(self, commit_ids: list[int]) -> None:
+        """Record that these commits' rows reached the online store (or were kept out of it on purpose)."""
+        with self._write() as db:
+            db.executemany("INSERT OR IGNORE INTO online_loads (commit_id) VALUES (?)", [(c,) for c in commit_ids])
+
     def materializations(self, version_id: int | None = None) -> list[Materialization]:
         """Every committed materialization (of one view version, or all), oldest first."""
         query = f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id"
@@ -412,27 +436,19 @@ class Registry:
         new_versions: list[NewVersion],
         active: dict[str, tuple[str, dict[str, Any]]],
         *,
-        expected_head: dict[str, str],
+        expected_apply: int,
         summary: str,
         git_commit: str | None,
     ) -> int:
         """Register new versions and make ``active`` (view -> (fingerprint, metadata)) the head set.
 
-        ``expected_head`` (view -> fingerprint) is the head the plan was computed against; if another
-        apply changed it meanwhile the plan is stale and :class:`ConflictError` is raised.
+        ``expected_apply`` is the newest apply commit the plan was computed against (0: none). If any
+        apply landed since, the plan is stale (its version numbers and changes may be wrong, even if
+        the head's fingerprints came back to the same values) and :class:`ConflictError` is raised.
         """
         with self._write() as db:
-            head = db.execute("SELECT max(id) FROM commits WHERE kind = 'apply'").fetchone()[0]
-            current: dict[str, str] = {}
-            if head is not None:
-                current = dict(
-                    db.execute(
-                        "SELECT a.view, v.fingerprint FROM active_views a JOIN view_versions v ON v.id = a.version_id "
-                        "WHERE a.commit_id = ?",
-                        (head,),
-                    ).fetchall()
-                )
-            if current != expected_head:
+            head = db.execute("SELECT coalesce(max(id), 0) FROM commits WHERE kind = 'apply'").fetchone()[0]
+            if head != expected_apply:
                 raise ConflictError(
                     "another apply changed the registry while this one was planned; run `featurekit apply` again"
                 )
@@ -499,9 +515,12 @@ class Registry:
             ).fetchone()
             current = None if row is None else int(row[0])
             if current != base_data_version:
+                view, number = db.execute(
+                    "SELECT view, version FROM view_versions WHERE id = ?", (version_id,)
+                ).fetchone()
                 raise ConflictError(
-                    f"another materialization of this view committed data version {current} while this one "
-                    f"started from {base_data_version}; nothing was committed, run it again"
+                    f"another materialization of feature view '{view}' v{number} committed data version {current} "
+                    f"while this one started from {base_data_version}; nothing was committed, run it again"
                 )
             start, end = to_micros(window[0]), to_micros(window[1])
             previous = None if row is None or row[1] is None else int(row[1])

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
 from featurekit.errors import DefinitionError, InvalidNameError
-from featurekit.names import case_clashes, name_problem
+from featurekit.names import case_clashes, name_problem, view_name_problem
 from featurekit.versioning import snapshot
 
 
@@ -160,7 +160,7 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
     problems: list[str] = []
     for view in views:
         where = f"{view.location}: feature view {view.name!r}"
-        if (p := name_problem(view.name, "feature view")) is not None:
+        if (p := view_name_problem(view.name, "feature view")) is not None:
             problems.append(NameProblem(f"{view.location}: {p}"))
         if not view.entities or not all(isinstance(e, Entity) for e in view.entities):
             problems.append(f"{where}: entity= must be an fk.Entity or a list of them")
@@ -196,7 +196,7 @@ def _on_demand_problems(on_demand: list[OnDemandView], views: list[FeatureView])
     problems: list[str] = []
     for view in on_demand:
         where = f"{view.location}: on-demand view {view.name!r}"
-        if (p := name_problem(view.name, "on-demand view")) is not None:
+        if (p := view_name_problem(view.name, "on-demand view")) is not None:
             problems.append(NameProblem(f"{view.location}: {p}"))
         if not view.inputs and not view.request:
             problems.append(f"{where}: declare inputs=['view:feature', ...] and/or request={{'name': pl.Float64}}")

@@ -173,7 +173,7 @@ class FeatureStore:
                 plan.registry_version = self.registry.apply(
                     plan.new_versions,
                     plan.active,
-                    expected_head=plan.expected_head,
+                    expected_apply=plan.expected_apply,
                     summary="; ".join(str(c) for c in plan.changes if c.kind != "unchanged"),
                     git_commit=git_commit(self.root),
                 )
@@ -256,6 +256,8 @@ class FeatureStore:
                     continue  # an empty source: nothing to materialize yet
                 start_at = utc(earliest, "earliest source timestamp")
             if start_at >= end_at:
+                if online:  # nothing new, but a killed run may have left committed windows out of the store
+                    materializer.catch_up_online(applied)
                 continue
             results.append(
                 materializer.run(

@@ -141,6 +141,8 @@ class Materializer:
     ) -> MaterializeResult:
         """Materialize ``[start, end)`` of one view version, commit it, then (``online``) load it online."""
         began = time.perf_counter()
+        if online:
+            self.catch_up_online(applied)
         reader = self.reader(view)
         self.check_source(view, applied, reader)
         reader.check_null_timestamps()
@@ -206,9 +208,10 @@ class Materializer:
                 raise StorageError(
                     f"{view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()}) was committed offline "
                     f"(data version {data_version}, registry version {committed.commit_id}), but loading the online "
-                    f"store failed: {exc} Lookups keep the previous values; running the same materialize again "
-                    "converges"
+                    f"store failed: {exc} Lookups keep the previous values; the next materialize of this view "
+                    "(even one with nothing new to do) loads them first"
                 ) from exc
+        self.registry.record_online_load([committed.commit_id])  # loaded, or kept offline on purpose
         return MaterializeResult(
             view=view.name,
             version=applied.version,
@@ -221,6 +224,22 @@ class Materializer:
             online_rows=online_rows,
             seconds=time.perf_counter() - began,
         )
+
+    def catch_up_online(self, version: ViewVersion) -> int:
+        """Load the windows of committed materializations and pushes whose online load never finished.
+
+        A process killed between its registry commit and the end of its online write leaves such
+        windows; loading them again is safe (stores keep only rows at least as new as theirs).
+        """
+        pending = self.registry.online_pending(version.id)
+        if not pending:
+            return 0
+        latest = self.registry.latest_materialization(version.id)
+        assert latest is not None
+        window = (min(m.window_start for m in pending), max(m.window_end for m in pending))
+        loaded = self.load_online(version, latest.data_version, window)
+        self.registry.record_online_load([m.commit_id for m in pending])
+        return loaded
 
     def load_online(self, version: ViewVersion, data_version: int, window: tuple[datetime, datetime] | None) -> int:
         """Write the newest committed row of each entity touched by ``window`` to the online store.

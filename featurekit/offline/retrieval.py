@@ -141,7 +141,7 @@ class PointInTimeQuery:
             self.params.append(_ttl_micros(view.ttl))
             packed = ", ".join([f"__t := f.{ts}", *order_key(view, "f")])
             return (
-                f"SELECT s.{ROW}, max(struct_pack({packed})) AS v FROM spine s JOIN {source} f "
+                f"SELECT s.{ROW}, max(struct_pack({packed})) AS __fk_v FROM spine s JOIN {source} f "
                 f"ON {keys} AND f.{ts} <= s.{TS} AND f.{ts} >= s.{TS} - to_microseconds(?) "
                 f"GROUP BY s.{ROW}"
             )
@@ -149,10 +149,10 @@ class PointInTimeQuery:
         key_list = ", ".join(quote(k) for k in view.join_keys)
         packed = ", ".join(order_key(view, "f")) or "__none := NULL"
         reduced = (
-            f"SELECT {key_list}, f.{ts} AS __t, max(struct_pack({packed})) AS v FROM {source} f "
+            f"SELECT {key_list}, f.{ts} AS __fk_t, max(struct_pack({packed})) AS __fk_v FROM {source} f "
             f"GROUP BY {key_list}, f.{ts}"
         )
-        return f"SELECT s.{ROW}, f.v FROM spine s ASOF JOIN ({reduced}) f ON {keys} AND s.{TS} >= f.__t"
+        return f"SELECT s.{ROW}, f.__fk_v FROM spine s ASOF JOIN ({reduced}) f ON {keys} AND s.{TS} >= f.__fk_t"
 
     def _build(self) -> str:
         self.params.extend(self.spine.params)
@@ -165,7 +165,9 @@ class PointInTimeQuery:
         for index, view in enumerate(self.views):
             ctes.append(f"j{index} AS ({self._join_view(index, view)})")
             joins.append(f"LEFT JOIN j{index} ON j{index}.{ROW} = s.{ROW}")
-        selects.extend(f"j{v}.v.{quote('v' + str(f))} AS {quote(self.views[v].features[f][1])}" for v, f in self.order)
+        selects.extend(
+            f"j{v}.__fk_v.{quote('v' + str(f))} AS {quote(self.views[v].features[f][1])}" for v, f in self.order
+        )
         return (
             "WITH "
             + ",\n".join(ctes)
@@ -230,17 +232,19 @@ def latest_rows(
         touched = f"SELECT DISTINCT {', '.join(keys)} FROM read_parquet(?) WHERE {ts} >= ? AND {ts} < ?"
         scope = f" SEMI JOIN ({touched}) w ON {on}"
         params += [view.files, window[0], window[1]]
-    created = "CASE WHEN isinf(v.__c) THEN NULL ELSE epoch_us(v.__c) END" if view.created_field else "NULL::BIGINT"
-    values = ", ".join(f"v.{quote('v' + str(i))} AS {quote(out)}" for i, (_, out) in enumerate(view.features))
+    created = (
+        "CASE WHEN isinf(__fk_v.__c) THEN NULL ELSE epoch_us(__fk_v.__c) END" if view.created_field else "NULL::BIGINT"
+    )
+    values = ", ".join(f"__fk_v.{quote('v' + str(i))} AS {quote(out)}" for i, (_, out) in enumerate(view.features))
     not_null = " AND ".join(f"f.{k} IS NOT NULL" for k in keys)
     inner = (
-        f"SELECT {', '.join(f'f.{k} AS {k}' for k in keys)}, max(struct_pack({packed})) AS v "
+        f"SELECT {', '.join(f'f.{k} AS {k}' for k in keys)}, max(struct_pack({packed})) AS __fk_v "
         f"FROM {source} f{scope} WHERE {not_null} GROUP BY ALL"
     )
     # Ordered by key: online stores keep rows in a B-tree on the key, and inserting in key order
     # halves the write time of a load (measured with 100k entities).
     sql = (
-        f"SELECT {', '.join(keys)}, epoch_us(v.__t) AS __fk_event, {created} AS __fk_created, {values} "
+        f"SELECT {', '.join(keys)}, epoch_us(__fk_v.__t) AS __fk_event, {created} AS __fk_created, {values} "
         f"FROM ({inner}) ORDER BY {', '.join(keys)}"
     )
     try:

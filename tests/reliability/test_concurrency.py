@@ -405,12 +405,6 @@ def test_apply_racing_a_materialization(make_repo: RepoFactory, tmp_path: Path):
     check_reads(report, states)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="defect: the registry's compare-and-set ConflictError (Registry.record_materialization) says "
-    "'another materialization of this view' without naming the view",
-)
 def test_registry_compare_and_set_conflict_names_the_view(make_repo: RepoFactory):
     """The registry's second guard (a writer that got past the lock) must name the view like the first."""
     root = new_repo(make_repo, features())
@@ -431,13 +425,6 @@ def test_registry_compare_and_set_conflict_names_the_view(make_repo: RepoFactory
     assert "driver_stats" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="defect: an apply's plan announces the version number it computed at plan time; if other applies "
-    "register a version and then restore the head it planned against (A-B-A) before it commits, the registry's "
-    "head check (Registry.apply, expected_head) passes and the version is registered under another number",
-)
 def test_an_apply_announces_the_version_number_it_registered(make_repo: RepoFactory, tmp_path: Path):
     """The race of store.apply, step by step: plan, two other applies land, then the commit."""
     store_dir = tmp_path / "shared_store"
@@ -449,13 +436,19 @@ def test_an_apply_announces_the_version_number_it_registered(make_repo: RepoFact
         for root in (other, first):  # ...meanwhile v2 is registered, then the head goes back to v1
             with fk.FeatureStore(root, progress=False) as meanwhile:
                 meanwhile.apply()
-        store.registry.apply(  # ...then store.apply() commits the plan
-            plan.new_versions,
-            plan.active,
-            expected_head=plan.expected_head,
-            summary="late apply",
-            git_commit=None,
-        )
-        (change,) = plan.changes
+        # ...then store.apply() commits the plan: it is stale (an apply landed since), even though the
+        # head's fingerprints are back to what it planned against (A-B-A), so it must not commit.
+        with pytest.raises(fk.ConflictError, match="another apply"):
+            store.registry.apply(
+                plan.new_versions,
+                plan.active,
+                expected_apply=plan.expected_apply,
+                summary="late apply",
+                git_commit=None,
+            )
+        applied = store.apply()  # what store.apply() does next: plan again, then commit
+        (change,) = applied.changes
         registered = store.registry.active()["driver_stats"].version.version
-    assert change.new_version == registered, f"the plan announced v{change.new_version}, the registry has v{registered}"
+    assert change.new_version == registered == 3, (
+        f"the plan announced v{change.new_version}, the registry has v{registered}"
+    )

@@ -17,7 +17,7 @@ prepared repo and is killed, either by :mod:`featurekit.faults` at a named point
 * re-running the command converges to a clean run: same training sets, views, watermarks and
   offline rows, no duplicate (key, event time) rows, the same online rows.
 
-The named points of gc are parametrized but skipped until gc crash scenarios exist (``GC_POINTS``).
+The named points of gc are covered by ``test_gc_crash.py``.
 Kills per run: 26 at named points (NAMED_KILLS) and 12 at random moments.
 """
 
@@ -162,11 +162,8 @@ NAMED_KILLS: list[tuple[str, tuple[str, ...]]] = [
     ("incremental", ("materialize.after_commit", "online.mid_upsert")),
 ]
 
-# Points of gc. Not covered yet: a killed gc has its own invariants (the data versions its policy
-# retains must read back identically, the ones it removes may be gone; a re-run removes the rest).
-# To cover them, add a "gc" entry to COMMANDS and PRE_STATE (a state with replaced windows) and an
-# op to _crash_worker.run_command, give check_after_kill the retained versions, then move these
-# points into NAMED_KILLS.
+# Points of gc: a killed gc has its own invariants (the data versions its policy retains read back
+# identically, the ones it removes may be gone; a re-run removes the rest), tested in test_gc_crash.py.
 GC_POINTS = tuple(p for p in faults.POINTS if p.startswith("gc."))
 
 RANDOM_COMMANDS = ("materialize", "incremental", "push", "apply")
@@ -176,7 +173,7 @@ RANDOM_MAX_ATTEMPTS = 8
 # A defect the named tests below mark xfail (strict). The random kills cannot choose where they
 # land, so they skip exactly this check when a kill landed where the defect shows. Set it to False
 # when the defect is fixed (the strict xfail tests will then pass and say so).
-KNOWN_DEFECT_INCREMENTAL_ONLINE_STALE = True
+KNOWN_DEFECT_INCREMENTAL_ONLINE_STALE = False
 
 INCREMENTAL_ONLINE_STALE = (
     "defect: an incremental materialization killed after its registry commit but before its online "
@@ -433,7 +430,15 @@ def rerun_and_check(world: World, command: str, root: Path, **known: bool) -> No
 
 def expected_defect(command: str, points: tuple[str, ...]) -> str | None:
     names = {p.partition(":")[0] for p in points}
-    if command == "incremental" and names & {"materialize.after_commit", "online.mid_upsert"}:
+    if (
+        KNOWN_DEFECT_INCREMENTAL_ONLINE_STALE
+        and command == "incremental"
+        and names
+        & {
+            "materialize.after_commit",
+            "online.mid_upsert",
+        }
+    ):
         return INCREMENTAL_ONLINE_STALE
     return None
 
@@ -472,11 +477,6 @@ def test_kill_at_named_point(world: World, command: str, points: tuple[str, ...]
         check_after_kill(previous, after, before, world.clean[command])
         previous = after
     rerun_and_check(world, command, root)
-
-
-@pytest.mark.parametrize("point", GC_POINTS)
-def test_kill_at_gc_point(point: str):
-    pytest.skip(f"crash point {point} belongs to gc, whose crash scenarios are not written yet (see GC_POINTS)")
 
 
 @pytest.mark.slow

@@ -43,6 +43,9 @@ SPINE = pa.table(
     }
 )
 
+# Every write of a materialization fails in turn; push and apply share its write paths (registry,
+# Delta, online store), so every second one of theirs keeps the suite within minutes.
+STRIDE = {"materialize": 1, "push": 2, "apply": 2}
 COMMANDS = {
     "materialize": "store.materialize('2026-01-01', '2026-01-10')",
     "push": f"store.push('driver_stats', trips_table({PUSHED!r}), to='online_and_offline')",
@@ -162,7 +165,7 @@ def test_every_failing_write_leaves_the_store_intact(command: str, base: Path, s
     after = state(clean)
     assert after["head"] > before["head"]
     outcomes: dict[str, int] = {}
-    for n in range(1, operations + 1):
+    for n in sorted({*range(1, operations + 1, STRIDE[command]), operations}):
         repo = prepare(base, tmp_path / f"n{n}", command)
         failed = run_child(repo, command, shim, n)
         if failed.returncode == 0:

@@ -16,14 +16,12 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import string
 import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -106,17 +104,6 @@ def expected_values(ttl: bool) -> list[float | None]:
     return [None, 2.0, 3.0] if ttl else [1.0, 2.0, 3.0]
 
 
-def known_defect(position: str, name: str, ttl: bool) -> str | None:
-    """Valid names that hit a defect (each has its own strict xfail test below)."""
-    if position == "view" and name.lower().startswith("sqlite_"):
-        return "sqlite_ view"
-    if position == "key" and name.lower() == "v":
-        return "key v"
-    if position == "key" and name.lower() == "__t" and not ttl:
-        return "key __t"
-    return None
-
-
 def lists_name(error: Exception, name: str) -> bool:
     """Whether an error message names ``name`` (quoted, as messages show names; clashes may lowercase it)."""
     text = str(error)
@@ -164,6 +151,8 @@ def should_accept(position: str, name: str) -> bool:
         return name.lower() not in TIMESTAMPS
     if position == "feature":
         return name.lower() not in {*TIMESTAMPS, DEFAULTS["key"]}
+    if position == "view":
+        return not name.lower().startswith("sqlite_")  # SQLite reserves those table names
     return True
 
 
@@ -267,7 +256,6 @@ NAMES = st.one_of(
 @SETTINGS
 @given(name=NAMES, ttl=st.booleans())
 def test_generated_names_are_refused_or_round_trip(position: str, name: str, ttl: bool):
-    assume(known_defect(position, name, ttl) is None)
     # A function cannot return two columns of one name: that is not a name check, leave it out.
     assume(not (position == "feature" and name in {*TIMESTAMPS, DEFAULTS["key"]}))
     check_name(position, name, ttl)
@@ -303,41 +291,19 @@ def test_sample_reserved_words_round_trip(position: str, name: str):
     check_name(position, name, ttl=False)
 
 
-# -- defects found: names the rules accept but that break a store --------------------------------------
+# -- defects found: names the rules accepted that broke a store (now refused, or working) ----------------
 
 
-# Each is fixed either way: refusing the name at load (InvalidNameError) or making it work.
+def test_view_named_like_sqlite_internal_tables_is_refused():
+    check_name("view", "sqlite_stats", ttl=True)
+    check_name("view", "SQLITE_x", ttl=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=sqlite3.OperationalError,
-    reason="defect: a view named sqlite_* passes the name rules, but its online table 'sqlite_..__v1' is "
-    "reserved by SQLite: materialize commits offline, then fails with a raw sqlite3.OperationalError",
-)
-def test_view_named_like_sqlite_internal_tables():
-    check_name("view", "sqlite_stats", ttl=True, valid_must_work=False)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=duckdb.BinderException,
-    reason="defect: a join key named 'v' collides with the alias v of the max(struct_pack(...)) column in "
-    "retrieval.latest_rows (and the no-TTL join): materialize fails with a DuckDB BinderException after its commit",
-)
 @pytest.mark.parametrize("ttl", [True, False])
-def test_join_key_named_like_the_struct_alias(ttl: bool):
-    check_name("key", "v", ttl=ttl, valid_must_work=False)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=duckdb.BinderException,
-    reason="defect: a join key named '__t' collides with the event-time alias __t of the no-TTL point-in-time "
-    "join (retrieval.PointInTimeQuery._join_view): training_set fails with a DuckDB BinderException",
-)
-def test_join_key_named_like_the_event_time_alias():
-    check_name("key", "__t", ttl=False, valid_must_work=False)
+def test_join_key_named_like_an_internal_alias_works(ttl: bool):
+    check_name("key", "v", ttl=ttl)
+    check_name("key", "__t", ttl=ttl)
+    check_name("key", "__c", ttl=ttl)
 
 
 # -- case twins ----------------------------------------------------------------------------------------
