@@ -297,3 +297,18 @@ def scan_package(package: Path, allowed: dict[tuple[str, str, str], str] | None 
     for path in sorted(package.rglob("*.py")):
         findings += scan_source(path.read_text(), path.relative_to(package).as_posix(), allowed)
     return findings
+
+
+def main() -> int:
+    """``python -m tests.reliability._sql_scan [PACKAGE]``: the lint step; exit 1 on any finding."""
+    import sys
+
+    package = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "featurekit"
+    findings = scan_package(package)
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
