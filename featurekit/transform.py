@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.definitions import FeatureView, OnDemandView
-from featurekit.errors import FeatureFunctionError, SchemaError
+from featurekit.errors import FeatureFunctionError, InvalidNameError, SchemaError
 from featurekit.timestamps import normalize_timestamps
 
 _WIDE_TO_STORAGE = {
@@ -49,6 +49,12 @@ def to_arrow(result: Any, where: str) -> pa.Table:
     """Turn what a function returned into an Arrow table, or fail naming the function."""
     if isinstance(result, pl.LazyFrame):
         result = result.collect()
+    names = result.column_names if isinstance(result, pa.Table) else getattr(result, "columns", [])
+    unusable = [n for n in names if not isinstance(n, str) or "\x00" in n]
+    if unusable:  # (polars cannot even export a NUL in a column name: it panics)
+        raise InvalidNameError(
+            [f"{where} returned columns named {unusable}; column names must be strings without NUL characters"]
+        )
     if isinstance(result, pl.DataFrame):
         return result.to_arrow()
     if isinstance(result, pd.DataFrame):

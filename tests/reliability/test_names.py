@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import featurekit as fk
@@ -255,6 +255,8 @@ NAMES = st.one_of(
 @pytest.mark.parametrize("position", ["entity", "key", "view", "feature"])
 @SETTINGS
 @given(name=NAMES, ttl=st.booleans())
+# Found in CI: a NUL inside a feature column name made polars panic while exporting the output.
+@example(name="P\u00d26\u00fa\u0091x\u00c5\x00\x0f\u0086\u00d8", ttl=False)
 def test_generated_names_are_refused_or_round_trip(position: str, name: str, ttl: bool):
     # A function cannot return two columns of one name: that is not a name check, leave it out.
     assume(not (position == "feature" and name in {*TIMESTAMPS, DEFAULTS["key"]}))
