@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,20 +27,27 @@ class Scale:
     rows: int  # feature rows per view
     entities: int
     spine: int
+    views: int = len(VIEWS)  # how many of VIEWS get source data (xlarge: one, for the scaling section)
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return VIEWS[: self.views]
 
 
 SCALES = {
     "small": Scale("small", 20_000, 2_000, 2_000),
     "medium": Scale("medium", 1_000_000, 100_000, 100_000),
     "large": Scale("large", 10_000_000, 1_000_000, 1_000_000),
-    "xlarge": Scale("xlarge", 30_000_000, 3_000_000, 1_000_000),
+    "xlarge": Scale("xlarge", 30_000_000, 3_000_000, 1_000_000, views=1),
 }
+SCALING = ("medium", "large", "xlarge")  # 1M, 10M, 30M feature rows: the scaling section
+NEW_DAY_END = END + timedelta(days=1)  # the incremental workload appends [END, NEW_DAY_END)
 
 
-def _features(rows: int, entities: int, seed: int) -> pa.Table:
+def _features(rows: int, entities: int, seed: int, first: datetime = START, days: int = DAYS) -> pa.Table:
     rng = np.random.default_rng(seed)
-    base = np.datetime64(START.replace(tzinfo=None), "us").astype("int64")
-    event = base + rng.integers(0, DAYS * 86_400, rows) * 1_000_000  # whole seconds: ties happen
+    base = np.datetime64(first.replace(tzinfo=None), "us").astype("int64")
+    event = base + rng.integers(0, days * 86_400, rows) * 1_000_000  # whole seconds: ties happen
     created = event + rng.integers(0, 3_600, rows) * 1_000_000
     columns: dict[str, object] = {
         "driver_id": rng.integers(0, entities, rows),
@@ -67,7 +76,7 @@ def ensure(scale: Scale) -> Path:
     """Write the scale's sources and spine once; return their folder."""
     folder = ROOT / scale.name
     (folder / "sources").mkdir(parents=True, exist_ok=True)
-    for index, view in enumerate(VIEWS):
+    for index, view in enumerate(scale.view_names):
         path = folder / "sources" / f"{view}.parquet"
         if not path.exists():
             pq.write_table(_features(scale.rows, scale.entities, seed=index + 1), path, row_group_size=1_000_000)
@@ -75,6 +84,37 @@ def ensure(scale: Scale) -> Path:
     if not spine.exists():
         pq.write_table(_spine(scale, seed=99), spine)
     return folder
+
+
+def new_day_rows(scale: Scale) -> pa.Table:
+    """One day of new stats_a source rows after END (as many as an average day of the scale)."""
+    return _features(max(1, scale.rows // DAYS), scale.entities, seed=42, first=END, days=1)
+
+
+def incremental_folder(folder: Path) -> Path:
+    """``<scale>/incremental/`` with ``sources/stats_a/part-0.parquet`` (the scale's rows, hard-linked)
+    and ``part-1.parquet`` (one new day); each contender keeps its base state and run copy there."""
+    root = folder / "incremental"
+    parts = root / "sources" / "stats_a"
+    parts.mkdir(parents=True, exist_ok=True)
+    if not (parts / "part-0.parquet").exists():
+        os.link(folder / "sources" / "stats_a.parquet", parts / "part-0.parquet")
+    if not (parts / "part-1.parquet").exists():
+        pq.write_table(new_day_rows(SCALES[folder.name]), parts / "part-1.parquet")
+    return root
+
+
+def restore(base: Path, run: Path) -> None:
+    """Make ``run`` a fresh copy of ``base``; Parquet files (never rewritten in place) are hard-linked."""
+    shutil.rmtree(run, ignore_errors=True)
+
+    def link_or_copy(src: str, dst: str) -> None:
+        if src.endswith(".parquet"):
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(base, run, copy_function=link_or_copy)
 
 
 def peak_rss_mb() -> float:
