@@ -292,3 +292,16 @@ def test_csv_and_glob_sources(make_repo, open_store):
     store.materialize(ts(0), ts(10))
     frame = store.training_set(spine([(1, ts(2)), (2, ts(3)), (3, ts(4))]), ["csv_stats"]).to_polars()
     assert frame["km"].to_list() == [2.0, 4.0, 9.0]
+
+
+def test_relative_repo_path_with_a_glob_source(make_repo, monkeypatch):
+    """Found by the benchmarks: a relative repo path doubled under DuckDB's search path for globs."""
+    features = BASIC_FEATURES.replace('"data/trips.parquet"', '"data/trips_*.parquet"')
+    root = make_repo(
+        features, data={"data/trips_1.parquet": trips_table(ROWS[:2]), "data/trips_2.parquet": trips_table(ROWS[2:])}
+    )
+    monkeypatch.chdir(root.parent)
+    with fk.FeatureStore(root.name, progress=False) as store:
+        store.apply()
+        (result,) = store.materialize(ts(0), ts(10))
+    assert result.rows == len(ROWS)

@@ -41,7 +41,7 @@ class SourceReader:
     def _path(self) -> str:
         assert isinstance(self.source, FileSource)
         path = Path(self.source.path)
-        return str(path if path.is_absolute() else self.root / path)
+        return str(path if path.is_absolute() else self.root.resolve() / path)  # DuckDB resolves relative globs itself
 
     def _relation(self) -> tuple[str, list[Any]]:
         """SQL text of the source's rows and its parameters."""
