@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 from deltalake import write_deltalake
 
 import featurekit as fk
-from benchmarks.data import END, FEATURES, LOOKUP_AT, START, VIEWS
+from benchmarks.data import END, FEATURES, LOOKUP_AT, START, VIEWS, restore
 from benchmarks.timing import Stopwatch
 
 FEATURES_PY = """\
@@ -133,9 +135,23 @@ def floor_training(folder: Path, views: int, sink: str, out: Path) -> Result:
 # -- materialization ------------------------------------------------------------------------
 
 
+@contextmanager
+def scratch_repo(folder: Path) -> Iterator[Path]:
+    """A throw-away copy of the scale's repo (Parquet hard-linked) for workloads that write.
+
+    Every materialization adds a data version; on the shared repo they would pile up (tens of GB
+    at xlarge). The copy sits next to the original so the sources' relative paths still hold.
+    """
+    copy = folder / f"fk_repo-scratch-{os.getpid()}"
+    restore(fk_repo(folder), copy)
+    try:
+        yield copy
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 def fk_materialize(folder: Path, online: bool) -> Result:
-    repo = fk_repo(folder)
-    with fk.FeatureStore(repo, progress=False) as store:
+    with scratch_repo(folder) as repo, fk.FeatureStore(repo, progress=False) as store:
         watch = Stopwatch()
         (result,) = store.materialize(START, END, views=["stats_a"], online=online)
         timing = watch.result()
@@ -266,10 +282,14 @@ def floor_lookup(folder: Path, entities: int, size: int, calls: int) -> Result:
 
 def lookups_during_materialize(folder: Path, entities: int, seconds: float) -> Result:
     """p50/p99 of 1-entity lookups while another process materializes the same view in a loop."""
+    with scratch_repo(folder) as repo:
+        return _lookups_during_writes(repo, entities, seconds)
+
+
+def _lookups_during_writes(repo: Path, entities: int, seconds: float) -> Result:
     import subprocess
     import sys
 
-    repo = fk_repo(folder)
     writer = subprocess.Popen(
         [sys.executable, "-m", "benchmarks", "materialize-loop", str(repo), str(seconds)],
         cwd=Path(__file__).resolve().parent.parent,

@@ -19,8 +19,8 @@ process per measurement, contenders alternating within each repetition; seconds 
 (min-max over the repetitions), memory is the child's peak RSS (interpreter and imports included).
 "floor" is the fastest hand-written DuckDB/SQLite code we know for the same work; Feast 0.67 runs
 from its own virtualenv (`benchmarks/requirements-feast.txt`). The harness fails when featurekit's
-training set differs from the floor's in any row or value. The machine has 2 cores and is shared
-with other test runs: differences under about 10% between runs are noise.
+training set differs from the floor's in any row or value. The machine has 2 cores and was
+shared with other test runs: the notes at the end say how much that moved the numbers.
 """
 
 
@@ -141,11 +141,12 @@ def scaling_section(records: dict[str, dict[str, Any]], chart: str | None) -> st
         "## Scaling: 1M, 10M and 30M feature rows",
         "",
         "Time and peak RSS of the 1-view training set (to Arrow) and of the offline materialize of one",
-        "view, at the medium, large and xlarge scales (`python -m benchmarks scaling`). The time",
-        "exponent is the least-squares slope of log(time) against log(rows): 1.0 is linear; fixed",
-        "costs (imports, plans, file opens) pull it below 1 at small sizes, so the last step",
-        "(time ratio over rows ratio, linear when equal) is the fairer test. The training set's spine is",
-        "0.1M rows at 1M feature rows and 1M rows above.",
+        "view, at the medium, large and xlarge scales (`python -m benchmarks scaling`). Growth is judged",
+        "on the best repetition and on CPU time (user + system, all threads), which other jobs on the",
+        "machine disturb less than wall time. An exponent is the least-squares slope of log(value)",
+        "against log(rows): 1.0 is linear; fixed costs pull it below 1, so the last step (ratio of the",
+        "values over the ratio of the rows, linear when equal) is the fairer test. The training set's",
+        "spine is 0.1M rows at 1M feature rows and 1M rows above.",
         "",
     ]
     figure = [f"![scaling chart]({chart})", ""] if chart else []

@@ -1,7 +1,7 @@
 """The scaling section: time and peak memory against feature rows, judged against linear growth.
 
 On a shared 2-core machine other jobs only ever add wall time, so growth is judged on the best
-(fastest) repetition and on CPU seconds, which competition for the cores hardly changes.
+(fastest) repetition and on CPU seconds, which competition for the cores changes less.
 """
 
 from __future__ import annotations

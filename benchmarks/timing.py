@@ -1,7 +1,7 @@
 """Wall and CPU time of a measured block.
 
-CPU time (user + system, every thread of the process) hardly moves when other jobs compete for
-the machine's two cores, while wall time can double: the scaling section judges growth on both.
+CPU time (user + system, every thread of the process) moves less than wall time when other jobs
+compete for the machine's two cores: the scaling section judges growth on both.
 """
 
 from __future__ import annotations
