@@ -104,6 +104,20 @@ def incremental_folder(folder: Path) -> Path:
     return root
 
 
+# Prepared stores (repos materialized once and reused) carry this stamp; a change of the data
+# layout featurekit writes bumps it, so no run measures tables written by an older layout.
+PREPARED = "layout 2: 128Ki-row groups, dictionaries for text only"
+
+
+def is_prepared(folder: Path) -> bool:
+    marker = folder / ".ready"
+    return marker.exists() and marker.read_text() == PREPARED
+
+
+def mark_prepared(folder: Path) -> None:
+    (folder / ".ready").write_text(PREPARED)
+
+
 def restore(base: Path, run: Path) -> None:
     """Make ``run`` a fresh copy of ``base``; Parquet files (never rewritten in place) are hard-linked."""
     shutil.rmtree(run, ignore_errors=True)

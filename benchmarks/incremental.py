@@ -18,7 +18,8 @@ import duckdb
 from deltalake import write_deltalake
 
 import featurekit as fk
-from benchmarks.data import END, FEATURES, NEW_DAY_END, START, incremental_folder, restore
+from benchmarks.contenders import FLOOR_WRITER
+from benchmarks.data import END, FEATURES, NEW_DAY_END, START, incremental_folder, is_prepared, mark_prepared, restore
 
 INCREMENTAL_FEATURES_PY = """\
 from datetime import timedelta
@@ -38,14 +39,14 @@ def stats_a(rows: pl.DataFrame) -> pl.DataFrame:
 def fk_incremental(folder: Path, work: Path) -> dict[str, object]:
     root = incremental_folder(folder)
     base, run = root / "featurekit_base", work / "featurekit_incremental"
-    if not (base / ".ready").exists():
+    if not is_prepared(base):
         _fresh(base)
         source = root / "sources" / "stats_a" / "*.parquet"  # absolute: the run copy lives elsewhere
         (base / "features.py").write_text(INCREMENTAL_FEATURES_PY.replace("SOURCE", str(source)))
         with fk.FeatureStore(base, progress=False) as store:
             store.apply()
             store.materialize(START, END)
-        (base / ".ready").write_text("ok")
+        mark_prepared(base)
     restore(base, run)
     with fk.FeatureStore(run, progress=False) as store:
         began = time.perf_counter()
@@ -53,6 +54,12 @@ def fk_incremental(folder: Path, work: Path) -> dict[str, object]:
         seconds = time.perf_counter() - began
     assert (result.start, result.end) == (END, NEW_DAY_END), "the base state must end at END"
     return {"seconds": seconds, "window_rows": result.source_rows, "online_rows": result.online_rows}
+
+
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
 
 
 def _fresh(folder: Path) -> None:
@@ -80,7 +87,7 @@ def _floor_write_window(
         "SELECT * FROM read_parquet(?) WHERE event_timestamp >= ? AND event_timestamp < ?",
         params=[parts, END, NEW_DAY_END],
     ).to_arrow_table()
-    write_deltalake(str(target / "delta"), window, mode="append")
+    write_deltalake(str(target / "delta"), window, mode="append", writer_properties=FLOOR_WRITER)
     con.register("window_rows", window)
     latest = con.sql(_LATEST.format(rows="window_rows")).to_arrow_table()
     rows = zip(*(latest.column(c).to_pylist() for c in latest.column_names), strict=True)
@@ -95,7 +102,7 @@ def _floor_base(con: duckdb.DuckDBPyConnection, parts: str, base: Path) -> None:
     reader = con.sql(
         "SELECT * FROM read_parquet(?) WHERE event_timestamp >= ? AND event_timestamp < ?", params=[parts, START, END]
     ).to_arrow_reader(1_000_000)
-    write_deltalake(str(base / "delta"), reader)
+    write_deltalake(str(base / "delta"), reader, writer_properties=FLOOR_WRITER)
     db = sqlite3.connect(base / "online.db", isolation_level=None)
     db.execute(f"CREATE TABLE t (driver_id INTEGER PRIMARY KEY, ts INTEGER, created INTEGER, {', '.join(FEATURES)})")
     history = "(SELECT * FROM read_parquet(?) WHERE event_timestamp < ?)"
@@ -104,21 +111,19 @@ def _floor_base(con: duckdb.DuckDBPyConnection, parts: str, base: Path) -> None:
     db.executemany(_UPSERT, zip(*(latest.column(c).to_pylist() for c in latest.column_names), strict=True))
     db.execute("COMMIT")
     db.close()
-    (base / ".ready").write_text("ok")
+    mark_prepared(base)
 
 
 def floor_incremental(folder: Path, work: Path) -> dict[str, object]:
     root = incremental_folder(folder)
     parts = str(root / "sources" / "stats_a" / "*.parquet")
     base, run = root / "floor_base", work / "floor_incremental"
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    if not (base / ".ready").exists():
-        _floor_base(con, parts, base)
+    if not is_prepared(base):
+        _floor_base(_duckdb(), parts, base)
     restore(base, run)
     db = sqlite3.connect(run / "online.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    began = time.perf_counter()
-    rows, entities = _floor_write_window(con, parts, run, db)
+    began = time.perf_counter()  # from a fresh DuckDB connection, as featurekit's first query in a store
+    rows, entities = _floor_write_window(_duckdb(), parts, run, db)
     seconds = time.perf_counter() - began
     return {"seconds": seconds, "window_rows": rows, "online_rows": entities}

@@ -226,12 +226,15 @@ def latest_rows(
         source, params = "__fk_rows", []
         con.register(source, rows)
     packed = ", ".join([f"__t := f.{ts}", *order_key(view, "f")])
-    scope = ""
+    since = having = ""
     if window is not None:
-        on = " AND ".join(f"f.{k} = w.{k}" for k in keys)
-        touched = f"SELECT DISTINCT {', '.join(keys)} FROM read_parquet(?) WHERE {ts} >= ? AND {ts} < ?"
-        scope = f" SEMI JOIN ({touched}) w ON {on}"
-        params += [view.files, window[0], window[1]]
+        # A touched entity's newest row is at least as new as its row in the window, so rows older
+        # than the window cannot win: skip them (row-group statistics skip whole old files), and
+        # keep the entities whose oldest remaining row falls inside the window. One scan instead
+        # of a semi-join against a second one (one day at medium: 0.03 s instead of 0.25 s).
+        since = f" AND f.{ts} >= ?"
+        having = f" HAVING min(f.{ts}) < ?"
+        params += [window[0], window[1]]
     created = (
         "CASE WHEN isinf(__fk_v.__c) THEN NULL ELSE epoch_us(__fk_v.__c) END" if view.created_field else "NULL::BIGINT"
     )
@@ -239,7 +242,7 @@ def latest_rows(
     not_null = " AND ".join(f"f.{k} IS NOT NULL" for k in keys)
     inner = (
         f"SELECT {', '.join(f'f.{k} AS {k}' for k in keys)}, max(struct_pack({packed})) AS __fk_v "
-        f"FROM {source} f{scope} WHERE {not_null} GROUP BY ALL"
+        f"FROM {source} f WHERE {not_null}{since} GROUP BY ALL{having}"
     )
     # Ordered by key: online stores keep rows in a B-tree on the key, and inserting in key order
     # halves the write time of a load (measured with 100k entities).

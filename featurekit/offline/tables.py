@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from featurekit.errors import ConflictError, RegistryError, storage_errors
@@ -34,6 +34,34 @@ _TABLE_CONFIG: dict[str, str | None] = {
     "delta.logRetentionDuration": "interval 36500 days",
     "delta.enableExpiredLogCleanup": "false",
 }
+
+
+# Parquet layout of every data file. Row groups of 128Ki rows: DuckDB scans a file in parallel by
+# row group, and the writer's default (1Mi rows) left a 1M-row window in one group that one thread
+# read (medium: newest-row scan 0.79 s against 0.32 s, training-set join 0.57 s against 0.30 s).
+# Dictionary encoding only for text: feature values, keys and timestamps are mostly distinct, the
+# dictionary overflows and falls back to plain anyway, and trying cost 3x the write time (1.4 s
+# against 0.43 s for 1M rows of 11 columns) for no smaller file.
+_ROW_GROUP_ROWS = 131_072
+
+
+def _writer_properties(schema: pa.Schema) -> WriterProperties:
+    text = [
+        field.name
+        for field in schema
+        if pa.types.is_string(field.type)
+        or pa.types.is_large_string(field.type)
+        or pa.types.is_string_view(field.type)
+        or pa.types.is_binary(field.type)
+        or pa.types.is_large_binary(field.type)
+        or pa.types.is_dictionary(field.type)
+    ]
+    return WriterProperties(
+        max_row_group_size=_ROW_GROUP_ROWS,
+        compression="SNAPPY",
+        default_column_properties=ColumnProperties(dictionary_enabled=False),
+        column_properties={name: ColumnProperties(dictionary_enabled=True) for name in text},
+    )
 
 
 def _delta_timestamp(moment: datetime) -> str:
@@ -141,6 +169,7 @@ class OfflineTables:
                     mode="overwrite",
                     predicate=None if replace_all else predicate,
                     configuration=_TABLE_CONFIG,  # applies when this write creates the table
+                    writer_properties=_writer_properties(batches.schema),
                     commit_properties=CommitProperties(custom_metadata=note),
                 )
         except CommitFailedError as exc:
@@ -157,6 +186,7 @@ class OfflineTables:
                     rows,
                     mode="append",
                     configuration=_TABLE_CONFIG,
+                    writer_properties=_writer_properties(rows.schema),
                     commit_properties=CommitProperties(custom_metadata=note),
                 )
         except CommitFailedError as exc:

@@ -116,7 +116,7 @@ def build_training_set(
         from featurekit import __version__
 
         origin = spine_input.origin
-        table = origin if isinstance(origin, pa.Table) else pq.read_table(origin)
+        table = origin if isinstance(origin, pa.Table) else pq.ParquetFile(origin).read()  # one file
         return Manifest(
             featurekit_version=__version__,
             project=options.project,
