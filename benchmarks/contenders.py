@@ -279,6 +279,7 @@ def floor_lookup(folder: Path, entities: int, size: int, calls: int) -> Result:
     repo = fk_repo(folder)
     batches = _entity_batches(entities, size, calls)
     db = sqlite3.connect(repo / ".featurekit" / "online.db")
+    db.execute("PRAGMA mmap_size = 1073741824")  # memory-mapped reads, as featurekit's store does
     cols = ", ".join(FEATURES)
     if size == 1:
         sql = f"SELECT __fk_key, __fk_event, {cols} FROM stats_a__v1 WHERE __fk_key = ?"

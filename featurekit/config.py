@@ -16,6 +16,7 @@ inside the repo::
       type: sqlite                # or "memory"
       path: online.db             # relative to store_dir
       busy_timeout_s: 60          # how long a writer waits for another writer
+      mmap_mb: 1024               # SQLite reads the file through a memory map of up to this size (0: off)
       refresh_s: 5                # how often serving looks for a new apply
 """
 
@@ -50,6 +51,7 @@ class OnlineConfig(BaseModel):
     type: Literal["sqlite", "memory"] = "sqlite"
     path: str = "online.db"  # relative to store_dir
     busy_timeout_s: float = Field(default=60.0, gt=0)
+    mmap_mb: int = Field(default=1024, ge=0)  # SQLite memory map for reads; 0 on network file systems
     refresh_s: float = Field(default=5.0, ge=0)  # how often serving checks the registry for a new apply
 
 

@@ -143,6 +143,31 @@ def test_duplicate_spine_rows_are_all_kept_in_order(make_repo, open_store):
     assert out["avg_trip_km"].to_list() == [3.0, 1.0, 3.0, 3.0]
 
 
+def test_missing_or_unreadable_spine_file(make_repo, open_store, tmp_path):
+    _, store = fresh(make_repo, open_store)
+    store.apply()
+    store.materialize(ts(0), ts(5))
+    with pytest.raises(fk.SchemaError, match=r"spine file .*nowhere\.parquet does not exist"):
+        store.training_set(tmp_path / "nowhere.parquet", ["driver_stats"])
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    with pytest.raises(fk.SchemaError, match=r"spine file .*garbage\.parquet is not a readable Parquet file"):
+        store.training_set(garbage, ["driver_stats"])
+
+
+def test_spine_file_and_frame_give_the_same_training_set_and_digest(make_repo, open_store, tmp_path):
+    _, store = fresh(make_repo, open_store)
+    store.apply()
+    store.materialize(ts(0), ts(5))
+    spine = pl.DataFrame({"driver_id": [2, 1, 2], "event_timestamp": [ts(2), ts(0), ts(1)], "label": [1, 0, 1]})
+    spine.write_parquet(tmp_path / "spine.parquet")
+    from_file = store.training_set(tmp_path / "spine.parquet", ["driver_stats"])
+    from_frame = store.training_set(spine, ["driver_stats"])
+    assert from_file.to_polars().equals(from_frame.to_polars())
+    assert from_file.to_polars()["label"].to_list() == [1, 0, 1]  # spine order kept
+    assert from_file.manifest_model.spine_digest == from_frame.manifest_model.spine_digest
+
+
 # -- names -----------------------------------------------------------------------------------------
 
 

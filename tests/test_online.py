@@ -38,7 +38,7 @@ def risk_per_km(df: pl.DataFrame) -> pl.DataFrame:
 """
 )
 
-ONLINE_CONFIGS = {"sqlite": None, "memory": "online:\n  type: memory\n"}
+ONLINE_CONFIGS = {"sqlite": None, "sqlite-no-mmap": "online:\n  mmap_mb: 0\n", "memory": "online:\n  type: memory\n"}
 
 
 @pytest.fixture(params=sorted(ONLINE_CONFIGS))
@@ -48,6 +48,15 @@ def store(request, make_repo, open_store):
     store.apply()
     store.materialize(ts(0), ts(5))
     return store
+
+
+def test_sqlite_reads_through_the_configured_memory_map(make_repo, open_store):
+    for config, expected in [(None, 1024 * 1024 * 1024), ("online:\n  mmap_mb: 0\n", 0)]:
+        store = open_store(make_repo(ON_DEMAND, data={"data/trips.parquet": trips_table(ROWS)}, config=config))
+        store.apply()
+        store.materialize(ts(0), ts(5))
+        connection = store.online._connect()
+        assert connection.execute("PRAGMA mmap_size").fetchone()[0] == expected
 
 
 def training_at(store, ids, at, features, **columns):

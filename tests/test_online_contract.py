@@ -14,6 +14,7 @@ from featurekit.online.sqlite import SqliteOnlineStore
 
 STORES: dict[str, Callable[[Path], OnlineStore]] = {
     "sqlite": lambda tmp: SqliteOnlineStore(tmp / "online.db"),
+    "sqlite-no-mmap": lambda tmp: SqliteOnlineStore(tmp / "online.db", mmap_mb=0),
     "memory": lambda tmp: MemoryOnlineStore(),
 }
 

@@ -80,11 +80,10 @@ class ViewInput:
 class SpineInput:
     """The spine as DuckDB sees it: a relation with a row number and its timestamp column."""
 
-    relation: str
-    params: list[Any]
+    relation: str  # a name registered on the connection
     timestamp_field: str
     columns: list[str]
-    origin: pa.Table | Path  # the spine as given (for its manifest digest)
+    origin: pa.Table  # the spine as given, before the row number (for its manifest digest)
 
 
 def _ttl_micros(ttl: timedelta) -> int:
@@ -155,7 +154,6 @@ class PointInTimeQuery:
         return f"SELECT s.{ROW}, f.__fk_v FROM spine s ASOF JOIN ({reduced}) f ON {keys} AND s.{TS} >= f.__fk_t"
 
     def _build(self) -> str:
-        self.params.extend(self.spine.params)
         ctes = [
             f"spine AS (SELECT *, CAST({quote(self.spine.timestamp_field)} AS TIMESTAMPTZ) AS {TS} "
             f"FROM {self.spine.relation})"

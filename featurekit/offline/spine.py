@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from featurekit.errors import SchemaError
 from featurekit.frames import as_arrow
@@ -31,27 +32,25 @@ def prepare_spine(
 ) -> tuple[SpineInput, list[Any]]:
     """Check the spine and make it a DuckDB relation; returns it and the objects to keep alive."""
     keep_alive: list[Any] = []
+    where = "spine"
     if isinstance(spine, (str, Path)):
+        # Read once, here: the join and the manifest's digest then see the same rows even if the
+        # file is replaced meanwhile, and a Parquet training set does not read the spine twice.
         path = Path(spine)
-        if not path.is_file():
-            raise SchemaError(f"spine file {path} does not exist")
-        try:
-            schema = con.sql("SELECT * FROM read_parquet(?) LIMIT 0", params=[str(path)]).to_arrow_table().schema
-        except duckdb.Error as exc:
-            raise SchemaError(f"spine file {path} is not a readable Parquet file: {exc}") from exc
-        relation = f"(SELECT *, file_row_number AS {ROW} FROM read_parquet(?, file_row_number = true))"
-        params: list[Any] = [str(path)]
         where = f"spine file {path}"
-        origin: pa.Table | Path = path
-    else:
-        table = as_arrow(spine, "spine")
-        schema = table.schema
-        origin = table
-        name = f"__fk_spine_{next(_counter)}"
-        table = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
-        con.register(name, table)
-        keep_alive.append(table)
-        relation, params, where = name, [], "spine"
+        if not path.is_file():
+            raise SchemaError(f"{where} does not exist")
+        try:
+            spine = pq.ParquetFile(path).read()
+        except (pa.ArrowException, OSError) as exc:
+            raise SchemaError(f"{where} is not a readable Parquet file: {exc}") from exc
+    table = as_arrow(spine, "spine")
+    schema = table.schema
+    origin = table
+    name = f"__fk_spine_{next(_counter)}"
+    table = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    con.register(name, table)
+    keep_alive.append(table)
     columns = schema.names
     reserved = [c for c in columns if c.lower().startswith(RESERVED_PREFIX)]
     if reserved:
@@ -70,7 +69,7 @@ def prepare_spine(
                 f"{where} column {key!r} is {spine_type} but the feature data's key is {feature_type}; "
                 "cast the spine column to the same kind"
             )
-    return SpineInput(relation, params, timestamp_field, columns, origin), keep_alive
+    return SpineInput(name, timestamp_field, columns, origin), keep_alive
 
 
 def _family(dtype: pa.DataType) -> str:

@@ -15,7 +15,6 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from featurekit.errors import DataError, RetentionError, SchemaError
 from featurekit.manifest import Manifest, ViewRecord, table_digest
@@ -115,8 +114,7 @@ def build_training_set(
     def manifest() -> Manifest:
         from featurekit import __version__
 
-        origin = spine_input.origin
-        table = origin if isinstance(origin, pa.Table) else pq.ParquetFile(origin).read()  # one file
+        table = spine_input.origin
         return Manifest(
             featurekit_version=__version__,
             project=options.project,

@@ -15,4 +15,4 @@ def open_online_store(config: OnlineConfig, store_root: Path) -> OnlineStore:
     if config.type == "memory":
         return MemoryOnlineStore()
     path = Path(config.path)
-    return SqliteOnlineStore(path if path.is_absolute() else store_root / path, config.busy_timeout_s)
+    return SqliteOnlineStore(path if path.is_absolute() else store_root / path, config.busy_timeout_s, config.mmap_mb)
