@@ -19,8 +19,9 @@ process per measurement, contenders alternating within each repetition; seconds 
 (min-max over the repetitions), memory is the child's peak RSS (interpreter and imports included).
 "floor" is the fastest hand-written DuckDB/SQLite code we know for the same work; Feast 0.67 runs
 from its own virtualenv (`benchmarks/requirements-feast.txt`). The harness fails when featurekit's
-training set differs from the floor's in any row or value. The machine has 2 cores and was
-shared with other test runs: the notes at the end say how much that moved the numbers.
+training set differs from the floor's in any row or value. The machine has 2 cores, and its
+speed drifts by 2-3x over tens of minutes even when idle: compare ratios measured in the same run,
+and read the notes at the end (which runs, which targets, where the time goes).
 """
 
 
