@@ -146,7 +146,9 @@ def _canonical(array: pa.Array) -> pa.Array:
 def _value_bytes(array: pa.Array) -> bytes:
     dtype = array.type
     if pa.types.is_large_string(dtype) or pa.types.is_large_binary(dtype):
-        filled = pc.fill_null(array, pa.scalar("" if pa.types.is_large_string(dtype) else b"", dtype))
+        filled = array
+        if array.null_count:
+            filled = pc.fill_null(array, pa.scalar("" if pa.types.is_large_string(dtype) else b"", dtype))
         offsets_buffer, data_buffer = filled.buffers()[1:3]
         offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[filled.offset : filled.offset + len(filled) + 1]
         data = b"" if data_buffer is None else data_buffer.to_pybytes()[offsets[0] : offsets[-1]]
@@ -155,5 +157,7 @@ def _value_bytes(array: pa.Array) -> bytes:
         array = array.cast(pa.int64())
         dtype = array.type
     if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
-        return bytes(pc.fill_null(array, pa.scalar(0, dtype)).to_numpy(zero_copy_only=False).tobytes())
+        if array.null_count:  # null slots hold arbitrary bytes: zero them (the validity bits count them)
+            array = pc.fill_null(array, pa.scalar(0, dtype))
+        return bytes(array.to_numpy(zero_copy_only=False).tobytes())
     return json.dumps(array.to_pylist(), default=str).encode()  # nested and rare types

@@ -45,23 +45,13 @@ def _strip(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def normalized_source(function: Callable[..., Any]) -> str:
-    """Source reduced to what executes: no docstrings, comments, decorators or layout."""
+def _parsed(function: Callable[..., Any]) -> tuple[str, ast.AST | None]:
+    """The function's source and its syntax tree (None when the source does not parse on its own)."""
     source = function_source(function)
     try:
-        tree = ast.parse(source)
+        return source, ast.parse(source)
     except SyntaxError:
-        return source
-    return ast.unparse(_strip(tree))
-
-
-def _referenced_names(function: Callable[..., Any]) -> list[str]:
-    try:
-        tree = ast.parse(function_source(function))
-    except SyntaxError:
-        return []
-    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-    return sorted(names)
+        return source, None
 
 
 def _is_repo_function(obj: object, home_module: str) -> bool:
@@ -79,9 +69,11 @@ def code_hash(function: Callable[..., Any]) -> str:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        digest.update(normalized_source(current).encode())
+        source, tree = _parsed(current)  # read and parsed once per function
+        names = sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}) if tree else []
+        digest.update((source if tree is None else ast.unparse(_strip(tree))).encode())
         namespace = getattr(current, "__globals__", {})
-        for name in _referenced_names(current):
+        for name in names:
             value = namespace.get(name)
             target = getattr(value, "function", value)  # a FeatureView wraps its function
             if isinstance(target, types.FunctionType) and _is_repo_function(target, home) and target is not current:

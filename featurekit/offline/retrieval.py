@@ -18,6 +18,8 @@ then the requested features in the requested order.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurekit.errors import StorageError
+from featurekit.errors import DataError, StorageError
 from featurekit.manifest import METADATA_KEY, Manifest
 from featurekit.names import quote
 from featurekit.registry import ViewVersion
@@ -83,7 +85,10 @@ class SpineInput:
     relation: str  # a name registered on the connection
     timestamp_field: str
     columns: list[str]
-    origin: pa.Table  # the spine as given, before the row number (for its manifest digest)
+    rows: Callable[[], pa.Table]  # the spine as given, without the row number (for the manifest's digest)
+    check: Callable[[], None]  # raises DataError if the rows DuckDB scanned may no longer be the spine's
+    release: Callable[[], None]  # drops the relation from the connection
+    file: str | None = None  # the Parquet file DuckDB scans, when the spine was given as one
 
 
 def _ttl_micros(ttl: timedelta) -> int:
@@ -193,14 +198,22 @@ class PointInTimeQuery:
         try:
             yield
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            if self.spine.file is not None and self.spine.file in str(exc):
+                raise DataError(
+                    f"the spine file {self.spine.file} could not be read: {str(exc).splitlines()[0]}; "
+                    "write it again (the feature data was not touched)"
+                ) from exc
             raise StorageError(
                 f"reading the offline data failed: {str(exc).splitlines()[0]}; run `featurekit verify` "
                 "to find damaged files (other versions stay readable)"
             ) from exc
 
     def close(self) -> None:
+        """Forget the spine and the empty inputs registered on the connection."""
+        self.spine.release()
         for name in self._registered:
-            self.con.unregister(name)
+            with contextlib.suppress(duckdb.Error):  # the store closed its connection first
+                self.con.unregister(name)
 
 
 def latest_rows(
@@ -271,6 +284,9 @@ class TrainingSet:
     ) -> None:
         self._query = query
         self._keep_alive = keep_alive  # Arrow objects DuckDB scans lazily must outlive the query
+        # The spine stays registered on the store's connection while this object lives (it can be
+        # converted again); then it is dropped, so a notebook's old spines do not pile up in memory.
+        weakref.finalize(self, query.close)
         self._post = post  # on-demand features, computed batch by batch after the join
         self._make_manifest = manifest
         self._manifest: Manifest | None = None
@@ -303,6 +319,7 @@ class TrainingSet:
         if self._table is None:
             with self._query.reading():
                 table = self._query.relation().to_arrow_table()
+            self._query.spine.check()
             self._table = self._post(table) if self._post is not None else table
         return self._table
 
@@ -347,6 +364,11 @@ class TrainingSet:
             if writer is None:  # an empty spine: no batch came
                 table = self.to_arrow()
                 pq.write_table(table.replace_schema_metadata(metadata), temporary)
+        try:
+            self._query.spine.check()
+        except DataError:
+            temporary.unlink(missing_ok=True)
+            raise
         temporary.replace(target)  # readers never see a half-written file
         return target
 
@@ -359,6 +381,7 @@ class TrainingSet:
                 yield batch
             else:
                 yield from self._post(pa.Table.from_batches([batch])).to_batches()
+        self._query.spine.check()
 
     def __len__(self) -> int:
         return int(self.to_arrow().num_rows)

@@ -1,12 +1,22 @@
 """Bring a spine (pandas, polars, Arrow or a Parquet file) into DuckDB, checked, with a row number.
 
-The spine's own columns come back untouched; the join uses a UTC copy of its timestamp column
+A frame is registered as Arrow with a row-number column. A Parquet file is scanned by DuckDB
+inside the join, like any hand-written query would (in parallel, only once, without first
+building it in Python memory), numbered by ``file_row_number``; its rows are read back only if
+the manifest asks for the spine's digest. The file's identity (size, modification time, inode) is
+taken when the training set is planned and checked after every read, so a spine file replaced
+while a training set is built fails loudly instead of giving a manifest of other rows.
+
+The spine's own columns come back as given; the join uses a UTC copy of its timestamp column
 (naive = UTC) and a row number that restores the original order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +25,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurekit.errors import SchemaError
+from featurekit.errors import DataError, SchemaError
 from featurekit.frames import as_arrow
 from featurekit.names import RESERVED_PREFIX
 from featurekit.offline.retrieval import ROW, SpineInput
 from featurekit.timestamps import check_timestamp_type
 
 _counter = itertools.count()
+_FILE_ROW = "file_row_number"  # DuckDB's name for a Parquet row's position in its file
 
 
 def prepare_spine(
@@ -31,26 +42,88 @@ def prepare_spine(
     keys: dict[str, pa.DataType],
 ) -> tuple[SpineInput, list[Any]]:
     """Check the spine and make it a DuckDB relation; returns it and the objects to keep alive."""
-    keep_alive: list[Any] = []
-    where = "spine"
-    if isinstance(spine, (str, Path)):
-        # Read once, here: the join and the manifest's digest then see the same rows even if the
-        # file is replaced meanwhile, and a Parquet training set does not read the spine twice.
-        path = Path(spine)
-        where = f"spine file {path}"
-        if not path.is_file():
-            raise SchemaError(f"{where} does not exist")
-        try:
-            spine = pq.ParquetFile(path).read()
-        except (pa.ArrowException, OSError) as exc:
-            raise SchemaError(f"{where} is not a readable Parquet file: {exc}") from exc
-    table = as_arrow(spine, "spine")
-    schema = table.schema
-    origin = table
     name = f"__fk_spine_{next(_counter)}"
-    table = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    con.register(name, table)
-    keep_alive.append(table)
+    if isinstance(spine, (str, Path)):
+        spine_file = _SpineFile(Path(spine))
+        schema = spine_file.schema()
+        if _FILE_ROW not in schema.names:
+            _check(schema, timestamp_field, keys, spine_file.where)
+            relation = con.read_parquet(str(spine_file.path), file_row_number=True)
+            relation.project(f"* EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW}").create_view(name)
+            release = _releaser(lambda: con.execute(f"DROP VIEW IF EXISTS {name}"))
+            file = str(spine_file.path)
+            spine_input = SpineInput(
+                name, timestamp_field, schema.names, spine_file.read, spine_file.check, release, file
+            )
+            return spine_input, [relation]
+        spine = spine_file.read()  # a column DuckDB's row number would clash with: go through Arrow
+    table = as_arrow(spine, "spine")
+    _check(table.schema, timestamp_field, keys, "spine")
+    numbered = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    con.register(name, numbered)
+    release = _releaser(lambda: con.unregister(name))
+    return SpineInput(name, timestamp_field, table.schema.names, lambda: table, _unchanged, release), [numbered]
+
+
+def _unchanged() -> None:
+    """A frame cannot change under the join: DuckDB scans the Arrow buffers it was given."""
+
+
+def _releaser(drop: Callable[[], object]) -> Callable[[], None]:
+    """Forget the spine on the connection (run when its training set is garbage collected)."""
+
+    def release() -> None:
+        with contextlib.suppress(duckdb.Error):  # the store closed its connection first: nothing to forget
+            drop()
+
+    return release
+
+
+class _SpineFile:
+    """A spine Parquet file, pinned to the file that was there when the training set was planned."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        self.where = f"spine file {path}"
+        if not self.path.is_file():
+            raise SchemaError(f"{self.where} does not exist")
+        self.identity = self._identity()
+
+    def _identity(self) -> tuple[int, int, int]:
+        stat = os.stat(self.path)
+        return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+    def _readable(self, read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except (pa.ArrowException, OSError) as exc:
+            raise SchemaError(f"{self.where} is not a readable Parquet file: {exc}") from exc
+
+    def schema(self) -> pa.Schema:
+        schema: pa.Schema = self._readable(lambda: pq.read_schema(self.path))
+        return schema
+
+    def read(self) -> pa.Table:
+        """The file's rows (for the manifest's digest), checked to be the rows the join scanned."""
+        self.check()
+        table: pa.Table = self._readable(lambda: pq.ParquetFile(self.path).read())
+        self.check()
+        return table
+
+    def check(self) -> None:
+        try:
+            same = self._identity() == self.identity
+        except OSError:
+            same = False
+        if not same:
+            raise DataError(
+                f"{self.where} was replaced or changed after this training set was planned, so the rows it "
+                "joined are gone; keep the spine file unchanged until the training set (and its manifest) "
+                "is written, then build it again"
+            )
+
+
+def _check(schema: pa.Schema, timestamp_field: str, keys: dict[str, pa.DataType], where: str) -> None:
     columns = schema.names
     reserved = [c for c in columns if c.lower().startswith(RESERVED_PREFIX)]
     if reserved:
@@ -69,7 +142,6 @@ def prepare_spine(
                 f"{where} column {key!r} is {spine_type} but the feature data's key is {feature_type}; "
                 "cast the spine column to the same kind"
             )
-    return SpineInput(name, timestamp_field, columns, origin), keep_alive
 
 
 def _family(dtype: pa.DataType) -> str:

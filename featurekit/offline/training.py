@@ -114,7 +114,7 @@ def build_training_set(
     def manifest() -> Manifest:
         from featurekit import __version__
 
-        table = spine_input.origin
+        table = spine_input.rows()
         return Manifest(
             featurekit_version=__version__,
             project=options.project,
