@@ -40,10 +40,20 @@ def _encode_json(values: list[Any]) -> list[Any]:
     return [None if v is None else json.dumps(v, default=str) for v in values]
 
 
+def python_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """The column's values as Python objects (numbers without nulls through numpy, which is faster)."""
+    dtype = column.type
+    if (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)) and column.null_count == 0:
+        values: list[Any] = column.to_numpy().tolist()
+        return values
+    values = column.to_pylist()
+    return values
+
+
 def encode_column(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     """A column as the Python values a store keeps."""
     dtype = column.type
-    values: list[Any] = column.to_pylist()
+    values = python_values(column)
     if pa.types.is_floating(dtype):
         has_nan = len(column) > 0 and pc.any(pc.is_nan(column)).as_py()
         return _encode_float(values) if has_nan else values
@@ -85,4 +95,4 @@ def decoder(dtype: pa.DataType) -> Decoder | None:
     return None
 
 
-__all__ = ["decoder", "encode_column"]
+__all__ = ["decoder", "encode_column", "python_values"]

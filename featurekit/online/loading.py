@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from featurekit.online.base import NO_CREATED, OnlineRows, OnlineStore, encode_key
-from featurekit.online.codecs import encode_column
+from featurekit.online.codecs import encode_column, python_values
 
 
 def table_name(view: str, version: int) -> str:
@@ -17,7 +17,7 @@ def table_name(view: str, version: int) -> str:
 
 def to_online_rows(table: pa.Table, join_keys: list[str], features: list[str]) -> OnlineRows:
     """Rows from :func:`featurekit.offline.retrieval.latest_rows` as plain Python lists."""
-    key_columns = [table.column(k).to_pylist() for k in join_keys]
+    key_columns = [python_values(table.column(k)) for k in join_keys]
     keys: list[Any] = (
         key_columns[0] if len(key_columns) == 1 else [encode_key(p) for p in zip(*key_columns, strict=True)]
     )
@@ -26,7 +26,7 @@ def to_online_rows(table: pa.Table, join_keys: list[str], features: list[str]) -
     created = table.column("__fk_created").to_pylist()
     return OnlineRows(
         keys=keys,
-        event_us=table.column("__fk_event").to_pylist(),
+        event_us=python_values(table.column("__fk_event")),
         created_us=[NO_CREATED if c is None else c for c in created],
         columns={f: encode_column(table.column(f)) for f in features},
     )
