@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     scaling = sub.add_parser("scaling", help=f"run {SCALING_WORKLOADS} at {', '.join(SCALING)} (no Feast)")
     for command in (run, scaling):
         command.add_argument("--repeat", type=int, default=3)
+        command.add_argument(
+            "--quick-repeat",
+            type=int,
+            default=9,
+            help="repetitions (at least --repeat) of a workload whose first featurekit run takes under a second",
+        )
         command.add_argument("--output", type=Path, default=HERE / "results")
     run.add_argument("--no-feast", action="store_true")
     sub.add_parser("report", help="rewrite RESULTS.md and the charts from results/*.json")

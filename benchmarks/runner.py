@@ -1,8 +1,9 @@
 """Run the chosen workloads of one scale, contenders alternating, and record the results as JSON.
 
 Every measurement runs in a fresh child process (so peak memory is per contender) and the
-contenders alternate within each repetition. Training-set results of featurekit and the floor
-must be identical, or the run fails.
+contenders alternate within each repetition. Workloads whose featurekit run takes under a second
+get at least ``--quick-repeat`` repetitions (default 9). Training-set results of featurekit and the
+floor must be identical, or the run fails.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.data import SCALES, ensure
-from benchmarks.workloads import FEAST_CALLS, WORKLOADS, Workload
+from benchmarks.workloads import FEAST_CALLS, QUICK_SECONDS, WORKLOADS, Workload
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
@@ -70,15 +71,20 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _measure(
-    workload: Workload, runs: dict[str, list[str]], scale: str, repeat: int, work: Path
+    workload: Workload, runs: dict[str, list[str]], scale: str, work: Path, *, repeat: int, quick_repeat: int
 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     from benchmarks.contenders import same_tables
 
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in runs}
     failures = []
-    for _ in range(1 if workload.once else repeat):
+    rounds, done = (1 if workload.once else repeat), 0
+    while done < rounds:
         for contender, args in runs.items():  # alternate contenders within each repetition
             samples[contender].append(run_one(contender, args, scale, work, workload.env))
+        done += 1
+        first = samples.get("featurekit", [{}])[0].get("seconds")
+        if done == 1 and workload.repeat_if_quick and not workload.once and first is not None and first < QUICK_SECONDS:
+            rounds = max(rounds, quick_repeat)
         if workload.contenders.get("featurekit", [""])[0] == "training" and "floor" in samples:
             mine, floor = samples["featurekit"][-1].get("output"), samples["floor"][-1].get("output")
             problem = same_tables(Path(mine), Path(floor)) if mine and floor else "no output"
@@ -116,7 +122,9 @@ def run_all(options: argparse.Namespace) -> int:
                 print(f"{name}: skipped, scale {scale.name} has {scale.views} view(s)", file=sys.stderr)
                 continue
             runs = {c: a for c, a in workload.contenders.items() if feast or c != "feast"}
-            samples, problems = _measure(workload, runs, scale.name, options.repeat, Path(tmp))
+            samples, problems = _measure(
+                workload, runs, scale.name, Path(tmp), repeat=options.repeat, quick_repeat=options.quick_repeat
+            )
             failures += problems
             results[name] = {"title": workload.title, "command": command}
             results[name] |= {c: summarize(s) for c, s in samples.items()}

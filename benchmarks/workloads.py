@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 # 1-row select to its thread pool, which costs more than the work on 2 cores.
 SINGLE_THREAD_POLARS = {"POLARS_MAX_THREADS": "1"}
 
+QUICK_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -19,6 +21,10 @@ class Workload:
     contenders: dict[str, list[str]]
     views: int = 1  # source views the scale must have
     once: bool = False  # one repetition only
+    # More rounds (``--quick-repeat``) when featurekit's first run took under QUICK_SECONDS: a job of
+    # a few hundred ms moves by tens of ms between runs on this machine, and three samples left its
+    # ratio to the floor to chance (1.04x and 1.20x for the same code in two runs of one evening).
+    repeat_if_quick: bool = True
     env: dict[str, str] = field(default_factory=dict)  # extra environment of every child
 
 
@@ -30,7 +36,8 @@ def _lookup(size: int, on_demand: bool, single_thread: bool) -> Workload:
     if not on_demand and not single_thread:
         contenders |= {"floor": ["floor_lookup", str(size)], "feast": ["lookup", str(size)]}
     # Repeated like the batch workloads: polars' pool latency differs between processes (bimodal on a busy box).
-    return Workload(title, contenders, env=SINGLE_THREAD_POLARS if single_thread else {})
+    # Lookups measure thousands of calls per run already.
+    return Workload(title, contenders, env=SINGLE_THREAD_POLARS if single_thread else {}, repeat_if_quick=False)
 
 
 def _lookup_variants() -> dict[str, Workload]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,14 @@ def table_digest(table: pa.Table) -> str:
     are the same: chunking, string encodings, dictionary encoding and timestamp units (where no
     precision is lost) do not matter; naive timestamps count as UTC, as everywhere else.
     """
-    digest = hashlib.sha256(f"rows={table.num_rows}\n".encode())
-    for name in table.column_names:
-        column = _canonical(table.column(name).combine_chunks())
+    return columns_digest(table.num_rows, ((name, table.column(name)) for name in table.column_names))
+
+
+def columns_digest(rows: int, columns: Iterable[tuple[str, pa.ChunkedArray | pa.Array]]) -> str:
+    """:func:`table_digest` of a table given column by column (only one column need be in memory)."""
+    digest = hashlib.sha256(f"rows={rows}\n".encode())
+    for name, values in columns:
+        column = _canonical(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
         digest.update(f"{name}\0{column.type}\0".encode())
         valid = column.is_valid().to_numpy(zero_copy_only=False)
         digest.update(np.packbits(valid).tobytes())

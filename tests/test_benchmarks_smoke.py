@@ -38,6 +38,8 @@ def test_harness_smoke_run(tmp_path: Path) -> None:
             "small",
             "--repeat",
             "1",
+            "--quick-repeat",
+            "1",
             "--no-feast",
             "--only",
             ",".join(WORKLOADS),

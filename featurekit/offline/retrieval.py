@@ -85,7 +85,8 @@ class SpineInput:
     relation: str  # a name registered on the connection
     timestamp_field: str
     columns: list[str]
-    rows: Callable[[], pa.Table]  # the spine as given, without the row number (for the manifest's digest)
+    digest: Callable[[], str]  # content digest of the spine as given (for the manifest), computed on demand
+    rows: int
     check: Callable[[], None]  # raises DataError if the rows DuckDB scanned may no longer be the spine's
     release: Callable[[], None]  # drops the relation from the connection
     file: str | None = None  # the Parquet file DuckDB scans, when the spine was given as one

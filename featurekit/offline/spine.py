@@ -2,10 +2,11 @@
 
 A frame is registered as Arrow with a row-number column. A Parquet file is scanned by DuckDB
 inside the join, like any hand-written query would (in parallel, only once, without first
-building it in Python memory), numbered by ``file_row_number``; its rows are read back only if
-the manifest asks for the spine's digest. The file's identity (size, modification time, inode) is
-taken when the training set is planned and checked after every read, so a spine file replaced
-while a training set is built fails loudly instead of giving a manifest of other rows.
+building it in Python memory), numbered by ``file_row_number``; its rows are read back, one
+column at a time, only if the manifest asks for the spine's digest. The file's identity (size,
+modification time, inode) is taken when the training set is planned and checked after every
+read, so a spine file replaced while a training set is built fails loudly instead of giving a
+manifest of other rows.
 
 The spine's own columns come back as given; the join uses a UTC copy of its timestamp column
 (naive = UTC) and a row number that restores the original order.
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 
 from featurekit.errors import DataError, SchemaError
 from featurekit.frames import as_arrow
+from featurekit.manifest import columns_digest, table_digest
 from featurekit.names import RESERVED_PREFIX
 from featurekit.offline.retrieval import ROW, SpineInput
 from featurekit.timestamps import check_timestamp_type
@@ -50,10 +52,15 @@ def prepare_spine(
             _check(schema, timestamp_field, keys, spine_file.where)
             relation = con.read_parquet(str(spine_file.path), file_row_number=True)
             relation.project(f"* EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW}").create_view(name)
-            release = _releaser(lambda: con.execute(f"DROP VIEW IF EXISTS {name}"))
-            file = str(spine_file.path)
             spine_input = SpineInput(
-                name, timestamp_field, schema.names, spine_file.read, spine_file.check, release, file
+                relation=name,
+                timestamp_field=timestamp_field,
+                columns=schema.names,
+                digest=spine_file.digest,
+                rows=spine_file.rows(),
+                check=spine_file.check,
+                release=_releaser(lambda: con.execute(f"DROP VIEW IF EXISTS {name}")),
+                file=str(spine_file.path),
             )
             return spine_input, [relation]
         spine = spine_file.read()  # a column DuckDB's row number would clash with: go through Arrow
@@ -61,8 +68,16 @@ def prepare_spine(
     _check(table.schema, timestamp_field, keys, "spine")
     numbered = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
     con.register(name, numbered)
-    release = _releaser(lambda: con.unregister(name))
-    return SpineInput(name, timestamp_field, table.schema.names, lambda: table, _unchanged, release), [numbered]
+    spine_input = SpineInput(
+        relation=name,
+        timestamp_field=timestamp_field,
+        columns=table.schema.names,
+        digest=lambda: table_digest(table),
+        rows=table.num_rows,
+        check=_unchanged,
+        release=_releaser(lambda: con.unregister(name)),
+    )
+    return spine_input, [numbered]
 
 
 def _unchanged() -> None:
@@ -103,12 +118,33 @@ class _SpineFile:
         schema: pa.Schema = self._readable(lambda: pq.read_schema(self.path))
         return schema
 
+    def rows(self) -> int:
+        rows: int = self._readable(lambda: pq.ParquetFile(self.path).metadata.num_rows)
+        return rows
+
     def read(self) -> pa.Table:
-        """The file's rows (for the manifest's digest), checked to be the rows the join scanned."""
+        """The file's rows, checked to be the rows planned with."""
         self.check()
         table: pa.Table = self._readable(lambda: pq.ParquetFile(self.path).read())
         self.check()
         return table
+
+    def digest(self) -> str:
+        """The manifest's digest of the file's rows, read one column at a time (bounded memory)."""
+        self.check()
+        parquet = self._readable(lambda: pq.ParquetFile(self.path))
+        names = parquet.schema_arrow.names
+
+        def column(name: str) -> pa.ChunkedArray:
+            # One thread: measured faster for one column than pyarrow's pool (large spine: 82 ms vs 134 ms whole)
+            table: pa.Table = self._readable(lambda: parquet.read(columns=[name], use_threads=False))
+            if table.column_names != [name]:  # a name pyarrow takes for a nested path: read the whole file
+                table = self._readable(parquet.read).select([names.index(name)])
+            return table.column(0)
+
+        found = columns_digest(parquet.metadata.num_rows, ((name, column(name)) for name in names))
+        self.check()
+        return found
 
     def check(self) -> None:
         try:

@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.errors import DataError, RetentionError, SchemaError
-from featurekit.manifest import Manifest, ViewRecord, table_digest
+from featurekit.manifest import Manifest, ViewRecord
 from featurekit.offline.retrieval import PointInTimeQuery, TrainingSet, ViewInput
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
@@ -114,7 +114,6 @@ def build_training_set(
     def manifest() -> Manifest:
         from featurekit import __version__
 
-        table = spine_input.rows()
         return Manifest(
             featurekit_version=__version__,
             project=options.project,
@@ -124,9 +123,9 @@ def build_training_set(
             full_names=full_names,
             timestamp_field=options.timestamp_field,
             known_at=None if known_at is None else known_at.isoformat(),
-            spine_digest=table_digest(table),
-            spine_rows=table.num_rows,
-            spine_columns=table.column_names,
+            spine_digest=spine_input.digest(),
+            spine_rows=spine_input.rows,
+            spine_columns=spine_input.columns,
             views=records,
         )
 
