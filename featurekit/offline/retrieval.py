@@ -82,13 +82,14 @@ class ViewInput:
 class SpineInput:
     """The spine as DuckDB sees it: a relation with a row number and its timestamp column."""
 
-    relation: str  # a name registered on the connection
+    relation: str  # SQL of a relation with the spine's columns and ROW: a registered name, or a file scan
+    params: list[Any]  # the relation's parameters (a file's path)
     timestamp_field: str
     columns: list[str]
     digest: Callable[[], str]  # content digest of the spine as given (for the manifest), computed on demand
     rows: int
     check: Callable[[], None]  # raises DataError if the rows DuckDB scanned may no longer be the spine's
-    release: Callable[[], None]  # drops the relation from the connection
+    release: Callable[[], None]  # forgets what was registered on the connection for it
     file: str | None = None  # the Parquet file DuckDB scans, when the spine was given as one
 
 
@@ -120,7 +121,7 @@ class PointInTimeQuery:
         self.views = views
         # (view index, feature index) per output column; default: view by view
         self.order = order or [(v, f) for v, view in enumerate(views) for f in range(len(view.features))]
-        self.params: list[Any] = []
+        self.params: list[Any] = list(spine.params)  # the spine's relation comes first in the SQL text
         self._registered: list[str] = []
         self.sql = self._build()
 

@@ -44,44 +44,45 @@ def prepare_spine(
     keys: dict[str, pa.DataType],
 ) -> tuple[SpineInput, list[Any]]:
     """Check the spine and make it a DuckDB relation; returns it and the objects to keep alive."""
-    name = f"__fk_spine_{next(_counter)}"
     if isinstance(spine, (str, Path)):
         spine_file = _SpineFile(Path(spine))
-        schema = spine_file.schema()
+        schema, rows = spine_file.footer()
         if _FILE_ROW not in schema.names:
             _check(schema, timestamp_field, keys, spine_file.where)
-            relation = con.read_parquet(str(spine_file.path), file_row_number=True)
-            relation.project(f"* EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW}").create_view(name)
+            scan = f"(SELECT * EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW} FROM read_parquet(?, {_FILE_ROW} = true))"
             spine_input = SpineInput(
-                relation=name,
+                relation=scan,
+                params=[str(spine_file.path)],
                 timestamp_field=timestamp_field,
                 columns=schema.names,
                 digest=spine_file.digest,
-                rows=spine_file.rows(),
+                rows=rows,
                 check=spine_file.check,
-                release=_releaser(lambda: con.execute(f"DROP VIEW IF EXISTS {name}")),
+                release=_nothing,
                 file=str(spine_file.path),
             )
-            return spine_input, [relation]
+            return spine_input, []
         spine = spine_file.read()  # a column DuckDB's row number would clash with: go through Arrow
     table = as_arrow(spine, "spine")
     _check(table.schema, timestamp_field, keys, "spine")
     numbered = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    name = f"__fk_spine_{next(_counter)}"
     con.register(name, numbered)
     spine_input = SpineInput(
         relation=name,
+        params=[],
         timestamp_field=timestamp_field,
         columns=table.schema.names,
         digest=lambda: table_digest(table),
         rows=table.num_rows,
-        check=_unchanged,
+        check=_nothing,  # a frame cannot change under the join: DuckDB scans the buffers it was given
         release=_releaser(lambda: con.unregister(name)),
     )
     return spine_input, [numbered]
 
 
-def _unchanged() -> None:
-    """A frame cannot change under the join: DuckDB scans the Arrow buffers it was given."""
+def _nothing() -> None:
+    pass
 
 
 def _releaser(drop: Callable[[], object]) -> Callable[[], None]:
@@ -114,13 +115,10 @@ class _SpineFile:
         except (pa.ArrowException, OSError) as exc:
             raise SchemaError(f"{self.where} is not a readable Parquet file: {exc}") from exc
 
-    def schema(self) -> pa.Schema:
-        schema: pa.Schema = self._readable(lambda: pq.read_schema(self.path))
-        return schema
-
-    def rows(self) -> int:
-        rows: int = self._readable(lambda: pq.ParquetFile(self.path).metadata.num_rows)
-        return rows
+    def footer(self) -> tuple[pa.Schema, int]:
+        """The file's Arrow schema and row count, from its footer alone."""
+        metadata: pq.FileMetaData = self._readable(lambda: pq.read_metadata(self.path))
+        return metadata.schema.to_arrow_schema(), metadata.num_rows
 
     def read(self) -> pa.Table:
         """The file's rows, checked to be the rows planned with."""
