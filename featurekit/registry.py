@@ -347,6 +347,17 @@ class Registry:
         ).fetchone()
         return None if row is None else _materialization_from(row)
 
+    def data_end(self, version_id: int) -> datetime | None:
+        """The latest window end of any committed materialization or push of a view version.
+
+        Every committed row of the version lies before it (writes replace or add rows inside their
+        window only; a Delta commit the registry never recorded is undone before the next write).
+        """
+        row = self._db.execute(
+            "SELECT max(window_end) FROM materializations WHERE version_id = ?", (version_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else from_micros(row[0])
+
     def pushed(self, version_id: int, batch_digest: str) -> Materialization | None:
         """The committed push of exactly these rows to the view version, if there is one."""
         row = self._db.execute(

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError, StorageError
 from featurekit.faults import checkpoint
+from featurekit.offline.newest import NewestRows
 from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables
@@ -152,15 +153,18 @@ class Materializer:
         partitions = max(1, math.ceil(source_rows / self.batch_rows)) if partition_keys else 1
         written = 0
         failure: list[BaseException] = []
+        newest: NewestRows | None = None  # the online rows, from the output (see featurekit.offline.newest)
 
         def outputs() -> Iterator[pa.RecordBatch]:
             nonlocal written
             try:
                 for batch in reader.batches(start, end, partitions, partition_keys):
-                    table = check_output(view, run_view(view, batch, applied.schema), start, end)
+                    table = check_output(view, run_view(view, batch, applied.schema), start, end).cast(applied.schema)
                     written += table.num_rows
                     progress.advance(batch.num_rows)
-                    yield from table.cast(applied.schema).to_batches()
+                    if newest is not None:
+                        newest.add(table)
+                    yield from table.to_batches()
             except BaseException as exc:  # re-raised below, after the Delta writer has given up
                 failure.append(exc)
                 raise
@@ -170,6 +174,9 @@ class Materializer:
             recorded_version = recorded.data_version if recorded is not None else None
             self.tables.prepare(view.name, applied.version, recorded_version)
             collected = recorded_version is not None and self.registry.removal(applied.id, recorded_version) is not None
+            data_end = self.registry.data_end(applied.id)
+            if online and (data_end is None or data_end <= end or collected):  # nothing committed after the window
+                newest = NewestRows(self.con, ViewInput.from_version(applied, [], [(f, f) for f in applied.features]))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
                 data_version = self.tables.write_window(
@@ -181,6 +188,7 @@ class Materializer:
                     note={"featurekit.view": view.name, "featurekit.version": str(applied.version)},
                     replace_all=collected,
                 )
+                latest = newest.result() if newest is not None else None
             except Exception as exc:
                 if failure and isinstance(failure[0], FeaturekitError):
                     raise failure[0] from None
@@ -189,6 +197,8 @@ class Materializer:
                 raise
             finally:
                 progress.finish()
+                if newest is not None:
+                    newest.close()
             checkpoint("materialize.data_written")
             committed = self.registry.record_materialization(
                 applied.id,
@@ -203,7 +213,7 @@ class Materializer:
         online_rows = 0
         if online:
             try:
-                online_rows = self.load_online(applied, committed.data_version, (start, end))
+                online_rows = self.load_online(applied, committed.data_version, (start, end), latest)
             except StorageError as exc:
                 raise StorageError(
                     f"{view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()}) was committed offline "
@@ -241,16 +251,25 @@ class Materializer:
         self.registry.record_online_load([m.commit_id for m in pending])
         return loaded
 
-    def load_online(self, version: ViewVersion, data_version: int, window: tuple[datetime, datetime] | None) -> int:
+    def load_online(
+        self,
+        version: ViewVersion,
+        data_version: int,
+        window: tuple[datetime, datetime] | None,
+        latest: pa.Table | None = None,
+    ) -> int:
         """Write the newest committed row of each entity touched by ``window`` to the online store.
 
-        Runs after the registry commit: a kill in between leaves older (never wrong) online values,
-        and a re-run converges because stores only take rows at least as new as theirs.
+        ``latest``: those rows, when the materialization computed them from its output; otherwise
+        they are read from the committed files. Runs after the registry commit: a kill in between
+        leaves older (never wrong) online values, and a re-run converges because stores only take
+        rows at least as new as theirs.
         """
-        files = self.tables.files(version.view, version.version, data_version)
         features = version.features
-        view_input = ViewInput.from_version(version, files, [(f, f) for f in features])
-        latest = latest_rows(self.con, view_input, window) if files else pa.table({})
+        if latest is None:
+            files = self.tables.files(version.view, version.version, data_version)
+            view_input = ViewInput.from_version(version, files, [(f, f) for f in features])
+            latest = latest_rows(self.con, view_input, window) if files else pa.table({})
         return write_latest(
             self.online,
             version.view,
