@@ -52,6 +52,14 @@ def _at(hours: int) -> datetime:
     return T0 + timedelta(hours=hours)
 
 
+def _assert_served(got: list[dict], expected: dict[int, tuple]) -> None:
+    for served in got:
+        hour, created, value = expected[served["driver_id"]]
+        assert served["__fk_event"] == int(_at(hour).timestamp() * 1_000_000)
+        assert served["__fk_created"] == (None if created == -1 else int(_at(created).timestamp() * 1_000_000))
+        assert served["km"] == float(value)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     files=st.lists(st.lists(row, max_size=12), min_size=1, max_size=3),
@@ -88,11 +96,7 @@ def test_latest_rows_match_the_oracle(tmp_path_factory, files, window):
     got = latest_rows(duckdb.connect(), view, scope).to_pylist()
     expected = _oracle([r for rows in files for r in rows], hours)
     assert [r["driver_id"] for r in got] == sorted(expected)  # ordered by key
-    for served in got:
-        hour, created, value = expected[served["driver_id"]]
-        assert served["__fk_event"] == int(_at(hour).timestamp() * 1_000_000)
-        assert served["__fk_created"] == (None if created == -1 else int(_at(created).timestamp() * 1_000_000))
-        assert served["km"] == float(value)
+    _assert_served(got, expected)
 
 
 def _table(rows: list[tuple]) -> pa.Table:
@@ -133,11 +137,7 @@ def test_newest_rows_of_entity_partitioned_batches_match_the_oracle(rows, batche
     assert got is not None
     expected = _oracle(rows, None)
     assert sorted(got.column("driver_id").to_pylist()) == sorted(expected)
-    for served in got.to_pylist():
-        hour, created, value = expected[served["driver_id"]]
-        assert served["__fk_event"] == int(_at(hour).timestamp() * 1_000_000)
-        assert served["__fk_created"] == (None if created == -1 else int(_at(created).timestamp() * 1_000_000))
-        assert served["km"] == float(value)
+    _assert_served(got.to_pylist(), expected)
 
 
 def test_newest_rows_refuse_an_entity_split_across_batches():
