@@ -347,16 +347,17 @@ class Registry:
         ).fetchone()
         return None if row is None else _materialization_from(row)
 
-    def data_end(self, version_id: int) -> datetime | None:
-        """The latest window end of any committed materialization or push of a view version.
+    def data_span(self, version_id: int) -> tuple[datetime, datetime] | None:
+        """Earliest window start and latest window end of the committed writes of a view version.
 
-        Every committed row of the version lies before it (writes replace or add rows inside their
-        window only; a Delta commit the registry never recorded is undone before the next write).
+        Every committed row of the version lies in this span (writes replace or add rows inside
+        their window only; a Delta commit the registry never recorded is undone before the next
+        write). ``None``: nothing was committed yet.
         """
         row = self._db.execute(
-            "SELECT max(window_end) FROM materializations WHERE version_id = ?", (version_id,)
+            "SELECT min(window_start), max(window_end) FROM materializations WHERE version_id = ?", (version_id,)
         ).fetchone()
-        return None if row is None or row[0] is None else from_micros(row[0])
+        return None if row is None or row[0] is None else (from_micros(row[0]), from_micros(row[1]))
 
     def pushed(self, version_id: int, batch_digest: str) -> Materialization | None:
         """The committed push of exactly these rows to the view version, if there is one."""

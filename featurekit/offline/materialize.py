@@ -28,7 +28,7 @@ from featurekit.faults import checkpoint
 from featurekit.offline.newest import NewestRows
 from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.offline.sources import SourceReader, schema_diff
-from featurekit.offline.tables import OfflineTables
+from featurekit.offline.tables import OfflineTables, WriteScope
 from featurekit.online.base import OnlineStore
 from featurekit.online.loading import write_latest
 from featurekit.registry import Registry, ViewVersion
@@ -90,6 +90,20 @@ def check_output(view: FeatureView, table: pa.Table, start: datetime, end: datet
                 "event timestamp inside the window of its source rows"
             )
     return table
+
+
+def _write_scope(span: tuple[datetime, datetime] | None, start: datetime, end: datetime) -> WriteScope:
+    """How the window's commit can replace the window's rows, given where committed rows can be.
+
+    All committed rows inside the window (or none, or gc removed them): overwrite the table. All
+    of them before it: append. Otherwise replace the window's rows by predicate, which makes Delta
+    check every new row against it (medium: 0.22-0.34 s instead of 0.17-0.25 s for 1M rows).
+    """
+    if span is None or (start <= span[0] and span[1] <= end):
+        return "all"
+    if span[1] <= start:
+        return "append"
+    return "window"
 
 
 class Materializer:
@@ -174,8 +188,9 @@ class Materializer:
             recorded_version = recorded.data_version if recorded is not None else None
             self.tables.prepare(view.name, applied.version, recorded_version)
             collected = recorded_version is not None and self.registry.removal(applied.id, recorded_version) is not None
-            data_end = self.registry.data_end(applied.id)
-            if online and (data_end is None or data_end <= end or collected):  # nothing committed after the window
+            span = None if collected else self.registry.data_span(applied.id)  # where committed rows can be
+            scope = _write_scope(span, start, end)
+            if online and (span is None or span[1] <= end):  # nothing committed after the window
                 newest = NewestRows(self.con, ViewInput.from_version(applied, [], [(f, f) for f in applied.features]))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
@@ -186,7 +201,7 @@ class Materializer:
                     timestamp_field=view.timestamp_field,
                     window=(start, end),
                     note={"featurekit.view": view.name, "featurekit.version": str(applied.version)},
-                    replace_all=collected,
+                    scope=scope,
                 )
                 latest = newest.result() if newest is not None else None
             except Exception as exc:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import pyarrow as pa
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
@@ -70,6 +70,8 @@ def _delta_timestamp(moment: datetime) -> str:
 
 
 _NOT_COMMITTED = "nothing was committed; readers keep the previous data"
+
+WriteScope = Literal["window", "all", "append"]
 
 
 def _note_holder(handle: IO[bytes], pid: str) -> None:
@@ -151,13 +153,17 @@ class OfflineTables:
         timestamp_field: str,
         window: tuple[datetime, datetime],
         note: dict[str, str],
-        replace_all: bool = False,
+        scope: WriteScope = "window",
     ) -> int:
         """Replace the rows of ``window`` with ``batches`` in one Delta commit; return its version.
 
-        ``replace_all`` replaces the whole table instead (its current data was removed by gc, so
-        the rows outside the window cannot be read back anyway).
+        ``scope`` says what the caller knows of the table's rows: ``"window"`` (anywhere: replace
+        the window's rows by predicate), ``"all"`` (none outside the window, or none readable after
+        gc: overwrite the table) or ``"append"`` (none in or after the window: add the rows). The
+        three give the same table; the last two skip Delta's check of every row against the predicate.
         """
+        if scope == "append":
+            return self.append(view, version, batches, note)
         column = quote(timestamp_field)
         predicate = f"{column} >= {_delta_timestamp(window[0])} AND {column} < {_delta_timestamp(window[1])}"
         path = str(self.path(view, version))
@@ -167,7 +173,7 @@ class OfflineTables:
                     path,
                     batches,
                     mode="overwrite",
-                    predicate=None if replace_all else predicate,
+                    predicate=predicate if scope == "window" else None,
                     configuration=_TABLE_CONFIG,  # applies when this write creates the table
                     writer_properties=_writer_properties(batches.schema),
                     commit_properties=CommitProperties(custom_metadata=note),
@@ -176,8 +182,8 @@ class OfflineTables:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()
 
-    def append(self, view: str, version: int, rows: pa.Table, note: dict[str, str]) -> int:
-        """Add ``rows`` (a push) in one Delta commit; return its version."""
+    def append(self, view: str, version: int, rows: pa.Table | pa.RecordBatchReader, note: dict[str, str]) -> int:
+        """Add ``rows`` (a push, or a window after all other rows) in one Delta commit; return its version."""
         path = str(self.path(view, version))
         try:
             with storage_errors(f"writing the offline table {path}", _NOT_COMMITTED):
