@@ -2,8 +2,9 @@
 
 Layout: ``<store>/offline/<view>/v<version>/`` holds the Delta table of that view version (Parquet
 data files with unique names plus ``_delta_log/``). A materialization is one Delta commit that
-replaces the rows of its window (``replaceWhere``), so re-materializing never duplicates rows and
-every earlier table version stays readable. Readers never list directories: they take the file
+replaces the rows of its window (``replaceWhere``; a plain overwrite or append when the caller
+knows no committed row lies outside or after the window), so re-materializing never duplicates
+rows and every earlier table version stays readable. Readers never list directories: they take the file
 list of the data version the registry recorded.
 
 The registry, not the Delta log, is the commit point featurekit readers follow. A Delta commit that
