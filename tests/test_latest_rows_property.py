@@ -149,3 +149,15 @@ def test_newest_rows_refuse_an_entity_split_across_batches():
         assert newest.result() is None
     finally:
         newest.close()
+
+
+def test_newest_rows_that_fail_leave_the_caller_to_read_the_files():
+    # A failure in the worker must not fail the materialization: result() says "read the files".
+    newest = NewestRows(duckdb.connect(), OUTPUT_VIEW)
+    try:
+        newest.add(_table([(1, 1, None, 1)]))
+        newest.add(_table([(2, 1, None, 1)]).drop_columns(["event_timestamp"]))  # fails in DuckDB
+        newest.add(_table([(3, 1, None, 1)]))  # not even started after a failure
+        assert newest.result() is None
+    finally:
+        newest.close()

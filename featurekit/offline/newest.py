@@ -10,7 +10,8 @@ reading the committed files back afterwards (medium: 0.13-0.18 s off the critica
 
 A view whose function moves rows between entities could put one entity in two batches; the result
 is then not one row per entity, and :meth:`NewestRows.result` returns ``None``: the caller reads
-the committed files as before.
+the committed files as before. It does the same if the computation fails (say, out of memory):
+a shortcut must never fail a materialization that would succeed without it.
 """
 
 from __future__ import annotations
@@ -32,21 +33,26 @@ class NewestRows:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-newest")
         self._pending: Future[pa.Table] | None = None
         self._done: list[pa.Table] = []
+        self._failed = False
 
     def add(self, batch: pa.Table) -> None:
         """Start on ``batch`` after the previous one is done (so at most two batches are held)."""
         self._collect()
-        self._pending = self._pool.submit(latest_rows, self._cursor, self._view, None, batch)
+        if not self._failed:
+            self._pending = self._pool.submit(latest_rows, self._cursor, self._view, None, batch)
 
     def _collect(self) -> None:
         if self._pending is not None:
-            self._done.append(self._pending.result())
+            try:
+                self._done.append(self._pending.result())
+            except Exception:  # noqa: BLE001 -- the caller falls back to reading the committed files
+                self._failed = True
             self._pending = None
 
     def result(self) -> pa.Table | None:
-        """The newest row of each entity in the output, or ``None`` if an entity was in two batches."""
+        """The newest row of each entity in the output; ``None``: read the committed files instead."""
         self._collect()
-        if not self._done:
+        if self._failed or not self._done:
             return None
         newest = pa.concat_tables(self._done)
         keys = self._view.join_keys
