@@ -5,6 +5,7 @@ From committed files (with and without a window) and from a materialization's ou
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -60,45 +61,6 @@ def _assert_served(got: list[dict], expected: dict[int, tuple]) -> None:
         assert served["km"] == float(value)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    files=st.lists(st.lists(row, max_size=12), min_size=1, max_size=3),
-    window=st.one_of(st.none(), st.tuples(st.integers(0, 21), st.integers(1, 8))),
-)
-def test_latest_rows_match_the_oracle(tmp_path_factory, files, window):
-    folder = tmp_path_factory.mktemp("latest")
-    paths = []
-    for index, rows in enumerate(files):
-        table = pa.table(
-            {
-                "driver_id": [d for d, _, _, _ in rows],
-                "event_timestamp": [_at(h) for _, h, _, _ in rows],
-                "created": [None if c is None else _at(h + c) for _, h, c, _ in rows],
-                "km": [float(v) for _, _, _, v in rows],
-            },
-            schema=SCHEMA,
-        )
-        path = folder / f"part-{index}.parquet"
-        pq.write_table(table, path, row_group_size=4)  # several row groups: statistics can skip some
-        paths.append(str(path))
-    view = ViewInput(
-        name="driver_stats",
-        files=paths,
-        schema=SCHEMA,
-        join_keys=["driver_id"],
-        timestamp_field="event_timestamp",
-        created_field="created",
-        ttl=None,
-        features=[("km", "km")],
-    )
-    hours = None if window is None else (window[0], window[0] + window[1])
-    scope = None if hours is None else (_at(hours[0]), _at(hours[1]))
-    got = latest_rows(duckdb.connect(), view, scope).to_pylist()
-    expected = _oracle([r for rows in files for r in rows], hours)
-    assert [r["driver_id"] for r in got] == sorted(expected)  # ordered by key
-    _assert_served(got, expected)
-
-
 def _table(rows: list[tuple]) -> pa.Table:
     return pa.table(
         {
@@ -111,7 +73,7 @@ def _table(rows: list[tuple]) -> pa.Table:
     )
 
 
-OUTPUT_VIEW = ViewInput(
+VIEW = ViewInput(
     name="driver_stats",
     files=[],
     schema=SCHEMA,
@@ -123,11 +85,33 @@ OUTPUT_VIEW = ViewInput(
 )
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=st.lists(st.lists(row, max_size=12), min_size=1, max_size=3),
+    window=st.one_of(st.none(), st.tuples(st.integers(0, 21), st.integers(1, 8))),
+)
+def test_latest_rows_match_the_oracle(tmp_path_factory, files, window):
+    folder = tmp_path_factory.mktemp("latest")
+    paths = []
+    for index, rows in enumerate(files):
+        table = _table(rows)
+        path = folder / f"part-{index}.parquet"
+        pq.write_table(table, path, row_group_size=4)  # several row groups: statistics can skip some
+        paths.append(str(path))
+    view = dataclasses.replace(VIEW, files=paths)
+    hours = None if window is None else (window[0], window[0] + window[1])
+    scope = None if hours is None else (_at(hours[0]), _at(hours[1]))
+    got = latest_rows(duckdb.connect(), view, scope).to_pylist()
+    expected = _oracle([r for rows in files for r in rows], hours)
+    assert [r["driver_id"] for r in got] == sorted(expected)  # ordered by key
+    _assert_served(got, expected)
+
+
 @settings(max_examples=60, deadline=None)
 @given(rows=st.lists(row.filter(lambda r: r[0] is not None), min_size=1, max_size=30), batches=st.integers(1, 4))
 def test_newest_rows_of_entity_partitioned_batches_match_the_oracle(rows, batches):
     # As materialize hands them over: every row of a driver in the same batch.
-    newest = NewestRows(duckdb.connect(), OUTPUT_VIEW)
+    newest = NewestRows(duckdb.connect(), VIEW)
     try:
         for index in range(batches):
             newest.add(_table([r for r in rows if r[0] % batches == index]))
@@ -142,7 +126,7 @@ def test_newest_rows_of_entity_partitioned_batches_match_the_oracle(rows, batche
 
 def test_newest_rows_refuse_an_entity_split_across_batches():
     # A view function that moves rows between entities can do this; the caller then reads the files.
-    newest = NewestRows(duckdb.connect(), OUTPUT_VIEW)
+    newest = NewestRows(duckdb.connect(), VIEW)
     try:
         newest.add(_table([(1, 1, None, 1), (2, 1, None, 1)]))
         newest.add(_table([(1, 2, None, 2)]))
@@ -153,7 +137,7 @@ def test_newest_rows_refuse_an_entity_split_across_batches():
 
 def test_newest_rows_that_fail_leave_the_caller_to_read_the_files():
     # A failure in the worker must not fail the materialization: result() says "read the files".
-    newest = NewestRows(duckdb.connect(), OUTPUT_VIEW)
+    newest = NewestRows(duckdb.connect(), VIEW)
     try:
         newest.add(_table([(1, 1, None, 1)]))
         newest.add(_table([(2, 1, None, 1)]).drop_columns(["event_timestamp"]))  # fails in DuckDB
