@@ -38,7 +38,7 @@ from featurekit.info import ViewInfo
 from featurekit.integrity import IntegrityReport, verify_store
 from featurekit.manifest import Manifest
 from featurekit.offline.materialize import MaterializeResult
-from featurekit.offline.retrieval import TrainingSet
+from featurekit.offline.training import TrainingSet
 from featurekit.online.serving import OnlineResponse
 from featurekit.plan import Plan
 from featurekit.push import PushResult

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
-from deltalake.exceptions import DeltaError
 
 from featurekit.config import load_config
 from featurekit.errors import FeaturekitError
+from featurekit.offline.tables import DataFile, OfflineTables
 from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
 from featurekit.online.loading import table_name
@@ -62,22 +61,22 @@ class _FileChecker:
         self.report = report
         self.seen: dict[str, str | None] = {}
 
-    def check(self, table: Path, data_version: int) -> list[str]:
+    def check(self, tables: OfflineTables, table: Path, data_version: int) -> list[str]:
         try:
-            actions = pa.table(DeltaTable(str(table), version=data_version).get_add_actions(flatten=True))
-        except (DeltaError, OSError, FeaturekitError) as exc:
+            files = tables.version_files(table, data_version)
+        except FeaturekitError as exc:
             return [f"{table}: Delta version {data_version} cannot be opened ({str(exc).splitlines()[0]})"]
+        return self.check_files(files)
+
+    def check_files(self, files: list[DataFile]) -> list[str]:
         problems = []
-        for relative, size in zip(
-            actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist(), strict=True
-        ):
-            path = table / relative
-            key = str(path)
+        for file in files:
+            key = str(file.path)
             if key not in self.seen:
-                self.seen[key] = _file_problem(path, size)
+                self.seen[key] = _file_problem(file.path, file.size)
                 self.report.files += 1
             if self.seen[key] is not None:
-                problems.append(f"{path}: {self.seen[key]}")
+                problems.append(f"{file.path}: {self.seen[key]}")
         return problems
 
 
@@ -123,10 +122,10 @@ def check_store(store_root: Path, online: OnlineStore | None, report: IntegrityR
             report.problems.append(f"{path}: SQLite quick_check found {'; '.join(problems[:5])}")
     except (FeaturekitError, sqlite3.Error) as exc:
         report.problems.append(f"{path}: {exc}")
-        _check_tables_on_disk(store_root, report)
+        _check_tables_on_disk(OfflineTables(store_root), report)
         return report
     try:
-        _check_offline(registry, store_root, report)
+        _check_offline(registry, OfflineTables(store_root), report)
         if online is not None:
             _check_online(registry, online, report)
     finally:
@@ -134,7 +133,7 @@ def check_store(store_root: Path, online: OnlineStore | None, report: IntegrityR
     return report
 
 
-def _check_offline(registry: Registry, store_root: Path, report: IntegrityReport) -> None:
+def _check_offline(registry: Registry, tables: OfflineTables, report: IntegrityReport) -> None:
     checker = _FileChecker(report)
     removed = registry.removals()
     versions = {v.id: v for v in registry.versions()}
@@ -142,9 +141,9 @@ def _check_offline(registry: Registry, store_root: Path, report: IntegrityReport
         if (m.version_id, m.data_version) in removed:
             continue
         version = versions[m.version_id]
-        table = store_root / "offline" / version.view.lower() / f"v{version.version}"
+        table = tables.path(version.view, version.version)
         name = f"{version.view} v{version.version} data version {m.data_version} (registry version {m.commit_id})"
-        problems = checker.check(table, m.data_version)
+        problems = checker.check(tables, table, m.data_version)
         if problems:
             report.problems += [f"{name}: {p}" for p in problems]
         else:
@@ -176,16 +175,14 @@ def _check_online(registry: Registry, online: OnlineStore, report: IntegrityRepo
             )
 
 
-def _check_tables_on_disk(store_root: Path, report: IntegrityReport) -> None:
+def _check_tables_on_disk(tables: OfflineTables, report: IntegrityReport) -> None:
     """Without a registry: check each offline table at its newest Delta version."""
     checker = _FileChecker(report)
-    for table in sorted((store_root / "offline").glob("*/v*")):
-        try:
-            newest = DeltaTable(str(table)).version()
-        except (DeltaError, OSError) as exc:
-            report.problems.append(f"{table}: not a readable Delta table ({str(exc).splitlines()[0]})")
+    for table, newest, files in tables.on_disk():
+        if isinstance(files, str):
+            report.problems.append(f"{table}: {files}")
             continue
-        problems = checker.check(table, newest)
+        problems = checker.check_files(files)
         name = f"{table.parent.name} {table.name} Delta version {newest} (not checked against the registry)"
         if problems:
             report.problems += [f"{name}: {p}" for p in problems]

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import polars as pl
 import pyarrow as pa
 
 from featurekit.definitions import FeatureView, OnDemandView
 from featurekit.errors import DefinitionError, FeaturekitError, InvalidNameError, NotAppliedError, did_you_mean
 from featurekit.names import case_clashes, name_problem
+from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.sources import SourceReader
 from featurekit.references import parse_ref
 from featurekit.registry import ActiveView, NewVersion, Registry, ViewVersion
@@ -129,8 +129,8 @@ def git_commit(root: Path) -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _describe_version(view: FeatureView, con: duckdb.DuckDBPyConnection, root: Path) -> NewVersion:
-    reader = SourceReader(con, root, view.source)
+def _describe_version(view: FeatureView, engine: OfflineEngine, root: Path) -> NewVersion:
+    reader = SourceReader(engine, root, view.source)
     source_schema = reader.schema()
     output = run_view(view, source_schema.empty_table())
     features = [c for c in output.column_names if c not in (*view.join_keys, *view.source.timestamp_columns)]
@@ -270,7 +270,7 @@ def make_plan(
     views: dict[str, FeatureView],
     on_demand: dict[str, OnDemandView],
     registry: Registry,
-    con: duckdb.DuckDBPyConnection,
+    engine: OfflineEngine,
     root: Path,
 ) -> Plan:
     """Compare the repo's views with the registry's head; collect every definition problem at once."""
@@ -280,7 +280,7 @@ def make_plan(
     problems = _Problems()
     for name, view in sorted(views.items()):
         try:
-            described[name] = _describe_version(view, con, root)
+            described[name] = _describe_version(view, engine, root)
         except FeaturekitError as exc:
             problems.add(exc, f"{view.location}: feature view {name!r}")
     problems.raise_any()

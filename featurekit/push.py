@@ -2,7 +2,7 @@
 
 Streaming ingestion takes the same path as batch materialization: the rows are conformed to the
 source schema recorded at apply, run through :func:`featurekit.transform.run_view`, checked, and
-reduced to each entity's newest row by the same DuckDB ordering the point-in-time join uses.
+reduced to each entity's newest row by the engine, in the order the point-in-time join uses.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from featurekit.errors import DataError, SchemaError
 from featurekit.faults import checkpoint
 from featurekit.frames import as_arrow
 from featurekit.manifest import table_digest
+from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, check_output
-from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.online.loading import write_latest
 from featurekit.registry import ViewVersion
 from featurekit.timestamps import normalize_timestamps
@@ -117,8 +117,7 @@ def _online(
 
     ``commit`` is the registry commit of the rows' offline copy: recorded as loaded once they are.
     """
-    view_input = ViewInput.from_version(version, [], [(f, f) for f in version.features])
-    latest = latest_rows(materializer.con, view_input, rows=out)
+    latest = materializer.engine.newest_rows(view_input(version, []), rows=out)
     online_rows = write_latest(
         materializer.online,
         view.name,

@@ -135,20 +135,30 @@ def collect_garbage(
     now: datetime,
     dry_run: bool = False,
 ) -> GcReport:
-    """Apply ``policy``: record what goes, then delete it, one view at a time under its writer lock."""
+    """Apply ``policy``: record what goes, then delete it, one view at a time under its writer lock.
+
+    What a view keeps is decided under its lock, from the registry as it is then: a
+    materialization that committed while gc worked on other views is retained, never deleted.
+    """
     report = GcReport(policy, dry_run)
-    retained, keep_online = _retained(registry, policy, pinned_versions(registry, pins), now)
-    already = registry.removals()
-    versions = registry.versions()
-    materialized: dict[int, list[int]] = {}
-    for m in registry.materializations():
-        materialized.setdefault(m.version_id, []).append(m.data_version)
-    for view in sorted({v.view.lower() for v in versions}):
-        own = [v for v in versions if v.view.lower() == view]
+    pinned = pinned_versions(registry, pins)
+    for view in sorted({v.view.lower() for v in registry.versions()}):
         try:
             with nullcontext() if dry_run else tables.lock(view):  # a dry run writes nothing, not even a lock
+                versions = registry.versions()
+                retained, keep_online = _retained(registry, policy, pinned, now)
+                materialized: dict[int, list[int]] = {}
+                for m in registry.materializations():
+                    materialized.setdefault(m.version_id, []).append(m.data_version)
+                own = [v for v in versions if v.view.lower() == view]
                 _collect_view(
-                    registry, tables, own, retained=retained, materialized=materialized, already=already, report=report
+                    registry,
+                    tables,
+                    own,
+                    retained=retained,
+                    materialized=materialized,
+                    already=registry.removals(),
+                    report=report,
                 )
         except ConflictError:
             report.skipped.append(view)
@@ -186,15 +196,10 @@ def _collect_view(
     report.removed += [(names[i].view, names[i].version, d) for i, d in removed]
     doomed: list[Path] = []
     for version in versions:
-        folder = tables.path(version.view, version.version)
-        if not folder.exists():
+        if not tables.path(version.view, version.version).exists():
             continue
-        keep = {Path(f).resolve() for d in retained[version.id] for f in tables.files(version.view, version.version, d)}
-        doomed += [
-            p
-            for p in folder.rglob("*")
-            if p.is_file() and "_delta_log" not in p.relative_to(folder).parts and p.resolve() not in keep
-        ]
+        keep = {f.path for d in retained[version.id] for f in tables.data_files(version.view, version.version, d)}
+        doomed += tables.stray_files(version.view, version.version, keep)
     report.files += len(doomed)
     report.bytes += sum(p.stat().st_size for p in doomed)
     if report.dry_run:

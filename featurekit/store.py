@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
 import pyarrow as pa
 
 from featurekit.codebase import Codebase
@@ -30,11 +29,12 @@ from featurekit.errors import (
 from featurekit.info import ViewInfo
 from featurekit.integrity import IntegrityReport, check_store
 from featurekit.manifest import load_manifest
-from featurekit.offline.engine import connect
+from featurekit.offline.duckdb_engine import DuckDBEngine
+from featurekit.offline.engine import OfflineEngine
+from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, MaterializeResult
-from featurekit.offline.retrieval import TrainingSet, ViewInput, latest_rows
 from featurekit.offline.tables import OfflineTables
-from featurekit.offline.training import BuildOptions, build_training_set
+from featurekit.offline.training import BuildOptions, TrainingSet, build_training_set
 from featurekit.ondemand import build_steps
 from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
@@ -60,10 +60,17 @@ class FeatureStore:
         repo: the feature repo folder (holding the feature modules and ``featurekit.yaml``).
         progress: ``"auto"`` (a bar on stderr when it is a terminal), ``True``, ``False``, or an
             object with ``start/advance/finish`` methods.
+        engine: the offline engine (an :class:`~featurekit.offline.engine.OfflineEngine`); default:
+            DuckDB in this process, configured by ``offline:`` in ``featurekit.yaml``. The store
+            closes it in :meth:`close`.
     """
 
     def __init__(
-        self, repo: str | Path = "feature_repo", *, progress: bool | Literal["auto"] | Progress = "auto"
+        self,
+        repo: str | Path = "feature_repo",
+        *,
+        progress: bool | Literal["auto"] | Progress = "auto",
+        engine: OfflineEngine | None = None,
     ) -> None:
         self.root = Path(repo)
         if not self.root.is_dir():
@@ -73,7 +80,7 @@ class FeatureStore:
         self.registry = Registry(self.store_root / "registry.db")
         self.tables = OfflineTables(self.store_root)
         self._progress = make_progress(progress)
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._engine: OfflineEngine | None = engine
         self._online: OnlineStore | None = None
         self._server: Server | None = None
         self._definitions: RepoDefinitions | None = None
@@ -82,11 +89,12 @@ class FeatureStore:
     # -- plumbing ---------------------------------------------------------------------------
 
     @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        """The store's DuckDB connection."""
-        if self._con is None:
-            self._con = connect(self.config.offline, self.root)
-        return self._con
+    def engine(self) -> OfflineEngine:
+        """The offline engine (default: DuckDB, in-process) that scans sources and builds training sets."""
+        if self._engine is None:
+            offline = self.config.offline
+            self._engine = DuckDBEngine(self.root, threads=offline.threads, memory_limit=offline.memory_limit)
+        return self._engine
 
     @property
     def online(self) -> OnlineStore:
@@ -107,8 +115,8 @@ class FeatureStore:
         self.registry.close()
         if self._online is not None:
             self._online.close()
-        if self._con is not None:
-            self._con.close()
+        if self._engine is not None:
+            self._engine.close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -149,7 +157,7 @@ class FeatureStore:
 
     def _materializer(self) -> Materializer:
         return Materializer(
-            self.con,
+            self.engine,
             root=self.root,
             tables=self.tables,
             registry=self.registry,
@@ -161,7 +169,7 @@ class FeatureStore:
 
     def plan(self) -> Plan:
         """What :meth:`apply` would change, without changing anything."""
-        return make_plan(self.definitions.views, self.definitions.on_demand, self.registry, self.con, self.root)
+        return make_plan(self.definitions.views, self.definitions.on_demand, self.registry, self.engine, self.root)
 
     def apply(self) -> Plan:
         """Register new versions of changed views in one registry transaction; returns the plan."""
@@ -334,7 +342,7 @@ class FeatureStore:
         )
         steps = build_steps(plan, self.codebase, self.registry)
         built = build_training_set(
-            self.con, self.registry, self.tables, plan, steps=steps, spine=spine, options=options
+            self.engine, self.registry, self.tables, plan, steps=steps, spine=spine, options=options
         )
         if expected is not None:
             check_reproduction(expected, built.manifest_model)
@@ -435,7 +443,7 @@ class FeatureStore:
             raise NotAppliedError(f"feature view '{version.view}' has no materialized data to sample entities from")
         files = self.tables.files(version.view, version.version, materialized.data_version)
         keys = list(version.definition["join_keys"])
-        latest = latest_rows(self.con, ViewInput.from_version(version, files, [])) if files else pa.table({})
+        latest = self.engine.newest_rows(view_input(version, files, [])) if files else pa.table({})
         rows = list(zip(*(latest.column(k).to_pylist() for k in keys), strict=True)) if latest.num_rows else []
         chosen = random.Random(seed).sample(rows, min(sample, len(rows)))  # noqa: S311 -- sampling, not security
         return {k: [r[i] for r in chosen] for i, k in enumerate(keys)}

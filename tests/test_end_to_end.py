@@ -105,8 +105,8 @@ def test_rematerializing_a_window_replaces_rows(store):
     store.materialize(ts(1), ts(3))
     after = store.training_set(spine([(1, ts(2))]), ["driver_stats"]).to_arrow()
     assert after.equals(before)
-    files = store.tables.files("driver_stats", 1, store.registry.latest_materialization(1).data_version)
-    assert pa.concat_tables(pq.read_table(f) for f in files).num_rows == len(ROWS)
+    files = store.tables.data_files("driver_stats", 1, store.registry.latest_materialization(1).data_version)
+    assert pa.concat_tables(pq.read_table(f.path) for f in files).num_rows == len(ROWS)
 
 
 def test_incremental_runs_equal_one_run(make_repo, open_store):

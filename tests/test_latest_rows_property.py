@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from featurekit.offline.duckdb_engine import DuckDBEngine
+from featurekit.offline.engine import ViewInput
 from featurekit.offline.newest import NewestRows
-from featurekit.offline.retrieval import ViewInput, latest_rows
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SCHEMA = pa.schema(
@@ -101,7 +102,9 @@ def test_latest_rows_match_the_oracle(tmp_path_factory, files, window):
     view = dataclasses.replace(VIEW, files=paths)
     hours = None if window is None else (window[0], window[0] + window[1])
     scope = None if hours is None else (_at(hours[0]), _at(hours[1]))
-    got = latest_rows(duckdb.connect(), view, scope).to_pylist()
+    engine = DuckDBEngine(folder)
+    got = engine.newest_rows(view, scope).to_pylist()
+    engine.close()
     expected = _oracle([r for rows in files for r in rows], hours)
     assert [r["driver_id"] for r in got] == sorted(expected)  # ordered by key
     _assert_served(got, expected)
@@ -111,7 +114,7 @@ def test_latest_rows_match_the_oracle(tmp_path_factory, files, window):
 @given(rows=st.lists(row.filter(lambda r: r[0] is not None), min_size=1, max_size=30), batches=st.integers(1, 4))
 def test_newest_rows_of_entity_partitioned_batches_match_the_oracle(rows, batches):
     # As materialize hands them over: every row of a driver in the same batch.
-    newest = NewestRows(duckdb.connect(), VIEW)
+    newest = NewestRows(DuckDBEngine(Path(".")), VIEW)
     try:
         for index in range(batches):
             newest.add(_table([r for r in rows if r[0] % batches == index]))
@@ -126,7 +129,7 @@ def test_newest_rows_of_entity_partitioned_batches_match_the_oracle(rows, batche
 
 def test_newest_rows_refuse_an_entity_split_across_batches():
     # A view function that moves rows between entities can do this; the caller then reads the files.
-    newest = NewestRows(duckdb.connect(), VIEW)
+    newest = NewestRows(DuckDBEngine(Path(".")), VIEW)
     try:
         newest.add(_table([(1, 1, None, 1), (2, 1, None, 1)]))
         newest.add(_table([(1, 2, None, 2)]))
@@ -137,7 +140,7 @@ def test_newest_rows_refuse_an_entity_split_across_batches():
 
 def test_newest_rows_that_fail_leave_the_caller_to_read_the_files():
     # A failure in the worker must not fail the materialization: result() says "read the files".
-    newest = NewestRows(duckdb.connect(), VIEW)
+    newest = NewestRows(DuckDBEngine(Path(".")), VIEW)
     try:
         newest.add(_table([(1, 1, None, 1)]))
         newest.add(_table([(2, 1, None, 1)]).drop_columns(["event_timestamp"]))  # fails in DuckDB

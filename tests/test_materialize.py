@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import featurekit as fk
+from featurekit.offline.engine import local_path
 from tests.conftest import BASIC_FEATURES, RepoFactory, store_files, trips_table, ts
 
 PER_ENTITY = """
@@ -164,9 +166,8 @@ def committed_rows(store: fk.FeatureStore) -> list[tuple]:
     head = store.registry.latest_materialization(version.id)
     assert head is not None
     files = store.tables.files("driver_stats", version.version, head.data_version)
-    table = store.con.sql(
-        "SELECT driver_id, event_timestamp, created, avg_trip_km FROM read_parquet(?)", params=[files]
-    ).to_arrow_table()
+    columns = ["driver_id", "event_timestamp", "created", "avg_trip_km"]
+    table = pa.concat_tables(pq.read_table(local_path(f), columns=columns) for f in files)
     return sorted(tuple(r.values()) for r in table.to_pylist())
 
 

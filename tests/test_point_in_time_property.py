@@ -1,8 +1,10 @@
-"""Property tests: the point-in-time join against a brute-force pure-Python oracle.
+"""Engine contract: the point-in-time join against a brute-force pure-Python oracle.
 
 Random small event logs with many ties (event time and created time drawn from a few minutes),
-null created times, null feature values, null key parts, TTL edges and spines in several time
-zones. The oracle states the rule directly; the join must agree on every row, in spine order.
+null created times, null feature values, null key parts, TTL edges, spines in several time
+zones and spines with sub-microsecond offsets (nanosecond timestamps, truncated toward the past).
+The oracle states the rule directly; every engine, with each of its join plans, must agree on
+every row, in spine order.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from featurekit.config import OfflineConfig
-from featurekit.offline.engine import connect
-from featurekit.offline.retrieval import PointInTimeQuery, TrainingSet, ViewInput
+from featurekit.offline.engine import ViewInput
 from featurekit.offline.spine import prepare_spine
+from featurekit.offline.training import TrainingSet
+from tests.engines import ENGINES, PLANS, make_engine
 
 BASE = datetime(2026, 3, 1, tzinfo=UTC)
 # The spine's timestamp column in several representations of the same instants (None = naive UTC).
@@ -35,7 +37,9 @@ feature_row = st.tuples(
     st.one_of(st.none(), minute),  # created minute
     st.one_of(st.none(), st.integers(min_value=-5, max_value=5)),  # value
 )
-spine_row = st.tuples(key, st.sampled_from(["x", "y"]), minute, st.sampled_from(range(len(ZONES))))
+# Nanoseconds after the minute: a spine row 1-999 ns before an event must not see it.
+offset_ns = st.sampled_from([0, -1, -500, -999, -1000, 1, 500])
+spine_row = st.tuples(key, st.sampled_from(["x", "y"]), minute, st.sampled_from(range(len(ZONES))), offset_ns)
 ttl = st.one_of(st.none(), st.integers(min_value=0, max_value=4))
 
 
@@ -43,10 +47,20 @@ def at(m: int) -> datetime:
     return BASE + timedelta(minutes=m)
 
 
-def spine_times(minutes: list[int], zone: str | None) -> pa.Array:
+def spine_times(minutes: list[int], offsets: list[int], zone: str | None) -> pa.Array:
+    """The spine's instants; with any sub-microsecond offset the column is nanoseconds."""
+    nanos = [int(at(m).timestamp()) * 1_000_000_000 + o for m, o in zip(minutes, offsets, strict=True)]
+    unit = "ns" if any(o % 1000 for o in offsets) else "us"
+    values = nanos if unit == "ns" else [n // 1000 for n in nanos]
+    utc = pa.array(values, pa.timestamp(unit, tz="UTC"))
     if zone is None:
-        return pa.array([at(m).replace(tzinfo=None) for m in minutes], pa.timestamp("us"))
-    return pa.array([at(m) for m in minutes], pa.timestamp("us", tz="UTC")).cast(pa.timestamp("us", tz=zone))
+        return utc.cast(pa.timestamp(unit))
+    return utc.cast(pa.timestamp(unit, tz=zone))
+
+
+def spine_micros(m: int, offset_ns: int) -> float:
+    """The spine instant in minutes, truncated toward the past to a whole microsecond."""
+    return m + (offset_ns // 1000) / 60_000_000
 
 
 def oracle(features: list[tuple[Any, ...]], spine: list[tuple[Any, ...]], ttl_minutes: int | None) -> list[Any]:
@@ -54,11 +68,12 @@ def oracle(features: list[tuple[Any, ...]], spine: list[tuple[Any, ...]], ttl_mi
 
     def rank(row: tuple[Any, ...]) -> tuple[Any, ...]:
         _, _, event, created, value = row
-        # created: null loses; value: the final deterministic tie-break (null greatest, as DuckDB orders it)
-        return (event, -1 if created is None else created, (1, 0) if value is None else (0, value))
+        # created: null loses; then the value: a null loses to any value, then the greater value wins
+        return (event, -1 if created is None else created, (0, 0) if value is None else (1, value))
 
     out = []
-    for a, b, t, _zone in spine:
+    for a, b, m, _zone, offset in spine:
+        t = spine_micros(m, offset)
         if a is None:
             out.append(None)
             continue
@@ -77,6 +92,8 @@ def run_join(
     spine: list[tuple[Any, ...]],
     ttl_minutes: int | None,
     known_at: int | None = None,
+    engine_name: str = "duckdb",
+    plan: str = "asof",
 ):
     schema = pa.schema(
         [
@@ -103,17 +120,17 @@ def run_join(
         path = tmp / f"part{i}.parquet"
         pq.write_table(table.slice(i, 7), path)
         files.append(str(path))
-    con = connect(OfflineConfig(), tmp)
+    engine = make_engine(engine_name, tmp)
     spine_table = pa.table(
         {
             "a": pa.array([r[0] for r in spine], pa.int64()),
             "b": [r[1] for r in spine],
             # An Arrow column has one zone: the first row's draw picks it for the whole spine.
-            "event_timestamp": spine_times([r[2] for r in spine], ZONES[spine[0][3]]),
+            "event_timestamp": spine_times([r[2] for r in spine], [r[4] for r in spine], ZONES[spine[0][3]]),
             "row_label": list(range(len(spine))),
         }
     )
-    spine_input, keep = prepare_spine(con, spine_table, "event_timestamp", {"a": pa.int64(), "b": pa.string()})
+    prepared = prepare_spine(spine_table, "event_timestamp", {"a": pa.int64(), "b": pa.string()})
     view = ViewInput(
         name="v",
         files=files if features else [],
@@ -124,26 +141,33 @@ def run_join(
         ttl=None if ttl_minutes is None else timedelta(minutes=ttl_minutes),
         features=[("value", "value")],
         known_at=None if known_at is None else at(known_at),
+        entities=PLANS[plan],
     )
-    result = TrainingSet(PointInTimeQuery(con, spine_input, [view]), keep).to_arrow()
-    con.close()
-    return result
+    try:
+        return TrainingSet(engine.point_in_time(prepared.spine, [view])).to_arrow()
+    finally:
+        engine.close()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@example(features=[(0, "x", 0, None, 1)], spine=[(0, "x", 3, 0)], ttl_minutes=3)  # t - ttl is inside
-@example(features=[(0, "x", 3, None, 1)], spine=[(0, "x", 3, 3)], ttl_minutes=0)  # e == t is inside
+@example(features=[(0, "x", 0, None, 1)], spine=[(0, "x", 3, 0, 0)], ttl_minutes=3)  # t - ttl is inside
+@example(features=[(0, "x", 3, None, 1)], spine=[(0, "x", 3, 3, 0)], ttl_minutes=0)  # e == t is inside
+@example(features=[(0, "x", 3, None, 1)], spine=[(0, "x", 3, 0, -500)], ttl_minutes=None)  # 500 ns before: unseen
 @example(
-    features=[(0, "x", 1, 2, 1), (0, "x", 1, None, 2), (0, "x", 1, 1, 3)], spine=[(0, "x", 1, 1)], ttl_minutes=None
+    features=[(0, "x", 1, 2, 1), (0, "x", 1, None, 2), (0, "x", 1, 1, 3)], spine=[(0, "x", 1, 1, 0)], ttl_minutes=None
 )
+@example(features=[(0, "x", 1, 1, 4), (0, "x", 1, 1, None)], spine=[(0, "x", 1, 0, 0)], ttl_minutes=None)  # null loses
 @given(
     features=st.lists(feature_row, max_size=25),
     spine=st.lists(spine_row, min_size=1, max_size=15),
     ttl_minutes=ttl,
 )
-def test_join_matches_oracle(tmp_path_factory: pytest.TempPathFactory, features, spine, ttl_minutes):
+@pytest.mark.parametrize(("engine_name", "plan"), [(e, p) for e in ENGINES for p in PLANS])
+def test_join_matches_oracle(
+    tmp_path_factory: pytest.TempPathFactory, engine_name, plan, features, spine, ttl_minutes
+):
     tmp = tmp_path_factory.mktemp("pit")
-    result = run_join(tmp, features, spine, ttl_minutes)
+    result = run_join(tmp, features, spine, ttl_minutes, engine_name=engine_name, plan=plan)
     assert result.column("row_label").to_pylist() == list(range(len(spine)))  # whole, in order
     assert result.column("value").to_pylist() == oracle(features, spine, ttl_minutes)
 
@@ -155,8 +179,8 @@ def test_no_value_from_the_future(tmp_path_factory: pytest.TempPathFactory, feat
     tmp = tmp_path_factory.mktemp("future")
     tagged = [(a, b, m, c, m) for a, b, m, c, _ in features]  # value = its own event minute
     result = run_join(tmp, tagged, spine, None)
-    for (_, _, t, _), value in zip(spine, result.column("value").to_pylist(), strict=True):
-        assert value is None or value <= t
+    for (_, _, m, _, offset), value in zip(spine, result.column("value").to_pylist(), strict=True):
+        assert value is None or value <= spine_micros(m, offset)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -166,11 +190,12 @@ def test_no_value_from_the_future(tmp_path_factory: pytest.TempPathFactory, feat
     ttl_minutes=ttl,
     known_at=minute,
 )
+@pytest.mark.parametrize("plan", list(PLANS))
 def test_known_at_matches_oracle_on_rows_known_then(
-    tmp_path_factory: pytest.TempPathFactory, features, spine, ttl_minutes, known_at
+    tmp_path_factory: pytest.TempPathFactory, plan, features, spine, ttl_minutes, known_at
 ):
     """A bitemporal read equals the plain join over only the rows created at or before known_at."""
     tmp = tmp_path_factory.mktemp("known")
-    result = run_join(tmp, features, spine, ttl_minutes, known_at)
+    result = run_join(tmp, features, spine, ttl_minutes, known_at, plan=plan)
     known = [r for r in features if r[3] is not None and r[3] <= known_at]
     assert result.column("value").to_pylist() == oracle(known, spine, ttl_minutes)

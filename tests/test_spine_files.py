@@ -19,6 +19,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.manifest import load_manifest
+from featurekit.offline.duckdb_engine import DuckDBEngine
 from tests.conftest import BASIC_FEATURES, trips_table, ts
 
 ROWS = [(d, ts(day), ts(day), 1, 2, float(day * 10 + d)) for day in range(5) for d in (1, 2, 3)]
@@ -128,26 +129,23 @@ def test_a_manifest_from_a_file_spine_rebuilds_from_the_same_file(store, tmp_pat
     assert load_manifest(written).spine_rows == 200
 
 
-def registered_spines(store: fk.FeatureStore) -> list[str]:
-    rows = store.con.sql("SELECT view_name FROM duckdb_views() WHERE view_name LIKE '__fk_spine%'").fetchall()
-    return [name for (name,) in rows]
-
-
 def test_a_training_sets_spine_is_released_with_it(store, tmp_path):
     path = tmp_path / "spine.parquet"
     pq.write_table(spine_table(100), path)
-    before = registered_spines(store)
+    engine = store.engine
+    assert isinstance(engine, DuckDBEngine)
+    before = engine.open_joins
     kept = store.training_set(spine_table(100), ["driver_stats"])
     for spine in (path, spine_table(100), path, spine_table(50)):
         store.training_set(spine, ["driver_stats"]).to_arrow()  # dropped right away
     gc.collect()
-    # A file is scanned in the query (nothing registered); a frame stays registered while its
+    # A training set's join holds its cursor (and a frame spine registered on it) while the
     # training set lives, and only then.
-    assert len(registered_spines(store)) == len(before) + 1
+    assert engine.open_joins == before + 1
     assert len(kept.to_arrow()) == 100  # and it still works
     del kept
     gc.collect()
-    assert registered_spines(store) == before
+    assert engine.open_joins == before
 
 
 def test_releasing_after_the_store_closed_is_silent(make_repo, tmp_path, capfd):

@@ -1,25 +1,175 @@
-"""The DuckDB connection every offline operation uses, set up the same way each time."""
+"""The offline engine seam: what featurekit asks of the engine that scans sources and joins features.
+
+An engine works on plain types only: Arrow tables and schemas, file URIs, and the small frozen
+descriptions below (:class:`SourceScan`, :class:`ViewInput`, :class:`Spine`). It never sees a
+definition, the registry or the config, so an implementation (DuckDB today, Spark next) is one
+module behind this protocol, and ``tests/test_engine_contract.py`` runs the same suite on each.
+
+The rules an engine must implement, exactly:
+
+* **Instants.** Timestamps compare as UTC instants at microsecond precision; a naive timestamp is
+  UTC; a finer (nanosecond) value is truncated toward the past before it is compared, so a spine
+  row never sees an event that happened after it.
+* **Point in time.** For a spine row (keys k, time t) and a view with TTL d, the feature row of
+  keys k with the greatest event time e where ``t - d <= e <= t`` (no TTL: no lower bound); ties
+  on e go to the greatest created time (a null created loses), then feature by feature in order
+  a non-null value beats a null one and a greater value a smaller one, so a rebuild is bit for
+  bit the same. No such row: nulls. Keys compare column by column; a key with a null part matches
+  nothing. The spine comes back whole, in order, with its own columns first.
+* **Newest.** Each entity's newest row is chosen by the very same order (what the online store holds).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal, Protocol
 
-import duckdb
+import pyarrow as pa
 
-from featurekit.config import OfflineConfig
+# A TTL this long reaches past every representable timestamp: it means "no lower bound".
+UNBOUNDED_TTL_US = 10_000 * 366 * 86_400 * 1_000_000
 
 
-def connect(config: OfflineConfig, root: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection: UTC session time zone, relative paths from the repo root.
+@dataclass(frozen=True)
+class SourceScan:
+    """One source as an engine reads it: files (Parquet or CSV) or a query in the engine's SQL."""
 
-    The session zone is UTC so that a naive ``TIMESTAMP`` compares with an instant as a UTC time,
-    the rule :mod:`featurekit.timestamps` states for every path. Extensions are never downloaded.
-    """
-    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET file_search_path = ?", [str(root.resolve())])
-    if config.threads is not None:
-        con.execute(f"SET threads = {int(config.threads)}")
-    if config.memory_limit is not None:
-        con.execute("SET memory_limit = ?", [config.memory_limit])
-    return con
+    kind: Literal["parquet", "csv", "sql"]
+    location: str  # an absolute path or glob, or the query text
+    timestamp_field: str
+    timestamp_columns: tuple[str, ...]  # cast to UTC instants on the way out (event, created)
+    label: str  # how errors name it: "source file /x/trips.parquet", "SQL source at features.py:12"
+
+
+@dataclass(frozen=True)
+class ViewInput:
+    """What the join and the newest-row reduction need to know about one view's committed data."""
+
+    name: str
+    files: list[str]  # URIs of the data version's files (empty: no rows)
+    schema: pa.Schema
+    join_keys: list[str]
+    timestamp_field: str
+    created_field: str | None
+    ttl: timedelta | None
+    features: list[tuple[str, str]]  # (stored column, output column)
+    known_at: datetime | None = None  # bitemporal read: only rows created at or before it
+    entities: int | None = None  # distinct keys of the data (a statistic the engine may plan with)
+
+    @property
+    def ttl_us(self) -> int | None:
+        """The TTL in microseconds, or None when it bounds nothing (none, or longer than all time)."""
+        if self.ttl is None:
+            return None
+        micros = (self.ttl.days * 86_400 + self.ttl.seconds) * 1_000_000 + self.ttl.microseconds
+        return None if micros >= UNBOUNDED_TTL_US else micros
+
+
+@dataclass(frozen=True)
+class Spine:
+    """A checked spine: an Arrow table in memory, or a Parquet file the engine scans itself."""
+
+    schema: pa.Schema
+    timestamp_field: str
+    rows: int
+    table: pa.Table | None = None
+    file: Path | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+
+class JoinResult(Protocol):
+    """A planned point-in-time join; nothing runs until a result is asked for."""
+
+    @property
+    def description(self) -> str:
+        """The plan as the engine runs it (SQL for DuckDB), for inspection and ``explain``."""
+        ...
+
+    def to_arrow(self) -> pa.Table: ...
+
+    def to_batches(self, rows: int) -> Iterator[pa.RecordBatch]: ...
+
+    def to_parquet(self, path: Path, metadata: dict[str, str]) -> None:
+        """Stream the result into one Parquet file with ``metadata`` in its footer."""
+        ...
+
+    def close(self) -> None:
+        """Release what the join holds (registered inputs, cursors); idempotent."""
+        ...
+
+
+class OfflineEngine(Protocol):
+    """The engine every offline operation goes through. Safe to call from many threads at once."""
+
+    name: str
+
+    def source_schema(self, scan: SourceScan) -> pa.Schema:
+        """The source's columns as stored (timestamps not yet converted)."""
+        ...
+
+    def source_count(self, scan: SourceScan, window: tuple[datetime, datetime] | None) -> int:
+        """Rows whose event time lies in ``[start, end)`` (all rows when ``window`` is None)."""
+        ...
+
+    def source_min_time(self, scan: SourceScan) -> datetime | None:
+        """The earliest event time, or None for an empty source."""
+        ...
+
+    def source_null_times(self, scan: SourceScan, sample: int) -> tuple[int, pa.Table]:
+        """How many rows have a null event time, and the first ``sample`` of them."""
+        ...
+
+    def source_batches(
+        self, scan: SourceScan, window: tuple[datetime, datetime], partitions: int, keys: list[str]
+    ) -> Iterator[pa.Table]:
+        """The window's rows (timestamps as UTC instants) in about ``partitions`` batches.
+
+        All rows of one entity (equal ``keys``) arrive in the same batch.
+        """
+        ...
+
+    def point_in_time(
+        self, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None = None
+    ) -> JoinResult:
+        """Plan the training-set join; ``order`` lists (view, feature) per output column (default: all)."""
+        ...
+
+    def newest_rows(
+        self, view: ViewInput, window: tuple[datetime, datetime] | None = None, rows: pa.Table | None = None
+    ) -> pa.Table:
+        """Each entity's newest row: keys, ``__fk_event``, ``__fk_created`` (microseconds), features.
+
+        With ``window``, only entities with rows in it; with ``rows``, those rows instead of the
+        view's files. Rows with a null key part are left out.
+        """
+        ...
+
+    def summarize(self, files: list[str], columns: list[str]) -> pa.Table:
+        """Statistics of ``columns`` over ``files``: one row per column.
+
+        Columns: ``column``, ``rows``, ``nulls``, ``distinct`` (approximate), and for numbers
+        ``min``, ``max``, ``mean``, ``std`` (float64; null for other types).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def local_path(uri: str) -> str:
+    """The local path of a ``file://`` URI (percent-decoded); other strings are returned as they are."""
+    from urllib.parse import unquote, urlsplit
+
+    if uri.startswith("file:"):
+        return unquote(urlsplit(uri).path)
+    return uri
+
+
+def as_uri(path: str | Path) -> str:
+    """A ``file://`` URI of a local path (percent-encoded: spaces, ``#``, ``%`` and non-ASCII survive)."""
+    return Path(path).resolve().as_uri()

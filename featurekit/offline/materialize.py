@@ -18,15 +18,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError, StorageError
 from featurekit.faults import checkpoint
+from featurekit.offline.engine import OfflineEngine
+from featurekit.offline.inputs import view_input
 from featurekit.offline.newest import NewestRows
-from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables, WriteScope
 from featurekit.online.base import OnlineStore
@@ -107,11 +107,11 @@ def _write_scope(span: tuple[datetime, datetime] | None, start: datetime, end: d
 
 
 class Materializer:
-    """Runs materializations for one store (shared DuckDB connection, tables and registry)."""
+    """Runs materializations for one store (its engine, tables and registry)."""
 
     def __init__(
         self,
-        con: duckdb.DuckDBPyConnection,
+        engine: OfflineEngine,
         *,
         root: Path,
         tables: OfflineTables,
@@ -120,7 +120,7 @@ class Materializer:
         batch_rows: int,
     ) -> None:
         self._online = online  # opened on first use: a failed run leaves no online file behind
-        self.con = con
+        self.engine = engine
         self.root = root
         self.tables = tables
         self.registry = registry
@@ -131,7 +131,7 @@ class Materializer:
         return self._online()
 
     def reader(self, view: FeatureView) -> SourceReader:
-        return SourceReader(self.con, self.root, view.source)
+        return SourceReader(self.engine, self.root, view.source)
 
     def check_source(self, view: FeatureView, applied: ViewVersion, reader: SourceReader) -> None:
         if applied.source_schema is None:
@@ -191,7 +191,7 @@ class Materializer:
             span = None if collected else self.registry.data_span(applied.id)  # where committed rows can be
             scope = _write_scope(span, start, end)
             if online and (span is None or span[1] <= end):  # nothing committed after the window
-                newest = NewestRows(self.con, ViewInput.from_version(applied, [], [(f, f) for f in applied.features]))
+                newest = NewestRows(self.engine, view_input(applied, []))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
                 data_version = self.tables.write_window(
@@ -283,8 +283,7 @@ class Materializer:
         features = version.features
         if latest is None:
             files = self.tables.files(version.view, version.version, data_version)
-            view_input = ViewInput.from_version(version, files, [(f, f) for f in features])
-            latest = latest_rows(self.con, view_input, window) if files else pa.table({})
+            latest = self.engine.newest_rows(view_input(version, files), window) if files else pa.table({})
         return write_latest(
             self.online,
             version.view,

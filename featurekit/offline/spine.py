@@ -1,28 +1,25 @@
-"""Bring a spine (pandas, polars, Arrow or a Parquet file) into DuckDB, checked, with a row number.
+"""Check a spine (pandas, polars, Arrow or a Parquet file) and describe it for the engine.
 
-A frame is registered as Arrow with a row-number column. A Parquet file is scanned by DuckDB
-inside the join, like any hand-written query would (in parallel, only once, without first
-building it in Python memory), numbered by ``file_row_number``; its rows are read back, one
-column at a time, only if the manifest asks for the spine's digest. The file's identity (size,
+A frame is handed to the engine as Arrow. A Parquet file is scanned by the engine inside the join,
+like any hand-written query would (in parallel, only once, without first building it in Python
+memory); its rows are read back, one column at a time, only if the manifest asks for the spine's
+digest. The file's identity (size,
 modification time, inode) is taken when the training set is planned and checked after every
 read, so a spine file replaced while a training set is built fails loudly instead of giving a
 manifest of other rows.
 
-The spine's own columns come back as given; the join uses a UTC copy of its timestamp column
-(naive = UTC) and a row number that restores the original order.
+The spine's own columns come back as given; the engine compares a UTC copy of its timestamp
+column (naive = UTC, nanoseconds truncated toward the past) and restores the original order.
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -30,69 +27,40 @@ from featurekit.errors import DataError, SchemaError
 from featurekit.frames import as_arrow
 from featurekit.manifest import columns_digest, table_digest
 from featurekit.names import RESERVED_PREFIX
-from featurekit.offline.retrieval import ROW, SpineInput
+from featurekit.offline.engine import Spine
 from featurekit.timestamps import check_timestamp_type
 
-_counter = itertools.count()
 _FILE_ROW = "file_row_number"  # DuckDB's name for a Parquet row's position in its file
 
 
-def prepare_spine(
-    con: duckdb.DuckDBPyConnection,
-    spine: Any,
-    timestamp_field: str,
-    keys: dict[str, pa.DataType],
-) -> tuple[SpineInput, list[Any]]:
-    """Check the spine and make it a DuckDB relation; returns it and the objects to keep alive."""
+@dataclass(frozen=True)
+class PreparedSpine:
+    """A checked spine for the engine, with what the manifest and the consistency check need."""
+
+    spine: Spine
+    digest: Callable[[], str]  # content digest of the spine as given, computed on demand
+    check: Callable[[], None]  # raises DataError if the rows the engine scanned may no longer be the spine's
+
+
+def prepare_spine(spine: Any, timestamp_field: str, keys: dict[str, pa.DataType]) -> PreparedSpine:
+    """Check the spine (columns, timestamp type, key kinds) and describe it for the engine."""
     if isinstance(spine, (str, Path)):
         spine_file = _SpineFile(Path(spine))
         schema, rows = spine_file.footer()
         if _FILE_ROW not in schema.names:
             _check(schema, timestamp_field, keys, spine_file.where)
-            scan = f"(SELECT * EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW} FROM read_parquet(?, {_FILE_ROW} = true))"
-            spine_input = SpineInput(
-                relation=scan,
-                params=[str(spine_file.path)],
-                timestamp_field=timestamp_field,
-                columns=schema.names,
-                digest=spine_file.digest,
-                rows=rows,
-                check=spine_file.check,
-                release=_nothing,
-                file=str(spine_file.path),
-            )
-            return spine_input, []
-        spine = spine_file.read()  # a column DuckDB's row number would clash with: go through Arrow
+            described = Spine(schema=schema, timestamp_field=timestamp_field, rows=rows, file=spine_file.path)
+            return PreparedSpine(described, spine_file.digest, spine_file.check)
+        spine = spine_file.read()  # a column the engine's row number would clash with: go through Arrow
     table = as_arrow(spine, "spine")
     _check(table.schema, timestamp_field, keys, "spine")
-    numbered = table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
-    name = f"__fk_spine_{next(_counter)}"
-    con.register(name, numbered)
-    spine_input = SpineInput(
-        relation=name,
-        params=[],
-        timestamp_field=timestamp_field,
-        columns=table.schema.names,
-        digest=lambda: table_digest(table),
-        rows=table.num_rows,
-        check=_nothing,  # a frame cannot change under the join: DuckDB scans the buffers it was given
-        release=_releaser(lambda: con.unregister(name)),
-    )
-    return spine_input, [numbered]
+    described = Spine(schema=table.schema, timestamp_field=timestamp_field, rows=table.num_rows, table=table)
+    # A frame cannot change under the join: the engine scans the buffers it was given.
+    return PreparedSpine(described, lambda: table_digest(table), _nothing)
 
 
 def _nothing() -> None:
     pass
-
-
-def _releaser(drop: Callable[[], object]) -> Callable[[], None]:
-    """Forget the spine on the connection (run when its training set is garbage collected)."""
-
-    def release() -> None:
-        with contextlib.suppress(duckdb.Error):  # the store closed its connection first: nothing to forget
-            drop()
-
-    return release
 
 
 class _SpineFile:

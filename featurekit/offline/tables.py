@@ -1,5 +1,10 @@
 """Versioned offline tables: one Delta Lake table per view version under ``<store>/offline/``.
 
+This module is the table-format seam: the only one that imports ``deltalake`` or knows the
+folder layout. It hands out real URIs (``file:///...``, percent-encoded), never paths with the
+scheme stripped, and answers gc and ``verify`` with the files a version references and the
+files a table folder holds besides them.
+
 Layout: ``<store>/offline/<view>/v<version>/`` holds the Delta table of that view version (Parquet
 data files with unique names plus ``_delta_log/``). A materialization is one Delta commit that
 replaces the rows of its window (``replaceWhere``; a plain overwrite or append when the caller
@@ -16,19 +21,24 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
+from urllib.parse import unquote
 
 import pyarrow as pa
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from featurekit.errors import ConflictError, RegistryError, storage_errors
+from featurekit.errors import ConfigError, ConflictError, RegistryError, storage_errors
 from featurekit.names import quote
+from featurekit.offline.engine import as_uri
 
 # Time travel reads old log entries: never let the Delta log expire on its own (gc decides).
 _TABLE_CONFIG: dict[str, str | None] = {
@@ -85,10 +95,34 @@ def _note_holder(handle: IO[bytes], pid: str) -> None:
         pass
 
 
+# deltalake decodes "%XX" in a local table path as an escape, even inside a file:// URI whose
+# "%" is itself encoded, so such a table is written under one folder and looked for in another.
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_LOCK_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One Parquet file a data version references, with the size its Delta log recorded."""
+
+    uri: str
+    path: Path
+    size: int
+
+
 class OfflineTables:
     """Creates, writes and reads the Delta tables of view versions inside one store folder."""
 
     def __init__(self, store_root: Path) -> None:
+        where = str(store_root.resolve())
+        escape = _ESCAPE.search(where)
+        if escape is not None:
+            raise ConfigError(
+                f"the store folder {where} contains {escape.group()!r}, which Delta Lake reads as an escaped "
+                f"character ({bytes.fromhex(escape.group()[1:]).decode(errors='replace')!r}), so its tables "
+                "could not be found again; rename the folder (a '%' not followed by two hex digits is fine) "
+                "or set store_dir in featurekit.yaml to a folder without it"
+            )
         self.root = store_root / "offline"
         self.locks = store_root / "locks"
         self.trash = store_root / "trash"
@@ -98,11 +132,11 @@ class OfflineTables:
         return self.root / view.lower() / f"v{int(version)}"
 
     @contextmanager
-    def lock(self, view: str) -> Iterator[None]:
-        """Hold the view's writer lock, or fail at once with :class:`ConflictError`.
+    def lock(self, view: str, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the view's writer lock, waiting up to ``wait_s`` for it, else :class:`ConflictError`.
 
         An OS file lock: released by the kernel when the process dies, so a killed job never
-        leaves a stale lock behind.
+        leaves a stale lock behind. The error names the holder's pid.
         """
         path = self.locks / f"{view.lower()}.lock"
         with storage_errors(f"creating the lock file {path}"):
@@ -110,15 +144,22 @@ class OfflineTables:
             # Unbuffered: nothing is left to flush at close, so a failing disk cannot fail the release.
             handle = open(path, "a+b", buffering=0)  # noqa: SIM115 -- closed below, after the lock is released
         with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().decode(errors="replace").strip() or "unknown"
-                raise ConflictError(
-                    f"feature view '{view}' is being materialized by another process (pid {holder}); "
-                    "wait for it to finish, then run again"
-                ) from None
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(_LOCK_POLL_S)
+                        continue
+                    handle.seek(0)
+                    holder = handle.read().decode(errors="replace").strip() or "unknown"
+                    waited = f" (waited {wait_s:g} s)" if wait_s else ""
+                    raise ConflictError(
+                        f"feature view '{view}' is being written by another process (pid {holder}){waited}; "
+                        "wait for it to finish, then run again"
+                    ) from None
             _note_holder(handle, str(os.getpid()))
             try:
                 yield
@@ -200,14 +241,64 @@ class OfflineTables:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()
 
-    def files(self, view: str, version: int, data_version: int) -> list[str]:
-        """The Parquet files of a committed data version (what readers scan)."""
+    def _table(self, view: str, version: int, data_version: int) -> DeltaTable:
         path = self.path(view, version)
         try:
-            table = DeltaTable(str(path), version=data_version)
+            return DeltaTable(str(path), version=data_version)
         except (DeltaError, OSError) as exc:
             raise RegistryError(
                 f"offline table of '{view}' v{version} cannot be read at data version {data_version} "
                 f"({path}): {exc}; run `featurekit verify`"
             ) from exc
-        return [uri.removeprefix("file://") for uri in table.file_uris()]
+
+    def files(self, view: str, version: int, data_version: int) -> list[str]:
+        """URIs of the Parquet files of a committed data version (what readers scan)."""
+        return [f.uri for f in self.data_files(view, version, data_version)]
+
+    def data_files(self, view: str, version: int, data_version: int) -> list[DataFile]:
+        """The files of a committed data version with the sizes the Delta log recorded."""
+        folder = self.path(view, version)
+        return _data_files(folder, self._table(view, version, data_version))
+
+    def stray_files(self, view: str, version: int, keep: set[Path]) -> list[Path]:
+        """Data files in a version's table folder that are not in ``keep`` (the log is never stray)."""
+        folder = self.path(view, version)
+        if not folder.exists():
+            return []
+        kept = {p.resolve() for p in keep}
+        return [
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and "_delta_log" not in p.relative_to(folder).parts and p.resolve() not in kept
+        ]
+
+    def on_disk(self) -> list[tuple[Path, int | None, list[DataFile] | str]]:
+        """Every table folder with its newest Delta version and files, or why it cannot be read.
+
+        For ``verify`` when the registry itself is unreadable.
+        """
+        found: list[tuple[Path, int | None, list[DataFile] | str]] = []
+        for folder in sorted(self.root.glob("*/v*")):
+            try:
+                table = DeltaTable(str(folder))
+                found.append((folder, table.version(), _data_files(folder, table)))
+            except (DeltaError, OSError) as exc:
+                found.append((folder, None, f"not a readable Delta table ({str(exc).splitlines()[0]})"))
+        return found
+
+    def version_files(self, folder: Path, data_version: int) -> list[DataFile]:
+        """The files of ``data_version`` of the table in ``folder``, or :class:`RegistryError`."""
+        try:
+            return _data_files(folder, DeltaTable(str(folder), version=data_version))
+        except (DeltaError, OSError) as exc:
+            raise RegistryError(f"Delta version {data_version} of {folder} cannot be opened: {exc}") from exc
+
+
+def _data_files(folder: Path, table: DeltaTable) -> list[DataFile]:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    files = []
+    paths, sizes = actions.column("path").to_pylist(), actions.column("size_bytes").to_pylist()
+    for relative, size in zip(paths, sizes, strict=True):
+        path = folder / unquote(relative)  # the Delta log stores a relative, percent-encoded URI path
+        files.append(DataFile(uri=as_uri(path), path=path, size=int(size)))
+    return files

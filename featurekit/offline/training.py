@@ -1,4 +1,4 @@
-"""Build a training set: resolve features, check the spine, join, then run on-demand views.
+"""Training sets: resolve features, check the spine, join on the engine, then run on-demand views.
 
 A training set is always built at one registry version (the head when none is asked for): the
 view versions and their data versions are the ones committed at it, so the same registry version
@@ -7,18 +7,21 @@ gives the same result bit for bit, and the manifest records exactly what was rea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from featurekit.errors import DataError, RetentionError, SchemaError
-from featurekit.manifest import Manifest, ViewRecord
-from featurekit.offline.retrieval import PointInTimeQuery, TrainingSet, ViewInput
+from featurekit.manifest import METADATA_KEY, Manifest, ViewRecord
+from featurekit.offline.engine import JoinResult, OfflineEngine
+from featurekit.offline.inputs import view_input
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
 from featurekit.ondemand import OnDemandStep, needed_columns, run_steps
@@ -39,7 +42,7 @@ class BuildOptions:
 
 
 def build_training_set(
-    con: duckdb.DuckDBPyConnection,
+    engine: OfflineEngine,
     registry: Registry,
     tables: OfflineTables,
     plan: FeaturePlan,
@@ -90,26 +93,27 @@ def build_training_set(
         # uses internal names and the post-processing renames after the on-demand views ran.
         columns = [(f, internal_name(version, f) if steps else final[(version.id, f)]) for f in item.features]
         files = tables.files(version.view, version.version, materialized.data_version)
-        inputs.append(ViewInput.from_version(version, files, columns, known_at))
+        inputs.append(view_input(version, files, columns, known_at=known_at))
     records += [_record(registry, item.version, None, None) for item in plan.on_demand]
-    spine_input, keep_alive = prepare_spine(con, spine, options.timestamp_field, keys)
-    overlap = sorted(n for n in names if n in spine_input.columns)
+    prepared = prepare_spine(spine, options.timestamp_field, keys)
+    spine_columns = prepared.spine.columns
+    overlap = sorted(n for n in names if n in spine_columns)
     if overlap:
         raise SchemaError(
             f"spine columns {overlap} have the same names as requested features; rename them or pass full_names=True"
         )
-    missing_request = sorted({r for s in steps for r in s.request if r not in spine_input.columns})
+    missing_request = sorted({r for s in steps for r in s.request if r not in spine_columns})
     if missing_request:
         raise SchemaError(
             f"on-demand features need request inputs {missing_request}; add spine columns of those names "
-            f"(the spine has {spine_input.columns})"
+            f"(the spine has {spine_columns})"
         )
     position = {item.version.id: i for i, item in enumerate(plan.batch)}
     order: list[tuple[int, int]] | None = None  # default: every fetched column, for the on-demand views
-    post = _post_processor(steps, spine_input.columns, plan, names) if steps else None
+    post = _post_processor(steps, spine_columns, plan, names) if steps else None
     if not steps:
         order = [(position[v.id], plan.batch[position[v.id]].features.index(f)) for v, f in plan.outputs]
-    query = PointInTimeQuery(con, spine_input, inputs, order)
+    join = engine.point_in_time(prepared.spine, inputs, order)
 
     def manifest() -> Manifest:
         from featurekit import __version__
@@ -123,13 +127,13 @@ def build_training_set(
             full_names=full_names,
             timestamp_field=options.timestamp_field,
             known_at=None if known_at is None else known_at.isoformat(),
-            spine_digest=spine_input.digest(),
-            spine_rows=spine_input.rows,
-            spine_columns=spine_input.columns,
+            spine_digest=prepared.digest(),
+            spine_rows=prepared.spine.rows,
+            spine_columns=spine_columns,
             views=records,
         )
 
-    return TrainingSet(query, keep_alive, post, manifest)
+    return TrainingSet(join, prepared.check, post, manifest)
 
 
 def _record(registry: Registry, version: ViewVersion, data_version: int | None, commit: int | None) -> ViewRecord:
@@ -162,3 +166,118 @@ def _post_processor(
         return result
 
     return post
+
+
+class TrainingSet:
+    """A point-in-time-correct training set; computed when first converted.
+
+    ``to_arrow()`` / ``to_pandas()`` / ``to_polars()`` materialize it in memory once;
+    ``to_parquet(path)`` streams it to a file in bounded memory instead.
+    """
+
+    def __init__(
+        self,
+        join: JoinResult,
+        check: Callable[[], None] = lambda: None,
+        post: Callable[[pa.Table], pa.Table] | None = None,
+        manifest: Callable[[], Manifest] | None = None,
+    ) -> None:
+        self._join = join
+        self._check = check  # raises DataError if a spine file changed under the join
+        # The engine holds the spine while this object lives (it can be converted again); then it
+        # is released, so a notebook's old spines do not pile up in memory.
+        weakref.finalize(self, join.close)
+        self._post = post  # on-demand features, computed batch by batch after the join
+        self._make_manifest = manifest
+        self._manifest: Manifest | None = None
+        self._table: pa.Table | None = None
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """What this training set was built from, as a JSON-ready dict.
+
+        ``store.training_set(spine, manifest=ts.manifest)`` rebuilds it bit for bit.
+        """
+        return self.manifest_model.to_dict()
+
+    @property
+    def manifest_model(self) -> Manifest:
+        """The manifest as a :class:`~featurekit.manifest.Manifest` (computed once: it hashes the spine)."""
+        if self._manifest is None:
+            if self._make_manifest is None:
+                raise AssertionError("this training set was built without a manifest")
+            self._manifest = self._make_manifest()
+        return self._manifest
+
+    @property
+    def description(self) -> str:
+        """How the engine builds this training set (for DuckDB: the plans chosen and the SQL)."""
+        return self._join.description
+
+    def to_arrow(self) -> pa.Table:
+        """The training set as an Arrow table."""
+        if self._table is None:
+            table = self._join.to_arrow()
+            self._check()
+            self._table = self._post(table) if self._post is not None else table
+        return self._table
+
+    def to_pandas(self) -> Any:
+        """The training set as a pandas DataFrame."""
+        return self.to_arrow().to_pandas()
+
+    def to_polars(self) -> Any:
+        """The training set as a polars DataFrame."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write the training set to a Parquet file, streaming when it was not computed yet.
+
+        The file's key-value metadata holds the manifest under ``featurekit.manifest``
+        (read it back with ``featurekit.manifest.load_manifest(path)``).
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.partial")
+        manifest = self.manifest_model.to_json() if self._make_manifest is not None else None
+        metadata = {METADATA_KEY: manifest} if manifest is not None else {}
+        if self._table is not None:
+            pq.write_table(
+                self._table.replace_schema_metadata({**(self._table.schema.metadata or {}), **metadata}), temporary
+            )
+        elif self._post is None:
+            self._join.to_parquet(temporary, metadata)
+        else:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for batch in self.iter_batches():
+                    if writer is None:
+                        writer = pq.ParquetWriter(temporary, batch.schema.with_metadata(metadata))
+                    writer.write_batch(batch)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is None:  # an empty spine: no batch came
+                table = self.to_arrow()
+                pq.write_table(table.replace_schema_metadata(metadata), temporary)
+        try:
+            self._check()
+        except DataError:
+            temporary.unlink(missing_ok=True)
+            raise
+        temporary.replace(target)  # readers never see a half-written file
+        return target
+
+    def iter_batches(self, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+        """Stream the training set as Arrow record batches."""
+        for batch in self._join.to_batches(rows):
+            if self._post is None:
+                yield batch
+            else:
+                yield from self._post(pa.Table.from_batches([batch])).to_batches()
+        self._check()
+
+    def __len__(self) -> int:
+        return int(self.to_arrow().num_rows)

@@ -29,18 +29,18 @@ SQL_METHODS = frozenset({"execute", "executemany", "executescript", "sql", "quer
 # (module path relative to featurekit/, enclosing function, the value's source text).
 ALLOWED: dict[tuple[str, str, str], str] = {
     # order_key() returns struct fields "name := f.<quote(column)>" built from quote()d columns and
-    # the fixed alias it is given; latest_rows splices them into struct_pack(...).
-    ("offline/retrieval.py", "latest_rows", "order_key(view, 'f')"): "struct fields from quote()d columns",
-    # PointInTimeQuery.sql is the query _build() assembled from quote()d identifiers, internal
-    # aliases and "?" placeholders; COPY (...) TO ? wraps it without adding text of its own.
-    ("offline/retrieval.py", "copy_to", "self.sql"): "the training-set query built by PointInTimeQuery._build",
-    # SourceReader._sql(select, where) is private: every caller passes text built by SourceReader
-    # itself from quote()d columns, "?" placeholders and the integer bucket count. relation comes
-    # from _relation(): "read_parquet(?)" / "read_csv(?)" (the path is a parameter) or the query
-    # of the user's own SqlSource, which is code in the feature repo by design, not request data.
-    ("offline/sources.py", "_sql", "select"): "built by SourceReader from quote()d columns",
-    ("offline/sources.py", "_sql", "where"): "built by SourceReader from quote()d columns and ?",
-    ("offline/sources.py", "_sql", "relation"): "read_parquet(?)/read_csv(?) or the repo's own SqlSource query",
+    # the fixed alias it is given; newest_rows splices them into struct_pack(...).
+    ("offline/duckdb_engine.py", "newest_rows", "order_key(view, 'f')"): "struct fields from quote()d columns",
+    # DuckDBJoin.sql is the query _build() assembled from quote()d identifiers, internal aliases
+    # and "?" placeholders; COPY (...) TO ? wraps it without adding text of its own.
+    ("offline/duckdb_engine.py", "to_parquet", "self.sql"): "the training-set query built by DuckDBJoin._build",
+    # DuckDBEngine._source_sql(select, where) is private: every caller passes text built by the
+    # engine itself from quote()d columns, "?" placeholders and the integer bucket count. The
+    # location of an "sql" scan is the query of the user's own SqlSource, which is code in the
+    # feature repo by design, not request data; file paths are parameters.
+    ("offline/duckdb_engine.py", "_source_sql", "select"): "built by the engine from quote()d columns",
+    ("offline/duckdb_engine.py", "_source_sql", "where"): "built by the engine from quote()d columns and ?",
+    ("offline/duckdb_engine.py", "_source_sql", "scan.location"): "the repo's own SqlSource query",
 }
 
 
