@@ -12,6 +12,7 @@ inside the repo::
       batch_rows: 2000000         # source rows per batch handed to a feature function
       memory_limit: null          # DuckDB memory limit, e.g. "4GB"
       threads: null               # DuckDB threads (default: all cores)
+      lock_wait_s: 30             # how long an offline push waits while a materialization holds the view
     online:
       type: sqlite                # or "memory"
       path: online.db             # relative to store_dir
@@ -41,6 +42,7 @@ class OfflineConfig(BaseModel):
     batch_rows: int = Field(default=2_000_000, ge=1)
     memory_limit: str | None = None
     threads: int | None = Field(default=None, ge=1)
+    lock_wait_s: float = Field(default=30.0, ge=0)  # how long an offline push waits for a view's writer lock
 
 
 class OnlineConfig(BaseModel):

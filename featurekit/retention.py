@@ -143,6 +143,7 @@ def collect_garbage(
     report = GcReport(policy, dry_run)
     pinned = pinned_versions(registry, pins)
     for view in sorted({v.view.lower() for v in registry.versions()}):
+        checkpoint("gc.view")
         try:
             with nullcontext() if dry_run else tables.lock(view):  # a dry run writes nothing, not even a lock
                 versions = registry.versions()

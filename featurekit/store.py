@@ -77,8 +77,8 @@ class FeatureStore:
             raise SchemaError(f"feature repo {self.root} is not a folder; run `featurekit init {self.root}` first")
         self.config: RepoConfig = load_config(self.root)
         self.store_root = self.root / self.config.store_dir
+        self.tables = OfflineTables(self.store_root)  # first: it refuses a folder Delta cannot hold
         self.registry = Registry(self.store_root / "registry.db")
-        self.tables = OfflineTables(self.store_root)
         self._progress = make_progress(progress)
         self._engine: OfflineEngine | None = engine
         self._online: OnlineStore | None = None
@@ -163,6 +163,7 @@ class FeatureStore:
             registry=self.registry,
             online=lambda: self.online,
             batch_rows=self.config.offline.batch_rows,
+            lock_wait_s=self.config.offline.lock_wait_s,
         )
 
     # -- registry ---------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class Materializer:
         registry: Registry,
         online: Callable[[], OnlineStore],
         batch_rows: int,
+        lock_wait_s: float = 0.0,
     ) -> None:
         self._online = online  # opened on first use: a failed run leaves no online file behind
         self.engine = engine
@@ -125,6 +126,7 @@ class Materializer:
         self.tables = tables
         self.registry = registry
         self.batch_rows = batch_rows
+        self.lock_wait_s = lock_wait_s  # pushes wait this long for a view's writer lock
 
     @property
     def online(self) -> OnlineStore:
