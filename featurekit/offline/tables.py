@@ -19,6 +19,7 @@ restored to the recorded version) before the next write, so it cannot leak into 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, Protocol
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -110,8 +111,45 @@ class DataFile:
     size: int
 
 
+class TableFormat(Protocol):
+    """The versioned tables of view versions, as the rest of featurekit uses them.
+
+    Every write is one commit returning its data version; every data version stays readable (by
+    its file list) until gc removes its files; a commit the registry never recorded is undone by
+    :meth:`prepare`. ``tests/test_tables_contract.py`` holds each implementation to this.
+    """
+
+    trash: Path
+
+    def path(self, view: str, version: int) -> Path: ...
+
+    def lock(self, view: str, wait_s: float = 0.0) -> contextlib.AbstractContextManager[None]: ...
+
+    def prepare(self, view: str, version: int, recorded: int | None) -> None: ...
+
+    def write_window(
+        self,
+        view: str,
+        version: int,
+        batches: pa.RecordBatchReader,
+        *,
+        timestamp_field: str,
+        window: tuple[datetime, datetime],
+        note: dict[str, str],
+        scope: WriteScope = "window",
+    ) -> int: ...
+
+    def append(self, view: str, version: int, rows: pa.Table | pa.RecordBatchReader, note: dict[str, str]) -> int: ...
+
+    def files(self, view: str, version: int, data_version: int) -> list[str]: ...
+
+    def data_files(self, view: str, version: int, data_version: int) -> list[DataFile]: ...
+
+    def stray_files(self, view: str, version: int, keep: set[Path]) -> list[Path]: ...
+
+
 class OfflineTables:
-    """Creates, writes and reads the Delta tables of view versions inside one store folder."""
+    """The Delta Lake implementation: creates, writes and reads the tables inside one store folder."""
 
     def __init__(self, store_root: Path) -> None:
         where = str(store_root.resolve())

@@ -1,0 +1,134 @@
+"""Table-format contract: what every implementation of offline/tables.py's TableFormat must do.
+
+Writes are single commits with increasing data versions; every data version reads back exactly
+as committed after later writes (time travel); the three write scopes give the same rows; files
+are real URIs that exist and have the logged size; stray files are everything but the kept ones
+(never the log); unrecorded commits are undone; the writer lock excludes, waits and names its holder.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from featurekit.errors import ConflictError
+from featurekit.offline.engine import local_path
+from featurekit.offline.tables import OfflineTables, TableFormat
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SCHEMA = pa.schema([("k", pa.int64()), ("event_timestamp", pa.timestamp("us", tz="UTC")), ("x", pa.float64())])
+IMPLEMENTATIONS = [OfflineTables]
+FOLDERS = ["plain", "my store #1 é", "100%zz sure"]
+
+
+@pytest.fixture(params=[(impl, folder) for impl in IMPLEMENTATIONS for folder in FOLDERS], ids=str)
+def tables(request: pytest.FixtureRequest, tmp_path: Path) -> TableFormat:
+    implementation, folder = request.param
+    made: TableFormat = implementation(tmp_path / folder / ".featurekit")
+    return made
+
+
+def day_rows(day: int, value: float, n: int = 3) -> pa.Table:
+    return pa.table(
+        {
+            "k": list(range(n)),
+            "event_timestamp": [T0 + timedelta(days=day, hours=h) for h in range(n)],
+            "x": [value] * n,
+        },
+        schema=SCHEMA,
+    )
+
+
+def write(tables: TableFormat, table: pa.Table, day: int, scope: str = "window") -> int:
+    window = (T0 + timedelta(days=day), T0 + timedelta(days=day + 1))
+    reader = pa.RecordBatchReader.from_batches(SCHEMA, table.to_batches())
+    return tables.write_window(
+        "v", 1, reader, timestamp_field="event_timestamp", window=window, note={"t": "1"}, scope=scope  # type: ignore[arg-type]
+    )
+
+
+def read(tables: TableFormat, data_version: int) -> list[tuple]:
+    files = tables.files("v", 1, data_version)
+    rows = [r for f in files for r in pq.read_table(local_path(f)).to_pylist()]
+    return sorted((r["k"], r["event_timestamp"], r["x"]) for r in rows)
+
+
+def test_every_data_version_reads_back_as_committed(tables: TableFormat):
+    first = write(tables, day_rows(0, 1.0), 0)
+    second = write(tables, day_rows(1, 2.0), 1)
+    third = write(tables, day_rows(0, 3.0), 0)  # replaces day 0
+    fourth = tables.append("v", 1, day_rows(2, 4.0), {"push": "1"})
+    assert first < second < third < fourth
+    assert [r[2] for r in read(tables, first)] == [1.0] * 3
+    assert sorted({r[2] for r in read(tables, second)}) == [1.0, 2.0]
+    assert sorted({r[2] for r in read(tables, third)}) == [2.0, 3.0]
+    assert len(read(tables, fourth)) == 9
+
+
+@pytest.mark.parametrize("scope", ["window", "all", "append"])
+def test_the_write_scopes_give_the_same_rows_where_they_apply(tables: TableFormat, scope: str):
+    version = write(tables, day_rows(0, 1.0), 0, scope)
+    assert read(tables, version) == sorted((r["k"], r["event_timestamp"], r["x"]) for r in day_rows(0, 1.0).to_pylist())
+
+
+def test_files_are_uris_of_existing_files_with_the_logged_size(tables: TableFormat):
+    version = write(tables, day_rows(0, 1.0), 0)
+    for uri, data_file in zip(tables.files("v", 1, version), tables.data_files("v", 1, version), strict=True):
+        assert uri.startswith("file://")
+        assert Path(local_path(uri)) == data_file.path
+        assert data_file.path.stat().st_size == data_file.size
+        assert tables.path("v", 1) in data_file.path.parents
+
+
+def test_stray_files_are_all_but_the_kept_ones_and_never_the_log(tables: TableFormat):
+    first = write(tables, day_rows(0, 1.0), 0)
+    second = write(tables, day_rows(0, 2.0), 0)
+    keep = {f.path for f in tables.data_files("v", 1, second)}
+    stray = tables.stray_files("v", 1, keep)
+    assert set(stray) == {f.path for f in tables.data_files("v", 1, first)} - keep
+    assert all("_delta_log" not in p.parts for p in stray)
+    assert tables.stray_files("other", 1, set()) == []
+
+
+def test_an_unrecorded_commit_is_undone_before_the_next_write(tables: TableFormat):
+    recorded = write(tables, day_rows(0, 1.0), 0)
+    write(tables, day_rows(0, 9.0), 0)  # a killed writer's commit, never recorded
+    tables.prepare("v", 1, recorded)
+    after = write(tables, day_rows(1, 2.0), 1)
+    assert sorted({r[2] for r in read(tables, after)}) == [1.0, 2.0]
+
+
+def test_a_table_the_registry_never_recorded_is_set_aside(tables: TableFormat):
+    write(tables, day_rows(0, 9.0), 0)
+    tables.prepare("v", 1, None)
+    assert not tables.path("v", 1).exists()
+    assert any(tables.trash.rglob("*.parquet"))
+
+
+def _hold(root: str, seconds: float, ready: multiprocessing.synchronize.Event) -> None:  # type: ignore[name-defined]
+    with OfflineTables(Path(root)).lock("v"):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_the_writer_lock_excludes_waits_and_names_its_holder(tables: TableFormat):
+    if not isinstance(tables, OfflineTables):
+        pytest.skip("the lock test starts a holder process of the Delta implementation")
+    ready = multiprocessing.get_context("spawn").Event()
+    holder = multiprocessing.get_context("spawn").Process(target=_hold, args=(str(tables.root.parent), 1.5, ready))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(ConflictError, match=rf"pid {holder.pid}"), tables.lock("v"):
+            pass
+        began = time.monotonic()
+        with tables.lock("v", wait_s=30):  # waits for the holder to finish instead of failing
+            assert time.monotonic() - began > 0.2
+    finally:
+        holder.join(30)
