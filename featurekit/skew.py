@@ -8,8 +8,22 @@ store; every cell that differs is reported with the entity, both values and the 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+import pyarrow as pa
+
+from featurekit.errors import NotAppliedError, SchemaError
+from featurekit.offline.engine import OfflineEngine
+from featurekit.offline.inputs import view_input
+from featurekit.offline.tables import OfflineTables
+from featurekit.references import FeaturePlan
+from featurekit.registry import Registry
+
+SPINE_TIME = "__verify_at"  # the spine column holding the moment both paths are asked about
 
 
 @dataclass(frozen=True)
@@ -80,3 +94,46 @@ def compare(
                 entity = {k: v[row] for k, v in keys.items()}
                 found.append(Mismatch(entity, feature, view, version, a, b))
     return found
+
+
+def check_skew(
+    plan: FeaturePlan,
+    keys: dict[str, list[Any]],
+    *,
+    at: datetime,
+    request: dict[str, Any] | None,
+    tolerance: float,
+    training: Callable[[pa.Table], pa.Table],
+    serving: Callable[[], dict[str, list[Any]]],
+) -> SkewReport:
+    """Compute ``plan``'s features for ``keys`` at ``at`` through ``training`` and ``serving``; compare."""
+    count = len(next(iter(keys.values()), []))
+    spine: dict[str, Any] = dict(keys)
+    spine[SPINE_TIME] = pa.array([at] * count, pa.timestamp("us", tz="UTC"))
+    for name, value in (request or {}).items():
+        spine[name] = list(value) if isinstance(value, (list, tuple)) else [value] * count
+    trained = training(pa.table(spine))
+    served = serving()
+    names = plan.output_names(False)
+    owners = {n: (v.view, v.version) for (v, _), n in zip(plan.outputs, names, strict=True)}
+    columns = {n: trained.column(n).to_pylist() for n in names}
+    mismatches = compare(keys, columns, served, owners, tolerance)
+    return SkewReport(entities=count, features=names, at=at, mismatches=mismatches)
+
+
+def sample_entities(
+    engine: OfflineEngine, registry: Registry, tables: OfflineTables, plan: FeaturePlan, *, sample: int, seed: int
+) -> dict[str, list[Any]]:
+    """A random ``sample`` (fixed ``seed``) of the entities the plan's first batch view holds."""
+    if not plan.batch:
+        raise SchemaError("verify needs entities=... when the features come from no batch view")
+    version = plan.batch[0].version
+    materialized = registry.latest_materialization(version.id)
+    if materialized is None:
+        raise NotAppliedError(f"feature view '{version.view}' has no materialized data to sample entities from")
+    files = tables.files(version.view, version.version, materialized.data_version)
+    keys = list(version.definition["join_keys"])
+    newest = engine.newest_rows(view_input(version, files, [])) if files else pa.table({})
+    rows = list(zip(*(newest.column(k).to_pylist() for k in keys), strict=True)) if newest.num_rows else []
+    chosen = random.Random(seed).sample(rows, min(sample, len(rows)))  # noqa: S311 -- sampling, not security
+    return {k: [r[i] for r in chosen] for i, k in enumerate(keys)}

@@ -6,20 +6,16 @@ online store and a DuckDB connection, and delegates each operation to the module
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-
-import pyarrow as pa
 
 from featurekit.codebase import Codebase
 from featurekit.config import RepoConfig, load_config
 from featurekit.definitions import FeatureView
 from featurekit.errors import (
     ConflictError,
-    ManifestError,
     NotAppliedError,
     SchemaError,
     UnknownNameError,
@@ -28,13 +24,11 @@ from featurekit.errors import (
 )
 from featurekit.info import ViewInfo
 from featurekit.integrity import IntegrityReport, check_store
-from featurekit.manifest import load_manifest
 from featurekit.offline.duckdb_engine import DuckDBEngine
 from featurekit.offline.engine import OfflineEngine
-from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, MaterializeResult
 from featurekit.offline.tables import OfflineTables
-from featurekit.offline.training import BuildOptions, TrainingSet, build_training_set
+from featurekit.offline.training import TrainingRequest, TrainingSet, build_training_set
 from featurekit.ondemand import build_steps
 from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
@@ -42,11 +36,11 @@ from featurekit.online.serving import OnlineResponse, Server, entity_columns
 from featurekit.plan import Plan, check_applied, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
-from featurekit.references import FeatureRequest, canonical, parse_ref, resolve
+from featurekit.references import FeatureRequest, parse_ref, resolve
 from featurekit.registry import ActiveView, Registry, ViewVersion
 from featurekit.repo import RepoDefinitions, load_repo
 from featurekit.retention import GcReport, Policy, collect_garbage
-from featurekit.skew import SkewReport, compare
+from featurekit.skew import SPINE_TIME, SkewReport, check_skew, sample_entities
 from featurekit.timestamps import utc
 from featurekit.timetravel import AsOf, HistoryEntry, check_reproduction, diff, history, registry_version
 
@@ -315,38 +309,27 @@ class FeatureStore:
             manifest: a training set's ``manifest`` (dict, JSON, or a file written by
                 ``to_parquet``): rebuild exactly that training set; the spine must be the same.
         """
-        expected = None
-        if manifest is not None:
-            expected = load_manifest(manifest)
-            given = {"features": features, "as_of": as_of, "known_at": known_at}
-            clashing = [name for name, value in given.items() if value is not None]
-            if clashing:
-                raise ManifestError(f"pass manifest= alone: it fixes {clashing} already")
-            features, as_of, known_at = expected.features, expected.registry_version, expected.known_at
-            timestamp_field = timestamp_field or expected.timestamp_field
-            full_names = expected.full_names if full_names is None else full_names
-        if features is None:
-            raise UnknownNameError("no features requested; pass features=['view:feature', ...]")
-        at = registry_version(self.registry, as_of)
-        plan = resolve(features, self.registry.active(at), self.registry, at)
-        if as_of is None:
+        asked = TrainingRequest.of(
+            features,
+            timestamp_field=timestamp_field,
+            full_names=full_names,
+            as_of=as_of,
+            known_at=known_at,
+            manifest=manifest,
+        )
+        at = registry_version(self.registry, asked.as_of)
+        plan = resolve(asked.features, self.registry.active(at), self.registry, at)
+        if asked.as_of is None:
             for item in plan.batch:  # training on the current definitions: the repo must match them
                 if not item.pinned:
                     check_applied(self._loaded_view(item.version.view), item.version)
-        options = BuildOptions(
-            project=str(self.config.project),
-            features=canonical(features),
-            registry_version=at,
-            timestamp_field=timestamp_field or "event_timestamp",
-            full_names=bool(full_names),
-            known_at=None if known_at is None else utc(known_at, "known_at"),
-        )
+        options = asked.options(str(self.config.project), at)
         steps = build_steps(plan, self.codebase, self.registry)
         built = build_training_set(
             self.engine, self.registry, self.tables, plan, steps=steps, spine=spine, options=options
         )
-        if expected is not None:
-            check_reproduction(expected, built.manifest_model)
+        if asked.expected is not None:
+            check_reproduction(asked.expected, built.manifest_model)
         return built
 
     # -- history, retention, integrity ------------------------------------------------------
@@ -421,30 +404,16 @@ class FeatureStore:
         """
         at = utc(at, "at") if at is not None else datetime.now(UTC)
         plan = resolve(features, self.registry.active(), self.registry)
-        keys = entity_columns(entities) if entities is not None else self._sample_entities(plan.batch, sample, seed)
-        count = len(next(iter(keys.values()), []))
-        spine: dict[str, Any] = dict(keys)
-        spine["__verify_at"] = pa.array([at] * count, pa.timestamp("us", tz="UTC"))
-        for name, value in (request or {}).items():
-            spine[name] = list(value) if isinstance(value, (list, tuple)) else [value] * count
-        training = self.training_set(pa.table(spine), features, timestamp_field="__verify_at").to_arrow()
-        serving = self.online_features(keys, features, request=request, at=at).to_dict()
-        names = plan.output_names(False)
-        owners = {n: (v.view, v.version) for (v, _), n in zip(plan.outputs, names, strict=True)}
-        columns = {n: training.column(n).to_pylist() for n in names}
-        mismatches = compare(keys, columns, serving, owners, tolerance)
-        return SkewReport(entities=count, features=names, at=at, mismatches=mismatches)
-
-    def _sample_entities(self, batch: list[Any], sample: int, seed: int) -> dict[str, list[Any]]:
-        if not batch:
-            raise SchemaError("verify needs entities=... when the features come from no batch view")
-        version: ViewVersion = batch[0].version
-        materialized = self.registry.latest_materialization(version.id)
-        if materialized is None:
-            raise NotAppliedError(f"feature view '{version.view}' has no materialized data to sample entities from")
-        files = self.tables.files(version.view, version.version, materialized.data_version)
-        keys = list(version.definition["join_keys"])
-        latest = self.engine.newest_rows(view_input(version, files, [])) if files else pa.table({})
-        rows = list(zip(*(latest.column(k).to_pylist() for k in keys), strict=True)) if latest.num_rows else []
-        chosen = random.Random(seed).sample(rows, min(sample, len(rows)))  # noqa: S311 -- sampling, not security
-        return {k: [r[i] for r in chosen] for i, k in enumerate(keys)}
+        if entities is not None:
+            keys = entity_columns(entities)
+        else:
+            keys = sample_entities(self.engine, self.registry, self.tables, plan, sample=sample, seed=seed)
+        return check_skew(
+            plan,
+            keys,
+            at=at,
+            request=request,
+            tolerance=tolerance,
+            training=lambda spine: self.training_set(spine, features, timestamp_field=SPINE_TIME).to_arrow(),
+            serving=lambda: self.online_features(keys, features, request=request, at=at).to_dict(),
+        )

@@ -163,9 +163,7 @@ def run_join(
     ttl_minutes=ttl,
 )
 @pytest.mark.parametrize(("engine_name", "plan"), [(e, p) for e in ENGINES for p in PLANS])
-def test_join_matches_oracle(
-    tmp_path_factory: pytest.TempPathFactory, engine_name, plan, features, spine, ttl_minutes
-):
+def test_join_matches_oracle(tmp_path_factory: pytest.TempPathFactory, engine_name, plan, features, spine, ttl_minutes):
     tmp = tmp_path_factory.mktemp("pit")
     result = run_join(tmp, features, spine, ttl_minutes, engine_name=engine_name, plan=plan)
     assert result.column("row_label").to_pylist() == list(range(len(spine)))  # whole, in order

@@ -49,7 +49,13 @@ def write(tables: TableFormat, table: pa.Table, day: int, scope: str = "window")
     window = (T0 + timedelta(days=day), T0 + timedelta(days=day + 1))
     reader = pa.RecordBatchReader.from_batches(SCHEMA, table.to_batches())
     return tables.write_window(
-        "v", 1, reader, timestamp_field="event_timestamp", window=window, note={"t": "1"}, scope=scope  # type: ignore[arg-type]
+        "v",
+        1,
+        reader,
+        timestamp_field="event_timestamp",
+        window=window,
+        note={"t": "1"},
+        scope=scope,  # type: ignore[arg-type]
     )
 
 

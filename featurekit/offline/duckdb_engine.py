@@ -68,9 +68,7 @@ class DuckDBEngine:
 
     def __init__(self, root: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
         self._search_path = str(root.resolve())
-        self._con = duckdb.connect(
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-        )
+        self._con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")
         if memory_limit is not None:

@@ -18,15 +18,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurekit.errors import DataError, RetentionError, SchemaError
-from featurekit.manifest import METADATA_KEY, Manifest, ViewRecord
+from featurekit.errors import DataError, ManifestError, RetentionError, SchemaError, UnknownNameError
+from featurekit.manifest import METADATA_KEY, Manifest, ViewRecord, load_manifest
 from featurekit.offline.engine import JoinResult, OfflineEngine
 from featurekit.offline.inputs import view_input
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
 from featurekit.ondemand import OnDemandStep, needed_columns, run_steps
-from featurekit.references import FeaturePlan, internal_name
+from featurekit.references import FeaturePlan, canonical, internal_name
 from featurekit.registry import Registry, ViewVersion
+from featurekit.timestamps import utc
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,61 @@ class BuildOptions:
     timestamp_field: str
     full_names: bool
     known_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What a caller asked for, with a manifest's recorded request filled in."""
+
+    features: Any  # FeatureRequest or a sequence of them
+    timestamp_field: str
+    full_names: bool
+    as_of: Any  # a datetime, a registry version, or None (the head)
+    known_at: datetime | None
+    expected: Manifest | None  # the manifest to reproduce
+
+    @classmethod
+    def of(
+        cls,
+        features: Any,
+        *,
+        timestamp_field: str | None,
+        full_names: bool | None,
+        as_of: Any,
+        known_at: datetime | str | None,
+        manifest: Any,
+    ) -> TrainingRequest:
+        """The request of ``training_set(...)``; ``manifest=`` fixes everything it recorded."""
+        expected = None
+        if manifest is not None:
+            expected = load_manifest(manifest)
+            given = {"features": features, "as_of": as_of, "known_at": known_at}
+            clashing = [name for name, value in given.items() if value is not None]
+            if clashing:
+                raise ManifestError(f"pass manifest= alone: it fixes {clashing} already")
+            features, as_of, known_at = expected.features, expected.registry_version, expected.known_at
+            timestamp_field = timestamp_field or expected.timestamp_field
+            full_names = expected.full_names if full_names is None else full_names
+        if features is None:
+            raise UnknownNameError("no features requested; pass features=['view:feature', ...]")
+        return cls(
+            features=features,
+            timestamp_field=timestamp_field or "event_timestamp",
+            full_names=bool(full_names),
+            as_of=as_of,
+            known_at=None if known_at is None else utc(known_at, "known_at"),
+            expected=expected,
+        )
+
+    def options(self, project: str, registry_version: int) -> BuildOptions:
+        return BuildOptions(
+            project=project,
+            features=canonical(self.features),
+            registry_version=registry_version,
+            timestamp_field=self.timestamp_field,
+            full_names=self.full_names,
+            known_at=self.known_at,
+        )
 
 
 def build_training_set(
