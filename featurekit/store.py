@@ -243,7 +243,11 @@ class FeatureStore:
     def materialize_incremental(
         self, end: datetime | str | None = None, views: Sequence[str] | None = None, *, online: bool = True
     ) -> list[MaterializeResult]:
-        """Continue each view from its watermark (first run: its earliest source row) up to ``end`` (now)."""
+        """Continue each view from its watermark (first run: its earliest source row) up to ``end`` (now).
+
+        A view with no source rows since its watermark commits nothing and is left out of the
+        result; its watermark stays, so late rows of that span are taken by the next run.
+        """
         end_at = utc(end, "end") if end is not None else datetime.now(UTC)
         if end_at > datetime.now(UTC):
             raise WindowError(f"end {end_at.isoformat()} is in the future; pass an end up to now")
@@ -258,7 +262,9 @@ class FeatureStore:
                 if earliest is None:
                     continue  # an empty source: nothing to materialize yet
                 start_at = utc(earliest, "earliest source timestamp")
-            if start_at >= end_at:
+            # Nothing new: commit nothing (a cron job would fill the registry with empty data versions)
+            # and keep the watermark, so rows that arrive late for this window are picked up next time.
+            if start_at >= end_at or materializer.reader(view).count(start_at, end_at) == 0:
                 if online:  # nothing new, but a killed run may have left committed windows out of the store
                     materializer.catch_up_online(applied)
                 continue

@@ -129,6 +129,17 @@ def test_incremental_runs_equal_one_run(make_repo, open_store):
     assert watermark == ts(10)
 
 
+def test_incremental_runs_with_nothing_new_commit_nothing(make_repo, open_store):
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(ROWS)}))
+    store.apply()
+    assert len(store.materialize_incremental(ts(10))) == 1
+    commits = len(store.registry.commits())
+    for _ in range(3):  # a cron job with nothing new to do
+        assert store.materialize_incremental(ts(20)) == []
+    assert len(store.registry.commits()) == commits
+    assert store.registry.latest_materialization(1).watermark == ts(10)  # kept: late rows come next time
+
+
 def test_apply_versions_and_metadata_only_edits(make_repo, open_store):
     root = make_repo(data={"data/trips.parquet": trips_table(ROWS)})
     store = open_store(root)
