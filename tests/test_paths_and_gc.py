@@ -9,6 +9,7 @@ spine saw events up to 500 ns after it; ``ttl=timedelta.max`` failed in training
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -193,3 +194,58 @@ def test_the_demo_runs_inside_a_folder_named_my_repo_1_e(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert pq.read_metadata(next((project / "feature_repo").rglob("*.parquet"))).num_rows > 0
+
+
+SLOW_VIEW = """
+import time
+from datetime import timedelta
+from pathlib import Path
+import polars as pl
+import featurekit as fk
+
+driver = fk.Entity("driver", join_keys=["driver_id"])
+trips = fk.FileSource("data/trips.parquet", timestamp_field="event_timestamp", created_timestamp_field="created")
+
+@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7))
+def driver_stats(trips: pl.DataFrame) -> pl.DataFrame:
+    if trips.height:
+        Path(__file__).with_name("started").touch()
+        time.sleep(0.5)
+    return trips.select("driver_id", "event_timestamp", "created", km=pl.col("distance_km"))
+"""
+
+MATERIALIZE_SCRIPT = """
+import sys
+import featurekit as fk
+from tests.conftest import ts
+with fk.FeatureStore(sys.argv[1], progress=False) as store:
+    try:
+        store.materialize(ts(0), ts(30))
+    except KeyboardInterrupt as exc:
+        print(exc)
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_a_materialization_promptly_and_commits_nothing(make_repo):
+    many = [(d, ts(d % 30, h), ts(d % 30, h), 1, 2, float(h)) for d in range(400) for h in range(10)]
+    repo = make_repo(SLOW_VIEW, data={"data/trips.parquet": trips_table(many)}, config="offline: {batch_rows: 100}\n")
+    with fk.FeatureStore(repo, progress=False) as store:
+        store.apply()
+    with subprocess.Popen(
+        [sys.executable, "-c", MATERIALIZE_SCRIPT, str(repo)], cwd=PROJECT, stdout=subprocess.PIPE, text=True
+    ) as child:
+        deadline = time.monotonic() + 60
+        while not (repo / "started").exists():
+            assert child.poll() is None, "the materialization ended before it started"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=60)
+        took = time.monotonic() - sent
+    assert child.returncode == 130
+    assert "nothing was committed" in out
+    assert took < 5, f"Ctrl-C took {took:.1f} s to stop a materialization of 40 batches x 0.5 s"
+    with fk.FeatureStore(repo, progress=False) as store:
+        assert store.registry.latest_materialization(1) is None

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
-from featurekit.offline.engine import SourceScan, Spine, ViewInput, local_path
+from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
 
 ROW = "__fk_row"
 TS = "__fk_ts"
@@ -160,10 +160,15 @@ class DuckDBEngine:
         return count, rows
 
     def source_batches(
-        self, scan: SourceScan, window: tuple[datetime, datetime], partitions: int, keys: list[str]
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        cancel: Cancel | None = None,
     ) -> Iterator[pa.Table]:
         where, params = self._window(scan, window)
-        with self._reading_source(scan) as con:
+        with self._reading_source(scan) as con, _interruptible(con, cancel):
             schema = self._source_sql(con, scan, "*").limit(0).to_arrow_table().schema
             casts = ", ".join(
                 f"{instant(quote(c), schema.field(c).type)} AS {quote(c)}"
@@ -271,6 +276,19 @@ class DuckDBEngine:
             count, distinct, low, high, mean, std = row[1 + index * 6 : 7 + index * 6]
             found.append((column, total, total - int(count), int(distinct), low, high, mean, std))
         return _summary(found)
+
+
+@contextmanager
+def _interruptible(con: duckdb.DuckDBPyConnection, cancel: Cancel | None) -> Iterator[None]:
+    """Interrupt ``con``'s running query when ``cancel`` is set (DuckDB's interrupt is thread-safe)."""
+    if cancel is None:
+        yield
+        return
+    remove = cancel.on_cancel(con.interrupt)
+    try:
+        yield
+    finally:
+        remove()
 
 
 def _is_numeric(duckdb_type: str) -> bool:

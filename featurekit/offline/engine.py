@@ -21,7 +21,8 @@ The rules an engine must implement, exactly:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,41 @@ import pyarrow as pa
 
 # A TTL this long reaches past every representable timestamp: it means "no lower bound".
 UNBOUNDED_TTL_US = 10_000 * 366 * 86_400 * 1_000_000
+
+
+class Cancel:
+    """A flag a caller sets to stop long work; an engine hooks its own interrupt onto it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._hooks: list[Callable[[], object]] = []
+
+    @property
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook()
+
+    def on_cancel(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Run ``hook`` when the flag is set (at once if it is); returns the function that removes it."""
+        with self._lock:
+            self._hooks.append(hook)
+            already = self._event.is_set()
+        if already:
+            hook()
+
+        def remove() -> None:
+            with self._lock:
+                if hook in self._hooks:
+                    self._hooks.remove(hook)
+
+        return remove
 
 
 @dataclass(frozen=True)
@@ -126,11 +162,17 @@ class OfflineEngine(Protocol):
         ...
 
     def source_batches(
-        self, scan: SourceScan, window: tuple[datetime, datetime], partitions: int, keys: list[str]
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        cancel: Cancel | None = None,
     ) -> Iterator[pa.Table]:
         """The window's rows (timestamps as UTC instants) in about ``partitions`` batches.
 
-        All rows of one entity (equal ``keys``) arrive in the same batch.
+        All rows of one entity (equal ``keys``) arrive in the same batch. Setting ``cancel``
+        interrupts the scan promptly, even inside one long query.
         """
         ...
 

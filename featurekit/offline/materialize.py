@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ import pyarrow.compute as pc
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError, StorageError
 from featurekit.faults import checkpoint
-from featurekit.offline.engine import OfflineEngine
+from featurekit.offline.engine import Cancel, OfflineEngine
 from featurekit.offline.inputs import view_input
 from featurekit.offline.newest import NewestRows
 from featurekit.offline.sources import SourceReader, schema_diff
@@ -106,6 +108,35 @@ def _write_scope(span: tuple[datetime, datetime] | None, start: datetime, end: d
     return "window"
 
 
+_WAIT_S = 0.1  # how often the calling thread wakes up to notice Ctrl-C while a write runs
+
+
+def _interrupted(what: str) -> str:
+    return f"{what} was interrupted: nothing was committed; readers keep the previous data"
+
+
+def _interruptibly(work: Callable[[], int], cancel: Cancel, what: str) -> int:
+    """Run ``work`` in a worker thread so the calling thread stays free to take Ctrl-C.
+
+    A Delta write consumes its batches from Rust and holds the calling thread until it ends, so
+    Python's SIGINT handler would run only then. On Ctrl-C the flag stops the scan (DuckDB is
+    interrupted mid-query) and the batches, the writer fails without committing, and the
+    ``KeyboardInterrupt`` says so.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-write") as pool:
+        future = pool.submit(work)
+        try:
+            while True:
+                try:
+                    return future.result(timeout=_WAIT_S)
+                except FuturesTimeout:
+                    continue
+        except KeyboardInterrupt:
+            cancel.set()
+            wait([future])
+            raise KeyboardInterrupt(_interrupted(what)) from None
+
+
 class Materializer:
     """Runs materializations for one store (its engine, tables and registry)."""
 
@@ -171,10 +202,14 @@ class Materializer:
         failure: list[BaseException] = []
         newest: NewestRows | None = None  # the online rows, from the output (see featurekit.offline.newest)
 
+        cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
+
         def outputs() -> Iterator[pa.RecordBatch]:
             nonlocal written
             try:
-                for batch in reader.batches(start, end, partitions, partition_keys):
+                for batch in reader.batches(start, end, partitions, partition_keys, cancel):
+                    if cancel.is_set:
+                        raise KeyboardInterrupt
                     table = check_output(view, run_view(view, batch, applied.schema), start, end).cast(applied.schema)
                     written += table.num_rows
                     progress.advance(batch.num_rows)
@@ -196,17 +231,23 @@ class Materializer:
                 newest = NewestRows(self.engine, view_input(applied, []))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
-                data_version = self.tables.write_window(
-                    view.name,
-                    applied.version,
-                    pa.RecordBatchReader.from_batches(applied.schema, outputs()),
-                    timestamp_field=view.timestamp_field,
-                    window=(start, end),
-                    note={"featurekit.view": view.name, "featurekit.version": str(applied.version)},
-                    scope=scope,
+                data_version = _interruptibly(
+                    lambda: self.tables.write_window(
+                        view.name,
+                        applied.version,
+                        pa.RecordBatchReader.from_batches(applied.schema, outputs()),
+                        timestamp_field=view.timestamp_field,
+                        window=(start, end),
+                        note={"featurekit.view": view.name, "featurekit.version": str(applied.version)},
+                        scope=scope,
+                    ),
+                    cancel,
+                    f"materializing {view.name} v{applied.version}",
                 )
                 latest = newest.result() if newest is not None else None
             except Exception as exc:
+                if cancel.is_set:
+                    raise KeyboardInterrupt(_interrupted(f"materializing {view.name} v{applied.version}")) from None
                 if failure and isinstance(failure[0], FeaturekitError):
                     raise failure[0] from None
                 if failure:

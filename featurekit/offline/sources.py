@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from featurekit.definitions import FileSource, Source
 from featurekit.errors import DataError, SourceError
-from featurekit.offline.engine import OfflineEngine
+from featurekit.offline.engine import Cancel, OfflineEngine
 from featurekit.offline.inputs import source_scan
 from featurekit.timestamps import check_timestamp_type
 
@@ -81,10 +81,12 @@ class SourceReader:
         self._checked()
         return self.engine.source_min_time(self.scan)
 
-    def batches(self, start: datetime, end: datetime, partitions: int, partition_keys: list[str]) -> Iterator[pa.Table]:
+    def batches(
+        self, start: datetime, end: datetime, partitions: int, partition_keys: list[str], cancel: Cancel | None = None
+    ) -> Iterator[pa.Table]:
         """The window's rows in ``partitions`` batches; all rows of one entity land in the same batch."""
         self._checked()
-        return self.engine.source_batches(self.scan, (start, end), partitions, partition_keys)
+        return self.engine.source_batches(self.scan, (start, end), partitions, partition_keys, cancel)
 
 
 def schema_diff(old: pa.Schema, new: pa.Schema) -> list[str]:
