@@ -12,8 +12,9 @@ from featurekit.offline.duckdb_engine import DuckDBEngine
 from featurekit.offline.engine import OfflineEngine
 
 ENGINES = ["duckdb"]
-# entities=None: no statistic, the ASOF plan; a huge entity count: few spine rows per entity, the range plan.
-PLANS: dict[str, int | None] = {"asof": None, "range": 10**12}
+# (entities, unique_times) that select each plan: no statistic, the ASOF plan; a huge entity count
+# (few spine rows per entity), the range plan; no ties recorded, ASOF carrying the row itself.
+PLANS: dict[str, tuple[int | None, bool]] = {"asof": (None, False), "range": (10**12, False), "asof_rows": (None, True)}
 
 
 def make_engine(name: str, root: Path) -> OfflineEngine:

@@ -94,6 +94,7 @@ class ViewInput:
     features: list[tuple[str, str]]  # (stored column, output column)
     known_at: datetime | None = None  # bitemporal read: only rows created at or before it
     entities: int | None = None  # distinct keys of the data (a statistic the engine may plan with)
+    unique_times: bool = False  # no two rows share keys and event time (recorded at materialize)
 
     @property
     def ttl_us(self) -> int | None:

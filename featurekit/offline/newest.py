@@ -17,33 +17,53 @@ a shortcut must never fail a materialization that would succeed without it.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from featurekit.offline.engine import OfflineEngine, ViewInput
 
 
+@dataclass(frozen=True)
+class DataStats:
+    """What a materialization's output says about its data, for the join planner."""
+
+    entities: int  # distinct keys in the window's output
+    unique_times: bool  # no two rows share keys and event time
+
+
 class NewestRows:
-    """Collects the newest rows of output batches, one batch in flight at a time (bounded memory)."""
+    """Collects the newest rows of output batches, one batch in flight at a time (bounded memory).
+
+    Beside them it counts, per batch, the rows that tie with another on (keys, event time), so
+    the registry can record whether the join ever has a tie to break (:class:`DataStats`).
+    """
 
     def __init__(self, engine: OfflineEngine, view: ViewInput) -> None:
         self._engine = engine  # safe to call from the worker thread
         self._view = view
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-newest")
-        self._pending: Future[pa.Table] | None = None
+        self._pending: Future[tuple[pa.Table, int]] | None = None
         self._done: list[pa.Table] = []
+        self._ties = 0
         self._failed = False
 
     def add(self, batch: pa.Table) -> None:
         """Start on ``batch`` after the previous one is done (so at most two batches are held)."""
         self._collect()
         if not self._failed:
-            self._pending = self._pool.submit(self._engine.newest_rows, self._view, None, batch)
+            self._pending = self._pool.submit(self._newest, batch)
+
+    def _newest(self, batch: pa.Table) -> tuple[pa.Table, int]:
+        grouped = batch.group_by([*self._view.join_keys, self._view.timestamp_field]).aggregate([])
+        return self._engine.newest_rows(self._view, None, batch), batch.num_rows - grouped.num_rows
 
     def _collect(self) -> None:
         if self._pending is not None:
             try:
-                self._done.append(self._pending.result())
+                newest, ties = self._pending.result()
+                self._done.append(newest)
+                self._ties += ties
             except Exception:  # noqa: BLE001 -- the caller falls back to reading the committed files
                 self._failed = True
             self._pending = None
@@ -58,6 +78,13 @@ class NewestRows:
         if len(self._done) > 1 and newest.group_by(keys).aggregate([]).num_rows != newest.num_rows:
             return None
         return newest
+
+    def stats(self) -> DataStats | None:
+        """The output's statistics, or ``None`` when they are not known (as for :meth:`result`)."""
+        newest = self.result()
+        if newest is None:
+            return None
+        return DataStats(entities=newest.num_rows, unique_times=self._ties == 0)
 
     def close(self) -> None:
         if self._pending is not None:
