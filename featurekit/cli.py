@@ -140,6 +140,17 @@ def _ttl(ttl_us: int | None) -> str:
     return "none" if ttl_us is None else duration_text(ttl_us / 1_000_000)
 
 
+def readable_ttls(text: str) -> str:
+    """Plan and diff texts name the stored ``ttl_us`` (microseconds); people read ``ttl: 3h -> 1d 2h``."""
+
+    def values(match: re.Match[str]) -> str:
+        old, new = (None if v == "None" else int(v) for v in match.groups())
+        return f"# ttl: {_ttl(old)} -> {_ttl(new)}"
+
+    text = re.sub(r"(?m)^# ttl_us: (\d+|None) -> (\d+|None)$", values, text)
+    return re.sub(r"\bttl_us changed\b", "ttl changed", text)
+
+
 @click.group()
 @click.option(
     "--repo",
@@ -191,7 +202,7 @@ def init(ctx: Context, path: Path | None) -> None:
 def plan(ctx: Context) -> None:
     """Show what `apply` would change."""
     with ctx.store() as store:
-        click.echo(str(store.plan()))
+        click.echo(readable_ttls(str(store.plan())))
 
 
 @cli.command(short_help="Register new versions of changed views.")
@@ -200,7 +211,7 @@ def plan(ctx: Context) -> None:
 def apply(ctx: Context) -> None:
     """Register new versions of changed feature views."""
     with ctx.store() as store:
-        click.echo(str(store.apply()))
+        click.echo(readable_ttls(str(store.apply())))
 
 
 @cli.command(short_help="Compute and commit the window [START, END).")
@@ -378,7 +389,7 @@ def _version_number(text: str) -> int:
 def diff(ctx: Context, view: str, old: str, new: str) -> None:
     """Show what changed in VIEW between versions OLD and NEW (e.g. v1 v2)."""
     with ctx.store() as store:
-        click.echo(store.diff(view, _version_number(old), _version_number(new)))
+        click.echo(readable_ttls(store.diff(view, _version_number(old), _version_number(new))))
 
 
 @cli.command(short_help="Remove offline data nothing retained needs.")

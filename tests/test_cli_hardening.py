@@ -293,3 +293,16 @@ def test_materialize_incremental_says_nothing_new(applied: Path):
     assert "driver_stats v1: nothing new since 2026-01-06T00:00:00+00:00" in result.stdout
     again = run("--repo", str(applied), "-q", "materialize-incremental", "--end", "2026-01-08")
     assert "nothing new: every view is up to date" in again.stdout
+
+
+def test_plan_and_diff_print_ttls_in_hours(make_repo):
+    repo = make_repo(ON_DEMAND, data={"data/trips.parquet": trips_table(ROWS)})
+    assert run("--repo", str(repo), "apply").exit_code == 0
+    (repo / "features.py").write_text(ON_DEMAND.replace("ttl=timedelta(days=7)", "ttl=timedelta(days=1, hours=2)"))
+    planned = run("--repo", str(repo), "plan").stdout
+    assert "driver_stats v1 -> v2: new version: ttl changed" in planned
+    assert "ttl_us" not in planned
+    assert run("--repo", str(repo), "apply").exit_code == 0
+    shown = run("--repo", str(repo), "diff", "driver_stats", "v1", "v2").stdout
+    assert "# ttl: 7d -> 1d 2h" in shown
+    assert "604800000000" not in shown
