@@ -14,7 +14,7 @@ import functools
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -422,44 +422,47 @@ def _typed(value: str) -> Any:
         return value
 
 
-def _why_null(store: FeatureStore, features: tuple[str, ...], at: datetime) -> dict[str, str]:
-    """Why each feature of the lookup may be null, from what the registry says about its view.
-
-    The lookup returns only values, so an unknown entity, a value older than the TTL and a stored
-    null look alike; the view's TTL and materialized windows narrow it down.
-    """
+def _requested_views(store: FeatureStore, features: Sequence[str]) -> list[tuple[ViewInfo, list[str]]]:
+    """Each requested view (as registered) with the feature names requested of it."""
     from featurekit.references import parse_ref
 
-    reasons: dict[str, str] = {}
+    found = []
     for request in features:
         ref = parse_ref(request)
         info = store.show(ref.view if ref.version is None else f"{ref.view}@v{ref.version}")
-        definition = info.version.definition
-        names = [ref.feature] if ref.feature else info.version.features
-        if definition.get("kind") == "on_demand":
-            reason = f"computed on demand by {info.name}: null when its inputs are"
-        else:
-            reason = _batch_null_reason(info, at)
-        for name in names:
-            reasons.setdefault(name, reason)
-    return reasons
+        found.append((info, [ref.feature] if ref.feature else info.version.features))
+    return found
 
 
-def _batch_null_reason(info: ViewInfo, at: datetime) -> str:
+def _data_ends(info: ViewInfo, at: datetime) -> str | None:
+    """When a batch view's materialized data ends, if that is more than its TTL before ``at``.
+
+    Then every materialized value is null at ``at`` (rows pushed since aside): expired.
+    """
     ttl_us = info.version.definition.get("ttl_us")
     m = info.materialization
-    if m is None:
+    if ttl_us is None or m is None or m.watermark is None or m.watermark >= at - timedelta(microseconds=ttl_us):
+        return None
+    return m.watermark.isoformat(timespec="seconds")
+
+
+def _null_reason(info: ViewInfo, at: datetime) -> str:
+    """What a null from this view can mean: the lookup returns values only, so the registry narrows it down."""
+    definition = info.version.definition
+    ttl_us = definition.get("ttl_us")
+    if definition.get("kind") == "on_demand":
+        return f"computed on demand by {info.name}: null when its inputs are"
+    if info.materialization is None:
         return f"{info.name} was never materialized; run `featurekit materialize`"
     if ttl_us is None:
         return "unknown entity, or its value is null"
-    ttl = timedelta(microseconds=ttl_us)
-    cutoff = (at - ttl).isoformat(timespec="seconds")
-    if m.watermark is not None and m.watermark < at - ttl:
+    ends = _data_ends(info, at)
+    if ends is not None:
         return (
-            f"expired: {info.name}'s data ends {m.watermark.isoformat(timespec='seconds')}, more than its "
-            f"TTL of {_ttl(ttl_us)} before {at.isoformat(timespec='seconds')} (unless pushed since); "
-            f"materialize newer data or pass --at"
+            f"expired: {info.name}'s data ends {ends}, more than its TTL of {_ttl(ttl_us)} before "
+            f"{at.isoformat(timespec='seconds')} (unless pushed since); materialize newer data or pass --at"
         )
+    cutoff = (at - timedelta(microseconds=ttl_us)).isoformat(timespec="seconds")
     return f"unknown entity, a null value, or expired (newest value before {cutoff}, TTL {_ttl(ttl_us)})"
 
 
@@ -494,7 +497,10 @@ def get(
             click.echo(json.dumps(flat, default=str))
             return
         nulls = [n for n, v in flat.items() if v is None and n not in entity]
-        reasons = _why_null(store, features, when) if nulls else {}
+        reasons: dict[str, str] = {}
+        for info, names in _requested_views(store, features) if nulls else []:
+            for name in names:
+                reasons.setdefault(name, _null_reason(info, when))
         for name, value in flat.items():
             if name in nulls:
                 click.echo(f"{name}: null  ({reasons.get(name, 'no value')})")
@@ -503,20 +509,15 @@ def get(
 
 
 def _nothing_compared(store: FeatureStore, features: list[str], at: datetime) -> str | None:
-    """Why a skew check with no mismatch compared no value at all, if it can be told from the registry."""
-    from featurekit.references import parse_ref
-
+    """Why a skew check without mismatches compared only nulls, when the registry shows it."""
     expired = []
-    for request in features:
-        ref = parse_ref(request)
-        info = store.show(ref.view if ref.version is None else f"{ref.view}@v{ref.version}")
+    for info, _ in _requested_views(store, features):
         if info.version.definition.get("kind") == "on_demand":
-            continue
-        ttl_us = info.version.definition.get("ttl_us")
-        m = info.materialization
-        if ttl_us is None or m is None or m.watermark is None or m.watermark >= at - timedelta(microseconds=ttl_us):
-            return None
-        expired.append(f"{info.name} (data ends {m.watermark.isoformat(timespec='seconds')}, TTL {_ttl(ttl_us)})")
+            continue  # null exactly when its inputs are
+        ends = _data_ends(info, at)
+        if ends is None:
+            return None  # this view may have compared values
+        expired.append(f"{info.name} (data ends {ends}, TTL {_ttl(info.version.definition['ttl_us'])})")
     if not expired:
         return None
     return f"every value is null on both sides at {at.isoformat(timespec='seconds')}: {'; '.join(expired)}; pass --at"
