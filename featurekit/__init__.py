@@ -6,6 +6,9 @@
 ('driver_id',)
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from featurekit.definitions import (
     Entity,
     FeatureRef,
@@ -34,16 +37,49 @@ from featurekit.errors import (
     UnknownNameError,
     WindowError,
 )
-from featurekit.info import ViewInfo
-from featurekit.integrity import IntegrityReport, verify_store
-from featurekit.manifest import Manifest
-from featurekit.offline.materialize import MaterializeResult
-from featurekit.offline.training import TrainingSet
-from featurekit.online.serving import OnlineResponse
-from featurekit.plan import Plan
-from featurekit.push import PushResult
-from featurekit.skew import Mismatch, SkewReport
-from featurekit.store import FeatureStore
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
+    from featurekit.info import ViewInfo
+    from featurekit.integrity import IntegrityReport, verify_store
+    from featurekit.manifest import Manifest
+    from featurekit.offline.materialize import MaterializeResult
+    from featurekit.offline.training import TrainingSet
+    from featurekit.online.serving import OnlineResponse
+    from featurekit.plan import Plan
+    from featurekit.push import PushResult
+    from featurekit.skew import Mismatch, SkewReport
+    from featurekit.store import FeatureStore
+
+# Names whose modules import DuckDB, Arrow, polars or pandas are imported on first use, so that
+# defining features and starting the CLI (`featurekit --help`) stay fast.
+_LAZY = {
+    "FeatureStore": "featurekit.store",
+    "IntegrityReport": "featurekit.integrity",
+    "Manifest": "featurekit.manifest",
+    "MaterializeResult": "featurekit.offline.materialize",
+    "Mismatch": "featurekit.skew",
+    "OnlineResponse": "featurekit.online.serving",
+    "Plan": "featurekit.plan",
+    "PushResult": "featurekit.push",
+    "SkewReport": "featurekit.skew",
+    "TrainingSet": "featurekit.offline.training",
+    "ViewInfo": "featurekit.info",
+    "verify_store": "featurekit.integrity",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

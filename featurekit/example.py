@@ -39,6 +39,8 @@ store_dir: .featurekit
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
+EXAMPLE_FILES = ("features.py", "featurekit.yaml", "data/trips.parquet")  # what write_example writes
+
 
 def trips(drivers: int = 200, days: int = 30, per_day: int = 4, seed: int = 7) -> pa.Table:
     """Deterministic trip events: a few trips per driver per day, some corrected later (same time, newer created)."""
@@ -77,7 +79,7 @@ def write_example(root: Path) -> list[Path]:
         if not target.exists():
             target.write_text(text)
             written.append(target)
-    data = root / "data" / "trips.parquet"
+    data = root / EXAMPLE_FILES[2]
     if not data.exists():
         data.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(trips(), data)

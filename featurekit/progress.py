@@ -1,15 +1,23 @@
-"""Progress of long work (materialize), reported to a bar the caller can turn off.
+"""Progress of long work (materialize, training sets), reported to a bar the caller can turn off.
 
 The library reports through a :class:`Progress` object; :func:`make_progress` picks the bar
-(``True``), silence (``False``), a bar only when stderr is a terminal (``"auto"``, the default), or a
-caller's own object with the same three methods.
+(``True``: always), silence (``False``), a bar only when stderr is a terminal (``"auto"``, the
+default), or a caller's own object with the same three methods. The library never prints: bars go
+to stderr, drawn by `rich <https://rich.readthedocs.io>`_, which is imported only when one is shown.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import Literal, Protocol, TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
+
+ProgressOption = bool | Literal["auto"]
 
 
 class Progress(Protocol):
@@ -35,53 +43,73 @@ class NoProgress:
         return None
 
 
-class ProgressBar:
-    """A one-line bar on a text stream (stderr by default), redrawn at most ten times a second."""
+def _console(stream: TextIO | None) -> Any:
+    from rich.console import Console
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.total = 0
-        self.done = 0
-        self.label = ""
-        self.began = 0.0
-        self.drawn = 0.0
+    # Shown only when the caller asked for it ("auto" checked the terminal already), so force it.
+    return Console(file=stream if stream is not None else sys.stderr, force_terminal=True)
+
+
+class ProgressBar:
+    """A bar of source rows done, with rate and time left, on a text stream (stderr by default)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
 
     def start(self, total: int, label: str) -> None:
-        self.total, self.done, self.label = total, 0, label
-        self.began = time.monotonic()
-        self.drawn = 0.0
-        self._draw(force=True)
+        from rich import progress as rp
+
+        self.finish()  # one task at a time: a new start closes a bar left open
+        self._bar = rp.Progress(
+            rp.TextColumn("{task.description}"),
+            rp.BarColumn(),
+            rp.TaskProgressColumn(),
+            rp.MofNCompleteColumn(),
+            rp.TextColumn("rows"),
+            rp.TimeElapsedColumn(),
+            rp.TimeRemainingColumn(),
+            console=_console(self.stream),
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(label, total=total)
 
     def advance(self, done: int) -> None:
-        self.done += done
-        self._draw()
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, done)
 
     def finish(self) -> None:
-        self._draw(force=True)
-        self.stream.write("\n")
-        self.stream.flush()
-
-    def _draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.drawn < 0.1:
-            return
-        self.drawn = now
-        share = min(1.0, self.done / self.total) if self.total else 1.0
-        filled = int(share * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(
-            f"\r{self.label} [{bar}] {share:4.0%} {self.done:,}/{self.total:,} rows {now - self.began:5.1f}s"
-        )
-        self.stream.flush()
+        if self._bar is not None:
+            self._bar.stop()
+        self._bar, self._task = None, None
 
 
-def make_progress(option: bool | Literal["auto"] | Progress) -> Progress:
+def _shown(option: ProgressOption) -> bool:
+    return option is True or (option == "auto" and sys.stderr.isatty())
+
+
+def make_progress(option: ProgressOption | Progress) -> Progress:
     """Turn the ``progress=`` argument of the API into a :class:`Progress`."""
-    if option is True:
-        return ProgressBar()
-    if option is False:
-        return NoProgress()
-    if option == "auto":
-        return ProgressBar() if sys.stderr.isatty() else NoProgress()
+    if isinstance(option, (bool, str)):
+        return ProgressBar() if _shown(option) else NoProgress()
     return option
+
+
+@contextmanager
+def spinner(label: str, option: ProgressOption = "auto", stream: TextIO | None = None) -> Iterator[None]:
+    """A spinner with the time elapsed while work of unknown length runs (gone once it ends)."""
+    if not _shown(option):
+        yield
+        return
+    from rich import progress as rp
+
+    with rp.Progress(
+        rp.SpinnerColumn(),
+        rp.TextColumn("{task.description}"),
+        rp.TimeElapsedColumn(),
+        console=_console(stream),
+        transient=True,
+    ) as bar:
+        bar.add_task(label, total=None)
+        yield

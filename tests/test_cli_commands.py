@@ -60,8 +60,8 @@ def test_init_writes_a_working_repo(tmp_path: Path):
     assert (target / "data" / "trips.parquet").exists()
     assert run("--repo", str(target), "apply").exit_code == 0
     again = run("init", str(target))
-    assert again.exit_code == 0
-    assert "nothing written" in again.stdout
+    assert again.exit_code == 1
+    assert "nothing written" in error_line(again)
 
 
 def test_init_into_a_file_fails(tmp_path: Path):
@@ -110,7 +110,7 @@ def test_materialize_and_incremental(repo: Path):
     assert inc.exit_code == 0
     assert "driver_stats v1: 2 rows for [2026-01-02T00:00:00+00:00, 2026-01-06T00:00:00+00:00)" in inc.stdout
     again = run("--repo", str(repo), "-q", "materialize-incremental", "--end", "2026-01-06")
-    assert "every view is up to date" in again.stdout
+    assert "nothing new: every view is up to date" in again.stdout
     offline = run(
         "--repo",
         str(repo),
@@ -130,7 +130,7 @@ def test_materialize_and_incremental(repo: Path):
 @pytest.mark.parametrize(
     ("args", "culprit"),
     [
-        (["--start", "2026-01-05", "--end", "2026-01-01"], "must be before end"),
+        (["--start", "2026-01-05", "--end", "2026-01-01"], "must be before --end"),
         (["--start", "2026-01-01", "--end", "2999-01-01"], "is in the future"),
         (["--start", "yesterday", "--end", "2026-01-01"], "'yesterday' is not an ISO-8601 timestamp"),
         (["--start", "2026-01-01", "--end", "2026-01-02", "--view", "driver_stat"], "did you mean 'driver_stats'"),
@@ -190,7 +190,7 @@ def test_list_and_show(applied: Path):
     as_json = json.loads(run("--repo", str(applied), "list", "--json").stdout)
     assert {"view": "trip_risk", "version": 1, "features": ["risk"], "watermark": None} in as_json
     shown = run("--repo", str(applied), "show", "driver_stats")
-    assert "ttl: 7 days" in shown.stdout
+    assert "ttl: 7d" in shown.stdout
     assert "def driver_stats(" in shown.stdout
     old = run("--repo", str(applied), "show", "driver_stats@v1")
     assert old.exit_code == 0

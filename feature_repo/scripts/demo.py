@@ -4,6 +4,9 @@ generate data -> apply -> materialize (a window, then incrementally) -> training
 -> online lookups (with an on-demand feature) -> push -> skew check -> time travel (as_of, manifest,
 history).
 Run from the project root: ``python feature_repo/scripts/demo.py``.
+
+The demo drives the Python API; the ``>>>`` headers show the call made, and the equivalent
+``featurekit`` command is named beside it where one exists.
 """
 
 from __future__ import annotations
@@ -40,15 +43,15 @@ def main() -> None:
     shutil.rmtree(REPO / ".featurekit", ignore_errors=True)  # a fresh store every run
     print(f"data: {generate_data.main()}")
     store = fk.FeatureStore(REPO)
-    print("\n$ featurekit apply")
+    print("\n>>> store.apply()                                  # CLI: featurekit apply")
     print(store.apply())
-    print("\n$ featurekit materialize --start 2026-01-01 --end 2026-02-01")
+    print('\n>>> store.materialize("2026-01-01", "2026-02-01")   # CLI: featurekit materialize --start ... --end ...')
     for result in store.materialize("2026-01-01", "2026-02-01"):
         print(result)
-    print("\n$ featurekit materialize-incremental --end 2026-03-03")
+    print('\n>>> store.materialize_incremental("2026-03-03")     # CLI: featurekit materialize-incremental --end ...')
     for result in store.materialize_incremental("2026-03-03"):
         print(result)
-    print("\n$ featurekit list")
+    print("\n>>> store.list_views()                             # CLI: featurekit list")
     for info in store.list_views():
         print(f"{info.name} v{info.version.version}: {', '.join(info.version.features)}")
     labels = spine()
@@ -67,11 +70,12 @@ def main() -> None:
 
     at = datetime(2026, 3, 2, 12, tzinfo=UTC)  # lookups "as of" just after the data ends
     features = ["driver_stats:conv_rate", "driver_daily:trips_1d", "trip_risk"]
-    print("\n$ featurekit get driver_id=1007 -f driver_stats:conv_rate -f driver_daily:trips_1d -f trip_risk ...")
+    print("\n>>> store.online_features([{'driver_id': 1007}, {'driver_id': 9999}], features, request=..., at=at)")
+    print("    (CLI: featurekit get driver_id=1007 -f driver_stats:conv_rate ... --at 2026-03-02T12:00)")
     row = store.online_features(
         [{"driver_id": 1007}, {"driver_id": 9999}], features, request={"trip_km": [3.2, 3.2]}, at=at
     )
-    print(row.to_dict())
+    print(row.to_dict(), "(9999 is not a known driver: nulls)")
     print("\nskew check (training path vs serving path, same moment):")
     print(store.verify(features, request={"trip_km": 3.2}, sample=200, at=at))
     fresh = {
@@ -85,7 +89,15 @@ def main() -> None:
     print("\npush one fresh trip of driver 1007 (online only), then the skew check again:")
     print(store.push("driver_stats", [fresh]))
     print(store.online_features([{"driver_id": 1007}], ["driver_stats:conv_rate"], at=at).to_dict())
-    print(store.verify(["driver_stats:conv_rate"], entities=[{"driver_id": 1007}], at=at))
+    report = store.verify(["driver_stats:conv_rate"], entities=[{"driver_id": 1007}], at=at)
+    count = len(report.mismatches)
+    print(
+        f"{count} {'mismatch' if count == 1 else 'mismatches'}, as this demonstration intends: the pushed trip "
+        "went to the online store only, so serving is ahead of training (push with to='online_and_offline' "
+        "to keep them equal)"
+    )
+    for mismatch in report.mismatches:
+        print(f"  {mismatch}")
 
     print("\ntime travel: re-materialize February (a new data version), then rebuild the first training set")
     store.materialize("2026-02-01", "2026-03-01", views=["driver_stats"])
@@ -94,7 +106,7 @@ def main() -> None:
         f"rebuilt from {out.name}'s manifest at registry version {again.manifest['registry_version']}: "
         f"identical = {again.to_polars().equals(frame)}"
     )
-    print("\n$ featurekit history driver_stats")
+    print('\n>>> store.history("driver_stats")                   # CLI: featurekit history driver_stats')
     for entry in store.history("driver_stats"):
         print(entry)
     store.close()
