@@ -108,6 +108,11 @@ def reports_errors(command: F) -> F:
                 raise
             click.secho(f"error: {cli_message(str(exc))}", fg="red", err=True)
             sys.exit(1)
+        except KeyboardInterrupt as exc:  # Ctrl-C: say what it left behind, exit like a shell does
+            if ctx is not None and ctx.debug:
+                raise
+            click.secho(f"interrupted: {exc or 'stopped before it finished'}", fg="red", err=True)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 
