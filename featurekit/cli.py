@@ -14,6 +14,7 @@ import functools
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -554,13 +555,16 @@ def verify(
     ok = integrity.ok
     if features:
         request = {k: _typed(v) for k, v in _parse_pairs(requests, "request input").items()}
-        with ctx.store() as store:
+        from featurekit.skew import NothingComparedWarning
+
+        with ctx.store() as store, warnings.catch_warnings():
+            warnings.simplefilter("ignore", NothingComparedWarning)  # said below, in the CLI's words
             report = store.verify(list(features), sample=sample, request=request or None, at=when, seed=seed)
             click.echo(str(report))
             ok = ok and report.ok
             empty = "no entity was sampled" if report.entities == 0 else None
-            if report.ok and empty is None:
-                empty = _nothing_compared(store, list(features), when)
+            if empty is None and not report.mismatches and report.compared == 0:
+                empty = _nothing_compared(store, list(features), when) or "every value was null on both sides"
             if empty is not None:
                 click.secho(f"error: nothing was compared: {empty}", fg="red", err=True)
                 ok = False

@@ -16,7 +16,14 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.definitions import FeatureView, OnDemandView
-from featurekit.errors import DefinitionError, FeaturekitError, InvalidNameError, NotAppliedError, did_you_mean
+from featurekit.errors import (
+    DefinitionError,
+    FeatureFunctionError,
+    FeaturekitError,
+    InvalidNameError,
+    NotAppliedError,
+    did_you_mean,
+)
 from featurekit.names import case_clashes, name_problem
 from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.sources import SourceReader
@@ -257,7 +264,12 @@ class _Problems:
             return
         texts: list[str] = []
         for error, where in self.errors:
-            texts.extend(error.problems if isinstance(error, DefinitionError) else [f"{where}: {error}"])
+            if isinstance(error, DefinitionError):
+                texts.extend(error.problems)
+            elif isinstance(error, FeatureFunctionError):  # it names the view and its line already
+                texts.append(str(error))
+            else:
+                texts.append(f"{where}: {error}")
         if len(self.errors) == 1:
             error = self.errors[0][0]
             if isinstance(error, DefinitionError):

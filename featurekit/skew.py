@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,11 @@ from featurekit.offline.inputs import view_input
 from featurekit.offline.tables import OfflineTables
 from featurekit.references import FeaturePlan
 from featurekit.registry import Registry
+
+
+class NothingComparedWarning(UserWarning):
+    """A skew check found every value null on both paths, so it could not show skew."""
+
 
 SPINE_TIME = "__verify_at"  # the spine column holding the moment both paths are asked about
 
@@ -52,18 +58,23 @@ class SkewReport:
     features: list[str]
     at: Any
     mismatches: list[Mismatch] = field(default_factory=list)
+    compared: int = 0  # cells where at least one path had a value (null on both proves nothing)
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        """No mismatch, and something was compared (all-null cells cannot show skew)."""
+        return not self.mismatches and self.compared > 0
 
     def __str__(self) -> str:
         head = f"skew check at {self.at.isoformat()}: {self.entities} entities x {len(self.features)} features"
-        if self.ok:
-            return f"{head}: no skew"
+        if not self.mismatches:
+            if not self.compared:
+                return f"{head}: nothing was compared (every value was null on both paths)"
+            return f"{head}: no skew in {self.compared} values"
         shown = "\n".join(f"  {m}" for m in self.mismatches[:50])
         more = f"\n  ... and {len(self.mismatches) - 50} more" if len(self.mismatches) > 50 else ""
-        return f"{head}: {len(self.mismatches)} mismatches\n{shown}{more}"
+        count = len(self.mismatches)
+        return f"{head}: {count} mismatch{'es' if count != 1 else ''}\n{shown}{more}"
 
 
 def same(a: Any, b: Any, tolerance: float) -> bool:
@@ -118,7 +129,17 @@ def check_skew(
     owners = {n: (v.view, v.version) for (v, _), n in zip(plan.outputs, names, strict=True)}
     columns = {n: trained.column(n).to_pylist() for n in names}
     mismatches = compare(keys, columns, served, owners, tolerance)
-    return SkewReport(entities=count, features=names, at=at, mismatches=mismatches)
+    compared = sum(
+        1 for n in names for a, b in zip(columns[n], served[n], strict=True) if a is not None or b is not None
+    )
+    if not compared:
+        warnings.warn(
+            f"the skew check at {at.isoformat()} compared nothing: every value of {names} was null on both "
+            "paths (no entity, or every value past its TTL); pass entities= or at= where data exists",
+            NothingComparedWarning,
+            stacklevel=3,
+        )
+    return SkewReport(entities=count, features=names, at=at, mismatches=mismatches, compared=compared)
 
 
 def sample_entities(
