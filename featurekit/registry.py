@@ -10,12 +10,17 @@ view version's data is that of its newest materialization at or before it.
 Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``), so concurrent applies serialize
 and version numbers stay unique; a materialization commits only if the view's data version is
 still the one it started from (compare-and-set), otherwise it fails with :class:`ConflictError`.
+
+A :class:`Registry` may be shared by threads: each thread gets its own SQLite connection (opened on
+its first call), every read runs in one read transaction on it (one consistent snapshot, however
+many queries), and every write in one ``BEGIN IMMEDIATE`` transaction, exactly as between processes.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -25,7 +30,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from featurekit.errors import ConflictError, RegistryError, UnknownNameError, did_you_mean, storage_errors
+from featurekit.errors import (
+    ConflictError,
+    FeaturekitError,
+    RegistryError,
+    UnknownNameError,
+    did_you_mean,
+    storage_errors,
+)
 from featurekit.faults import checkpoint
 from featurekit.timestamps import from_micros, to_micros
 
@@ -171,6 +183,22 @@ class NewVersion:
     location: str
 
 
+def _schema_version(db: sqlite3.Connection) -> int | None:
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return None if row is None else int(row[0])
+
+
+def _end_leftover(db: sqlite3.Connection) -> None:
+    """Roll back a transaction a failed COMMIT or ROLLBACK left open on this connection."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def _schema_bytes(schema: pa.Schema | None) -> bytes | None:
     return None if schema is None else schema.serialize().to_pybytes()
 
@@ -180,78 +208,153 @@ def _schema_from(blob: bytes | None) -> pa.Schema | None:
 
 
 class Registry:
-    """Append-only registry of view versions and materializations in one SQLite file."""
+    """Append-only registry of view versions and materializations in one SQLite file.
+
+    Safe to share between threads: each thread reads and writes through its own connection.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()  # .db: this thread's connection
+        self._lock = threading.Lock()  # guards _open and _closed
+        self._open: dict[threading.Thread, sqlite3.Connection] = {}
+        self._closed = False
         try:
             with storage_errors(f"opening the registry {path}"):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("PRAGMA foreign_keys=ON")
+                # Connections opened later (by other threads) must find this very file, whatever the
+                # working directory is then, and must never create an empty registry in its place.
+                self._uri = path.resolve().as_uri() + "?mode=rw"
+                db = self._connect(create=True)
                 # Opening an up-to-date registry writes nothing (and takes no write lock).
-                if self._schema_version() != SCHEMA_VERSION:
+                if _schema_version(db) != SCHEMA_VERSION:
                     self._create()
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise RegistryError(
                 f"registry {path} is unreadable ({exc}); restore it from a backup or move it away "
                 "and re-apply (materialized data under the store is kept)"
             ) from exc
-
-    def _schema_version(self) -> int | None:
-        try:
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return None
+        except BaseException:
+            self.close()
             raise
-        return None if row is None else int(row[0])
+
+    def _connect(self, *, create: bool) -> sqlite3.Connection:
+        """Open this thread's connection (``create``: the first one, which may create the file)."""
+        target, uri = (str(self.path), False) if create else (self._uri, True)
+        db = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=60, check_same_thread=False)
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            db.close()
+            raise
+        with self._lock:
+            if self._closed:
+                db.close()
+                raise self._closed_error()
+            # Threads that ended cannot use their connections again: close them here, so that a
+            # process starting many short-lived threads does not accumulate open files.
+            for thread in [t for t in self._open if not t.is_alive()]:
+                self._open.pop(thread).close()
+            self._open[threading.current_thread()] = db
+        self._local.db = db
+        return db
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened on its first use."""
+        if self._closed:
+            raise self._closed_error()
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            with self._errors("opening", "nothing was read or written"):
+                db = self._connect(create=False)
+        return db
+
+    def _closed_error(self) -> RegistryError:
+        return RegistryError(f"the registry {self.path} was closed; open the feature store again to use it")
 
     def _create(self) -> None:
         """Create the tables (or add those an older format lacks) in one transaction."""
-        self._db.execute("PRAGMA journal_mode=WAL")
-        with self._write():
+        self._connection().execute("PRAGMA journal_mode=WAL")
+        with self._write() as db:
             for statement in _DDL.split(";"):
                 if statement.strip():
-                    self._db.execute(statement)
-            columns = [r[1] for r in self._db.execute("PRAGMA table_info(materializations)")]
+                    db.execute(statement)
+            columns = [r[1] for r in db.execute("PRAGMA table_info(materializations)")]
             if "batch_digest" not in columns:  # format 1 and 2
-                self._db.execute("ALTER TABLE materializations ADD COLUMN batch_digest TEXT")
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                db.execute("ALTER TABLE materializations ADD COLUMN batch_digest TEXT")
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is not None and int(row[0]) < 4:  # before format 4, every online load was assumed done
-                self._db.execute("INSERT OR IGNORE INTO online_loads SELECT commit_id FROM materializations")
+                db.execute("INSERT OR IGNORE INTO online_loads SELECT commit_id FROM materializations")
             if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise RegistryError(
                     f"registry {self.path} has format {row[0]}, newer than this featurekit understands "
                     f"({SCHEMA_VERSION}); upgrade featurekit"
                 )
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
-        self._db.close()
+        """Close every thread's connection; later calls raise :class:`RegistryError`. Idempotent.
+
+        Call it once no thread uses the registry any more (threads that merely still hold a
+        connection are fine: it is closed for them).
+        """
+        with self._lock:
+            self._closed = True
+            connections, self._open = list(self._open.values()), {}
+        for db in connections:
+            db.close()
+
+    @contextmanager
+    def _errors(self, doing: str, consequence: str) -> Iterator[None]:
+        """Report SQLite failures as featurekit errors: a failing disk, a lock held too long, the rest."""
+        try:
+            with storage_errors(f"{doing} the registry {self.path}", consequence):
+                yield
+        except FeaturekitError:
+            raise
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise ConflictError(
+                    f"the registry {self.path} stayed locked by another writer for over a minute "
+                    f"({exc}); {consequence}, run the same command again"
+                ) from exc
+            raise RegistryError(
+                f"{doing} the registry {self.path} failed ({exc}); {consequence}. Run `featurekit verify`"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise RegistryError(
+                f"{doing} the registry {self.path} failed ({exc}); {consequence}. Run `featurekit verify`"
+            ) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with storage_errors(f"writing the registry {self.path}"):
-            self._db.execute("BEGIN IMMEDIATE")
+        db = self._connection()
+        with self._errors("writing", "nothing was committed"):
+            _end_leftover(db)
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
+                db.execute("COMMIT")
             except BaseException:
                 with suppress(sqlite3.Error):  # a failing disk may fail the rollback too: keep the first error
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         # One read transaction = one consistent snapshot, even while writers commit.
-        self._db.execute("BEGIN")
-        try:
-            yield self._db
-        finally:
-            self._db.execute("COMMIT")
+        db = self._connection()
+        with self._errors("reading", "nothing was changed"):
+            _end_leftover(db)
+            db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                with suppress(sqlite3.Error):  # a read changes nothing; a failed end is undone on the next call
+                    db.execute("ROLLBACK")
 
     def _new_commit(self, db: sqlite3.Connection, kind: str, summary: str, git_commit: str | None) -> int:
         last = db.execute("SELECT max(committed_at) FROM commits").fetchone()[0]
@@ -268,24 +371,26 @@ class Registry:
 
     def quick_check(self) -> list[str]:
         """SQLite's consistency check of the registry file: the problems found (none: empty)."""
-        rows = [r[0] for r in self._db.execute("PRAGMA quick_check")]
+        with self._read() as db:
+            rows = [r[0] for r in db.execute("PRAGMA quick_check")]
         return [] if rows == ["ok"] else rows
 
     def head_apply(self) -> int:
         """The newest apply commit (0 when nothing was applied yet)."""
-        row = self._db.execute("SELECT coalesce(max(id), 0) FROM commits WHERE kind = 'apply'").fetchone()
-        return int(row[0])
+        with self._read() as db:
+            return _head(db, "apply")
 
     def head_commit(self) -> int:
         """The newest registry version (0 for an empty registry)."""
-        row = self._db.execute("SELECT coalesce(max(id), 0) FROM commits").fetchone()
-        return int(row[0])
+        with self._read() as db:
+            return _head(db)
 
     def commit_at(self, moment: datetime) -> int:
         """The registry version that was current at ``moment`` (0 if none)."""
-        row = self._db.execute(
-            "SELECT coalesce(max(id), 0) FROM commits WHERE committed_at <= ?", (to_micros(moment),)
-        ).fetchone()
+        with self._read() as db:
+            row = db.execute(
+                "SELECT coalesce(max(id), 0) FROM commits WHERE committed_at <= ?", (to_micros(moment),)
+            ).fetchone()
         return int(row[0])
 
     def active(self, as_of: int | None = None) -> dict[str, ActiveView]:
@@ -304,25 +409,28 @@ class Registry:
 
     def version(self, view: str, version: int) -> ViewVersion:
         """One version of a view, or :class:`UnknownNameError` listing the versions that exist."""
-        row = self._db.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM view_versions v WHERE view = ? AND version = ?", (view, version)
-        ).fetchone()
-        if row is None:
-            known = [v.version for v in self.versions(view)]
-            if not known:
-                names = [r[0] for r in self._db.execute("SELECT DISTINCT view FROM view_versions")]
-                raise UnknownNameError(f"no feature view {view!r} in the registry{did_you_mean(view, names)}")
-            raise UnknownNameError(
-                f"feature view {view!r} has no version {version}; registered versions: "
-                + ", ".join(f"v{v}" for v in known)
-            )
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM view_versions v WHERE view = ? AND version = ?", (view, version)
+            ).fetchone()
+            if row is None:
+                known = [v.version for v in _versions(db, view)]
+                if not known:
+                    names = [r[0] for r in db.execute("SELECT DISTINCT view FROM view_versions")]
+                    raise UnknownNameError(f"no feature view {view!r} in the registry{did_you_mean(view, names)}")
+                raise UnknownNameError(
+                    f"feature view {view!r} has no version {version}; registered versions: "
+                    + ", ".join(f"v{v}" for v in known)
+                )
         return _version_from(row)
 
     def version_by_fingerprint(self, view: str, fingerprint: str) -> ViewVersion:
         """The version of ``view`` with that fingerprint (inputs of on-demand views are pinned this way)."""
-        row = self._db.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM view_versions v WHERE view = ? AND fingerprint = ?", (view, fingerprint)
-        ).fetchone()
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM view_versions v WHERE view = ? AND fingerprint = ?",
+                (view, fingerprint),
+            ).fetchone()
         if row is None:
             raise RegistryError(
                 f"registry has no version of {view!r} with fingerprint {fingerprint}; run `featurekit verify`"
@@ -331,20 +439,17 @@ class Registry:
 
     def versions(self, view: str | None = None) -> list[ViewVersion]:
         """Every registered version (of one view, or all), oldest first."""
-        query = f"SELECT {_VERSION_COLUMNS} FROM view_versions v"
-        params: tuple[Any, ...] = ()
-        if view is not None:
-            query += " WHERE view = ?"
-            params = (view,)
-        return [_version_from(r) for r in self._db.execute(query + " ORDER BY v.id", params)]
+        with self._read() as db:
+            return _versions(db, view)
 
     def latest_materialization(self, version_id: int, as_of: int | None = None) -> Materialization | None:
         """The newest committed materialization of a view version (as of a registry version)."""
-        row = self._db.execute(
-            f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
-            "WHERE m.version_id = ? AND m.commit_id <= ? ORDER BY m.commit_id DESC LIMIT 1",
-            (version_id, as_of if as_of is not None else 2**62),
-        ).fetchone()
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
+                "WHERE m.version_id = ? AND m.commit_id <= ? ORDER BY m.commit_id DESC LIMIT 1",
+                (version_id, as_of if as_of is not None else 2**62),
+            ).fetchone()
         return None if row is None else _materialization_from(row)
 
     def data_span(self, version_id: int) -> tuple[datetime, datetime] | None:
@@ -354,27 +459,31 @@ class Registry:
         their window only; a Delta commit the registry never recorded is undone before the next
         write). ``None``: nothing was committed yet.
         """
-        row = self._db.execute(
-            "SELECT min(window_start), max(window_end) FROM materializations WHERE version_id = ?", (version_id,)
-        ).fetchone()
+        with self._read() as db:
+            row = db.execute(
+                "SELECT min(window_start), max(window_end) FROM materializations WHERE version_id = ?", (version_id,)
+            ).fetchone()
         return None if row is None or row[0] is None else (from_micros(row[0]), from_micros(row[1]))
 
     def pushed(self, version_id: int, batch_digest: str) -> Materialization | None:
         """The committed push of exactly these rows to the view version, if there is one."""
-        row = self._db.execute(
-            f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
-            "WHERE m.version_id = ? AND m.batch_digest = ? ORDER BY m.commit_id DESC LIMIT 1",
-            (version_id, batch_digest),
-        ).fetchone()
+        with self._read() as db:
+            row = db.execute(
+                f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
+                "WHERE m.version_id = ? AND m.batch_digest = ? ORDER BY m.commit_id DESC LIMIT 1",
+                (version_id, batch_digest),
+            ).fetchone()
         return None if row is None else _materialization_from(row)
 
     def online_pending(self, version_id: int) -> list[Materialization]:
         """Committed materializations and pushes of a view version whose online load never finished."""
-        rows = self._db.execute(
-            f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
-            "WHERE m.version_id = ? AND m.commit_id NOT IN (SELECT commit_id FROM online_loads) ORDER BY m.commit_id",
-            (version_id,),
-        )
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
+                "WHERE m.version_id = ? AND m.commit_id NOT IN (SELECT commit_id FROM online_loads) "
+                "ORDER BY m.commit_id",
+                (version_id,),
+            ).fetchall()
         return [_materialization_from(r) for r in rows]
 
     def record_online_load(self, commit_ids: list[int]) -> None:
@@ -389,7 +498,9 @@ class Registry:
         if version_id is not None:
             query += " WHERE m.version_id = ?"
             params = (version_id,)
-        return [_materialization_from(r) for r in self._db.execute(query + " ORDER BY m.commit_id", params)]
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY m.commit_id", params).fetchall()
+        return [_materialization_from(r) for r in rows]
 
     def applied_sets(self) -> list[tuple[int, dict[str, int]]]:
         """Each apply commit with its active set (view -> view version id), oldest first."""
@@ -403,16 +514,19 @@ class Registry:
 
     def removal(self, version_id: int, data_version: int) -> Removal | None:
         """Whether gc removed that data version of a view version (and when)."""
-        row = self._db.execute(
-            "SELECT r.version_id, r.data_version, g.ran_at, g.policy FROM removed_data r "
-            "JOIN gc_runs g ON g.id = r.gc_run WHERE r.version_id = ? AND r.data_version = ?",
-            (version_id, data_version),
-        ).fetchone()
+        with self._read() as db:
+            row = db.execute(
+                "SELECT r.version_id, r.data_version, g.ran_at, g.policy FROM removed_data r "
+                "JOIN gc_runs g ON g.id = r.gc_run WHERE r.version_id = ? AND r.data_version = ?",
+                (version_id, data_version),
+            ).fetchone()
         return None if row is None else Removal(row[0], row[1], from_micros(row[2]), row[3])
 
     def removals(self) -> set[tuple[int, int]]:
         """Every (view version id, data version) gc removed."""
-        return {(r[0], r[1]) for r in self._db.execute("SELECT version_id, data_version FROM removed_data")}
+        with self._read() as db:
+            rows = db.execute("SELECT version_id, data_version FROM removed_data").fetchall()
+        return {(r[0], r[1]) for r in rows}
 
     def record_removal(self, removed: list[tuple[int, int]], policy: str) -> None:
         """Record, before any file is deleted, the data versions gc is about to remove."""
@@ -427,18 +541,20 @@ class Registry:
 
     def commit(self, commit_id: int) -> Commit:
         """One commit, or :class:`UnknownNameError` naming the range that exists."""
-        row = self._db.execute(
-            "SELECT id, committed_at, kind, git_commit, summary FROM commits WHERE id = ?", (commit_id,)
-        ).fetchone()
-        if row is None:
-            raise UnknownNameError(
-                f"registry version {commit_id} does not exist; the registry has versions 1 to {self.head_commit()}"
-            )
+        with self._read() as db:
+            row = db.execute(
+                "SELECT id, committed_at, kind, git_commit, summary FROM commits WHERE id = ?", (commit_id,)
+            ).fetchone()
+            if row is None:
+                raise UnknownNameError(
+                    f"registry version {commit_id} does not exist; the registry has versions 1 to {_head(db)}"
+                )
         return Commit(row[0], from_micros(row[1]), row[2], row[3], row[4])
 
     def commits(self) -> list[Commit]:
         """Every commit, oldest first."""
-        rows = self._db.execute("SELECT id, committed_at, kind, git_commit, summary FROM commits ORDER BY id")
+        with self._read() as db:
+            rows = db.execute("SELECT id, committed_at, kind, git_commit, summary FROM commits ORDER BY id").fetchall()
         return [Commit(r[0], from_micros(r[1]), r[2], r[3], r[4]) for r in rows]
 
     # -- writes -----------------------------------------------------------------------------
@@ -459,8 +575,7 @@ class Registry:
         the head's fingerprints came back to the same values) and :class:`ConflictError` is raised.
         """
         with self._write() as db:
-            head = db.execute("SELECT coalesce(max(id), 0) FROM commits WHERE kind = 'apply'").fetchone()[0]
-            if head != expected_apply:
+            if _head(db, "apply") != expected_apply:
                 raise ConflictError(
                     "another apply changed the registry while this one was planned; run `featurekit apply` again"
                 )
@@ -544,10 +659,14 @@ class Registry:
                 "watermark, rows, mode, batch_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (commit, version_id, data_version, start, end, watermark, rows, mode, batch_digest),
             )
+            # Read back inside the transaction: after it, another writer may already have committed.
+            found = db.execute(
+                f"SELECT {_MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id "
+                "WHERE m.commit_id = ?",
+                (commit,),
+            ).fetchone()
             checkpoint("materialize.before_commit")
-        found = self.latest_materialization(version_id)
-        assert found is not None
-        return found
+        return _materialization_from(found)
 
 
 _VERSION_COLUMNS = (
@@ -558,6 +677,22 @@ _MATERIALIZATION_COLUMNS = (
     "m.commit_id, c.committed_at, m.version_id, m.data_version, m.window_start, m.window_end, m.watermark, "
     "m.rows, m.mode"
 )
+
+
+def _head(db: sqlite3.Connection, kind: str | None = None) -> int:
+    """The newest commit (of that kind), 0 if none."""
+    if kind is None:
+        return int(db.execute("SELECT coalesce(max(id), 0) FROM commits").fetchone()[0])
+    return int(db.execute("SELECT coalesce(max(id), 0) FROM commits WHERE kind = ?", (kind,)).fetchone()[0])
+
+
+def _versions(db: sqlite3.Connection, view: str | None) -> list[ViewVersion]:
+    query = f"SELECT {_VERSION_COLUMNS} FROM view_versions v"
+    params: tuple[Any, ...] = ()
+    if view is not None:
+        query += " WHERE view = ?"
+        params = (view,)
+    return [_version_from(r) for r in db.execute(query + " ORDER BY v.id", params)]
 
 
 def _version_from(row: tuple[Any, ...]) -> ViewVersion:
