@@ -196,7 +196,7 @@ class FeatureStore:
             if not pinned.isdigit():
                 raise UnknownNameError(f"cannot read {view!r}; write VIEW or VIEW@vN")
             version = self.registry.version(name, int(pinned))
-            return ViewInfo(version.view, version, {}, self.registry.latest_materialization(version.id))
+            return ViewInfo(version.view, version, {}, self.registry.last_materialization(version.id))
         active = self.registry.active()
         found = next(((n, a) for n, a in active.items() if n.lower() == name.lower()), None)
         if found is None:
@@ -204,7 +204,7 @@ class FeatureStore:
         return self._info(*found)
 
     def _info(self, name: str, active: ActiveView) -> ViewInfo:
-        return ViewInfo(name, active.version, active.metadata, self.registry.latest_materialization(active.version.id))
+        return ViewInfo(name, active.version, active.metadata, self.registry.last_materialization(active.version.id))
 
     # -- materialize ------------------------------------------------------------------------
 
@@ -247,7 +247,7 @@ class FeatureStore:
         materializer = self._materializer()
         results = []
         for view, applied in self._applied(views):
-            last = self.registry.latest_materialization(applied.id)
+            last = self.registry.last_materialization(applied.id)
             if last is not None and last.watermark is not None:
                 start_at = last.watermark
             else:
@@ -430,7 +430,7 @@ class FeatureStore:
         if not batch:
             raise SchemaError("verify needs entities=... when the features come from no batch view")
         version: ViewVersion = batch[0].version
-        materialized = self.registry.latest_materialization(version.id)
+        materialized = self.registry.last_materialization(version.id)
         if materialized is None:
             raise NotAppliedError(f"feature view '{version.view}' has no materialized data to sample entities from")
         files = self.tables.files(version.view, version.version, materialized.data_version)

@@ -105,7 +105,7 @@ def test_rematerializing_a_window_replaces_rows(store):
     store.materialize(ts(1), ts(3))
     after = store.training_set(spine([(1, ts(2))]), ["driver_stats"]).to_arrow()
     assert after.equals(before)
-    files = store.tables.files("driver_stats", 1, store.registry.latest_materialization(1).data_version)
+    files = store.tables.files("driver_stats", 1, store.registry.last_materialization(1).data_version)
     assert pa.concat_tables(pq.read_table(f) for f in files).num_rows == len(ROWS)
 
 
@@ -125,7 +125,7 @@ def test_incremental_runs_equal_one_run(make_repo, open_store):
         .to_arrow()
         .equals(one.training_set(probe, ["driver_stats"]).to_arrow())
     )
-    watermark = many.registry.latest_materialization(1).watermark
+    watermark = many.registry.last_materialization(1).watermark
     assert watermark == ts(10)
 
 

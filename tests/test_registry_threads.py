@@ -61,7 +61,7 @@ def test_threads_sharing_one_registry_lose_no_commit_and_raise_nothing(tmp_path:
 
     def materialize() -> None:
         while time.monotonic() < deadline:
-            last = registry.latest_materialization(version_id)
+            last = registry.last_materialization(version_id)
             base = None if last is None else last.data_version
             try:
                 done = registry.record_materialization(
@@ -114,7 +114,7 @@ def test_threads_sharing_one_registry_lose_no_commit_and_raise_nothing(tmp_path:
             assert registry.version_by_fingerprint("clicks", "f0").id == version_id
             data_versions = [m.data_version for m in registry.materializations(version_id)]
             assert data_versions == list(range(1, len(data_versions) + 1))  # compare-and-set: no gap, no twin
-            registry.latest_materialization(version_id)
+            registry.last_materialization(version_id)
             registry.data_span(version_id)
             registry.online_pending(version_id)
             registry.pushed(version_id, "no such digest")

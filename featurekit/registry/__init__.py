@@ -113,9 +113,9 @@ class Registry:
         """Every registered version (of one view, or all), oldest first."""
         return self._read(reads.versions, view)
 
-    def latest_materialization(self, version_id: int, as_of: int | None = None) -> Materialization | None:
-        """The newest committed materialization of a view version (as of a registry version)."""
-        return self._read(reads.latest_materialization, version_id, as_of)
+    def last_materialization(self, version_id: int, as_of: int | None = None) -> Materialization | None:
+        """The most recently committed materialization of a view version (as of a registry version)."""
+        return self._read(reads.last_materialization, version_id, as_of)
 
     def data_span(self, version_id: int) -> tuple[datetime, datetime] | None:
         """Earliest window start and latest window end of the committed writes of a view version.

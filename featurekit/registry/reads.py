@@ -107,7 +107,7 @@ def versions(db: sqlite3.Connection, view: str | None) -> list[ViewVersion]:
     return [version_from(r) for r in db.execute(query + " ORDER BY v.id", params)]
 
 
-def latest_materialization(db: sqlite3.Connection, version_id: int, as_of: int | None) -> Materialization | None:
+def last_materialization(db: sqlite3.Connection, version_id: int, as_of: int | None) -> Materialization | None:
     row = db.execute(
         _MATERIALIZATIONS + " WHERE m.version_id = ? AND m.commit_id <= ? ORDER BY m.commit_id DESC LIMIT 1",
         (version_id, as_of if as_of is not None else _NOW),
