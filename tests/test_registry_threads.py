@@ -203,3 +203,25 @@ def test_close_closes_the_connections_of_every_thread(tmp_path: Path):
     assert not Path(f"{path}-wal").exists()
     with pytest.raises(fk.RegistryError, match="closed"):
         registry.head_commit()
+
+
+def test_a_thread_never_creates_an_empty_registry_in_place_of_a_missing_one(tmp_path: Path):
+    path = tmp_path / "registry.db"
+    registry = Registry(path)
+    path.rename(tmp_path / "moved.db")  # the first connection keeps the file it opened
+    errors: list[str] = []
+    caught: list[Exception] = []
+
+    def read() -> None:
+        try:
+            registry.head_commit()
+        except fk.FeaturekitError as exc:
+            caught.append(exc)
+
+    _run([read], errors)
+    registry.close()
+    assert errors == []  # the failure was a featurekit error, not a raw sqlite3 one
+    assert len(caught) == 1
+    assert isinstance(caught[0], fk.RegistryError)
+    assert "moved or deleted" in str(caught[0])
+    assert not path.exists()

@@ -5,7 +5,7 @@ UTC time). An apply commit writes the full set of active view versions (``active
 materialize commit writes one ``materializations`` row naming the Delta table version it produced
 and the view's new watermark. Nothing is updated or deleted, so the registry can be read as of
 any commit: the active definitions are those of the newest apply commit at or before it, and a
-view version's data is that of its newest materialization at or before it.
+view version's data is that of its last materialization at or before it.
 
 Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``), so concurrent applies serialize
 and version numbers stay unique; a materialization commits only if the view's data version is

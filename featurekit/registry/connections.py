@@ -75,6 +75,11 @@ class Connections:
             raise self._closed_error()
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
+            if not self.path.exists():
+                raise RegistryError(
+                    f"the registry {self.path} was moved or deleted while open; put it back or open the feature "
+                    "store again (which starts an empty registry)"
+                )
             with self._errors("opening", "nothing was read or written"):
                 db = self._register(schema.connect(self._uri, uri=True))
         return db
