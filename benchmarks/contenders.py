@@ -78,7 +78,7 @@ def fk_repo(folder: Path) -> Path:
 def _table_version(store: fk.FeatureStore, view: str) -> tuple[str, int]:
     """The Delta table folder of a view's active version and its materialized data version."""
     version = store.registry.active()[view].version
-    materialized = store.registry.latest_materialization(version.id)
+    materialized = store.registry.last_materialization(version.id)
     assert materialized is not None
     return str(store.tables.path(view, version.version)), materialized.data_version
 
@@ -201,7 +201,7 @@ def fk_online_load(folder: Path) -> Result:
     repo = fk_repo(folder)
     with fk.FeatureStore(repo, progress=False) as store:
         version = store.registry.active()["stats_a"].version
-        materialized = store.registry.latest_materialization(version.id)
+        materialized = store.registry.last_materialization(version.id)
         assert materialized is not None
         store.online.drop_table(f"stats_a__v{version.version}")
         watch = Stopwatch()

@@ -161,7 +161,7 @@ def _check_online(registry: Registry, online: OnlineStore, report: IntegrityRepo
         report.problems.append(f"online table {name} belongs to no registered view version")
     for active in registry.active().values():
         version = active.version
-        if version.definition.get("kind") == "on_demand" or registry.latest_materialization(version.id) is None:
+        if version.definition.get("kind") == "on_demand" or registry.last_materialization(version.id) is None:
             continue
         name = table_name(version.view, version.version)
         if name not in present:

@@ -74,7 +74,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     if to == "online_and_offline" and out.num_rows:
         tables, registry = materializer.tables, materializer.registry
         with tables.lock(view.name, wait_s=materializer.lock_wait_s):
-            recorded = registry.latest_materialization(version.id)
+            recorded = registry.last_materialization(version.id)
             base = recorded.data_version if recorded is not None else None
             tables.prepare(view.name, version.version, base)
             digest = table_digest(out)

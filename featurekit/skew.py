@@ -149,7 +149,7 @@ def sample_entities(
     if not plan.batch:
         raise SchemaError("verify needs entities=... when the features come from no batch view")
     version = plan.batch[0].version
-    materialized = registry.latest_materialization(version.id)
+    materialized = registry.last_materialization(version.id)
     if materialized is None:
         raise NotAppliedError(f"feature view '{version.view}' has no materialized data to sample entities from")
     files = tables.files(version.view, version.version, materialized.data_version)

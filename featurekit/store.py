@@ -199,7 +199,7 @@ class FeatureStore:
             if not pinned.isdigit():
                 raise UnknownNameError(f"cannot read {view!r}; write VIEW or VIEW@vN")
             version = self.registry.version(name, int(pinned))
-            return ViewInfo(version.view, version, {}, self.registry.latest_materialization(version.id))
+            return ViewInfo(version.view, version, {}, self.registry.last_materialization(version.id))
         active = self.registry.active()
         found = next(((n, a) for n, a in active.items() if n.lower() == name.lower()), None)
         if found is None:
@@ -207,7 +207,7 @@ class FeatureStore:
         return self._info(*found)
 
     def _info(self, name: str, active: ActiveView) -> ViewInfo:
-        return ViewInfo(name, active.version, active.metadata, self.registry.latest_materialization(active.version.id))
+        return ViewInfo(name, active.version, active.metadata, self.registry.last_materialization(active.version.id))
 
     # -- materialize ------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ class FeatureStore:
         materializer = self._materializer()
         results = []
         for view, applied in self._applied(views):
-            last = self.registry.latest_materialization(applied.id)
+            last = self.registry.last_materialization(applied.id)
             if last is not None and last.watermark is not None:
                 start_at = last.watermark
             else:

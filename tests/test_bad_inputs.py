@@ -354,7 +354,7 @@ def test_truncated_offline_file(make_repo, open_store):
     _root, store = fresh(make_repo, open_store)
     store.apply()
     store.materialize(ts(0), ts(5))
-    (data_file,) = store.tables.data_files("driver_stats", 1, store.registry.latest_materialization(1).data_version)
+    (data_file,) = store.tables.data_files("driver_stats", 1, store.registry.last_materialization(1).data_version)
     data_file.path.write_bytes(data_file.path.read_bytes()[:50])
     spine = pl.DataFrame({"driver_id": [1], "event_timestamp": [ts(2)]})
     with pytest.raises(fk.StorageError, match=r"reading the offline data failed.*featurekit verify"):

@@ -105,7 +105,7 @@ def test_rematerializing_a_window_replaces_rows(store):
     store.materialize(ts(1), ts(3))
     after = store.training_set(spine([(1, ts(2))]), ["driver_stats"]).to_arrow()
     assert after.equals(before)
-    files = store.tables.data_files("driver_stats", 1, store.registry.latest_materialization(1).data_version)
+    files = store.tables.data_files("driver_stats", 1, store.registry.last_materialization(1).data_version)
     assert pa.concat_tables(pq.read_table(f.path) for f in files).num_rows == len(ROWS)
 
 
@@ -125,7 +125,7 @@ def test_incremental_runs_equal_one_run(make_repo, open_store):
         .to_arrow()
         .equals(one.training_set(probe, ["driver_stats"]).to_arrow())
     )
-    watermark = many.registry.latest_materialization(1).watermark
+    watermark = many.registry.last_materialization(1).watermark
     assert watermark == ts(10)
 
 
@@ -137,7 +137,7 @@ def test_incremental_runs_with_nothing_new_commit_nothing(make_repo, open_store)
     for _ in range(3):  # a cron job with nothing new to do
         assert store.materialize_incremental(ts(20)) == []
     assert len(store.registry.commits()) == commits
-    assert store.registry.latest_materialization(1).watermark == ts(10)  # kept: late rows come next time
+    assert store.registry.last_materialization(1).watermark == ts(10)  # kept: late rows come next time
 
 
 def test_apply_versions_and_metadata_only_edits(make_repo, open_store):

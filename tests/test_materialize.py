@@ -163,7 +163,7 @@ def test_materialize_to_a_clean_store_writes_only_inside_the_store(make_repo, op
 def committed_rows(store: fk.FeatureStore) -> list[tuple]:
     """The rows of the head data version of driver_stats, as (driver, event, created, km), sorted."""
     version = store.registry.active()["driver_stats"].version
-    head = store.registry.latest_materialization(version.id)
+    head = store.registry.last_materialization(version.id)
     assert head is not None
     files = store.tables.files("driver_stats", version.version, head.data_version)
     columns = ["driver_id", "event_timestamp", "created", "avg_trip_km"]

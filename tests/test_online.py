@@ -128,7 +128,7 @@ def test_push_to_offline_too(store):
     offline = training_at(store, [5], ts(4, 1), ["driver_stats:conv_rate"])
     assert offline["conv_rate"].to_list() == [0.25]
     assert store.registry.commits()[-1].kind == "push"
-    assert store.registry.latest_materialization(1).watermark == ts(5)  # a push does not move the watermark
+    assert store.registry.last_materialization(1).watermark == ts(5)  # a push does not move the watermark
 
 
 def test_bad_keys(store):

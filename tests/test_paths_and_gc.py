@@ -58,7 +58,7 @@ def test_every_command_works_under_a_hostile_folder_name(tmp_path: Path, folder:
             3.0,
             4.0,
         ]
-        head = store.registry.latest_materialization(1)
+        head = store.registry.last_materialization(1)
         assert head is not None
         referenced = {f.path for f in store.tables.data_files("driver_stats", 1, head.data_version)}
         report = store.gc(keep_days=0, keep_versions=1)
@@ -136,7 +136,7 @@ def test_gc_decides_what_a_view_keeps_under_its_lock(make_repo, tmp_path: Path):
             store.materialize(ts(0), ts(4), views=["zz_trip_km"])  # commits while gc runs
             (pause / "gc.view.go").touch()
             assert gc.wait(timeout=60) == 0
-        head = store.registry.latest_materialization(store.registry.active()["zz_trip_km"].version.id)
+        head = store.registry.last_materialization(store.registry.active()["zz_trip_km"].version.id)
         assert head is not None
         for f in store.tables.data_files("zz_trip_km", 1, head.data_version):
             assert f.path.exists(), f"gc removed {f.path}, committed while it ran"
@@ -248,4 +248,4 @@ def test_ctrl_c_stops_a_materialization_promptly_and_commits_nothing(make_repo):
     assert "nothing was committed" in out
     assert took < 5, f"Ctrl-C took {took:.1f} s to stop a materialization of 40 batches x 0.5 s"
     with fk.FeatureStore(repo, progress=False) as store:
-        assert store.registry.latest_materialization(1) is None
+        assert store.registry.last_materialization(1) is None

@@ -35,7 +35,7 @@ def test_history_is_append_only_and_readable_as_of_any_version(make_repo, open_s
     v1 = store.registry.version("driver_stats", 1)
     assert "avg_trip_km=" in v1.source_text
     assert v1.code_hash != store.registry.version("driver_stats", 2).code_hash
-    m = store.registry.latest_materialization(v1.id)
+    m = store.registry.last_materialization(v1.id)
     assert m is not None
     assert (m.window_start, m.window_end, m.rows) == (ts(0), ts(5), 2)
 

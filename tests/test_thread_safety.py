@@ -103,7 +103,7 @@ def test_one_store_shared_by_ten_threads_loses_nothing_and_raises_nothing(make_r
     assert online.to_dict()["avg_trip_km"] == [pushed[i][-1] for i in sorted(pushed)]  # no lost online write
     offline_pushes = sum(len([k for n, k in enumerate(values) if n % 2]) for values in pushed.values())
     version = store.registry.active()["driver_stats"].version
-    head = store.registry.latest_materialization(version.id)
+    head = store.registry.last_materialization(version.id)
     assert head is not None
     committed = store.training_set(
         pa.table(

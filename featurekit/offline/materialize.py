@@ -221,7 +221,7 @@ class Materializer:
                 raise
 
         with self.tables.lock(view.name):
-            recorded = self.registry.latest_materialization(applied.id)
+            recorded = self.registry.last_materialization(applied.id)
             recorded_version = recorded.data_version if recorded is not None else None
             self.tables.prepare(view.name, applied.version, recorded_version)
             collected = recorded_version is not None and self.registry.removal(applied.id, recorded_version) is not None
@@ -302,7 +302,7 @@ class Materializer:
         pending = self.registry.online_pending(version.id)
         if not pending:
             return 0
-        latest = self.registry.latest_materialization(version.id)
+        latest = self.registry.last_materialization(version.id)
         assert latest is not None
         window = (min(m.window_start for m in pending), max(m.window_end for m in pending))
         loaded = self.load_online(version, latest.data_version, window)

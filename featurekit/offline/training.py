@@ -128,7 +128,7 @@ def build_training_set(
     records = []
     for item in plan.batch:
         version = item.version
-        materialized = registry.latest_materialization(version.id, as_of)
+        materialized = registry.last_materialization(version.id, as_of)
         if materialized is None:
             raise DataError(
                 f"feature view '{version.view}' v{version.version} has no materialized data at registry version "

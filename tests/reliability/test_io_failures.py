@@ -116,7 +116,7 @@ def state(repo: Path, as_of: int | None = None) -> dict[str, Any]:
     with fk.FeatureStore(repo, progress=False) as store:
         head = store.registry.head_commit()
         applied = store.registry.active()["driver_stats"].version
-        materialized = store.registry.latest_materialization(applied.id)
+        materialized = store.registry.last_materialization(applied.id)
         try:
             # Read through the registry (as_of): after a failed apply the repo's code is ahead of it.
             at = as_of if as_of is not None else head

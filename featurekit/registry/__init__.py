@@ -1,0 +1,217 @@
+"""The versioned registry: one SQLite file in WAL mode, append-only, safe across processes.
+
+Every change is a *commit* (a row of ``commits`` with a monotonic id = the registry version and a
+UTC time). An apply commit writes the full set of active view versions (``active_views``); a
+materialize commit writes one ``materializations`` row naming the Delta table version it produced
+and the view's new watermark. Nothing is updated or deleted, so the registry can be read as of
+any commit: the active definitions are those of the newest apply commit at or before it, and a
+view version's data is that of its last materialization at or before it.
+
+Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``), so concurrent applies serialize
+and version numbers stay unique; a materialization commits only if the view's data version is
+still the one it started from (compare-and-set), otherwise it fails with :class:`ConflictError`.
+
+A :class:`Registry` may be shared by threads: each thread gets its own SQLite connection (opened on
+its first call), every read runs in one read transaction on it (one consistent snapshot, however
+many queries), and every write in one ``BEGIN IMMEDIATE`` transaction, exactly as between processes.
+
+The package, along those lines::
+
+    schema.py       the tables, SCHEMA_VERSION, migrations of older files, opening a connection
+    connections.py  one connection per thread; read and write transactions; SQLite errors translated
+    records.py      ViewVersion, ActiveView, Materialization, Commit, Removal, NewVersion; row decoders
+    reads.py        the queries
+    writes.py       apply, record_materialization and the other writes (compare-and-set checks)
+    __init__.py     Registry: each method is one read or one write transaction
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from featurekit.registry import reads, writes
+from featurekit.registry.connections import Connections
+from featurekit.registry.records import ActiveView, Commit, Materialization, NewVersion, Removal, ViewVersion
+from featurekit.registry.schema import SCHEMA_VERSION
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ActiveView",
+    "Commit",
+    "Materialization",
+    "NewVersion",
+    "Registry",
+    "Removal",
+    "ViewVersion",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class Registry:
+    """Append-only registry of view versions and materializations in one SQLite file.
+
+    Safe to share between threads: each thread reads and writes through its own connection.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connections = Connections(path)
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise :class:`RegistryError`. Idempotent.
+
+        Call it once no thread uses the registry any more (threads that merely still hold a
+        connection are fine: it is closed for them).
+        """
+        self._connections.close()
+
+    def _read(self, query: Callable[Concatenate[sqlite3.Connection, _P], _R], *args: _P.args, **kw: _P.kwargs) -> _R:
+        with self._connections.read() as db:
+            return query(db, *args, **kw)
+
+    def _write(self, change: Callable[Concatenate[sqlite3.Connection, _P], _R], *args: _P.args, **kw: _P.kwargs) -> _R:
+        with self._connections.write() as db:
+            return change(db, *args, **kw)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def quick_check(self) -> list[str]:
+        """SQLite's consistency check of the registry file: the problems found (none: empty)."""
+        return self._read(reads.quick_check)
+
+    def head_apply(self) -> int:
+        """The newest apply commit (0 when nothing was applied yet)."""
+        return self._read(reads.head, "apply")
+
+    def head_commit(self) -> int:
+        """The newest registry version (0 for an empty registry)."""
+        return self._read(reads.head)
+
+    def commit_at(self, moment: datetime) -> int:
+        """The registry version that was current at ``moment`` (0 if none)."""
+        return self._read(reads.commit_at, moment)
+
+    def active(self, as_of: int | None = None) -> dict[str, ActiveView]:
+        """The active view versions as of registry version ``as_of`` (default: now)."""
+        return self._read(reads.active, as_of)
+
+    def version(self, view: str, version: int) -> ViewVersion:
+        """One version of a view, or :class:`UnknownNameError` listing the versions that exist."""
+        return self._read(reads.version, view, version)
+
+    def version_by_fingerprint(self, view: str, fingerprint: str) -> ViewVersion:
+        """The version of ``view`` with that fingerprint (inputs of on-demand views are pinned this way)."""
+        return self._read(reads.version_by_fingerprint, view, fingerprint)
+
+    def versions(self, view: str | None = None) -> list[ViewVersion]:
+        """Every registered version (of one view, or all), oldest first."""
+        return self._read(reads.versions, view)
+
+    def last_materialization(self, version_id: int, as_of: int | None = None) -> Materialization | None:
+        """The most recently committed materialization of a view version (as of a registry version)."""
+        return self._read(reads.last_materialization, version_id, as_of)
+
+    def data_span(self, version_id: int) -> tuple[datetime, datetime] | None:
+        """Earliest window start and latest window end of the committed writes of a view version.
+
+        Every committed row of the version lies in this span (writes replace or add rows inside
+        their window only; a Delta commit the registry never recorded is undone before the next
+        write). ``None``: nothing was committed yet.
+        """
+        return self._read(reads.data_span, version_id)
+
+    def pushed(self, version_id: int, batch_digest: str) -> Materialization | None:
+        """The committed push of exactly these rows to the view version, if there is one."""
+        return self._read(reads.pushed, version_id, batch_digest)
+
+    def online_pending(self, version_id: int) -> list[Materialization]:
+        """Committed materializations and pushes of a view version whose online load never finished."""
+        return self._read(reads.online_pending, version_id)
+
+    def materializations(self, version_id: int | None = None) -> list[Materialization]:
+        """Every committed materialization (of one view version, or all), oldest first."""
+        return self._read(reads.materializations, version_id)
+
+    def applied_sets(self) -> list[tuple[int, dict[str, int]]]:
+        """Each apply commit with its active set (view -> view version id), oldest first."""
+        return self._read(reads.applied_sets)
+
+    def removal(self, version_id: int, data_version: int) -> Removal | None:
+        """Whether gc removed that data version of a view version (and when)."""
+        return self._read(reads.removal, version_id, data_version)
+
+    def removals(self) -> set[tuple[int, int]]:
+        """Every (view version id, data version) gc removed."""
+        return self._read(reads.removals)
+
+    def commit(self, commit_id: int) -> Commit:
+        """One commit, or :class:`UnknownNameError` naming the range that exists."""
+        return self._read(reads.commit, commit_id)
+
+    def commits(self) -> list[Commit]:
+        """Every commit, oldest first."""
+        return self._read(reads.commits)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def apply(
+        self,
+        new_versions: list[NewVersion],
+        active: dict[str, tuple[str, dict[str, Any]]],
+        *,
+        expected_apply: int,
+        summary: str,
+        git_commit: str | None,
+    ) -> int:
+        """Register new versions and make ``active`` (view -> (fingerprint, metadata)) the head set.
+
+        ``expected_apply`` is the newest apply commit the plan was computed against (0: none). If any
+        apply landed since, the plan is stale (its version numbers and changes may be wrong, even if
+        the head's fingerprints came back to the same values) and :class:`ConflictError` is raised.
+        """
+        return self._write(
+            writes.apply, new_versions, active, expected_apply=expected_apply, summary=summary, git_commit=git_commit
+        )
+
+    def record_materialization(
+        self,
+        version_id: int,
+        *,
+        base_data_version: int | None,
+        data_version: int,
+        window: tuple[datetime, datetime],
+        rows: int,
+        mode: str,
+        summary: str,
+        batch_digest: str | None = None,
+    ) -> Materialization:
+        """Commit a materialization or push, if the view's data is still at ``base_data_version``.
+
+        ``batch_digest`` (pushes) identifies the pushed rows, so that a retried push is recognized.
+        Returns the committed record (this commit's, whatever other writers commit next).
+        """
+        return self._write(
+            writes.record_materialization,
+            version_id,
+            base_data_version=base_data_version,
+            data_version=data_version,
+            window=window,
+            rows=rows,
+            mode=mode,
+            summary=summary,
+            batch_digest=batch_digest,
+        )
+
+    def record_online_load(self, commit_ids: list[int]) -> None:
+        """Record that these commits' rows reached the online store (or were kept out of it on purpose)."""
+        self._write(writes.record_online_load, commit_ids)
+
+    def record_removal(self, removed: list[tuple[int, int]], policy: str) -> None:
+        """Record, before any file is deleted, the data versions gc is about to remove."""
+        self._write(writes.record_removal, removed, policy)
