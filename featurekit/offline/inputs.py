@@ -44,6 +44,7 @@ def view_input(
     *,
     known_at: datetime | None = None,
     entities: int | None = None,
+    unique_times: bool = False,
 ) -> ViewInput:
     """The engine input of a registered batch view version whose data is ``files``.
 
@@ -62,4 +63,5 @@ def view_input(
         features=features if features is not None else [(f, f) for f in version.features],
         known_at=known_at,
         entities=entities,
+        unique_times=unique_times,
     )

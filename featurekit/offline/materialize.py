@@ -227,7 +227,8 @@ class Materializer:
             collected = recorded_version is not None and self.registry.removal(applied.id, recorded_version) is not None
             span = None if collected else self.registry.data_span(applied.id)  # where committed rows can be
             scope = _write_scope(span, start, end)
-            if online and (span is None or span[1] <= end):  # nothing committed after the window
+            if span is None or span[1] <= end:  # nothing committed after the window
+                # Its newest rows are the online rows, and it measures the join planner's statistics.
                 newest = NewestRows(self.engine, view_input(applied, []))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
@@ -244,7 +245,8 @@ class Materializer:
                     cancel,
                     f"materializing {view.name} v{applied.version}",
                 )
-                latest = newest.result() if newest is not None else None
+                latest = newest.result() if newest is not None and online else None
+                stats = newest.stats() if newest is not None else None
             except Exception as exc:
                 if cancel.is_set:
                     raise KeyboardInterrupt(_interrupted(f"materializing {view.name} v{applied.version}")) from None
@@ -266,6 +268,8 @@ class Materializer:
                 rows=written,
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
+                entities=None if stats is None else stats.entities,
+                unique_times=None if stats is None else stats.unique_times,
             )
         checkpoint("materialize.after_commit")
         online_rows = 0

@@ -73,11 +73,13 @@ class NewestRows:
         self._collect()
         if self._failed or not self._done:
             return None
-        newest = pa.concat_tables(self._done)
-        keys = self._view.join_keys
-        if len(self._done) > 1 and newest.group_by(keys).aggregate([]).num_rows != newest.num_rows:
-            return None
-        return newest
+        if len(self._done) > 1:
+            newest = pa.concat_tables(self._done)
+            if newest.group_by(self._view.join_keys).aggregate([]).num_rows != newest.num_rows:
+                self._failed = True  # an entity in two batches: not one row per entity
+                return None
+            self._done = [newest]
+        return self._done[0]
 
     def stats(self) -> DataStats | None:
         """The output's statistics, or ``None`` when they are not known (as for :meth:`result`)."""

@@ -149,7 +149,10 @@ def build_training_set(
         # uses internal names and the post-processing renames after the on-demand views ran.
         columns = [(f, internal_name(version, f) if steps else final[(version.id, f)]) for f in item.features]
         files = tables.files(version.view, version.version, materialized.data_version)
-        inputs.append(view_input(version, files, columns, known_at=known_at))
+        entities, unique_times = registry.data_stats(version.id, as_of)
+        inputs.append(
+            view_input(version, files, columns, known_at=known_at, entities=entities, unique_times=unique_times)
+        )
     records += [_record(registry, item.version, None, None) for item in plan.on_demand]
     prepared = prepare_spine(spine, options.timestamp_field, keys)
     spine_columns = prepared.spine.columns

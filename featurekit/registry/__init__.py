@@ -138,6 +138,20 @@ class Registry:
         """Every committed materialization (of one view version, or all), oldest first."""
         return self._read(reads.materializations, version_id)
 
+    def data_stats(self, version_id: int, as_of: int | None = None) -> tuple[int | None, bool]:
+        """What the planner may assume of a version's data at ``as_of``: (entities, unique times).
+
+        Entities: the most any one window's output held, a lower bound of the table's (so a plan
+        chosen for few rows per entity is never chosen wrongly); None when never measured.
+        Unique times: true only if every window measured no two rows sharing keys and event time
+        and no push (whose rows may tie with committed ones) was made. Windows never overlap in
+        event time, so per-window uniqueness is uniqueness of the table.
+        """
+        history = [m for m in self.materializations(version_id) if as_of is None or m.commit_id <= as_of]
+        measured = [m.entities for m in history if m.entities is not None]
+        unique = bool(history) and all(m.unique_times is True for m in history)
+        return (max(measured) if measured else None), unique
+
     def applied_sets(self) -> list[tuple[int, dict[str, int]]]:
         """Each apply commit with its active set (view -> view version id), oldest first."""
         return self._read(reads.applied_sets)
@@ -190,10 +204,13 @@ class Registry:
         mode: str,
         summary: str,
         batch_digest: str | None = None,
+        entities: int | None = None,
+        unique_times: bool | None = None,
     ) -> Materialization:
         """Commit a materialization or push, if the view's data is still at ``base_data_version``.
 
         ``batch_digest`` (pushes) identifies the pushed rows, so that a retried push is recognized.
+        ``entities`` and ``unique_times`` describe the window's output for the join planner.
         Returns the committed record (this commit's, whatever other writers commit next).
         """
         return self._write(
@@ -206,6 +223,8 @@ class Registry:
             mode=mode,
             summary=summary,
             batch_digest=batch_digest,
+            entities=entities,
+            unique_times=unique_times,
         )
 
     def record_online_load(self, commit_ids: list[int]) -> None:

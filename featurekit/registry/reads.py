@@ -33,7 +33,7 @@ VERSION_COLUMNS = (
 )
 MATERIALIZATION_COLUMNS = (
     "m.commit_id, c.committed_at, m.version_id, m.data_version, m.window_start, m.window_end, m.watermark, "
-    "m.rows, m.mode"
+    "m.rows, m.mode, m.entities, m.unique_times"
 )
 COMMIT_COLUMNS = "id, committed_at, kind, git_commit, summary"
 _NOW = 2**62  # a registry version after every commit: "as of now"

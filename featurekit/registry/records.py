@@ -54,6 +54,8 @@ class Materialization:
     watermark: datetime | None  # end of the latest materialized window (pushes do not move it)
     rows: int
     mode: str  # "window", "incremental" or "push"
+    entities: int | None = None  # distinct keys of the window's output (None: not measured)
+    unique_times: bool | None = None  # no two output rows shared keys and event time (None: not measured)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,8 @@ def materialization_from(row: tuple[Any, ...]) -> Materialization:
         watermark=None if row[6] is None else from_micros(row[6]),
         rows=row[7],
         mode=row[8],
+        entities=row[9],
+        unique_times=None if row[10] is None else bool(row[10]),
     )
 
 

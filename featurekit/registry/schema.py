@@ -12,7 +12,8 @@ from pathlib import Path
 
 from featurekit.errors import RegistryError
 
-SCHEMA_VERSION = 4  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest; 4: online_loads
+SCHEMA_VERSION = 5  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest; 4: online_loads;
+# 5: materializations.entities and unique_times (statistics the join planner reads)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS materializations (
     rows INTEGER NOT NULL,
     mode TEXT NOT NULL CHECK (mode IN ('window', 'incremental', 'push')),
     batch_digest TEXT,
+    entities INTEGER,
+    unique_times INTEGER,
     UNIQUE (version_id, data_version)
 );
 CREATE INDEX IF NOT EXISTS materializations_by_version ON materializations (version_id, commit_id);
@@ -118,6 +121,9 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
     columns = [r[1] for r in db.execute("PRAGMA table_info(materializations)")]
     if "batch_digest" not in columns:  # format 1 and 2
         db.execute("ALTER TABLE materializations ADD COLUMN batch_digest TEXT")
+    if "entities" not in columns:  # formats 1 to 4: statistics unknown (the planner assumes the worst)
+        db.execute("ALTER TABLE materializations ADD COLUMN entities INTEGER")
+        db.execute("ALTER TABLE materializations ADD COLUMN unique_times INTEGER")
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is not None and int(row[0]) < 4:  # before format 4, every online load was assumed done
         db.execute("INSERT OR IGNORE INTO online_loads SELECT commit_id FROM materializations")

@@ -98,6 +98,8 @@ def record_materialization(
     mode: str,
     summary: str,
     batch_digest: str | None,
+    entities: int | None = None,
+    unique_times: bool | None = None,
 ) -> Materialization:
     """Add a materialization or push commit, if the version's data is still at ``base_data_version``."""
     row = db.execute(
@@ -118,8 +120,20 @@ def record_materialization(
     commit = new_commit(db, "push" if mode == "push" else "materialize", summary, None)
     db.execute(
         "INSERT INTO materializations (commit_id, version_id, data_version, window_start, window_end, "
-        "watermark, rows, mode, batch_digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (commit, version_id, data_version, start, end, watermark, rows, mode, batch_digest),
+        "watermark, rows, mode, batch_digest, entities, unique_times) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            commit,
+            version_id,
+            data_version,
+            start,
+            end,
+            watermark,
+            rows,
+            mode,
+            batch_digest,
+            entities,
+            None if unique_times is None else int(unique_times),
+        ),
     )
     # Read back inside the transaction: once it ends, another writer may already have committed.
     found = reads.materialization(db, commit)

@@ -1,0 +1,74 @@
+"""The join plan follows the statistics a materialization recorded; every plan gives the same rows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow as pa
+
+from tests.conftest import trips_table, ts
+
+
+def dense_rows(drivers: int, per_driver: int, tie: bool = False) -> list[tuple]:
+    rows = [(d, ts(0, i / 10), ts(0, i / 10), 1, 2, float(i)) for d in range(drivers) for i in range(per_driver)]
+    if tie:  # a second row at an existing (driver, event time), written later: it wins the tie
+        rows.append((0, ts(0, 0.5), ts(0, 0.5) + timedelta(seconds=1), 1, 1, 99.0))
+    return rows
+
+
+def spine(drivers: int, per_driver: int) -> pa.Table:
+    times = [ts(0, i / 7) for _ in range(drivers) for i in range(per_driver)]
+    return pa.table(
+        {
+            "driver_id": [d for d in range(drivers) for _ in range(per_driver)],
+            "event_timestamp": pa.array(times, pa.timestamp("us", tz="UTC")),
+        }
+    )
+
+
+def plans(training_set) -> str:
+    return training_set.description.splitlines()[0]
+
+
+def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(dense_rows(5, 40))}))
+    store.apply()
+    store.materialize(ts(0), ts(2))
+    stats = store.registry.last_materialization(1)
+    assert (stats.entities, stats.unique_times) == (5, True)
+    many = spine(5, 20)  # 20 spine rows per entity: ASOF; no ties recorded: the row-carrying ASOF
+    untied = store.training_set(many, ["driver_stats"])
+    assert "driver_stats: asof_rows" in plans(untied)
+    few = spine(5, 2)  # 2 spine rows per entity: the range join
+    ranged = store.training_set(few, ["driver_stats"])
+    assert "driver_stats: range" in plans(ranged)
+    # The same values whatever the plan: the range plan's rows are the first two of each driver's ASOF rows.
+    asof_values = untied.to_arrow().column("avg_trip_km").to_pylist()
+    first_two = [asof_values[d * 20 + i] for d in range(5) for i in range(2)]
+    assert ranged.to_arrow().column("avg_trip_km").to_pylist() == first_two
+    store.push("driver_stats", trips_table([(0, ts(1), ts(1), 1, 1, 7.0)]), to="online_and_offline")
+    pushed = store.training_set(many, ["driver_stats"])  # a push may tie with committed rows
+    assert "driver_stats: asof " in plans(pushed) + " "
+    expected = untied.to_arrow().column("avg_trip_km").to_pylist()
+    assert pushed.to_arrow().column("avg_trip_km").to_pylist()[:20] == expected[:20]
+
+
+def test_a_window_with_ties_records_it_and_the_tie_is_broken(make_repo, open_store):
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(dense_rows(3, 30, tie=True))}))
+    store.apply()
+    store.materialize(ts(0), ts(2))
+    assert store.registry.last_materialization(1).unique_times is False
+    got = store.training_set(spine(3, 10), ["driver_stats"])
+    assert "driver_stats: asof " in plans(got) + " "
+    table = got.to_arrow()
+    at_tie = [
+        v
+        for d, t, v in zip(
+            table.column("driver_id").to_pylist(),
+            table.column("event_timestamp").to_pylist(),
+            table.column("avg_trip_km").to_pylist(),
+            strict=True,
+        )
+        if d == 0 and t == ts(0, 4 / 7)
+    ]
+    assert at_tie == [99.0]  # 0.57 h: the newest row is the tied one at 0.5 h, the later-created wins
