@@ -98,11 +98,16 @@ def scaling_chart(series: dict[str, list[Point]], path: Path) -> None:
 SHAPE_STYLES = {
     "featurekit": ("#1f77b4", "-", "o"),
     "asof": ("#7f7f7f", "--", "s"),
+    "asof_match": ("#ff7f0e", "--", "P"),
     "range": ("#bcbd22", "--", "^"),
     "polars": ("#2ca02c", ":", "D"),
     "pandas": ("#9467bd", ":", "v"),
 }
-SHAPE_LABELS = {"asof": "DuckDB floor: ASOF", "range": "DuckDB floor: range join"}
+SHAPE_LABELS = {
+    "asof": "DuckDB floor: ASOF",
+    "asof_match": "DuckDB floor: ASOF, tie-break after",
+    "range": "DuckDB floor: range join",
+}
 
 
 def shapes_chart(points: dict[str, list[tuple[int, float, bool]]], path: Path) -> None:
