@@ -379,6 +379,7 @@ def run_shapes(options: argparse.Namespace) -> int:
             began = datetime.now(UTC)
             print(f"{name}: preparing data and the featurekit repo", file=sys.stderr, flush=True)
             shape_repo(shape)
+            load = os.getloadavg()[0]
             measured, problems = measure(name, Path(tmp), options.repeat, options.timeout)
             failures += problems
             results[name] = {
@@ -388,6 +389,7 @@ def run_shapes(options: argparse.Namespace) -> int:
                 "commit": _commit(),
                 "timeout_s": options.timeout,
                 "repeat": options.repeat,
+                "load": [round(load, 1), round(os.getloadavg()[0], 1)],  # 1-minute load average, before and after
                 "versions": versions,
                 "correctness": problems or [CORRECT],
                 **measured,
@@ -428,6 +430,10 @@ def _rss(entry: Result | None) -> str:
     return f"{entry['rss_mb']:.0f}" if entry and "rss_mb" in entry else "-"
 
 
+def _cpu(entry: Result | None) -> str:
+    return f"{entry['cpu_seconds']:.1f}" if entry and "cpu_seconds" in entry else "-"
+
+
 def _ratio(mine: Result, floor: Result | None) -> str:
     if floor is None:
         return "-"
@@ -445,7 +451,8 @@ def _within_ttl(shape: Result) -> str:
 
 HEADER = (
     "| {first} | featurekit | DuckDB floor (fastest) | ASOF floor | ASOF floor, tie-break after | range floor | "
-    "polars | pandas | fk / floor | peak RSS MB: fk / ASOF / ASOF after / range / polars / pandas |"
+    "polars | pandas | fk / floor | CPU s: fk / ASOF / ASOF after / range / polars / pandas | "
+    "peak RSS MB: fk / ASOF / ASOF after / range / polars / pandas |"
 )
 
 
@@ -456,10 +463,11 @@ def _row(first: str, entry: Result) -> str:
         variant = next(f for f in FLOORS if entry.get(f) is floor)
         fastest = f"{floor['median']:.3f} s ({FLOOR_NAMES[variant]})"
     rss = " / ".join(_rss(entry.get(c)) for c in CONTENDERS)
+    cpu = " / ".join(_cpu(entry.get(c)) for c in CONTENDERS)
     cells = [_cell(entry.get(c)) for c in CONTENDERS]
     return (
         f"| {first} | {cells[0]} | {fastest} | {' | '.join(cells[1:])} | "
-        f"{_ratio(entry.get('featurekit', {}), floor)} | {rss} |"
+        f"{_ratio(entry.get('featurekit', {}), floor)} | {cpu} | {rss} |"
     )
 
 
@@ -489,7 +497,8 @@ def section(record: dict[str, Any] | None, chart: str | None) -> str:
         "result must equal every DuckDB floor's row for row; polars and pandas do not break ties by",
         "`created`, so only their row count and the number of spine rows that found features are",
         "checked. A contender slower than the timeout is killed and recorded as a timeout. Seconds are",
-        "medians (min-max) of the repetitions.",
+        "medians (min-max) of the repetitions; CPU seconds (user + system, all threads, median) move less",
+        "than wall time when other jobs share the 2 cores.",
         "",
         "| shape | feature rows | entities | rows per entity (inside the TTL) | spine rows | TTL | run | correctness |",
         "|---|---|---|---|---|---|---|---|",
@@ -500,11 +509,13 @@ def section(record: dict[str, Any] | None, chart: str | None) -> str:
             f"{entry['date']}, commit {entry['commit']}, {entry['repeat']} rounds, timeout {entry['timeout_s']:.0f} s: "
             f"`{entry['command']}`"
         )
+        if "load" in entry:
+            run += f"; load average {entry['load'][0]} before, {entry['load'][1]} after (2 cores)"
         lines.append(
             f"| {name} | {s['rows']:,} | {s['entities']:,} | {s['rows_per_entity']:,} ({_within_ttl(s)}) | "
             f"{s['spine']:,} | {s['ttl_days']} days over {s['days']} | {run} | {'; '.join(entry['correctness'])} |"
         )
-    lines += ["", HEADER.format(first="shape"), "|---|" + "---|" * 9]
+    lines += ["", HEADER.format(first="shape"), "|---|" + "---|" * 10]
     lines += [_row(name, entry) for name, entry in shapes.items() if name not in CHART_SHAPES or name in TABLE_SHAPES]
     chart_rows = [(shapes[n]["shape"]["rows_per_entity"], shapes[n]) for n in CHART_SHAPES if n in shapes]
     if chart_rows:
@@ -514,7 +525,7 @@ def section(record: dict[str, Any] | None, chart: str | None) -> str:
             "",
             *([f"![rows per entity chart]({chart})", ""] if chart else []),
             HEADER.format(first="rows per entity"),
-            "|---|" + "---|" * 9,
+            "|---|" + "---|" * 10,
         ]
         lines += [_row(f"{per:,}", entry) for per, entry in sorted(chart_rows, key=lambda r: r[0])]
     return "\n".join(lines)
