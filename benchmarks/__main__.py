@@ -1,7 +1,8 @@
 """``python -m benchmarks run --scale medium``: featurekit vs the hand-written floor vs Feast, in one run.
 
 Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the scaling workloads at
-1M, 10M and 30M feature rows), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
+1M, 10M and 30M feature rows), ``shapes`` (the training set on long entity histories, see
+:mod:`benchmarks.shapes`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
 ``child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
@@ -22,6 +23,11 @@ SCALING_WORKLOADS = "training_1view_arrow,materialize_offline"
 
 def child(argv: list[str]) -> None:
     """Run one contender's workload and write its JSON result (called in a fresh process)."""
+    if argv[:1] == ["shape"]:
+        from benchmarks.shapes import child as shape_child
+
+        shape_child(argv[1:])
+        return
     from benchmarks import contenders as c
 
     kind, scale_name, out, *args = argv
@@ -82,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--output", type=Path, default=HERE / "results")
     run.add_argument("--no-feast", action="store_true")
+    shapes = sub.add_parser("shapes", help="the 1-view training set on every data shape, against four floors")
+    shapes.add_argument("--only", default="", help="comma-separated shapes (default: the table's and the chart's)")
+    shapes.add_argument("--repeat", type=int, default=3)
+    shapes.add_argument("--timeout", type=float, default=300.0, help="seconds before a contender's run is killed")
+    shapes.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("report", help="rewrite RESULTS.md and the charts from results/*.json")
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
     loop = sub.add_parser("materialize-loop")
@@ -102,6 +113,10 @@ def main() -> None:
         from benchmarks.report import write_report
 
         write_report(HERE / "results", HERE / "RESULTS.md")
+    elif options.command == "shapes":
+        from benchmarks.shapes import run_shapes
+
+        sys.exit(run_shapes(options))
     elif options.command == "scaling":
         status = 0
         for scale in SCALING:

@@ -93,3 +93,44 @@ def scaling_chart(series: dict[str, list[Point]], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(figure)
+
+
+SHAPE_STYLES = {
+    "featurekit": ("#1f77b4", "-", "o"),
+    "asof": ("#7f7f7f", "--", "s"),
+    "asof_match": ("#ff7f0e", "--", "P"),
+    "range": ("#bcbd22", "--", "^"),
+    "polars": ("#2ca02c", ":", "D"),
+    "pandas": ("#9467bd", ":", "v"),
+}
+SHAPE_LABELS = {
+    "asof": "DuckDB floor: ASOF",
+    "asof_match": "DuckDB floor: ASOF, tie-break after",
+    "range": "DuckDB floor: range join",
+}
+
+
+def shapes_chart(points: dict[str, list[tuple[int, float, bool]]], path: Path) -> None:
+    """Training-set time against rows per entity (log-log); a timeout is drawn at the timeout, hollow."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    for contender, series in points.items():
+        color, style, marker = SHAPE_STYLES.get(contender, ("black", "-", "o"))
+        xs = [p[0] for p in series]
+        ys = [p[1] for p in series]
+        axes.plot(xs, ys, style, color=color, marker=marker, label=SHAPE_LABELS.get(contender, contender))
+        for x, y, timed_out in series:
+            if timed_out:
+                axes.plot([x], [y], marker=marker, markersize=11, markerfacecolor="white", color=color)
+                axes.annotate("timeout", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=7, color=color)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("feature rows per entity (2M feature rows, 100k spine rows, TTL 7 days)")
+    axes.set_ylabel("training set, median time (s)")
+    axes.grid(True, which="both", linewidth=0.3)
+    axes.legend(fontsize=8)
+    axes.set_title("1-view training set over rows per entity", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(figure)

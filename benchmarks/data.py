@@ -137,3 +137,108 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+# -- data shapes (``python -m benchmarks shapes``) ---------------------------------------------
+# The scales above hold about one feature row per entity inside the 7-day TTL. A shape fixes how
+# many rows each entity has instead: the training-set join must hold on long histories too.
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    rows: int  # feature rows of the one view, stats_a
+    entities: int
+    spine: int
+    days: int  # the feature rows and the spine span [START, START + days)
+    ttl_days: int
+    data: str = ""  # the folder under data/shapes/ (default: the name); shapes differing by TTL share it
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "shapes" / (self.data or self.name)
+
+    @property
+    def end(self) -> datetime:
+        return START + timedelta(days=self.days)
+
+    @property
+    def rows_per_entity(self) -> int:
+        return self.rows // self.entities
+
+
+SHAPES = {
+    s.name: s
+    for s in (
+        Shape("dense", 2_000_000, 1_000, 100_000, 90, 7),
+        Shape("dense_ttl30", 2_000_000, 1_000, 100_000, 90, 30, data="dense"),
+        Shape("lowcard", 10_000_000, 10, 1_000_000, 90, 7),
+        Shape("sparse_ttl30", 1_000_000, 100_000, 100_000, 60, 30),
+        # The rows-per-entity chart: 2M feature rows and a 100k spine, 20 to 200k rows per entity
+        # (the 1k-entity point is dense).
+        Shape("per_entity_20", 2_000_000, 100_000, 100_000, 90, 7),
+        Shape("per_entity_200", 2_000_000, 10_000, 100_000, 90, 7),
+        Shape("per_entity_20k", 2_000_000, 100, 100_000, 90, 7),
+        Shape("per_entity_200k", 2_000_000, 10, 100_000, 90, 7),
+        Shape("tiny_dense", 20_000, 20, 2_000, 90, 7),  # the smoke test's: 1,000 rows per entity
+    )
+}
+TABLE_SHAPES = ("dense", "dense_ttl30", "lowcard", "sparse_ttl30")
+CHART_SHAPES = ("per_entity_20", "per_entity_200", "dense", "per_entity_20k", "per_entity_200k")
+TIE_SHARE = 100  # one feature row in TIE_SHARE copies the key and event time of another row
+NULL_CREATED_SHARE = 1_000  # one row in NULL_CREATED_SHARE has no created timestamp (it loses ties)
+
+
+def _shape_features(shape: Shape, seed: int) -> pa.Table:
+    """Millisecond event times (sub-second), with exact (key, event time) ties and some ties on created."""
+    rng = np.random.default_rng(seed)
+    rows = shape.rows
+    base = np.datetime64(START.replace(tzinfo=None), "us").astype("int64")
+    keys = rng.integers(0, shape.entities, rows)
+    event = base + rng.integers(0, shape.days * 86_400_000, rows) * 1_000
+    created = event + rng.integers(0, 3_600_000, rows) * 1_000
+    tied = rng.choice(rows, rows // TIE_SHARE, replace=False)
+    origin = rng.integers(0, rows, tied.size)
+    keys[tied], event[tied] = keys[origin], event[origin]
+    created[tied] = event[tied] + rng.integers(0, 3_600_000, tied.size) * 1_000
+    same = tied.size // 10  # a tenth of the ties also tie on created: the values decide
+    created[tied[:same]] = created[origin[:same]]
+    no_created = np.zeros(rows, dtype=bool)
+    no_created[rng.choice(rows, max(1, rows // NULL_CREATED_SHARE), replace=False)] = True
+    columns: dict[str, object] = {
+        "driver_id": keys,
+        "event_timestamp": pa.array(event, pa.timestamp("us", tz="UTC")),
+        "created": pa.array(created, pa.timestamp("us", tz="UTC"), mask=no_created),
+    }
+    for name in FEATURES:
+        columns[name] = rng.random(rows)
+    return pa.table(columns)
+
+
+def _shape_spine(shape: Shape, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    base = np.datetime64(START.replace(tzinfo=None), "us").astype("int64")
+    return pa.table(
+        {
+            "driver_id": rng.integers(0, shape.entities, shape.spine),
+            "event_timestamp": pa.array(
+                base + rng.integers(0, shape.days * 86_400 * 1_000_000, shape.spine), pa.timestamp("us", tz="UTC")
+            ),
+            "label": rng.random(shape.spine) < 0.5,
+        }
+    )
+
+
+def ensure_shape(shape: Shape) -> Path:
+    """Write the shape's source (``sources/stats_a.parquet``) and spine once; return their folder."""
+    folder = shape.folder
+    (folder / "sources").mkdir(parents=True, exist_ok=True)
+    source = folder / "sources" / "stats_a.parquet"
+    if not source.exists():
+        pq.write_table(_shape_features(shape, seed=7), source.with_suffix(".tmp"), row_group_size=1_000_000)
+        source.with_suffix(".tmp").rename(source)
+    spine = folder / "spine.parquet"
+    if not spine.exists():
+        pq.write_table(_shape_spine(shape, seed=98), spine.with_suffix(".tmp"))
+        spine.with_suffix(".tmp").rename(spine)
+    return folder

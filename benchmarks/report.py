@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import charts, scaling
+from benchmarks import charts, scaling, shapes
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ["small", "medium", "large", "xlarge"]
@@ -183,11 +183,21 @@ def write_report(results: Path, target: Path) -> None:
         if path.exists():
             records[name] = json.loads(path.read_text())
     links, scaling_chart = _draw_charts(records, target.parent / "charts")
+    shape_path = results / shapes.RECORD
+    shape_record = json.loads(shape_path.read_text()) if shape_path.exists() else None
+    shape_chart = None
+    if shape_record and charts.available():
+        points = shapes.chart_points(shape_record)
+        if points:
+            (target.parent / "charts").mkdir(parents=True, exist_ok=True)
+            charts.shapes_chart(points, target.parent / "charts" / "rows_per_entity.png")
+            shape_chart = "charts/rows_per_entity.png"
     sections = [INTRO]
     if not links:
         sections.append("Charts were not drawn: matplotlib is missing (`pip install -e '.[bench]'`).")
     sections += [scale_section(r, links) for r in records.values()]
     sections += [on_demand_section(records), scaling_section(records, scaling_chart)]
+    sections.append(shapes.section(shape_record, shape_chart))
     notes = results / "NOTES.md"
     if notes.exists():
         sections.append(notes.read_text())

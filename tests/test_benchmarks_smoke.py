@@ -2,7 +2,8 @@
 
 Covers a training set per sink and view count, the incremental materialize of a day (offline and
 online), the 50-view apply, an on-demand lookup with and without POLARS_MAX_THREADS=1, the report
-and its charts.
+and its charts; and the data-shapes run on a tiny dense shape, so that featurekit is checked against
+the DuckDB floors (two ASOF variants and a range join) on long histories with exact ties.
 """
 
 from __future__ import annotations
@@ -69,3 +70,37 @@ def test_harness_smoke_run(tmp_path: Path) -> None:
     else:
         assert "| [training set, 1 view, to Arrow](charts/training_1view_arrow.png) |" in report
         assert (tmp_path / "charts" / "training_1view_arrow.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_shapes_smoke_run(tmp_path: Path) -> None:
+    """A tiny dense shape (1,000 rows per entity): featurekit equals the DuckDB floors exactly."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "shapes",
+            "--only",
+            "tiny_dense",
+            "--repeat",
+            "1",
+            "--timeout",
+            "300",
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    entry = json.loads((tmp_path / "shapes.json").read_text())["shapes"]["tiny_dense"]
+    assert entry["correctness"] == [
+        "featurekit's training sets equal the DuckDB floors', row for row; polars and pandas cover the same rows"
+    ]
+    for contender in ("featurekit", "asof", "asof_match", "range", "polars", "pandas"):
+        assert entry[contender]["rows"] == 2_000, contender
+    assert "## Every data shape" in (tmp_path / "RESULTS.md").read_text()
