@@ -21,7 +21,7 @@ from featurekit.frames import as_arrow
 from featurekit.manifest import table_digest
 from featurekit.offline.materialize import Materializer, check_output
 from featurekit.offline.retrieval import ViewInput, latest_rows
-from featurekit.online.loading import write_latest
+from featurekit.online.loading import write_newest
 from featurekit.registry import ViewVersion
 from featurekit.timestamps import normalize_timestamps
 from featurekit.transform import run_view
@@ -119,7 +119,7 @@ def _online(
     """
     view_input = ViewInput.from_version(version, [], [(f, f) for f in version.features])
     latest = latest_rows(materializer.con, view_input, rows=out)
-    online_rows = write_latest(
+    online_rows = write_newest(
         materializer.online,
         view.name,
         version.version,

@@ -30,7 +30,7 @@ from featurekit.offline.retrieval import ViewInput, latest_rows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables, WriteScope
 from featurekit.online.base import OnlineStore
-from featurekit.online.loading import write_latest
+from featurekit.online.loading import write_newest
 from featurekit.registry import Registry, ViewVersion
 from featurekit.transform import run_view
 
@@ -285,7 +285,7 @@ class Materializer:
             files = self.tables.files(version.view, version.version, data_version)
             view_input = ViewInput.from_version(version, files, [(f, f) for f in features])
             latest = latest_rows(self.con, view_input, window) if files else pa.table({})
-        return write_latest(
+        return write_newest(
             self.online,
             version.view,
             version.version,

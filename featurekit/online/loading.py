@@ -32,7 +32,7 @@ def to_online_rows(table: pa.Table, join_keys: list[str], features: list[str]) -
     )
 
 
-def write_latest(
+def write_newest(
     store: OnlineStore, view: str, version: int, latest: pa.Table, *, join_keys: list[str], features: list[str]
 ) -> int:
     """Create the view version's online table if needed and upsert ``latest`` into it."""

@@ -44,8 +44,8 @@ class BatchLookup:
 
 
 @dataclass(frozen=True)
-class ServingPlan:
-    """A resolved feature list, ready to serve."""
+class LookupRecipe:
+    """A resolved feature list: what to read from which table, and what to compute."""
 
     lookups: list[BatchLookup]
     steps: list[OnDemandStep]
@@ -147,8 +147,8 @@ def _encoded_keys(lookup: BatchLookup, columns: dict[str, list[Any]]) -> list[An
     return [encode_key(p) for p in zip(*parts, strict=True)]
 
 
-class Server:
-    """Serves ``online_features`` for one store; safe to share across threads."""
+class OnlineReader:
+    """Reads features of entities from one online store (``online_features``); safe to share across threads."""
 
     def __init__(
         self,
@@ -161,7 +161,7 @@ class Server:
         self.codebase = codebase
         self.online = online
         self.refresh_s = refresh_s
-        self._plans: dict[tuple[Any, ...], ServingPlan] = {}
+        self._recipes: dict[tuple[Any, ...], LookupRecipe] = {}
         self._head = -1
         self._checked = -1e18
 
@@ -172,21 +172,21 @@ class Server:
         self._checked = now
         head = self.registry.head_commit()
         if head != self._head:
-            self._plans = {}
+            self._recipes = {}
             self._head = head
 
-    def plan(self, features: Sequence[FeatureRequest] | FeatureRequest, full_names: bool = False) -> ServingPlan:
-        """The resolved plan of a feature list (cached; re-resolved after a new apply)."""
+    def recipe(self, features: Sequence[FeatureRequest] | FeatureRequest, full_names: bool = False) -> LookupRecipe:
+        """The lookup recipe of a feature list (cached; re-resolved after a new apply)."""
         self._fresh()
         requests = tuple(features) if isinstance(features, (list, tuple)) else (features,)
         cache_key = (*requests, full_names)
-        plan = self._plans.get(cache_key)
-        if plan is None:
-            plan = self._build(list(requests), full_names)
-            self._plans[cache_key] = plan
-        return plan
+        recipe = self._recipes.get(cache_key)
+        if recipe is None:
+            recipe = self._build(list(requests), full_names)
+            self._recipes[cache_key] = recipe
+        return recipe
 
-    def _build(self, features: list[FeatureRequest], full_names: bool) -> ServingPlan:
+    def _build(self, features: list[FeatureRequest], full_names: bool) -> LookupRecipe:
         definitions = self.codebase.definitions
         resolved: FeaturePlan = resolve(features, self.registry.active(), self.registry)
         lookups = []
@@ -225,7 +225,7 @@ class Server:
             raise SchemaError(f"features {clashes} come from more than one view; pass full_names=True")
         outputs = [(internal_name(v, f), n) for (v, f), n in zip(resolved.outputs, names, strict=True)]
         dtypes = {name: dtype for lookup in lookups for name, dtype in lookup.dtypes.items()}
-        return ServingPlan(lookups, steps, request_inputs(steps), outputs, entity_keys, needed_columns(steps), dtypes)
+        return LookupRecipe(lookups, steps, request_inputs(steps), outputs, entity_keys, needed_columns(steps), dtypes)
 
     def lookup(
         self,
@@ -236,12 +236,12 @@ class Server:
         full_names: bool = False,
     ) -> OnlineResponse:
         """Features of ``entities`` as of ``at`` (default: now)."""
-        plan = self.plan(features, full_names)
+        recipe = self.recipe(features, full_names)
         columns = entity_columns(entities)
         count = len(next(iter(columns.values()), []))
         now_us = to_micros(at if at is not None else datetime.now(UTC))
         values: dict[str, list[Any]] = {}
-        for lookup in plan.lookups:
+        for lookup in recipe.lookups:
             keys = _encoded_keys(lookup, columns)
             rows = self.online.read(lookup.table, lookup.features, keys)
             floor = None if lookup.ttl_us is None else now_us - lookup.ttl_us
@@ -255,26 +255,26 @@ class Server:
                         value = row[2 + position]
                         out.append(value if decode is None else decode(value))
                 values[name] = out
-        result = {k: columns[k] for k in plan.entity_keys if k in columns}
-        if plan.steps:
-            computed = run_steps(plan.steps, self._on_demand_inputs(plan, values, request or {}, count))
-            for internal, name in plan.outputs:
+        result = {k: columns[k] for k in recipe.entity_keys if k in columns}
+        if recipe.steps:
+            computed = run_steps(recipe.steps, self._on_demand_inputs(recipe, values, request or {}, count))
+            for internal, name in recipe.outputs:
                 found = values.get(internal)
                 if found is None:
                     column = computed[internal]
                     found = column.to_list() if isinstance(column, pl.Series) else column
                 result[name] = found
         else:
-            for internal, name in plan.outputs:
+            for internal, name in recipe.outputs:
                 result[name] = values[internal]
         return OnlineResponse(result)
 
     def _on_demand_inputs(
-        self, plan: ServingPlan, values: dict[str, list[Any]], request: dict[str, Any], count: int
+        self, recipe: LookupRecipe, values: dict[str, list[Any]], request: dict[str, Any], count: int
     ) -> dict[str, pl.Series | list[Any]]:
         """The on-demand views' inputs: fetched features and request values, one list per column."""
         inputs: dict[str, pl.Series | list[Any]] = {}
-        for name in plan.needed:
+        for name in recipe.needed:
             if name in values:
                 inputs[name] = values[name]
                 continue
