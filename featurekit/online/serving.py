@@ -43,6 +43,7 @@ class BatchLookup:
     internal: list[str]
     decoders: list[Decoder | None]  # None: stored as served (floats too, unless a value is NaN)
     nan_decoders: list[Decoder | None]  # the decoders when a fetched row holds the NaN marker
+    has_floats: bool  # whether any feature is a float (the only decoders that NaN changes)
     ttl_us: int | None
     dtypes: dict[str, Any]  # internal name -> polars dtype (for on-demand inputs)
 
@@ -222,6 +223,7 @@ class OnlineReader:
                     internal=[internal_name(version, f) for f in item.features],
                     decoders=[None if is_float(t) else decoder(t) for t in types],
                     nan_decoders=[decoder(t) for t in types],
+                    has_floats=any(is_float(t) for t in types),
                     ttl_us=ttl_us,
                     dtypes={
                         internal_name(version, f): arrow_to_polars(t) for f, t in zip(item.features, types, strict=True)
@@ -285,13 +287,16 @@ class OnlineReader:
                     raise _too_early(lookup, parts, index, row[0], now_us)
                 hits.append(None if row is None or (floor is not None and row[0] < floor) else row)
             if hits and None not in hits:
-                stored_columns = [list(c) for c in zip(*hits, strict=True)][2:]
+                stored_columns = list(map(list, zip(*hits, strict=False)))[2:]  # rows have one width
             else:
                 width = len(lookup.features)
                 stored_columns = [[None if row is None else row[2 + p] for row in hits] for p in range(width)]
             decoders = lookup.decoders
-            if lookup.decoders != lookup.nan_decoders and any(row is not None and NAN in row for row in hits):
-                decoders = lookup.nan_decoders
+            if lookup.has_floats:
+                for row in hits:  # (a loop, not any(...): no generator on the hot path)
+                    if row is not None and NAN in row:
+                        decoders = lookup.nan_decoders
+                        break
             for name, decode, stored in zip(lookup.internal, decoders, stored_columns, strict=True):
                 values[name] = stored if decode is None else decode(stored)
         result = {k: typed_keys.get(k, columns.get(k, [])) for k in recipe.entity_keys}
