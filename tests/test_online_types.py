@@ -230,3 +230,10 @@ def test_what_cannot_be_kept_is_named():
     (problem,) = check_servable(schema)
     assert "'bad'" in problem
     assert "dictionary" in problem
+
+
+def test_nested_values_stored_as_json_by_earlier_versions_still_read():
+    decode = decoder(pa.list_(pa.int64()))
+    assert decode is not None
+    assert decode(["[1, 2]", None]) == [[1, 2], None]
+    assert decode([None, None]) == [None, None]

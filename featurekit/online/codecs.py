@@ -174,13 +174,20 @@ def _ipc_decoder(dtype: pa.DataType) -> Decoder:
     missing = pa.nulls(1, small)
 
     def decode(values: list[Any]) -> list[Any]:
-        if all(v is None for v in values):
+        arrays = []
+        found = False
+        for value in values:  # (one plain loop: lookups of one entity are the common case)
+            if value is None:
+                arrays.append(missing)
+            elif type(value) is str:
+                # Stored before values were kept as Arrow IPC: JSON, as close as it could get.
+                return [json.loads(v) if isinstance(v, str) else _read_one(v, schema) for v in values]
+            else:
+                arrays.append(pa.ipc.read_record_batch(pa.py_buffer(value), schema).column(0))
+                found = True
+        if not found:
             return values
-        if any(isinstance(v, str) for v in values):
-            # Stored before values were kept as Arrow IPC: JSON, as close as it could get.
-            return [json.loads(v) if isinstance(v, str) else _read_one(v, schema) for v in values]
-        arrays = [missing if v is None else pa.ipc.read_record_batch(pa.py_buffer(v), schema).column(0) for v in values]
-        decoded: list[Any] = pa.concat_arrays(arrays).to_pylist()
+        decoded: list[Any] = (arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)).to_pylist()
         return decoded
 
     return decode
