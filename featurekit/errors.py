@@ -10,6 +10,7 @@ The tree::
     ├── NotAppliedError          loaded code differs from the applied version (run `featurekit apply`)
     ├── SchemaError              a column is missing or has the wrong dtype
     ├── DataError                bad values: null keys or timestamps, rows outside a window
+    ├── OnlineHistoryError       an online lookup time before what the online store holds
     ├── SourceError              a source file is missing, unreadable, or its schema changed
     ├── FeatureFunctionError     a user feature function raised or returned something unusable
     ├── WindowError              a materialization window is empty, reversed or in the future
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidNameError",
     "ManifestError",
     "NotAppliedError",
+    "OnlineHistoryError",
     "RegistryError",
     "RetentionError",
     "SchemaError",
@@ -93,6 +95,10 @@ class SchemaError(FeaturekitError):
 
 class DataError(FeaturekitError):
     """Values are unusable: null keys or timestamps, rows outside the window."""
+
+
+class OnlineHistoryError(FeaturekitError):
+    """An online lookup asked for a moment before the entity's stored row (the store keeps only the newest)."""
 
 
 class SourceError(FeaturekitError):

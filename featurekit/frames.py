@@ -27,3 +27,25 @@ def as_arrow(data: Any, what: str) -> pa.Table:
     raise SchemaError(
         f"{what} must be a pandas, polars or Arrow frame, a list of dicts or a dict of lists, got {type(data).__name__}"
     )
+
+
+def key_family(dtype: pa.DataType) -> str:
+    """The kind of a join key's type: keys of one family are cast to each other, others never match.
+
+    Integers of every width are one family, strings of every encoding another, floats and decimals
+    a third, timestamps (any unit; naive means UTC) and dates one each; any other type only matches
+    itself. Dictionary-encoded (categorical) keys are their values' family.
+    """
+    if pa.types.is_dictionary(dtype):
+        return key_family(dtype.value_type)
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or dtype == pa.string_view():
+        return "string"
+    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "number"
+    if pa.types.is_timestamp(dtype):
+        return "timestamp"
+    if pa.types.is_date(dtype):
+        return "date"
+    return str(dtype)

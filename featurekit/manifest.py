@@ -160,7 +160,8 @@ def _value_bytes(array: pa.Array) -> bytes:
         data = b"" if data_buffer is None else data_buffer.to_pybytes()[offsets[0] : offsets[-1]]
         return bytes((offsets - offsets[0]).tobytes()) + data
     if pa.types.is_temporal(dtype):
-        array = array.cast(pa.int64())
+        # date32 and time32 are 32-bit integers underneath: Arrow casts them only to int32.
+        array = array.cast(pa.int32() if pa.types.is_date32(dtype) or pa.types.is_time32(dtype) else pa.int64())
         dtype = array.type
     if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
         if array.null_count:  # null slots hold arbitrary bytes: zero them (the validity bits count them)

@@ -21,7 +21,7 @@ from featurekit.frames import as_arrow
 from featurekit.manifest import table_digest
 from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, check_output
-from featurekit.online.loading import write_latest
+from featurekit.online.loading import write_newest
 from featurekit.registry import ViewVersion
 from featurekit.timestamps import normalize_timestamps
 from featurekit.transform import run_view
@@ -118,7 +118,7 @@ def _online(
     ``commit`` is the registry commit of the rows' offline copy: recorded as loaded once they are.
     """
     latest = materializer.engine.newest_rows(view_input(version, []), rows=out)
-    online_rows = write_latest(
+    online_rows = write_newest(
         materializer.online,
         view.name,
         version.version,

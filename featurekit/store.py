@@ -32,7 +32,7 @@ from featurekit.offline.training import TrainingRequest, TrainingSet, build_trai
 from featurekit.ondemand import build_steps
 from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
-from featurekit.online.serving import OnlineResponse, Server, entity_columns
+from featurekit.online.serving import OnlineReader, OnlineResponse, entity_columns
 from featurekit.plan import Plan, check_applied, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
@@ -76,7 +76,7 @@ class FeatureStore:
         self._progress = make_progress(progress)
         self._engine: OfflineEngine | None = engine
         self._online: OnlineStore | None = None
-        self._server: Server | None = None
+        self._server: OnlineReader | None = None
         self._definitions: RepoDefinitions | None = None
         self.codebase = Codebase(self.root, lambda: self.definitions, list(self.config.archive), self.registry)
 
@@ -364,9 +364,9 @@ class FeatureStore:
             dry_run=dry_run,
         )
 
-    def _serving(self) -> Server:
+    def _serving(self) -> OnlineReader:
         if self._server is None:
-            self._server = Server(self.registry, self.codebase, self.online, self.config.online.refresh_s)
+            self._server = OnlineReader(self.registry, self.codebase, self.online, self.config.online.refresh_s)
         return self._server
 
     def online_features(

@@ -1,7 +1,7 @@
 """Engine contract: what every OfflineEngine must do, run on each implementation in tests/engines.py.
 
 The point-in-time rule itself is held to a brute-force oracle in test_point_in_time_property.py
-and the newest-row rule in test_latest_rows_property.py; this suite covers the rest of the
+and the newest-row rule in test_newest_rows_property.py; this suite covers the rest of the
 protocol: sources (Parquet, CSV, SQL) with windows and entity-partitioned batches, the three
 ways to take a join's result, statistics, empty inputs, and sharing one engine between threads.
 """

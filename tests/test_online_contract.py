@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -97,3 +99,36 @@ def test_many_keys_in_one_read(store: OnlineStore) -> None:
 def test_infinities_survive(store: OnlineStore) -> None:
     store.write("t__v1", rows((1, 1, 1, math.inf, "x"), (2, 1, 1, -math.inf, "y")))
     assert store.read("t__v1", ["a"], [1, 2]) == {1: (1, 1, math.inf), 2: (1, 1, -math.inf)}
+
+
+def test_concurrent_writers_lose_no_rows(store: OnlineStore) -> None:
+    # Threads share the one store object, as the threads of one FeatureStore do. A tiny switch
+    # interval makes the interpreter interleave them often, so a race shows up in every run.
+    writers, batches, per_batch = 4, 10, 500
+    start = threading.Barrier(writers)
+    failures: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        try:
+            start.wait()
+            for batch in range(batches):
+                first = (writer * batches + batch) * per_batch
+                store.write("t__v1", rows(*[(k, 1, 1, float(k), str(k)) for k in range(first, first + per_batch)]))
+        except BaseException as exc:  # noqa: BLE001 -- reported by the assertion below
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    keys = list(range(writers * batches * per_batch))
+    found = store.read("t__v1", ["a", "b"], keys)
+    assert len(found) == len(keys)
+    assert all(found[k] == (1, 1, float(k), str(k)) for k in keys)

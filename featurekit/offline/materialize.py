@@ -32,7 +32,7 @@ from featurekit.offline.newest import NewestRows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables, WriteScope
 from featurekit.online.base import OnlineStore
-from featurekit.online.loading import write_latest
+from featurekit.online.loading import write_newest
 from featurekit.registry import Registry, ViewVersion
 from featurekit.transform import run_view
 
@@ -331,7 +331,7 @@ class Materializer:
         if latest is None:
             files = self.tables.files(version.view, version.version, data_version)
             latest = self.engine.newest_rows(view_input(version, files), window) if files else pa.table({})
-        return write_latest(
+        return write_newest(
             self.online,
             version.view,
             version.version,

@@ -21,10 +21,12 @@ class MemoryOnlineStore:
             self._tables.setdefault(table, (list(features), {}))
 
     def write(self, table: str, rows: OnlineRows) -> int:
-        features, data = self._tables[table]
-        columns = [rows.columns[f] for f in features]
         written = 0
         with self._lock:
+            # The table is read under the lock: a copy taken before it would miss the rows of a
+            # writer that swapped in its table meanwhile, and swapping ours in would drop them.
+            features, data = self._tables[table]
+            columns = [rows.columns[f] for f in features]
             staged = dict(data)
             for i, key in enumerate(rows.keys):
                 old = staged.get(key)

@@ -18,34 +18,39 @@ import polars as pl
 import pyarrow as pa
 
 from featurekit.codebase import Codebase
-from featurekit.errors import DataError, NotAppliedError, SchemaError
+from featurekit.errors import NotAppliedError, OnlineHistoryError, SchemaError
 from featurekit.ondemand import OnDemandStep, build_steps, needed_columns, request_inputs, run_steps
-from featurekit.online.base import OnlineStore, encode_key
-from featurekit.online.codecs import Decoder, decoder
+from featurekit.online.base import OnlineStore
+from featurekit.online.codecs import NAN, Decoder, decoder, is_float
+from featurekit.online.keys import KeyType, encode_keys, typed_values
 from featurekit.online.loading import table_name
 from featurekit.plan import arrow_to_polars, check_applied
 from featurekit.references import FeaturePlan, FeatureRequest, internal_name, resolve
 from featurekit.registry import Registry
-from featurekit.timestamps import to_micros
+from featurekit.timestamps import from_micros, to_micros, utc
 
 
 @dataclass(frozen=True)
 class BatchLookup:
     """How to read one batch view version online."""
 
+    view: str
+    version: int
     table: str
     join_keys: list[str]
-    key_kinds: list[type]
+    key_types: list[KeyType]
     features: list[str]
     internal: list[str]
-    decoders: list[Decoder | None]
+    decoders: list[Decoder | None]  # None: stored as served (floats too, unless a value is NaN)
+    nan_decoders: list[Decoder | None]  # the decoders when a fetched row holds the NaN marker
+    has_floats: bool  # whether any feature is a float (the only decoders that NaN changes)
     ttl_us: int | None
     dtypes: dict[str, Any]  # internal name -> polars dtype (for on-demand inputs)
 
 
 @dataclass(frozen=True)
-class ServingPlan:
-    """A resolved feature list, ready to serve."""
+class LookupRecipe:
+    """A resolved feature list: what to read from which table, and what to compute."""
 
     lookups: list[BatchLookup]
     steps: list[OnDemandStep]
@@ -54,26 +59,46 @@ class ServingPlan:
     entity_keys: list[str]
     needed: list[str]  # on-demand inputs: internal columns and request names
     dtypes: dict[str, Any]  # internal name -> polars dtype of fetched batch features
+    key_types: dict[str, KeyType]  # entity key -> its registered type (the first view's that has it)
+    schema: pa.Schema  # the response's registered Arrow schema: entity keys, then the outputs
 
 
 class OnlineResponse:
-    """Looked-up features: entity keys then features, one list per column."""
+    """Looked-up features: entity keys then features, one list per column, typed by ``schema``.
 
-    def __init__(self, columns: dict[str, list[Any]]) -> None:
+    ``schema`` is the registered Arrow type of each column (the view versions' key and feature
+    types), so the frames keep a float32 a float32, and a column no entity was found for keeps
+    its type instead of becoming null.
+    """
+
+    def __init__(self, columns: dict[str, list[Any]], schema: pa.Schema | None = None) -> None:
         self.columns = columns
+        self.schema = schema
+        self._arrow: pa.Table | None = None
 
     def to_dict(self) -> dict[str, list[Any]]:
         """``{"driver_id": [...], "conv_rate": [...], ...}``."""
         return self.columns
 
     def to_arrow(self) -> pa.Table:
-        return pa.table(self.columns)
+        """An Arrow table with the registered dtypes."""
+        if self._arrow is None:
+            if self.schema is None:
+                self._arrow = pa.table(self.columns)
+            else:
+                arrays = [pa.array(self.columns[f.name], f.type) for f in self.schema]
+                self._arrow = pa.Table.from_arrays(arrays, schema=self.schema)
+        return self._arrow
 
     def to_pandas(self) -> Any:
+        """A pandas frame, converted from :meth:`to_arrow` (as a training set's is)."""
         return self.to_arrow().to_pandas()
 
     def to_polars(self) -> pl.DataFrame:
-        return pl.DataFrame(self.columns)
+        """A polars frame, converted from :meth:`to_arrow` (as a training set's is)."""
+        frame = pl.from_arrow(self.to_arrow())
+        assert isinstance(frame, pl.DataFrame)
+        return frame
 
     def __len__(self) -> int:
         first = next(iter(self.columns.values()), [])
@@ -117,38 +142,21 @@ def entity_columns(entities: Any) -> dict[str, list[Any]]:
     return columns
 
 
-def _key_kind(dtype: pa.DataType) -> type:
-    if pa.types.is_integer(dtype):
-        return int
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return str
-    return object
-
-
-def _encoded_keys(lookup: BatchLookup, columns: dict[str, list[Any]]) -> list[Any]:
-    parts = []
-    for key, kind in zip(lookup.join_keys, lookup.key_kinds, strict=True):
-        values = columns.get(key)
+def _key_columns(lookup: BatchLookup, columns: dict[str, list[Any]]) -> list[list[Any]]:
+    """The entities' values of ``lookup``'s keys, as values of the registered key types."""
+    typed = []
+    for key in lookup.key_types:
+        values = columns.get(key.name)
         if values is None:
-            raise SchemaError(f"entities have no key {key!r} (they have {list(columns)}); pass {key}=... for each")
-        for index, value in enumerate(values):
-            if value is None:
-                raise DataError(f"entity {index} has a null {key!r}; every key part needs a value")
-            if kind is not object and (
-                type(value) is not kind and not (kind is int and isinstance(value, int) and not isinstance(value, bool))
-            ):
-                raise SchemaError(
-                    f"entity {index} key {key!r} is {type(value).__name__} {value!r}, but the view's key is "
-                    f"{kind.__name__}; pass a value of type {kind.__name__}"
-                )
-        parts.append(values)
-    if len(parts) == 1:
-        return parts[0] if lookup.key_kinds[0] is not object else [encode_key([v]) for v in parts[0]]
-    return [encode_key(p) for p in zip(*parts, strict=True)]
+            raise SchemaError(
+                f"entities have no key {key.name!r} (they have {list(columns)}); pass {key.name}=... for each"
+            )
+        typed.append(typed_values(key, values))
+    return typed
 
 
-class Server:
-    """Serves ``online_features`` for one store; safe to share across threads."""
+class OnlineReader:
+    """Reads features of entities from one online store (``online_features``); safe to share across threads."""
 
     def __init__(
         self,
@@ -161,7 +169,7 @@ class Server:
         self.codebase = codebase
         self.online = online
         self.refresh_s = refresh_s
-        self._plans: dict[tuple[Any, ...], ServingPlan] = {}
+        self._recipes: dict[tuple[Any, ...], LookupRecipe] = {}
         self._head = -1
         self._checked = -1e18
 
@@ -172,21 +180,21 @@ class Server:
         self._checked = now
         head = self.registry.head_commit()
         if head != self._head:
-            self._plans = {}
+            self._recipes = {}
             self._head = head
 
-    def plan(self, features: Sequence[FeatureRequest] | FeatureRequest, full_names: bool = False) -> ServingPlan:
-        """The resolved plan of a feature list (cached; re-resolved after a new apply)."""
+    def recipe(self, features: Sequence[FeatureRequest] | FeatureRequest, full_names: bool = False) -> LookupRecipe:
+        """The lookup recipe of a feature list (cached; re-resolved after a new apply)."""
         self._fresh()
         requests = tuple(features) if isinstance(features, (list, tuple)) else (features,)
         cache_key = (*requests, full_names)
-        plan = self._plans.get(cache_key)
-        if plan is None:
-            plan = self._build(list(requests), full_names)
-            self._plans[cache_key] = plan
-        return plan
+        recipe = self._recipes.get(cache_key)
+        if recipe is None:
+            recipe = self._build(list(requests), full_names)
+            self._recipes[cache_key] = recipe
+        return recipe
 
-    def _build(self, features: list[FeatureRequest], full_names: bool) -> ServingPlan:
+    def _build(self, features: list[FeatureRequest], full_names: bool) -> LookupRecipe:
         definitions = self.codebase.definitions
         resolved: FeaturePlan = resolve(features, self.registry.active(), self.registry)
         lookups = []
@@ -206,12 +214,16 @@ class Server:
             ttl_us = version.definition["ttl_us"]
             lookups.append(
                 BatchLookup(
+                    view=version.view,
+                    version=version.version,
                     table=table_name(version.view, version.version),
                     join_keys=keys,
-                    key_kinds=[_key_kind(version.schema.field(k).type) for k in keys],
+                    key_types=[KeyType.of(k, version.schema.field(k).type) for k in keys],
                     features=list(item.features),
                     internal=[internal_name(version, f) for f in item.features],
-                    decoders=[decoder(t) for t in types],
+                    decoders=[None if is_float(t) else decoder(t) for t in types],
+                    nan_decoders=[decoder(t) for t in types],
+                    has_floats=any(is_float(t) for t in types),
                     ttl_us=ttl_us,
                     dtypes={
                         internal_name(version, f): arrow_to_polars(t) for f, t in zip(item.features, types, strict=True)
@@ -225,56 +237,88 @@ class Server:
             raise SchemaError(f"features {clashes} come from more than one view; pass full_names=True")
         outputs = [(internal_name(v, f), n) for (v, f), n in zip(resolved.outputs, names, strict=True)]
         dtypes = {name: dtype for lookup in lookups for name, dtype in lookup.dtypes.items()}
-        return ServingPlan(lookups, steps, request_inputs(steps), outputs, entity_keys, needed_columns(steps), dtypes)
+        key_types: dict[str, KeyType] = {}
+        for lookup in lookups:
+            for key in lookup.key_types:
+                key_types.setdefault(key.name, key)
+        fields = [pa.field(k, key_types[k].dtype) for k in entity_keys]
+        fields += [pa.field(n, v.schema.field(f).type) for (v, f), n in zip(resolved.outputs, names, strict=True)]
+        return LookupRecipe(
+            lookups,
+            steps,
+            request_inputs(steps),
+            outputs,
+            entity_keys,
+            needed_columns(steps),
+            dtypes,
+            key_types,
+            pa.schema(fields),
+        )
 
     def lookup(
         self,
         entities: Any,
         features: Sequence[FeatureRequest] | FeatureRequest,
         request: dict[str, Any] | None = None,
-        at: datetime | None = None,
+        at: datetime | str | None = None,
         full_names: bool = False,
     ) -> OnlineResponse:
-        """Features of ``entities`` as of ``at`` (default: now)."""
-        plan = self.plan(features, full_names)
+        """Features of ``entities`` as of ``at`` (default: now; naive means UTC; ISO text is parsed)."""
+        recipe = self.recipe(features, full_names)
         columns = entity_columns(entities)
         count = len(next(iter(columns.values()), []))
-        now_us = to_micros(at if at is not None else datetime.now(UTC))
+        now_us = to_micros(utc(at, "at") if at is not None else datetime.now(UTC))
         values: dict[str, list[Any]] = {}
-        for lookup in plan.lookups:
-            keys = _encoded_keys(lookup, columns)
+        typed_keys: dict[str, list[Any]] = {}
+        for lookup in recipe.lookups:
+            parts = _key_columns(lookup, columns)
+            for key, part in zip(lookup.join_keys, parts, strict=True):
+                typed_keys.setdefault(key, part)
+            if len(parts) == 1 and lookup.key_types[0].plain:
+                keys = parts[0]  # an int or string key is its own encoding
+            else:
+                keys = encode_keys(parts, [k.dtype for k in lookup.key_types])
             rows = self.online.read(lookup.table, lookup.features, keys)
             floor = None if lookup.ttl_us is None else now_us - lookup.ttl_us
-            for position, (name, decode) in enumerate(zip(lookup.internal, lookup.decoders, strict=True)):
-                out: list[Any] = []
-                for key in keys:
-                    row = rows.get(key)
-                    if row is None or row[0] > now_us or (floor is not None and row[0] < floor):
-                        out.append(None)
-                    else:
-                        value = row[2 + position]
-                        out.append(value if decode is None else decode(value))
-                values[name] = out
-        result = {k: columns[k] for k in plan.entity_keys if k in columns}
-        if plan.steps:
-            computed = run_steps(plan.steps, self._on_demand_inputs(plan, values, request or {}, count))
-            for internal, name in plan.outputs:
+            hits = []
+            for index, encoded in enumerate(keys):
+                row = rows.get(encoded)
+                if row is not None and row[0] > now_us:
+                    raise _too_early(lookup, parts, index, row[0], now_us)
+                hits.append(None if row is None or (floor is not None and row[0] < floor) else row)
+            if hits and None not in hits:
+                stored_columns = list(map(list, zip(*hits, strict=False)))[2:]  # rows have one width
+            else:
+                width = len(lookup.features)
+                stored_columns = [[None if row is None else row[2 + p] for row in hits] for p in range(width)]
+            decoders = lookup.decoders
+            if lookup.has_floats:
+                for row in hits:  # (a loop, not any(...): no generator on the hot path)
+                    if row is not None and NAN in row:
+                        decoders = lookup.nan_decoders
+                        break
+            for name, decode, stored in zip(lookup.internal, decoders, stored_columns, strict=True):
+                values[name] = stored if decode is None else decode(stored)
+        result = {k: typed_keys.get(k, columns.get(k, [])) for k in recipe.entity_keys}
+        if recipe.steps:
+            computed = run_steps(recipe.steps, self._on_demand_inputs(recipe, values, request or {}, count))
+            for internal, name in recipe.outputs:
                 found = values.get(internal)
                 if found is None:
                     column = computed[internal]
                     found = column.to_list() if isinstance(column, pl.Series) else column
                 result[name] = found
         else:
-            for internal, name in plan.outputs:
+            for internal, name in recipe.outputs:
                 result[name] = values[internal]
-        return OnlineResponse(result)
+        return OnlineResponse(result, recipe.schema)
 
     def _on_demand_inputs(
-        self, plan: ServingPlan, values: dict[str, list[Any]], request: dict[str, Any], count: int
+        self, recipe: LookupRecipe, values: dict[str, list[Any]], request: dict[str, Any], count: int
     ) -> dict[str, pl.Series | list[Any]]:
         """The on-demand views' inputs: fetched features and request values, one list per column."""
         inputs: dict[str, pl.Series | list[Any]] = {}
-        for name in plan.needed:
+        for name in recipe.needed:
             if name in values:
                 inputs[name] = values[name]
                 continue
@@ -286,3 +330,17 @@ class Server:
                 raise SchemaError(f"request input {name!r} has {len(column)} values for {count} entities")
             inputs[name] = column
         return inputs
+
+
+def _too_early(
+    lookup: BatchLookup, parts: list[list[Any]], index: int, event_us: int, at_us: int
+) -> OnlineHistoryError:
+    """The error for a lookup time before the entity's stored row: the store cannot know what came before."""
+    entity = {k: p[index] for k, p in zip(lookup.join_keys, parts, strict=True)}
+    earliest = from_micros(event_us).isoformat()
+    return OnlineHistoryError(
+        f"online lookup at {from_micros(at_us).isoformat()} is before the newest row of {entity} in "
+        f"'{lookup.view}' v{lookup.version} (event time {earliest}): the online store keeps only each entity's "
+        f"newest row, so it can answer for this entity at {earliest} or later; pass a later at=, or build a "
+        "training set for earlier moments"
+    )

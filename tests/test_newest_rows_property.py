@@ -91,7 +91,7 @@ VIEW = ViewInput(
     files=st.lists(st.lists(row, max_size=12), min_size=1, max_size=3),
     window=st.one_of(st.none(), st.tuples(st.integers(0, 21), st.integers(1, 8))),
 )
-def test_latest_rows_match_the_oracle(tmp_path_factory, files, window):
+def test_newest_rows_match_the_oracle(tmp_path_factory, files, window):
     folder = tmp_path_factory.mktemp("latest")
     paths = []
     for index, rows in enumerate(files):
