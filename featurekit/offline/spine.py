@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurekit.errors import DataError, SchemaError
-from featurekit.frames import as_arrow
+from featurekit.frames import as_arrow, key_family
 from featurekit.manifest import columns_digest, table_digest
 from featurekit.names import RESERVED_PREFIX
 from featurekit.offline.engine import Spine
@@ -139,18 +139,8 @@ def _check(schema: pa.Schema, timestamp_field: str, keys: dict[str, pa.DataType]
     check_timestamp_type(schema.field(timestamp_field).type, timestamp_field, where)
     for key, feature_type in keys.items():
         spine_type = schema.field(key).type
-        if _family(spine_type) != _family(feature_type):
+        if key_family(spine_type) != key_family(feature_type):
             raise SchemaError(
                 f"{where} column {key!r} is {spine_type} but the feature data's key is {feature_type}; "
                 "cast the spine column to the same kind"
             )
-
-
-def _family(dtype: pa.DataType) -> str:
-    if pa.types.is_integer(dtype):
-        return "integer"
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or dtype == pa.string_view():
-        return "string"
-    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
-        return "number"
-    return str(dtype)
