@@ -10,20 +10,23 @@ and line.
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import linecache
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 
 from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
 from featurekit.errors import DefinitionError, InvalidNameError
 from featurekit.names import case_clashes, name_problem, view_name_problem
-from featurekit.versioning import snapshot
+from featurekit.versioning import in_repo, is_installed, snapshot
 
 
 @dataclass
@@ -45,10 +48,54 @@ class RepoDefinitions:
         return None
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a repo file from its source every time, never from ``__pycache__``.
+
+    A ``.pyc`` records its source's mtime in whole seconds and its size: an edit of the same size
+    within the same second would run the old bytecode while the code hash (taken from the source)
+    vouches for the new code.
+    """
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = self.get_filename(fullname)
+        return compile(self.get_data(path), path, "exec", dont_inherit=True)
+
+
+class _RepoFinder(importlib.abc.MetaPathFinder):
+    """Finds the repo's own modules (``import helpers``) and loads them with :class:`_SourceLoader`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, list(path) if path is not None else [str(self.root)])
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return None
+        if not in_repo(spec.origin, self.root):
+            return None
+        spec.loader = _SourceLoader(fullname, str(spec.origin))
+        return spec
+
+
+@contextmanager
+def _importable(root: Path) -> Iterator[None]:
+    """The repo's folder on ``sys.path`` and its modules loaded from source, for the duration of a load."""
+    finder = _RepoFinder(root)
+    sys.path.insert(0, str(root))
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        sys.path.remove(str(root))
+
+
 def _import(path: Path, root: Path, kind: str = "repo") -> ModuleType:
     tag = hashlib.sha256(str(path.resolve().parent).encode()).hexdigest()[:10]
     name = f"_featurekit_{kind}_{tag}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -57,16 +104,36 @@ def _import(path: Path, root: Path, kind: str = "repo") -> ModuleType:
     return module
 
 
+def forget_repo_modules(root: Path) -> None:
+    """Drop the repo's modules from ``sys.modules`` so that the next import reads the files as they are now.
+
+    That includes helper modules that define no views (``import helpers``), and modules of the same
+    name imported from another folder (another repo loaded in this process), which the repo's own
+    would otherwise be shadowed by. Installed packages are never dropped.
+    """
+    resolved = root.resolve()
+    tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    own = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        paths = [str(p) for p in getattr(module, "__path__", None) or []]
+        ours = any(in_repo(f, resolved) for f in [file, *(str(Path(p) / "__init__.py") for p in paths)] if f)
+        shadowing = name.split(".", 1)[0] in own and not is_installed(file)
+        if name.startswith(f"_featurekit_repo_{tag}_") or ours or shadowing:
+            del sys.modules[name]
+
+
 def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
-    """Import the repo's modules and return its validated definitions."""
+    """Import the repo's modules (afresh: see :func:`forget_repo_modules`) and return its validated definitions."""
     problems: list[str] = []
     files = sorted({p for pattern in include for p in root.glob(pattern) if p.is_file() and p.suffix == ".py"})
     linecache.checkcache()  # edited files must be re-read by inspect.getsource
+    importlib.invalidate_caches()  # a helper module created since the last load must be found
+    forget_repo_modules(root)
     views: list[FeatureView] = []
     on_demand: list[OnDemandView] = []
     entities: list[Entity] = []
-    sys.path.insert(0, str(root))
-    try:
+    with _importable(root):
         for path in files:
             try:
                 module = _import(path, root)
@@ -82,14 +149,15 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
                     on_demand.append(value)
                 elif isinstance(value, Entity) and not any(value is e for e in entities):
                     entities.append(value)
-    finally:
-        sys.path.remove(str(root))
+        for defined in [*views, *on_demand]:
+            try:  # while the root is importable: a function may import a helper module in its body
+                snapshot(defined, root)
+            except DefinitionError as exc:
+                problems += exc.problems
     for view in views:
         for entity in view.entities:
             if not any(entity is e for e in entities):
                 entities.append(entity)
-    for defined in [*views, *on_demand]:
-        snapshot(defined)
     problems += _entity_problems(entities)
     problems += _view_problems(views)
     problems += _on_demand_problems(on_demand, views)
@@ -113,8 +181,7 @@ def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemand
     files = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file() and p.suffix == ".py"})
     found: list[FeatureView | OnDemandView] = []
     problems: list[str] = []
-    sys.path.insert(0, str(root))
-    try:
+    with _importable(root):
         for path in files:
             try:
                 module = _import(path, root, "archive")
@@ -125,10 +192,12 @@ def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemand
                 continue
             for value in vars(module).values():
                 if isinstance(value, (FeatureView, OnDemandView)) and not any(value is v for v in found):
-                    snapshot(value)
+                    try:
+                        snapshot(value, root)
+                    except DefinitionError as exc:
+                        problems += exc.problems
+                        continue
                     found.append(value)
-    finally:
-        sys.path.remove(str(root))
     if problems:
         raise DefinitionError(problems)
     return found
