@@ -9,6 +9,7 @@ and line.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.abc
 import importlib.machinery
@@ -142,6 +143,7 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
                 line = frames[-1].lineno if frames else getattr(exc, "lineno", 0) or 0
                 problems.append(f"{path}:{line}: importing the module raised {type(exc).__name__}: {exc}")
                 continue
+            problems += _redefined_views(path)
             for value in vars(module).values():
                 if isinstance(value, FeatureView) and not any(value is v for v in views):
                     views.append(value)
@@ -201,6 +203,47 @@ def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemand
     if problems:
         raise DefinitionError(problems)
     return found
+
+
+_DECORATORS = {"feature_view", "on_demand"}
+
+
+def _is_view_definition(node: ast.stmt) -> bool:
+    """Whether a module-level ``def`` is decorated with ``@fk.feature_view(...)`` or ``@fk.on_demand(...)``."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+        if name in _DECORATORS:
+            return True
+    return False
+
+
+def _redefined_views(path: Path) -> list[str]:
+    """A view whose name a later ``def`` of the same module reuses would silently disappear: say so."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return []  # the import itself reported it
+    definitions: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            definitions.setdefault(node.name, []).append(node)
+    problems = []
+    for name, nodes in definitions.items():
+        if len(nodes) > 1 and any(_is_view_definition(n) for n in nodes):
+            lines = " and ".join(f"{path}:{_first_line(n)}" for n in nodes)
+            problems.append(
+                f"{path}:{_first_line(nodes[0])}: {name!r} is defined {len(nodes)} times in one module ({lines}); "
+                "each definition replaces the one before, so a feature view would silently disappear: "
+                "give each view its own function name"
+            )
+    return problems
+
+
+def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)])
 
 
 class NameProblem(str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -145,6 +146,20 @@ def test_a_repo_module_used_whole_is_versioned_whole(make_repo, open_store):
     assert kinds(open_store(root)) == ["new"]
     (root / "helpers.py").write_text(textwrap.dedent(HELPERS) + "\n\ndef other():\n    return 1\n")
     assert kinds(open_store(root)) == ["changed"]
+
+
+def test_two_views_with_one_function_name_in_one_module(make_repo, open_store):
+    second = BASIC_FEATURES.split("@fk.feature_view", 1)[1].replace("avg_trip_km=", "km=")
+    features = BASIC_FEATURES + '\nbad = fk.Entity("bad", join_keys=[])\n\n@fk.feature_view' + second
+    root = make_repo(features, data={"data/trips.parquet": trips_table(ROWS)})
+    with pytest.raises(fk.DefinitionError) as caught:
+        open_store(root).apply()
+    lines = [i + 1 for i, text in enumerate(features.splitlines()) if text.startswith("@fk.feature_view")]
+    assert len(lines) == 2
+    where = re.escape(str(root / "features.py"))
+    assert re.search(
+        rf"'driver_stats' is defined 2 times.*{where}:{lines[0]} and {where}:{lines[1]}", str(caught.value)
+    )
 
 
 def test_an_edit_with_the_same_size_and_mtime_is_imported(make_repo, monkeypatch):
