@@ -13,6 +13,7 @@ cast to the declared dtypes, whatever path assembled them.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -132,6 +133,45 @@ def check_schema(actual: pa.Schema, expected: pa.Schema, where: str) -> None:
     )
 
 
+def input_column(view: OnDemandView, name: str, values: pl.Series | Sequence[Any], dtype: Any) -> pl.Series:
+    """One declared input of an on-demand view, as a series of exactly its declared dtype.
+
+    Training sets pass spine columns (series), lookups pass request values (lists): both are cast
+    by the same rule, and a value that does not fit the dtype is a :class:`SchemaError` naming the
+    view, the input, the value and the dtype, on both paths (never a null on one and a crash on
+    the other).
+    """
+    if not isinstance(values, pl.Series):
+        try:  # values that already have the dtype (fetched features, the common request): no inference
+            return pl.Series(name, values, dtype=dtype, strict=True)
+        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+            pass  # infer their own dtype, then cast as a spine column would be, below
+    try:
+        series = values.alias(name) if isinstance(values, pl.Series) else pl.Series(name, list(values), strict=False)
+        if series.dtype == dtype:
+            return series
+        return series.cast(dtype, strict=True)
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        pass  # find the first value that does not fit, below
+    raise SchemaError(
+        f"on-demand view '{view.name}' ({view.location}): input {name!r} got {_misfit(values, dtype)!r}, which does "
+        f"not fit its declared dtype {dtype}; pass values of that dtype (as request= online, as the spine column "
+        f"{name!r} in a training set), or declare the dtype the values have"
+    )
+
+
+def _misfit(values: pl.Series | Sequence[Any], dtype: Any) -> Any:
+    """The first value that cannot be cast to ``dtype``."""
+    for value in values:
+        if value is None:
+            continue
+        try:
+            pl.Series([value], strict=False).cast(dtype, strict=True)
+        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+            return value
+    return next((v for v in values if v is not None), None)
+
+
 def run_on_demand(view: OnDemandView, frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Run an on-demand view on ``frame``'s declared input columns; return its feature columns.
 
@@ -146,9 +186,7 @@ def run_on_demand(view: OnDemandView, frame: pl.DataFrame, schema: dict[str, pl.
     if frame.columns == names and frame.dtypes == list(schema.values()):
         inputs = frame  # already exactly the declared inputs (the common case): no copy
     else:
-        inputs = frame.select(
-            [pl.col(c) if frame.schema[c] == dtype else pl.col(c).cast(dtype) for c, dtype in schema.items()]
-        )
+        inputs = pl.DataFrame([input_column(view, c, frame.get_column(c), dtype) for c, dtype in schema.items()])
     argument: Any = inputs if view.frame == "polars" else to_frame(inputs.to_arrow(), view.frame)
     try:
         result = view.function(argument)
