@@ -25,7 +25,7 @@ from pathlib import Path
 from types import CodeType, ModuleType
 
 from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
-from featurekit.errors import DefinitionError, InvalidNameError
+from featurekit.errors import DefinitionError, InvalidNameError, SchemaError
 from featurekit.names import case_clashes, name_problem, view_name_problem
 from featurekit.versioning import in_repo, is_installed, snapshot
 
@@ -293,10 +293,27 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
             problems.append(f"{where}: on_null must be 'error' or 'drop', got {source.on_null!r}")
         if view.ttl is not None and (not isinstance(view.ttl, timedelta) or view.ttl <= timedelta(0)):
             problems.append(f"{where}: ttl must be a positive timedelta or None, got {view.ttl!r}")
+        problems += _schema_problems(view, where)
         if isinstance(source, FileSource) and not source.path:
             problems.append(f"{where}: FileSource needs a path")
         if isinstance(source, SqlSource) and not source.query.strip():
             problems.append(f"{where}: SqlSource needs a query")
+    return problems
+
+
+def _schema_problems(view: FeatureView, where: str) -> list[str]:
+    from featurekit.transform import declared_types
+
+    if not isinstance(view.schema, dict) or not all(isinstance(n, str) for n in view.schema):
+        return [f"{where}: schema= must map output column names to dtypes, e.g. {{'n': pl.Int64}}"]
+    problems = []
+    try:
+        declared_types(view)
+    except SchemaError as exc:
+        problems.append(f"{where}: {exc}")
+    timestamps = [c for c in view.schema if c in view.source.timestamp_columns]
+    if timestamps:
+        problems.append(f"{where}: schema= declares timestamp columns {timestamps}; they are always UTC instants")
     return problems
 
 
