@@ -268,21 +268,40 @@ class _Hasher:
                 base = "." * node.level + (node.module or "")
                 targets = [(base, alias.name) for alias in node.names]
             for module_name, attribute in targets:
-                try:
-                    module = importlib.import_module(importlib.util.resolve_name(module_name, package))
-                except Exception as exc:  # noqa: BLE001 -- user code: report where it is imported
-                    self.problems.append(
-                        f"{where.at(node)}: {self.what} imports {module_name!r}, which raised "
-                        f"{type(exc).__name__}: {exc}"
-                    )
-                    continue
                 label = f"import {module_name}" + (f".{attribute}" if attribute else "")
-                if attribute is None:
+                module = self._import_if_repo(module_name, package, label, where, node)
+                if module is None:
+                    references[label] = f"module:{module_name}"
+                elif attribute is None:
                     references[label] = self._describe(module, label, where, node)
                 else:
-                    value = getattr(module, attribute, None)
-                    references[label] = self._describe(value, label, where, node)
+                    references[label] = self._describe(getattr(module, attribute, None), label, where, node)
         return references
+
+    def _import_if_repo(
+        self, name: str, package: str | None, label: str, where: _Where, node: ast.AST
+    ) -> types.ModuleType | None:
+        """The repo module an import inside a function names (imported now), or None for any other module.
+
+        Other modules are not imported here: an optional dependency may be missing on purpose.
+        """
+        try:
+            resolved = importlib.util.resolve_name(name, package)
+            module = sys.modules.get(resolved)
+            if module is not None:
+                return module if self._is_repo_module(module) else None
+            spec = importlib.util.find_spec(resolved)
+        except (ImportError, ValueError):
+            return None
+        if spec is None or not in_repo(spec.origin, self.root):
+            return None
+        try:
+            return importlib.import_module(resolved)
+        except Exception as exc:  # noqa: BLE001 -- user code: report where it is imported
+            self.problems.append(
+                f"{where.at(node)}: {self.what} imports {name!r} ({label}), which raised {type(exc).__name__}: {exc}"
+            )
+            return None
 
     # -- one value --------------------------------------------------------------------------------
 
@@ -388,7 +407,40 @@ class _Hasher:
             return f"numpy:{value.dtype}:{getattr(value, 'shape', ())}:{data}"
         if module == "pandas" and type(value).__name__ in ("Timestamp", "Timedelta"):
             return f"pandas:{value!r}"
+        table = _as_arrow_table(value, module)
+        if table is not None:  # a lookup table: its content
+            import pyarrow as pa
+
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            return f"table:{type(value).__qualname__}:{hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()}"
         return None
+
+
+def _as_arrow_table(value: Any, module: str) -> Any:
+    """A polars, pandas or Arrow frame, series or array as an Arrow table (None for anything else)."""
+    if module not in ("polars", "pandas", "pyarrow"):
+        return None
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
+    if isinstance(value, pl.Series):
+        value = value.to_frame()
+    if isinstance(value, pl.DataFrame):
+        return value.to_arrow()
+    if isinstance(value, pd.Series):
+        value = value.to_frame()
+    if isinstance(value, pd.DataFrame):
+        return pa.Table.from_pandas(value)
+    if isinstance(value, (pa.Array, pa.ChunkedArray)):
+        return pa.table({"values": value})
+    if isinstance(value, pa.RecordBatch):
+        return pa.Table.from_batches([value])
+    if isinstance(value, pa.Table):
+        return value
+    return None
 
 
 class _Unstable(Exception):  # noqa: N818 -- internal signal, never leaves this module

@@ -175,3 +175,25 @@ def test_an_edit_with_the_same_size_and_mtime_is_imported(make_repo, monkeypatch
         os.utime(helpers, ns=(stamp, stamp))
         view = load_repo(root, ["*.py"]).views["driver_stats"]
         assert view.function.__globals__["scale"].__globals__["WEIGHTS"]["km"] == float(weight)
+
+
+def test_lookup_tables_and_imports_inside_the_function_are_versioned(make_repo, open_store):
+    body = (
+        "    try:\n        import not_installed_anywhere  # an optional dependency may be missing\n"
+        "    except ImportError:\n        pass\n"
+        "    import helpers\n"
+        '    factor = LOOKUP["factor"][0] * helpers.WEIGHTS["km"]\n'
+        "    return trips.select("
+    )
+    features = (
+        BASIC_FEATURES.replace("    return trips.select(", body).replace(
+            'avg_trip_km=pl.col("distance_km"),', 'avg_trip_km=pl.col("distance_km") * factor,'
+        )
+        + '\n\nLOOKUP = pl.DataFrame({"factor": [1.5]})\n'
+    )
+    root = repo_with_helpers(make_repo, features)
+    assert kinds(open_store(root)) == ["new"]
+    (root / "features.py").write_text(textwrap.dedent(features).replace("[1.5]", "[2.5]"))
+    assert kinds(open_store(root)) == ["changed"]
+    (root / "helpers.py").write_text(textwrap.dedent(HELPERS).replace('"km": 2.0', '"km": 4.0'))
+    assert kinds(open_store(root)) == ["changed"]
