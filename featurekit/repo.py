@@ -122,6 +122,9 @@ def forget_repo_modules(root: Path) -> None:
         shadowing = name.split(".", 1)[0] in own and not is_installed(file)
         if name.startswith(f"_featurekit_repo_{tag}_") or ours or shadowing:
             del sys.modules[name]
+    for file in list(linecache.cache):  # checkcache trusts size and mtime, as a .pyc does
+        if in_repo(file, resolved):
+            linecache.cache.pop(file, None)
 
 
 def load_repo(root: Path, include: list[str]) -> RepoDefinitions:

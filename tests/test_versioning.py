@@ -169,12 +169,16 @@ def test_an_edit_with_the_same_size_and_mtime_is_imported(make_repo, monkeypatch
     monkeypatch.setattr("sys.dont_write_bytecode", False)
     root = repo_with_helpers(make_repo, FROM_IMPORT)
     stamp = (root / "helpers.py").stat().st_mtime_ns
-    for weight in ("2.0", "3.0"):
+    hashes = set()
+    for operator, expected in (("*", 8.0), ("/", 2.0)):  # one character of the helper's body
         helpers = root / "helpers.py"
-        helpers.write_text(textwrap.dedent(HELPERS).replace('"km": 2.0', f'"km": {weight}'))
+        helpers.write_text(textwrap.dedent(HELPERS).replace("return column *", f"return column {operator}"))
         os.utime(helpers, ns=(stamp, stamp))
         view = load_repo(root, ["*.py"]).views["driver_stats"]
-        assert view.function.__globals__["scale"].__globals__["WEIGHTS"]["km"] == float(weight)
+        scale = view.function.__globals__["scale"]
+        assert pl.select(out=scale(pl.lit(4.0)))["out"].to_list() == [expected]  # the edited code runs
+        hashes.add(view.code_hash)  # and the hash is of the edited code
+    assert len(hashes) == 2
 
 
 def test_lookup_tables_and_imports_inside_the_function_are_versioned(make_repo, open_store):
