@@ -114,7 +114,8 @@ def forget_repo_modules(root: Path) -> None:
     """
     resolved = root.resolve()
     tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
-    own = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
+    packages = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()} if root.is_dir() else set()
+    own = {p.stem for p in root.glob("*.py")} | packages
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
         paths = [str(p) for p in getattr(module, "__path__", None) or []]

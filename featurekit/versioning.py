@@ -29,6 +29,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import logging
 import pathlib
 import re
 import symtable
@@ -348,6 +349,8 @@ class _Hasher:
             return f"enum:{nested(type(value))}.{value.name}={nested(value.value)}"
         if isinstance(value, _BY_REPR):
             return f"{type(value).__qualname__}:{value!r}"
+        if isinstance(value, logging.Logger):  # logs, never data
+            return f"logger:{value.name}"
         if isinstance(value, re.Pattern):
             return f"re:{value.pattern!r}:{value.flags}"
         if isinstance(value, (list, tuple)):

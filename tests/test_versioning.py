@@ -122,11 +122,16 @@ def test_two_repos_in_one_process_each_import_their_own_helpers(make_repo):
 
 
 def test_a_value_that_cannot_be_versioned_is_a_definition_error(make_repo, open_store):
-    features = BASIC_FEATURES.replace("import featurekit as fk\n", "import featurekit as fk\nimport threading\n")
+    features = BASIC_FEATURES.replace(
+        "import featurekit as fk\n", "import featurekit as fk\nimport threading, logging\n"
+    )
+    features = features.replace(
+        "    return trips.select(", '    LOG.debug("a logger is fine")\n    return trips.select('
+    )
     features = features.replace(
         'avg_trip_km=pl.col("distance_km"),', 'avg_trip_km=pl.col("distance_km") + GUARD.locked(),'
     )
-    features += "\n\nGUARD = threading.Lock()\n"
+    features += '\n\nGUARD = threading.Lock()\nLOG = logging.getLogger("trips")\n'
     root = make_repo(features, data={"data/trips.parquet": trips_table(ROWS)})
     with pytest.raises(fk.DefinitionError) as caught:
         open_store(root).apply()
@@ -136,6 +141,7 @@ def test_a_value_that_cannot_be_versioned_is_a_definition_error(make_repo, open_
     assert "'GUARD'" in message
     assert f"{root / 'features.py'}:{line}" in message
     assert "no stable representation" in message
+    assert "'LOG'" not in message
 
 
 def test_a_repo_module_used_whole_is_versioned_whole(make_repo, open_store):
