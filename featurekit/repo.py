@@ -4,7 +4,11 @@ Nothing registers itself at import time. The loader imports each module of the r
 the ``*.py`` files at its root, see ``include`` in ``featurekit.yaml``), collects the
 :class:`~featurekit.definitions.FeatureView` and :class:`~featurekit.definitions.Entity` objects
 found at module level, and validates all of them, reporting every problem at once with its file
-and line.
+and line (including a view that a later ``def`` of the same name would replace).
+
+Each load imports the files as they are on disk: the repo's modules, helper modules included, are
+dropped from ``sys.modules`` first and compiled from source, so a notebook that edits a helper and
+opens a new store runs the edited code, which is also the code the version hash was taken of.
 """
 
 from __future__ import annotations
