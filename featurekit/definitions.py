@@ -234,11 +234,13 @@ class FeatureView(_ViewBase):
         description: str | None = None,
         frame: FrameKind | None = None,
         location: Location | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(function, tags=tags, owner=owner, description=description, frame=frame)
         self.entities = tuple(entities)
         self.source = source
         self.ttl = ttl
+        self.schema: dict[str, Any] = dict(schema or {})  # declared output dtypes (polars or Arrow)
         if location is not None:
             self.location = location
 
@@ -270,6 +272,7 @@ def feature_view(
     owner: str | None = None,
     description: str | None = None,
     frame: FrameKind | None = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], FeatureView]:
     """Declare a feature view: the decorated function's name is the view's name.
 
@@ -277,6 +280,11 @@ def feature_view(
     pandas when its first parameter is annotated ``pd.DataFrame``; ``frame=`` overrides) and
     returns the join keys, the event timestamp (and the created timestamp when the source declares
     one) plus one column per feature.
+
+    Output dtypes are inferred by running the function on zero rows. When they depend on the rows
+    (pandas turns an int column with nulls into float64), declare them: ``schema={"n": pl.Int64}``
+    (polars dtypes or Arrow types, for any output column but the timestamps); the output is cast
+    to them on every run, and they are part of the view's version.
     """
     entities = [entity] if isinstance(entity, Entity) else list(entity)
 
@@ -290,6 +298,7 @@ def feature_view(
             owner=owner,
             description=description,
             frame=frame,
+            schema=schema,
         )
 
     return decorate

@@ -19,7 +19,7 @@ from featurekit.errors import FeatureFunctionError, SchemaError
 from featurekit.plan import arrow_to_polars
 from featurekit.references import FeaturePlan, internal_name
 from featurekit.registry import Registry
-from featurekit.transform import run_on_demand
+from featurekit.transform import input_column, run_on_demand
 
 
 @dataclass(frozen=True)
@@ -86,17 +86,12 @@ def needed_columns(steps: list[OnDemandStep]) -> list[str]:
     return needed
 
 
-def _column(name: str, values: pl.Series | list[Any], dtype: Any) -> pl.Series:
-    if isinstance(values, pl.Series):
-        return values.alias(name)
-    return pl.Series(name, values, dtype=dtype, strict=False)
-
-
 def run_steps(steps: list[OnDemandStep], columns: dict[str, pl.Series | list[Any]]) -> dict[str, pl.Series | list[Any]]:
     """Run the steps in order, each adding its outputs (under internal names) to ``columns``.
 
     Inputs may be polars series (training sets) or Python lists (online lookups); both become
-    series of the declared dtypes before the function sees them.
+    series of the declared dtypes by one rule (:func:`featurekit.transform.input_column`) before
+    the function sees them.
     """
     for step in steps:
         missing = [r for r in step.request if r not in columns]
@@ -106,8 +101,8 @@ def run_steps(steps: list[OnDemandStep], columns: dict[str, pl.Series | list[Any
                 "or as spine columns of the same names in a training set"
             )
         frame = pl.DataFrame(
-            [_column(name, columns[internal], step.schema[name]) for internal, name in step.inputs]
-            + [_column(r, columns[r], step.schema[r]) for r in step.request]
+            [input_column(step.view, name, columns[internal], step.schema[name]) for internal, name in step.inputs]
+            + [input_column(step.view, r, columns[r], step.schema[r]) for r in step.request]
         )
         result = run_on_demand(step.view, frame, step.schema)
         missing_out = [c for c, _ in step.outputs if c not in result.columns]

@@ -29,7 +29,7 @@ from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.sources import SourceReader
 from featurekit.references import parse_ref
 from featurekit.registry import ActiveView, NewVersion, Registry, ViewVersion
-from featurekit.transform import run_on_demand, run_view, storage_type
+from featurekit.transform import declared_types, run_on_demand, run_view, storage_type
 from featurekit.versioning import fingerprint, view_code_hash, view_source
 
 ChangeKind = Literal["new", "changed", "reverted", "metadata", "unchanged", "removed"]
@@ -90,6 +90,7 @@ def static_definition(view: FeatureView | OnDemandView) -> dict[str, Any]:
             "frame": view.frame,
         }
     ttl = view.ttl
+    declared = {"declared_schema": {n: str(t) for n, t in declared_types(view).items()}} if view.schema else {}
     return {
         "kind": "batch",
         "entities": [{"name": e.name, "join_keys": list(e.join_keys)} for e in view.entities],
@@ -97,6 +98,7 @@ def static_definition(view: FeatureView | OnDemandView) -> dict[str, Any]:
         "ttl_us": None if ttl is None else (ttl.days * 86_400 + ttl.seconds) * 1_000_000 + ttl.microseconds,
         "source": view.source.describe(),
         "frame": view.frame,
+        **declared,  # only when declared: views without one keep their fingerprints
     }
 
 
@@ -348,7 +350,7 @@ def _what_changed(old: dict[str, Any], new: NewVersion) -> str:
     parts = []
     if old.get("features") != new.definition["features"]:
         parts.append(f"features {old.get('features')} -> {new.definition['features']}")
-    for key in ("join_keys", "ttl_us", "source", "frame"):
+    for key in ("join_keys", "ttl_us", "source", "frame", "declared_schema"):
         if old.get(key) != new.definition.get(key):
             parts.append(f"{key} changed")
     if old.get("schema") != new.definition["schema"] and not parts:

@@ -4,26 +4,34 @@ Nothing registers itself at import time. The loader imports each module of the r
 the ``*.py`` files at its root, see ``include`` in ``featurekit.yaml``), collects the
 :class:`~featurekit.definitions.FeatureView` and :class:`~featurekit.definitions.Entity` objects
 found at module level, and validates all of them, reporting every problem at once with its file
-and line.
+and line (including a view that a later ``def`` of the same name would replace).
+
+Each load imports the files as they are on disk: the repo's modules, helper modules included, are
+dropped from ``sys.modules`` first and compiled from source, so a notebook that edits a helper and
+opens a new store runs the edited code, which is also the code the version hash was taken of.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import linecache
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 
 from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
-from featurekit.errors import DefinitionError, InvalidNameError
+from featurekit.errors import DefinitionError, InvalidNameError, SchemaError
 from featurekit.names import case_clashes, name_problem, view_name_problem
-from featurekit.versioning import snapshot
+from featurekit.versioning import in_repo, is_installed, snapshot
 
 
 @dataclass
@@ -45,10 +53,54 @@ class RepoDefinitions:
         return None
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a repo file from its source every time, never from ``__pycache__``.
+
+    A ``.pyc`` records its source's mtime in whole seconds and its size: an edit of the same size
+    within the same second would run the old bytecode while the code hash (taken from the source)
+    vouches for the new code.
+    """
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = self.get_filename(fullname)
+        return compile(self.get_data(path), path, "exec", dont_inherit=True)
+
+
+class _RepoFinder(importlib.abc.MetaPathFinder):
+    """Finds the repo's own modules (``import helpers``) and loads them with :class:`_SourceLoader`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, list(path) if path is not None else [str(self.root)])
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return None
+        if not in_repo(spec.origin, self.root):
+            return None
+        spec.loader = _SourceLoader(fullname, str(spec.origin))
+        return spec
+
+
+@contextmanager
+def _importable(root: Path) -> Iterator[None]:
+    """The repo's folder on ``sys.path`` and its modules loaded from source, for the duration of a load."""
+    finder = _RepoFinder(root)
+    sys.path.insert(0, str(root))
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        sys.path.remove(str(root))
+
+
 def _import(path: Path, root: Path, kind: str = "repo") -> ModuleType:
     tag = hashlib.sha256(str(path.resolve().parent).encode()).hexdigest()[:10]
     name = f"_featurekit_{kind}_{tag}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -57,16 +109,40 @@ def _import(path: Path, root: Path, kind: str = "repo") -> ModuleType:
     return module
 
 
+def forget_repo_modules(root: Path) -> None:
+    """Drop the repo's modules from ``sys.modules`` so that the next import reads the files as they are now.
+
+    That includes helper modules that define no views (``import helpers``), and modules of the same
+    name imported from another folder (another repo loaded in this process), which the repo's own
+    would otherwise be shadowed by. Installed packages are never dropped.
+    """
+    resolved = root.resolve()
+    tag = hashlib.sha256(str(resolved).encode()).hexdigest()[:10]
+    packages = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()} if root.is_dir() else set()
+    own = {p.stem for p in root.glob("*.py")} | packages
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        paths = [str(p) for p in getattr(module, "__path__", None) or []]
+        ours = any(in_repo(f, resolved) for f in [file, *(str(Path(p) / "__init__.py") for p in paths)] if f)
+        shadowing = name.split(".", 1)[0] in own and not is_installed(file)
+        if name.startswith(f"_featurekit_repo_{tag}_") or ours or shadowing:
+            del sys.modules[name]
+    for file in list(linecache.cache):  # checkcache trusts size and mtime, as a .pyc does
+        if in_repo(file, resolved):
+            linecache.cache.pop(file, None)
+
+
 def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
-    """Import the repo's modules and return its validated definitions."""
+    """Import the repo's modules (afresh: see :func:`forget_repo_modules`) and return its validated definitions."""
     problems: list[str] = []
     files = sorted({p for pattern in include for p in root.glob(pattern) if p.is_file() and p.suffix == ".py"})
     linecache.checkcache()  # edited files must be re-read by inspect.getsource
+    importlib.invalidate_caches()  # a helper module created since the last load must be found
+    forget_repo_modules(root)
     views: list[FeatureView] = []
     on_demand: list[OnDemandView] = []
     entities: list[Entity] = []
-    sys.path.insert(0, str(root))
-    try:
+    with _importable(root):
         for path in files:
             try:
                 module = _import(path, root)
@@ -75,6 +151,7 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
                 line = frames[-1].lineno if frames else getattr(exc, "lineno", 0) or 0
                 problems.append(f"{path}:{line}: importing the module raised {type(exc).__name__}: {exc}")
                 continue
+            problems += _redefined_views(path)
             for value in vars(module).values():
                 if isinstance(value, FeatureView) and not any(value is v for v in views):
                     views.append(value)
@@ -82,14 +159,15 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
                     on_demand.append(value)
                 elif isinstance(value, Entity) and not any(value is e for e in entities):
                     entities.append(value)
-    finally:
-        sys.path.remove(str(root))
+        for defined in [*views, *on_demand]:
+            try:  # while the root is importable: a function may import a helper module in its body
+                snapshot(defined, root)
+            except DefinitionError as exc:
+                problems += exc.problems
     for view in views:
         for entity in view.entities:
             if not any(entity is e for e in entities):
                 entities.append(entity)
-    for defined in [*views, *on_demand]:
-        snapshot(defined)
     problems += _entity_problems(entities)
     problems += _view_problems(views)
     problems += _on_demand_problems(on_demand, views)
@@ -113,8 +191,7 @@ def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemand
     files = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file() and p.suffix == ".py"})
     found: list[FeatureView | OnDemandView] = []
     problems: list[str] = []
-    sys.path.insert(0, str(root))
-    try:
+    with _importable(root):
         for path in files:
             try:
                 module = _import(path, root, "archive")
@@ -125,13 +202,56 @@ def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemand
                 continue
             for value in vars(module).values():
                 if isinstance(value, (FeatureView, OnDemandView)) and not any(value is v for v in found):
-                    snapshot(value)
+                    try:
+                        snapshot(value, root)
+                    except DefinitionError as exc:
+                        problems += exc.problems
+                        continue
                     found.append(value)
-    finally:
-        sys.path.remove(str(root))
     if problems:
         raise DefinitionError(problems)
     return found
+
+
+_DECORATORS = {"feature_view", "on_demand"}
+
+
+def _is_view_definition(node: ast.stmt) -> bool:
+    """Whether a module-level ``def`` is decorated with ``@fk.feature_view(...)`` or ``@fk.on_demand(...)``."""
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+        if name in _DECORATORS:
+            return True
+    return False
+
+
+def _redefined_views(path: Path) -> list[str]:
+    """A view whose name a later ``def`` of the same module reuses would silently disappear: say so."""
+    try:
+        tree = ast.parse(path.read_text(), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return []  # the import itself reported it
+    definitions: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            definitions.setdefault(node.name, []).append(node)
+    problems = []
+    for name, nodes in definitions.items():
+        if len(nodes) > 1 and any(_is_view_definition(n) for n in nodes):
+            lines = " and ".join(f"{path}:{_first_line(n)}" for n in nodes)
+            problems.append(
+                f"{path}:{_first_line(nodes[0])}: {name!r} is defined {len(nodes)} times in one module ({lines}); "
+                "each definition replaces the one before, so a feature view would silently disappear: "
+                "give each view its own function name"
+            )
+    return problems
+
+
+def _first_line(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)])
 
 
 class NameProblem(str):
@@ -181,10 +301,27 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
             problems.append(f"{where}: on_null must be 'error' or 'drop', got {source.on_null!r}")
         if view.ttl is not None and (not isinstance(view.ttl, timedelta) or view.ttl <= timedelta(0)):
             problems.append(f"{where}: ttl must be a positive timedelta or None, got {view.ttl!r}")
+        problems += _schema_problems(view, where)
         if isinstance(source, FileSource) and not source.path:
             problems.append(f"{where}: FileSource needs a path")
         if isinstance(source, SqlSource) and not source.query.strip():
             problems.append(f"{where}: SqlSource needs a query")
+    return problems
+
+
+def _schema_problems(view: FeatureView, where: str) -> list[str]:
+    from featurekit.transform import declared_types
+
+    if not isinstance(view.schema, dict) or not all(isinstance(n, str) for n in view.schema):
+        return [f"{where}: schema= must map output column names to dtypes, e.g. {{'n': pl.Int64}}"]
+    problems = []
+    try:
+        declared_types(view)
+    except SchemaError as exc:
+        problems.append(f"{where}: {exc}")
+    timestamps = [c for c in view.schema if c in view.source.timestamp_columns]
+    if timestamps:
+        problems.append(f"{where}: schema= declares timestamp columns {timestamps}; they are always UTC instants")
     return problems
 
 

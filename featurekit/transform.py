@@ -13,6 +13,7 @@ cast to the declared dtypes, whatever path assembled them.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -110,26 +111,123 @@ def run_view(view: FeatureView, rows: pa.Table, expected: pa.Schema | None = Non
         table = normalize_timestamps(table.select([*required, *features]), list(view.source.timestamp_columns), where)
     except SchemaError as exc:
         raise FeatureFunctionError(str(exc)) from exc
+    table = _cast_declared(view, table, where)
     if expected is not None:
         check_schema(table.schema, expected, where)
     return table
 
 
+def declared_types(view: FeatureView) -> dict[str, pa.DataType]:
+    """The view's declared output dtypes (``schema=``) as stored Arrow types; a dtype it cannot use raises."""
+    declared = {}
+    for name, dtype in view.schema.items():
+        if isinstance(dtype, pa.DataType):
+            declared[name] = storage_type(dtype)
+        elif isinstance(dtype, pl.DataType) or (isinstance(dtype, type) and issubclass(dtype, pl.DataType)):
+            declared[name] = storage_type(pl.DataFrame(schema={name: dtype}).to_arrow().schema.field(name).type)
+        else:
+            raise SchemaError(
+                f"schema= gives {name!r} {dtype!r}: not a polars dtype (pl.Int64) or Arrow type (pa.int64())"
+            )
+    return declared
+
+
+def _cast_declared(view: FeatureView, table: pa.Table, where: str) -> pa.Table:
+    if not view.schema:
+        return table
+    for name, dtype in declared_types(view).items():
+        if name not in table.column_names:
+            raise FeatureFunctionError(
+                f"{where} declares schema= for {name!r} but returned no such column (it returned {table.column_names})"
+            )
+        column = table.column(name)
+        if storage_type(column.type) == dtype:
+            continue
+        try:
+            cast = column.cast(dtype)  # safe: a value that does not fit fails, never wraps or truncates
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise FeatureFunctionError(
+                f"{where} returned {name!r} as {column.type}, which does not fit its declared dtype {dtype}: {exc}"
+            ) from exc
+        table = table.set_column(table.column_names.index(name), name, cast)
+    return table
+
+
+def _arrow_code(dtype: pa.DataType) -> str:
+    """How to write ``dtype`` in a decorator (``pa.int64()``), for the simple types a message suggests."""
+    return f"pa.{dtype}()" if str(dtype).isidentifier() else f"<{dtype}>"
+
+
 def check_schema(actual: pa.Schema, expected: pa.Schema, where: str) -> None:
-    """Fail with a per-column diff when ``actual`` differs from ``expected`` (storage types compared)."""
+    """Fail with a per-column diff when ``actual`` differs from ``expected`` (storage types compared).
+
+    The code is the applied code (materialize and push refuse anything else), so applying again
+    would record the same schema: the difference comes from the rows the function got.
+    """
     got = {f.name: storage_type(f.type) for f in actual}
     want = {f.name: storage_type(f.type) for f in expected}
     if list(got) == list(want) and got == want:
         return
     diff = [f"missing {c!r} ({want[c]})" for c in want if c not in got]
     diff += [f"new {c!r} ({got[c]})" for c in got if c not in want]
-    diff += [f"{c!r} is {got[c]}, was {want[c]}" for c in want if c in got and got[c] != want[c]]
+    changed = {c: want[c] for c in want if c in got and got[c] != want[c]}
+    diff += [f"{c!r} is {got[c]}, was {want[c]}" for c in changed]
     if not diff:
         diff = [f"column order {list(got)}, was {list(want)}"]
+    if changed and len(changed) == len(diff):
+        declared = ", ".join(
+            f"{c!r}: pa.{t}()" if str(t).isidentifier() else f"{c!r}: <{t}>" for c, t in changed.items()
+        )
+        fix = (
+            "its output dtypes depend on the rows it gets (pandas makes an int column with nulls float64), so "
+            f"declare them in the decorator, @fk.feature_view(..., schema={{{declared}}}) (a new version), "
+            "or cast inside the function"
+        )
+    else:
+        fix = "it must return the same columns, in the same order, whatever rows it gets"
     raise FeatureFunctionError(
-        f"{where} output differs from the applied schema: {'; '.join(diff)}; "
-        "if the change is intended, run `featurekit apply` to register a new version"
+        f"{where} output differs from the schema recorded at apply (inferred from zero rows): {'; '.join(diff)}; "
+        f"re-registering the same code cannot fix this: {fix}"
     )
+
+
+def input_column(view: OnDemandView, name: str, values: pl.Series | Sequence[Any], dtype: Any) -> pl.Series:
+    """One declared input of an on-demand view, as a series of exactly its declared dtype.
+
+    Training sets pass spine columns (series), lookups pass request values (lists): both are cast
+    by the same rule, and a value that does not fit the dtype is a :class:`SchemaError` naming the
+    view, the input, the value and the dtype, on both paths (never a null on one and a crash on
+    the other).
+    """
+    if not isinstance(values, pl.Series):
+        try:  # values that already have the dtype (fetched features, the common request): no inference
+            return pl.Series(name, values, dtype=dtype, strict=True)
+        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+            pass  # infer their own dtype, then cast as a spine column would be, below
+    try:
+        series = values.alias(name) if isinstance(values, pl.Series) else pl.Series(name, list(values), strict=False)
+        if series.dtype == dtype:
+            return series
+        return series.cast(dtype, strict=True)
+    except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+        pass  # find the first value that does not fit, below
+    raise SchemaError(
+        f"on-demand view '{view.name}' ({view.location}): input {name!r} got {_misfit(values, dtype)!r}, which does "
+        f"not fit its declared dtype {dtype}; pass values of that dtype (as request= online, as the spine column "
+        f"{name!r} in a training set), or declare the dtype the values have"
+    )
+
+
+def _misfit(values: pl.Series | Sequence[Any], dtype: Any) -> Any:
+    """The first value that cannot be cast to ``dtype``."""
+    for value in values:
+        if value is None:
+            continue
+        try:
+            pl.Series([value], strict=False).cast(dtype, strict=True)
+        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError):
+            return value
+    return next((v for v in values if v is not None), None)
 
 
 def run_on_demand(view: OnDemandView, frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -146,9 +244,7 @@ def run_on_demand(view: OnDemandView, frame: pl.DataFrame, schema: dict[str, pl.
     if frame.columns == names and frame.dtypes == list(schema.values()):
         inputs = frame  # already exactly the declared inputs (the common case): no copy
     else:
-        inputs = frame.select(
-            [pl.col(c) if frame.schema[c] == dtype else pl.col(c).cast(dtype) for c, dtype in schema.items()]
-        )
+        inputs = pl.DataFrame([input_column(view, c, frame.get_column(c), dtype) for c, dtype in schema.items()])
     argument: Any = inputs if view.frame == "polars" else to_frame(inputs.to_arrow(), view.frame)
     try:
         result = view.function(argument)
