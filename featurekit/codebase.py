@@ -9,12 +9,13 @@ the version's: the repo's current definition, or one in the archive (``archive:`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from featurekit.applied import check_applied
 from featurekit.definitions import FeatureView, OnDemandView
-from featurekit.errors import NotAppliedError
-from featurekit.plan import check_applied
+from featurekit.errors import NotAppliedError, UnknownNameError, did_you_mean
+from featurekit.references import parse_ref
 from featurekit.registry import Registry, ViewVersion
 from featurekit.repo import RepoDefinitions, load_archive
 
@@ -73,3 +74,38 @@ class Codebase:
             f"matching {self._archive_patterns} (`featurekit show {version.view}@v{version.version}` prints its "
             "source), or re-apply it"
         )
+
+    def loaded_view(self, name: str) -> FeatureView:
+        """The repo's batch view ``name`` (case-insensitive), or :class:`UnknownNameError` with a "did you mean"."""
+        views = self.definitions.views
+        found = next((v for n, v in views.items() if n.lower() == name.lower()), None)
+        if found is None:
+            raise UnknownNameError(f"no feature view {name!r} in {self.root}{did_you_mean(name, views)}")
+        return found
+
+    def batch_views(self, names: Sequence[str] | None) -> list[tuple[FeatureView, ViewVersion]]:
+        """The views to materialize with the code to run: ``"name"`` (applied) or ``"name@v1"`` (pinned).
+
+        Default: every batch view of the repo. An unapplied or changed view is refused.
+        """
+        active = self.registry.active()
+        names = list(names) if names else sorted(self.definitions.views)
+        pairs = []
+        for name in names:
+            ref = parse_ref(name)
+            if ref.feature is not None:
+                raise UnknownNameError(f"materialize takes views ('view' or 'view@v1'), not features: {name!r}")
+            if ref.version is not None:
+                version = self.registry.version(ref.view, ref.version)
+            else:
+                view = self.loaded_view(ref.view)
+                current = next((a for n, a in active.items() if n.lower() == view.name.lower()), None)
+                if current is None:
+                    raise NotAppliedError(f"feature view '{view.name}' is not applied yet; run `featurekit apply`")
+                check_applied(view, current.version)
+                version = current.version
+            code = self.code_for(version)
+            if not isinstance(code, FeatureView):
+                raise UnknownNameError(f"'{version.view}' is an on-demand view: computed when read, never materialized")
+            pairs.append((code, version))
+        return pairs

@@ -49,3 +49,10 @@ def key_family(dtype: pa.DataType) -> str:
     if pa.types.is_date(dtype):
         return "date"
     return str(dtype)
+
+
+def arrow_to_polars(dtype: pa.DataType) -> Any:
+    """The polars dtype an Arrow column becomes."""
+    import polars as pl
+
+    return pl.DataFrame(pa.schema([("c", dtype)]).empty_table()).schema["c"]

@@ -16,8 +16,8 @@ import polars as pl
 from featurekit.codebase import Codebase
 from featurekit.definitions import OnDemandView
 from featurekit.errors import FeatureFunctionError, SchemaError
-from featurekit.plan import arrow_to_polars
-from featurekit.references import FeaturePlan, internal_name
+from featurekit.frames import arrow_to_polars
+from featurekit.references import ResolvedFeatures, internal_name
 from featurekit.registry import Registry
 from featurekit.transform import input_column, run_on_demand
 
@@ -35,7 +35,7 @@ class OnDemandStep:
     outputs: list[tuple[str, str]]  # (function output column, internal name)
 
 
-def build_steps(plan: FeaturePlan, codebase: Codebase, registry: Registry) -> list[OnDemandStep]:
+def build_steps(plan: ResolvedFeatures, codebase: Codebase, registry: Registry) -> list[OnDemandStep]:
     """Pair each on-demand version of the plan with importable code of exactly that version."""
     steps = []
     for resolved in plan.on_demand:

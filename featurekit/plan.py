@@ -13,23 +13,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-import pyarrow as pa
 
+from featurekit.applied import metadata, static_definition
 from featurekit.definitions import FeatureView, OnDemandView
 from featurekit.errors import (
     DefinitionError,
     FeatureFunctionError,
     FeaturekitError,
     InvalidNameError,
-    NotAppliedError,
+    SchemaError,
     did_you_mean,
 )
+from featurekit.frames import arrow_to_polars
 from featurekit.names import case_clashes, name_problem
 from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.sources import SourceReader
+from featurekit.online.codecs import check_servable
 from featurekit.references import parse_ref
-from featurekit.registry import ActiveView, NewVersion, Registry, ViewVersion
-from featurekit.transform import declared_types, run_on_demand, run_view, storage_type
+from featurekit.registry import ActiveView, NewVersion, Registry
+from featurekit.transform import run_on_demand, run_view, storage_type
 from featurekit.versioning import fingerprint, view_code_hash, view_source
 
 ChangeKind = Literal["new", "changed", "reverted", "metadata", "unchanged", "removed"]
@@ -79,45 +81,6 @@ class Plan:
         return "\n".join(lines)
 
 
-def static_definition(view: FeatureView | OnDemandView) -> dict[str, Any]:
-    """The data-relevant decorator arguments, knowable without reading any data."""
-    if isinstance(view, OnDemandView):
-        inputs = [parse_ref(i) for i in view.inputs]
-        return {
-            "kind": "on_demand",
-            "inputs": [{"view": r.view, "feature": r.feature} for r in inputs],
-            "request": {name: str(dtype) for name, dtype in view.request.items()},
-            "frame": view.frame,
-        }
-    ttl = view.ttl
-    declared = {"declared_schema": {n: str(t) for n, t in declared_types(view).items()}} if view.schema else {}
-    return {
-        "kind": "batch",
-        "entities": [{"name": e.name, "join_keys": list(e.join_keys)} for e in view.entities],
-        "join_keys": list(view.join_keys),
-        "ttl_us": None if ttl is None else (ttl.days * 86_400 + ttl.seconds) * 1_000_000 + ttl.microseconds,
-        "source": view.source.describe(),
-        "frame": view.frame,
-        **declared,  # only when declared: views without one keep their fingerprints
-    }
-
-
-def check_applied(view: FeatureView | OnDemandView, applied: ViewVersion) -> None:
-    """Refuse to run (or serve) code the registry has not applied: no silent skew."""
-    static = static_definition(view)
-    stored = {k: applied.definition.get(k) for k in static}
-    if view_code_hash(view) != applied.code_hash or static != stored:
-        raise NotAppliedError(
-            f"feature view '{view.name}' in {view.location} differs from its applied version "
-            f"v{applied.version} (code {applied.code_hash}); run `featurekit apply` to register it"
-        )
-
-
-def metadata(view: FeatureView | OnDemandView) -> dict[str, Any]:
-    """What may change without a new data version."""
-    return {"description": view.description, "tags": view.tags, "owner": view.owner}
-
-
 def git_commit(root: Path) -> str | None:
     """The repo's git commit (with ``-dirty`` when it has uncommitted changes), if it is a checkout."""
     try:
@@ -153,6 +116,9 @@ def _describe_version(view: FeatureView, engine: OfflineEngine, root: Path) -> N
     if problems:
         raise InvalidNameError(problems)
     schema = output.schema
+    unservable = check_servable(schema, features)
+    if unservable:  # refused now, not corrupted at the first online load
+        raise SchemaError(f"feature view '{view.name}' ({view.location}): {'; '.join(unservable)}")
     definition = static_definition(view)
     definition["features"] = features
     definition["schema"] = {f.name: str(storage_type(f.type)) for f in schema}
@@ -167,11 +133,6 @@ def _describe_version(view: FeatureView, engine: OfflineEngine, root: Path) -> N
         source_text=view_source(view),
         location=str(view.location),
     )
-
-
-def arrow_to_polars(dtype: pa.DataType) -> Any:
-    """The polars dtype an Arrow column becomes."""
-    return pl.DataFrame(pa.schema([("c", dtype)]).empty_table()).schema["c"]
 
 
 def on_demand_order(on_demand: dict[str, OnDemandView]) -> list[str]:

@@ -63,7 +63,7 @@ class ResolvedView:
 
 
 @dataclass
-class FeaturePlan:
+class ResolvedFeatures:
     """What a request needs: batch views to read, on-demand views to run (inputs first), outputs."""
 
     batch: list[ResolvedView]
@@ -134,8 +134,8 @@ def resolve(
     active: dict[str, ActiveView],
     registry: Registry,
     as_of: int | None = None,
-) -> FeaturePlan:
-    """Resolve requests into a :class:`FeaturePlan`; unknown names fail with a "did you mean".
+) -> ResolvedFeatures:
+    """Resolve requests into a :class:`ResolvedFeatures`; unknown names fail with a "did you mean".
 
     ``active`` is the set of applied views at registry version ``as_of`` (default: now); pins of
     versions applied after ``as_of`` are refused.
@@ -159,4 +159,4 @@ def resolve(
                 outputs.append((version, feature))
     batch = [r for r in resolver.views.values() if not r.on_demand]
     on_demand = [resolver.views[i] for i in resolver.on_demand_order]
-    return FeaturePlan(batch, on_demand, outputs, pinned_ids)
+    return ResolvedFeatures(batch, on_demand, outputs, pinned_ids)

@@ -21,7 +21,7 @@ from featurekit.errors import NotAppliedError, SchemaError
 from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.inputs import view_input
 from featurekit.offline.tables import OfflineTables
-from featurekit.references import FeaturePlan
+from featurekit.references import ResolvedFeatures
 from featurekit.registry import Registry
 
 
@@ -108,7 +108,7 @@ def compare(
 
 
 def check_skew(
-    plan: FeaturePlan,
+    plan: ResolvedFeatures,
     keys: dict[str, list[Any]],
     *,
     at: datetime,
@@ -143,7 +143,7 @@ def check_skew(
 
 
 def sample_entities(
-    engine: OfflineEngine, registry: Registry, tables: OfflineTables, plan: FeaturePlan, *, sample: int, seed: int
+    engine: OfflineEngine, registry: Registry, tables: OfflineTables, plan: ResolvedFeatures, *, sample: int, seed: int
 ) -> dict[str, list[Any]]:
     """A random ``sample`` (fixed ``seed``) of the entities the plan's first batch view holds."""
     if not plan.batch:

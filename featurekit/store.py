@@ -11,12 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from featurekit.applied import check_applied
 from featurekit.codebase import Codebase
 from featurekit.config import RepoConfig, load_config
-from featurekit.definitions import FeatureView
 from featurekit.errors import (
     ConflictError,
-    NotAppliedError,
     SchemaError,
     UnknownNameError,
     WindowError,
@@ -33,11 +32,11 @@ from featurekit.ondemand import build_steps
 from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
 from featurekit.online.serving import OnlineReader, OnlineResponse, entity_columns
-from featurekit.plan import Plan, check_applied, git_commit, make_plan
+from featurekit.plan import Plan, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
-from featurekit.references import FeatureRequest, parse_ref, resolve
-from featurekit.registry import ActiveView, Registry, ViewVersion
+from featurekit.references import FeatureRequest, resolve
+from featurekit.registry import ActiveView, Registry
 from featurekit.repo import RepoDefinitions, load_repo
 from featurekit.retention import GcReport, Policy, collect_garbage
 from featurekit.skew import SPINE_TIME, SkewReport, check_skew, sample_entities
@@ -117,37 +116,6 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _loaded_view(self, name: str) -> FeatureView:
-        views = self.definitions.views
-        found = next((v for n, v in views.items() if n.lower() == name.lower()), None)
-        if found is None:
-            raise UnknownNameError(f"no feature view {name!r} in {self.root}{did_you_mean(name, views)}")
-        return found
-
-    def _applied(self, names: Sequence[str] | None) -> list[tuple[FeatureView, ViewVersion]]:
-        """The views to materialize with the code to run: ``"name"`` (applied) or ``"name@v1"`` (pinned)."""
-        active = self.registry.active()
-        names = list(names) if names else sorted(self.definitions.views)
-        pairs = []
-        for name in names:
-            ref = parse_ref(name)
-            if ref.feature is not None:
-                raise UnknownNameError(f"materialize takes views ('view' or 'view@v1'), not features: {name!r}")
-            if ref.version is not None:
-                version = self.registry.version(ref.view, ref.version)
-            else:
-                view = self._loaded_view(ref.view)
-                current = next((a for n, a in active.items() if n.lower() == view.name.lower()), None)
-                if current is None:
-                    raise NotAppliedError(f"feature view '{view.name}' is not applied yet; run `featurekit apply`")
-                check_applied(view, current.version)
-                version = current.version
-            code = self.codebase.code_for(version)
-            if not isinstance(code, FeatureView):
-                raise UnknownNameError(f"'{version.view}' is an on-demand view: computed when read, never materialized")
-            pairs.append((code, version))
-        return pairs
 
     def _materializer(self) -> Materializer:
         return Materializer(
@@ -237,7 +205,7 @@ class FeatureStore:
         materializer = self._materializer()
         return [
             materializer.run(view, applied, start_at, end_at, incremental=False, progress=self._progress, online=online)
-            for view, applied in self._applied(views)
+            for view, applied in self.codebase.batch_views(views)
         ]
 
     def materialize_incremental(
@@ -253,7 +221,7 @@ class FeatureStore:
             raise WindowError(f"end {end_at.isoformat()} is in the future; pass an end up to now")
         materializer = self._materializer()
         results = []
-        for view, applied in self._applied(views):
+        for view, applied in self.codebase.batch_views(views):
             last = self.registry.last_materialization(applied.id)
             if last is not None and last.watermark is not None:
                 start_at = last.watermark
@@ -281,7 +249,7 @@ class FeatureStore:
         ``to="online_and_offline"`` also commits the computed rows to the offline table. A key's
         online value changes only if the pushed row is at least as new (event time, then created).
         """
-        ((loaded, applied),) = self._applied([view])
+        ((loaded, applied),) = self.codebase.batch_views([view])
         return push(loaded, applied, rows, to, self._materializer())
 
     # -- training and serving ---------------------------------------------------------------
@@ -328,7 +296,7 @@ class FeatureStore:
         if asked.as_of is None:
             for item in plan.batch:  # training on the current definitions: the repo must match them
                 if not item.pinned:
-                    check_applied(self._loaded_view(item.version.view), item.version)
+                    check_applied(self.codebase.loaded_view(item.version.view), item.version)
         options = asked.options(str(self.config.project), at)
         steps = build_steps(plan, self.codebase, self.registry)
         built = build_training_set(

@@ -10,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+import featurekit as fk
 from featurekit.online.base import OnlineRows
 from featurekit.online.codecs import check_servable, decoder, encode_column
 from featurekit.online.memory import MemoryOnlineStore
@@ -237,3 +238,30 @@ def test_nested_values_stored_as_json_by_earlier_versions_still_read():
     assert decode is not None
     assert decode(["[1, 2]", None]) == [[1, 2], None]
     assert decode([None, None]) == [None, None]
+
+
+UNSERVABLE = """
+from datetime import timedelta
+import polars as pl
+import featurekit as fk
+
+driver = fk.Entity("driver", join_keys=["driver_id"])
+trips = fk.FileSource("data/trips.parquet", timestamp_field="event_timestamp", created_timestamp_field="created")
+
+@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7))
+def tagged(trips: pl.DataFrame) -> pl.DataFrame:
+    return trips.select(
+        "driver_id", "event_timestamp", "created",
+        tags=pl.concat_list(pl.lit("a").cast(pl.Categorical)),
+    )
+"""
+
+
+def test_apply_refuses_a_view_the_online_store_cannot_keep(make_repo, open_store):
+    from tests.conftest import trips_table
+
+    root = make_repo(UNSERVABLE, data={"data/trips.parquet": trips_table([(1, ts(0), ts(0), 1, 2, 1.0)])})
+    store = open_store(root)
+    with pytest.raises(fk.SchemaError, match=r"feature view 'tagged'.*'tags'.*dictionary"):
+        store.apply()
+    assert store.list_views() == []  # nothing applied

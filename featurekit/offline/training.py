@@ -25,7 +25,7 @@ from featurekit.offline.inputs import view_input
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
 from featurekit.ondemand import OnDemandStep, needed_columns, run_steps
-from featurekit.references import FeaturePlan, canonical, internal_name
+from featurekit.references import ResolvedFeatures, canonical, internal_name
 from featurekit.registry import Registry, ViewVersion
 from featurekit.timestamps import utc
 
@@ -101,7 +101,7 @@ def build_training_set(
     engine: OfflineEngine,
     registry: Registry,
     tables: OfflineTables,
-    plan: FeaturePlan,
+    plan: ResolvedFeatures,
     *,
     steps: list[OnDemandStep],
     spine: Any,
@@ -209,7 +209,7 @@ def _record(registry: Registry, version: ViewVersion, data_version: int | None, 
 
 
 def _post_processor(
-    steps: list[OnDemandStep], spine_columns: list[str], plan: FeaturePlan, names: list[str]
+    steps: list[OnDemandStep], spine_columns: list[str], plan: ResolvedFeatures, names: list[str]
 ) -> Callable[[pa.Table], pa.Table]:
     outputs = [(internal_name(v, f), n) for (v, f), n in zip(plan.outputs, names, strict=True)]
     needed = list(dict.fromkeys(needed_columns(steps) + [i for i, _ in outputs]))

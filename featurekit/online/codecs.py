@@ -204,7 +204,7 @@ def check_servable(schema: pa.Schema, columns: list[str] | None = None) -> list[
 
     The codecs above keep every Arrow type except dictionary-encoded values nested inside other
     types (an IPC record batch message carries no dictionaries) and extension types (their meaning
-    lives in Python classes the store cannot know). Apply should call this and refuse the view.
+    lives in Python classes the store cannot know). Apply calls this and refuses the view.
     """
     problems = []
     for field in schema:

@@ -17,15 +17,16 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from featurekit.applied import check_applied
 from featurekit.codebase import Codebase
 from featurekit.errors import NotAppliedError, OnlineHistoryError, SchemaError
+from featurekit.frames import arrow_to_polars
 from featurekit.ondemand import OnDemandStep, build_steps, needed_columns, request_inputs, run_steps
 from featurekit.online.base import OnlineStore
 from featurekit.online.codecs import NAN, Decoder, decoder, is_float
 from featurekit.online.keys import KeyType, encode_keys, typed_values
 from featurekit.online.loading import table_name
-from featurekit.plan import arrow_to_polars, check_applied
-from featurekit.references import FeaturePlan, FeatureRequest, internal_name, resolve
+from featurekit.references import FeatureRequest, ResolvedFeatures, internal_name, resolve
 from featurekit.registry import Registry
 from featurekit.timestamps import from_micros, to_micros, utc
 
@@ -196,7 +197,7 @@ class OnlineReader:
 
     def _build(self, features: list[FeatureRequest], full_names: bool) -> LookupRecipe:
         definitions = self.codebase.definitions
-        resolved: FeaturePlan = resolve(features, self.registry.active(), self.registry)
+        resolved: ResolvedFeatures = resolve(features, self.registry.active(), self.registry)
         lookups = []
         entity_keys: list[str] = []
         for item in resolved.batch:
