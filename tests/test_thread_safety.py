@@ -118,3 +118,16 @@ def test_one_store_shared_by_ten_threads_loses_nothing_and_raises_nothing(make_r
     pushes = [m for m in store.registry.materializations(version.id) if m.mode == "push"]
     assert sum(m.rows for m in pushes) == offline_pushes  # every offline push committed exactly once
     store.close()
+
+
+def test_pushes_and_materializations_keep_the_lookup_recipes(make_repo, open_store):
+    rows = [(d, ts(0, 1), ts(0, 1), 1, 2, 1.0) for d in range(3)]
+    store = open_store(
+        make_repo(FEATURES, data={"data/trips.parquet": trips_table(rows)}, config="online: {refresh_s: 0}\n")
+    )
+    store.apply()
+    store.materialize(ts(0), ts(1))
+    reader = store._serving()
+    first = reader.recipe(["driver_stats"])
+    store.push("driver_stats", raw_rows(1, ts(0, 2), 5.0), to="online_and_offline")  # a registry commit
+    assert reader.recipe(["driver_stats"]) is first

@@ -1,6 +1,6 @@
 """Online lookups: the same feature plan and on-demand executor as training, over an online store.
 
-A lookup resolves its feature list once (cached until the registry's head changes), reads each
+A lookup resolves its feature list once (cached until the next apply), reads each
 batch view version's table by encoded key, applies the view's TTL at the lookup time (a value
 older than the TTL is null online exactly as in a training set), and runs on-demand views through
 :func:`featurekit.ondemand.run_steps` on a frame with the registered dtypes.
@@ -179,7 +179,9 @@ class OnlineReader:
         if now - self._checked < self.refresh_s:
             return
         self._checked = now
-        head = self.registry.head_commit()
+        # Recipes depend on the applied definitions only: materializations and pushes (most
+        # commits of a busy store) leave them valid.
+        head = self.registry.head_apply()
         if head != self._head:
             self._recipes = {}
             self._head = head
