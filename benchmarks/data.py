@@ -106,7 +106,7 @@ def incremental_folder(folder: Path) -> Path:
 
 # Prepared stores (repos materialized once and reused) carry this stamp; a change of the data
 # layout featurekit writes bumps it, so no run measures tables written by an older layout.
-PREPARED = "layout 2: 128Ki-row groups, dictionaries for text only"
+PREPARED = "layout 3: registry format 5 (join statistics), versions of all reachable code"
 
 
 def is_prepared(folder: Path) -> bool:

@@ -120,10 +120,10 @@ def _files(table: tuple[str, int]) -> list[str]:
 
 
 def _packed(alias: str, with_time: bool) -> str:
-    """featurekit's order of "newest": event time, created (null loses), then the values."""
+    """featurekit's order of "newest": event time, created (null loses), then each value (null loses)."""
     fields = [f"t := {alias}.event_timestamp"] if with_time else []
     fields.append(f"c := coalesce({alias}.created, TIMESTAMPTZ '-infinity')")
-    fields += [f"{x} := {alias}.{x}" for x in FEATURES]
+    fields += [f"n_{x} := {alias}.{x} IS NOT NULL, {x} := {alias}.{x}" for x in FEATURES]
     return ", ".join(fields)
 
 
