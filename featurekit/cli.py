@@ -27,6 +27,7 @@ from featurekit.errors import ConfigError, FeaturekitError, SchemaError
 
 if TYPE_CHECKING:
     from featurekit.info import ViewInfo
+    from featurekit.online.serving import OnlineResponse
     from featurekit.store import FeatureStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -452,24 +453,22 @@ def _data_ends(info: ViewInfo, at: datetime) -> str | None:
     return m.watermark.isoformat(timespec="seconds")
 
 
-def _null_reason(info: ViewInfo, at: datetime) -> str:
-    """What a null from this view can mean: the lookup returns values only, so the registry narrows it down."""
+def _null_reason(info: ViewInfo, response: OnlineResponse) -> str:
+    """Why this view's value is null for the one entity looked up, from what the online store held."""
     definition = info.version.definition
-    ttl_us = definition.get("ttl_us")
     if definition.get("kind") == "on_demand":
         return f"computed on demand by {info.name}: null when its inputs are"
     if info.materialization is None:
         return f"{info.name} was never materialized; run `featurekit materialize`"
-    if ttl_us is None:
-        return "unknown entity, or its value is null"
-    ends = _data_ends(info, at)
-    if ends is not None:
-        return (
-            f"expired: {info.name}'s data ends {ends}, more than its TTL of {_ttl(ttl_us)} before "
-            f"{at.isoformat(timespec='seconds')} (unless pushed since); materialize newer data or pass --at"
-        )
-    cutoff = (at - timedelta(microseconds=ttl_us)).isoformat(timespec="seconds")
-    return f"unknown entity, a null value, or expired (newest value before {cutoff}, TTL {_ttl(ttl_us)})"
+    view = f"{info.name}@v{info.version.version}"
+    status = response.status(view)[0]
+    if status == "unknown":
+        return f"unknown entity: {info.name} v{info.version.version} holds no row for it"
+    if status == "expired":
+        expired = response.expired_at(view)[0]
+        when = expired.isoformat(timespec="seconds") if expired is not None else "?"
+        return f"expired at {when}: its newest row is older than the TTL of {_ttl(definition.get('ttl_us'))}"
+    return "stored as null"
 
 
 @cli.command(short_help="Look up online features of one entity.")
@@ -497,7 +496,8 @@ def get(
     request = {k: _typed(v) for k, v in _parse_pairs(requests, "request input").items()}
     when = _time(at, "--at") if at is not None else datetime.now(UTC)
     with ctx.store() as store:
-        row = store.online_features([entity], list(features), request=request or None, at=when).to_dict()
+        response = store.online_features([entity], list(features), request=request or None, at=when)
+        row = response.to_dict()
         flat = {name: values[0] for name, values in row.items()}
         if as_json:
             click.echo(json.dumps(flat, default=str))
@@ -506,7 +506,7 @@ def get(
         reasons: dict[str, str] = {}
         for info, names in _requested_views(store, features) if nulls else []:
             for name in names:
-                reasons.setdefault(name, _null_reason(info, when))
+                reasons.setdefault(name, _null_reason(info, response))
         for name, value in flat.items():
             if name in nulls:
                 click.echo(f"{name}: null  ({reasons.get(name, 'no value')})")

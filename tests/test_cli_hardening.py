@@ -41,16 +41,14 @@ def files_under(folder: Path) -> list[str]:
 def test_get_says_why_a_value_is_null(applied: Path):
     expired = run("--repo", str(applied), "get", "driver_id=1", "-f", "driver_stats:avg_trip_km")
     assert expired.exit_code == 0
-    assert "avg_trip_km: null  (expired: driver_stats's data ends 2026-01-06T00:00:00+00:00" in expired.stdout
+    # driver 1's newest row is from 2026-01-03: with the 7-day TTL it expired on 2026-01-10
+    assert "avg_trip_km: null  (expired at 2026-01-10T00:00:00+00:00" in expired.stdout
     assert "TTL of 7d" in expired.stdout
     assert "None" not in expired.stdout
     found = run("--repo", str(applied), "get", "driver_id=1", "-f", "driver_stats:avg_trip_km", "--at", "2026-01-05")
     assert "avg_trip_km: 2.0" in found.stdout
     unknown = run("--repo", str(applied), "get", "driver_id=99", "-f", "driver_stats", "--at", "2026-01-05")
-    assert (
-        "conv_rate: null  (unknown entity, a null value, or expired (newest value before 2025-12-29T00:00:00+00:00"
-        in unknown.stdout
-    )
+    assert "conv_rate: null  (unknown entity: driver_stats v1 holds no row for it)" in unknown.stdout
     on_demand = run("--repo", str(applied), "get", "driver_id=99", "-f", "trip_risk", "-r", "trip_km=2")
     assert "risk: null  (computed on demand by trip_risk: null when its inputs are)" in on_demand.stdout
     bad_time = run("--repo", str(applied), "get", "driver_id=1", "-f", "driver_stats", "--at", "soon")

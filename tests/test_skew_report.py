@@ -34,3 +34,10 @@ def test_values_compared_are_counted_and_one_mismatch_reads_as_one(store):
     store.push("driver_stats", trips_table([(1, ts(2, 1), ts(2, 1), 1, 1, 9.0)]))  # online only: skew on purpose
     skewed = store.verify(["driver_stats:avg_trip_km"], entities={"driver_id": [1]}, at=ts(3))
     assert ": 1 mismatch\n" in str(skewed)
+
+
+def test_a_lookup_says_per_entity_whether_its_row_was_found_unknown_or_expired(store):
+    got = store.online_features({"driver_id": [1, 2, 77]}, ["driver_stats"], at=ts(7, 12))
+    assert got.status("driver_stats") == ["expired", "found", "unknown"]  # driver 1's row is from day 0
+    assert got.expired_at("driver_stats@v1") == [ts(7), ts(8), None]  # event time + the 7-day TTL
+    assert got.to_dict()["avg_trip_km"] == [None, 2.0, None]

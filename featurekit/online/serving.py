@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from featurekit.applied import check_applied
 from featurekit.codebase import Codebase
-from featurekit.errors import NotAppliedError, OnlineHistoryError, SchemaError
+from featurekit.errors import NotAppliedError, OnlineHistoryError, SchemaError, UnknownNameError
 from featurekit.frames import arrow_to_polars
 from featurekit.ondemand import OnDemandStep, build_steps, needed_columns, request_inputs, run_steps
 from featurekit.online.base import OnlineStore
@@ -64,6 +64,26 @@ class LookupRecipe:
     schema: pa.Schema  # the response's registered Arrow schema: entity keys, then the outputs
 
 
+@dataclass(frozen=True)
+class RowStatus:
+    """Event times (microseconds; None: no row) of the rows one view's table held for a lookup."""
+
+    events: list[int | None]
+    ttl_us: int | None
+    at_us: int
+
+    def statuses(self) -> list[str]:
+        floor = None if self.ttl_us is None else self.at_us - self.ttl_us
+        return [
+            "unknown" if e is None else "expired" if floor is not None and e < floor else "found" for e in self.events
+        ]
+
+    def expiries(self) -> list[datetime | None]:
+        if self.ttl_us is None:
+            return [None] * len(self.events)
+        return [None if e is None else from_micros(e + self.ttl_us) for e in self.events]
+
+
 class OnlineResponse:
     """Looked-up features: entity keys then features, one list per column, typed by ``schema``.
 
@@ -72,10 +92,37 @@ class OnlineResponse:
     its type instead of becoming null.
     """
 
-    def __init__(self, columns: dict[str, list[Any]], schema: pa.Schema | None = None) -> None:
+    def __init__(
+        self,
+        columns: dict[str, list[Any]],
+        schema: pa.Schema | None = None,
+        rows: dict[str, RowStatus] | None = None,
+    ) -> None:
         self.columns = columns
         self.schema = schema
+        self.rows = rows or {}  # per batch view version ("view@v1"): what the store held for each entity
         self._arrow: pa.Table | None = None
+
+    def status(self, view: str) -> list[str]:
+        """Per entity, why ``view``'s values are what they are: ``"found"``, ``"unknown"`` (the store
+        holds no row for the key) or ``"expired"`` (its newest row is older than the TTL at ``at``).
+
+        ``view`` is ``"name"`` (the one version read) or ``"name@v2"``. A found row may still
+        hold null feature values.
+        """
+        return self._rows(view).statuses()
+
+    def expired_at(self, view: str) -> list[datetime | None]:
+        """Per entity, when its stored row passed (or passes) the TTL; None for unknown keys or no TTL."""
+        return self._rows(view).expiries()
+
+    def _rows(self, view: str) -> RowStatus:
+        if view in self.rows:
+            return self.rows[view]
+        matches = [k for k in self.rows if k.split("@v")[0].lower() == view.lower()]
+        if len(matches) != 1:
+            raise UnknownNameError(f"no batch view {view!r} in this response; it read {sorted(self.rows)}")
+        return self.rows[matches[0]]
 
     def to_dict(self) -> dict[str, list[Any]]:
         """``{"driver_id": [...], "conv_rate": [...], ...}``."""
@@ -273,6 +320,7 @@ class OnlineReader:
         now_us = to_micros(utc(at, "at") if at is not None else datetime.now(UTC))
         values: dict[str, list[Any]] = {}
         typed_keys: dict[str, list[Any]] = {}
+        held: dict[str, RowStatus] = {}
         for lookup in recipe.lookups:
             parts = _key_columns(lookup, columns)
             for key, part in zip(lookup.join_keys, parts, strict=True):
@@ -283,12 +331,19 @@ class OnlineReader:
                 keys = encode_keys(parts, [k.dtype for k in lookup.key_types])
             rows = self.online.read(lookup.table, lookup.features, keys)
             floor = None if lookup.ttl_us is None else now_us - lookup.ttl_us
-            hits = []
+            hits: list[Any] = []
+            events: list[int | None] = []
             for index, encoded in enumerate(keys):
                 row = rows.get(encoded)
-                if row is not None and row[0] > now_us:
+                if row is None:
+                    hits.append(None)
+                    events.append(None)
+                    continue
+                if row[0] > now_us:
                     raise _too_early(lookup, parts, index, row[0], now_us)
-                hits.append(None if row is None or (floor is not None and row[0] < floor) else row)
+                hits.append(None if floor is not None and row[0] < floor else row)
+                events.append(row[0])
+            held[f"{lookup.view}@v{lookup.version}"] = RowStatus(events, lookup.ttl_us, now_us)
             if hits and None not in hits:
                 stored_columns = list(map(list, zip(*hits, strict=False)))[2:]  # rows have one width
             else:
@@ -314,7 +369,7 @@ class OnlineReader:
         else:
             for internal, name in recipe.outputs:
                 result[name] = values[internal]
-        return OnlineResponse(result, recipe.schema)
+        return OnlineResponse(result, recipe.schema, held)
 
     def _on_demand_inputs(
         self, recipe: LookupRecipe, values: dict[str, list[Any]], request: dict[str, Any], count: int
