@@ -10,7 +10,7 @@ from featurekit.registry import Materialization, ViewVersion
 
 @dataclass(frozen=True)
 class ViewInfo:
-    """A view as the registry knows it: applied version, features and latest materialization."""
+    """A view as the registry knows it: applied version, features and last materialization."""
 
     name: str
     version: ViewVersion

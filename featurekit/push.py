@@ -117,12 +117,12 @@ def _online(
 
     ``commit`` is the registry commit of the rows' offline copy: recorded as loaded once they are.
     """
-    latest = materializer.engine.newest_rows(view_input(version, []), rows=out)
+    newest = materializer.engine.newest_rows(view_input(version, []), rows=out)
     online_rows = write_newest(
         materializer.online,
         view.name,
         version.version,
-        latest,
+        newest,
         join_keys=list(view.join_keys),
         features=version.features,
     )

@@ -157,7 +157,7 @@ class FeatureStore:
         raise AssertionError("unreachable")
 
     def list_views(self) -> list[ViewInfo]:
-        """The applied views with their versions and latest materializations."""
+        """The applied views with their versions and last materializations."""
         return [self._info(name, active) for name, active in self.registry.active().items()]
 
     def show(self, view: str) -> ViewInfo:
@@ -346,7 +346,7 @@ class FeatureStore:
         at: datetime | None = None,
         full_names: bool = False,
     ) -> OnlineResponse:
-        """Look up the latest features of ``entities`` (a missing entity gives nulls).
+        """Look up the newest features of ``entities`` (a missing entity gives nulls).
 
         Args:
             entities: ``[{"driver_id": 1001}, ...]``, ``{"driver_id": [1001, 1002]}`` or a frame.
@@ -373,7 +373,7 @@ class FeatureStore:
 
         Entities default to a random ``sample`` (fixed ``seed``) of those the first batch view
         holds. Both paths compute the features as of the same moment ``at`` (default: now; the
-        online store holds the latest values, so ``at`` should not precede the last materialized
+        online store holds the newest values, so ``at`` should not precede the last materialized
         window); every differing value is reported with the entity, both values and the view version.
         """
         at = utc(at, "at") if at is not None else datetime.now(UTC)

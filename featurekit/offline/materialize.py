@@ -245,7 +245,7 @@ class Materializer:
                     cancel,
                     f"materializing {view.name} v{applied.version}",
                 )
-                latest = newest.result() if newest is not None and online else None
+                newest_rows = newest.result() if newest is not None and online else None
                 stats = newest.stats() if newest is not None else None
             except Exception as exc:
                 if cancel.is_set:
@@ -275,7 +275,7 @@ class Materializer:
         online_rows = 0
         if online:
             try:
-                online_rows = self.load_online(applied, committed.data_version, (start, end), latest)
+                online_rows = self.load_online(applied, committed.data_version, (start, end), newest_rows)
             except StorageError as exc:
                 raise StorageError(
                     f"{view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()}) was committed offline "
@@ -306,10 +306,10 @@ class Materializer:
         pending = self.registry.online_pending(version.id)
         if not pending:
             return 0
-        latest = self.registry.last_materialization(version.id)
-        assert latest is not None
+        last = self.registry.last_materialization(version.id)
+        assert last is not None
         window = (min(m.window_start for m in pending), max(m.window_end for m in pending))
-        loaded = self.load_online(version, latest.data_version, window)
+        loaded = self.load_online(version, last.data_version, window)
         self.registry.record_online_load([m.commit_id for m in pending])
         return loaded
 
@@ -318,24 +318,24 @@ class Materializer:
         version: ViewVersion,
         data_version: int,
         window: tuple[datetime, datetime] | None,
-        latest: pa.Table | None = None,
+        newest: pa.Table | None = None,
     ) -> int:
         """Write the newest committed row of each entity touched by ``window`` to the online store.
 
-        ``latest``: those rows, when the materialization computed them from its output; otherwise
+        ``newest``: those rows, when the materialization computed them from its output; otherwise
         they are read from the committed files. Runs after the registry commit: a kill in between
         leaves older (never wrong) online values, and a re-run converges because stores only take
         rows at least as new as theirs.
         """
         features = version.features
-        if latest is None:
+        if newest is None:
             files = self.tables.files(version.view, version.version, data_version)
-            latest = self.engine.newest_rows(view_input(version, files), window) if files else pa.table({})
+            newest = self.engine.newest_rows(view_input(version, files), window) if files else pa.table({})
         return write_newest(
             self.online,
             version.view,
             version.version,
-            latest,
+            newest,
             join_keys=list(version.definition["join_keys"]),
             features=features,
         )

@@ -1,1 +1,1 @@
-"""The online side: stores that hold each entity's latest feature row, and serving lookups."""
+"""The online side: stores that hold each entity's newest feature row, and serving lookups."""

@@ -1,9 +1,9 @@
 """The online store protocol, and what every implementation shares.
 
-A store holds, per table (one table per view version), the latest row of each entity: its
+A store holds, per table (one table per view version), the newest row of each entity: its
 encoded key, event time and created time (microseconds since the epoch; a null created time is
 stored as :data:`NO_CREATED`, so it loses every tie) and its feature values. A store only persists
-and looks up; which row is "latest" is decided by DuckDB before the write, and the store keeps it
+and looks up; which row is "newest" is decided by the offline engine before the write, and the store keeps it
 only if it is at least as new as what it holds (event time, then created time).
 
 Stores receive plain Python values: encoded keys, integers and feature tuples. They import

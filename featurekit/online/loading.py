@@ -27,11 +27,11 @@ def to_online_rows(table: pa.Table, join_keys: list[str], features: list[str]) -
 
 
 def write_newest(
-    store: OnlineStore, view: str, version: int, latest: pa.Table, *, join_keys: list[str], features: list[str]
+    store: OnlineStore, view: str, version: int, newest: pa.Table, *, join_keys: list[str], features: list[str]
 ) -> int:
-    """Create the view version's online table if needed and upsert ``latest`` into it."""
+    """Create the view version's online table if needed and upsert ``newest`` into it."""
     name = table_name(view, version)
     store.create_table(name, features)
-    if latest.num_rows == 0:
+    if newest.num_rows == 0:
         return 0
-    return store.write(name, to_online_rows(latest, join_keys, features))
+    return store.write(name, to_online_rows(newest, join_keys, features))

@@ -51,7 +51,7 @@ class Materialization:
     data_version: int
     window_start: datetime
     window_end: datetime
-    watermark: datetime | None  # end of the latest materialized window (pushes do not move it)
+    watermark: datetime | None  # end of the last materialized window (pushes do not move it)
     rows: int
     mode: str  # "window", "incremental" or "push"
     entities: int | None = None  # distinct keys of the window's output (None: not measured)
