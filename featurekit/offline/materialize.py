@@ -28,7 +28,7 @@ from featurekit.errors import DataError, FeaturekitError, SourceError, StorageEr
 from featurekit.faults import checkpoint
 from featurekit.offline.engine import Cancel, OfflineEngine
 from featurekit.offline.inputs import view_input
-from featurekit.offline.newest import NewestRows
+from featurekit.offline.newest import DataStats, NewestRows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables, WriteScope
 from featurekit.online.base import OnlineStore
@@ -201,6 +201,7 @@ class Materializer:
         written = 0
         failure: list[BaseException] = []
         newest: NewestRows | None = None  # the online rows, from the output (see featurekit.offline.newest)
+        stats = DataStats(list(view.join_keys), view.timestamp_field, applied.schema)  # for the join planner
 
         cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
 
@@ -213,6 +214,7 @@ class Materializer:
                     table = check_output(view, run_view(view, batch, applied.schema), start, end).cast(applied.schema)
                     written += table.num_rows
                     progress.advance(batch.num_rows)
+                    stats.add(table)
                     if newest is not None:
                         newest.add(table)
                     yield from table.to_batches()
@@ -227,8 +229,7 @@ class Materializer:
             collected = recorded_version is not None and self.registry.removal(applied.id, recorded_version) is not None
             span = None if collected else self.registry.data_span(applied.id)  # where committed rows can be
             scope = _write_scope(span, start, end)
-            if span is None or span[1] <= end:  # nothing committed after the window
-                # Its newest rows are the online rows, and it measures the join planner's statistics.
+            if online and (span is None or span[1] <= end):  # nothing committed after the window
                 newest = NewestRows(self.engine, view_input(applied, []))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
@@ -245,8 +246,7 @@ class Materializer:
                     cancel,
                     f"materializing {view.name} v{applied.version}",
                 )
-                newest_rows = newest.result() if newest is not None and online else None
-                stats = newest.stats() if newest is not None else None
+                newest_rows = newest.result() if newest is not None else None
             except Exception as exc:
                 if cancel.is_set:
                     raise KeyboardInterrupt(_interrupted(f"materializing {view.name} v{applied.version}")) from None
@@ -268,8 +268,8 @@ class Materializer:
                 rows=written,
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
-                entities=None if stats is None else stats.entities,
-                unique_times=None if stats is None else stats.unique_times,
+                entities=stats.entities if stats.known else None,
+                unique_times=stats.ties == 0 if stats.known else None,
             )
         checkpoint("materialize.after_commit")
         online_rows = 0
