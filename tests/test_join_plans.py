@@ -35,10 +35,10 @@ def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
     store.apply()
     store.materialize(ts(0), ts(2))
     stats = store.registry.last_materialization(1)
-    assert (stats.entities, stats.unique_times) == (5, True)
-    many = spine(5, 20)  # 20 spine rows per entity: ASOF; no ties recorded: the row-carrying ASOF
+    assert (stats.entities, stats.unique_times) == (5, None)  # ties are not measured
+    many = spine(5, 20)  # 20 spine rows per entity: ASOF
     untied = store.training_set(many, ["driver_stats"])
-    assert "driver_stats: asof_rows" in plans(untied)
+    assert "driver_stats: asof " in plans(untied) + " "
     few = spine(5, 2)  # 2 spine rows per entity: the range join
     ranged = store.training_set(few, ["driver_stats"])
     assert "driver_stats: range" in plans(ranged)
@@ -57,7 +57,7 @@ def test_a_window_with_ties_records_it_and_the_tie_is_broken(make_repo, open_sto
     store = open_store(make_repo(data={"data/trips.parquet": trips_table(dense_rows(3, 30, tie=True))}))
     store.apply()
     store.materialize(ts(0), ts(2))
-    assert store.registry.last_materialization(1).unique_times is False
+    assert store.registry.last_materialization(1).entities == 3
     got = store.training_set(spine(3, 10), ["driver_stats"])
     assert "driver_stats: asof " in plans(got) + " "
     table = got.to_arrow()

@@ -13,9 +13,11 @@ view from what the data are, with identical results:
   an equality join on (keys, event time) brings the rows of that instant, reduced by the
   tie-break order. Cost grows with spine + feature rows, never with rows per key (dense logs,
   few keys with long histories: 1,000 entities x 2,000 rows, 100k spine, 1.1 s against 6.2 s).
-* ``asof_rows``: when the registry recorded that no two rows share keys and event time (no tie
-  to break), one ``ASOF JOIN`` carries the matched row's values directly, skipping the equality
-  join (dense: about 40% less time).
+* ``asof_rows``: when the input says no two rows share keys and event time
+  (``ViewInput.unique_times``: no tie to break), one ``ASOF JOIN`` carries the matched row's values
+  directly, skipping the equality join (dense: about 40% less time). Materializations do not
+  measure it yet (hashing every (key, event time) cost a quarter of a materialization), so the
+  registry records it as unknown and this plan is chosen only for inputs that declare it.
 * ``range``: a hash join on the keys with the TTL range as join filter, reduced per spine row
   with ``max(struct(...))``. It enumerates every feature row of a key for each spine row of that
   key, so it is chosen only when the view's recorded entity count says spine rows per entity

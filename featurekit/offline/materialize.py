@@ -201,7 +201,7 @@ class Materializer:
         written = 0
         failure: list[BaseException] = []
         newest: NewestRows | None = None  # the online rows, from the output (see featurekit.offline.newest)
-        stats = DataStats(list(view.join_keys), view.timestamp_field, applied.schema)  # for the join planner
+        stats = DataStats(list(view.join_keys), applied.schema)  # for the join planner
 
         cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
 
@@ -269,7 +269,6 @@ class Materializer:
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
                 entities=stats.entities if stats.known else None,
-                unique_times=stats.ties == 0 if stats.known else None,
             )
         checkpoint("materialize.after_commit")
         online_rows = 0

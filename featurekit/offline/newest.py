@@ -19,7 +19,6 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from featurekit.offline.engine import OfflineEngine, ViewInput
 
@@ -69,23 +68,19 @@ class NewestRows:
 
 
 class DataStats:
-    """Counts what the join planner needs of a materialization's output, batch by batch.
+    """Counts the distinct entities of a materialization's output, batch by batch, for the join planner.
 
-    Entities (distinct keys) and whether two rows share keys and event time, for views with one
-    integer key: two ``count_distinct`` of int64 columns per batch (a few ms per million rows),
-    the second over key * K + event time, which only over-counts ties (a collision looks like a
-    tie, a real tie is never missed). Batches hold whole entities, so the counts add up. Other
-    keys record nothing, and the planner then takes the plan that is never quadratic.
+    Only for views with one integer key, with pandas' hash table (about 15 ms per million rows;
+    pyarrow's ``count_distinct`` took 70-500 ms). Batches hold whole entities, so the counts add
+    up. Other keys record nothing, and the planner then takes the plan that is never quadratic.
+    Whether rows tie on (keys, event time) is not measured (a hash of a million distinct values
+    cost a quarter of a materialization), so it is recorded as unknown.
     """
 
-    _MIX = 1_000_003  # an odd multiplier spreading keys over the event-time bits
-
-    def __init__(self, join_keys: list[str], timestamp_field: str, schema: pa.Schema) -> None:
+    def __init__(self, join_keys: list[str], schema: pa.Schema) -> None:
         key_type = schema.field(join_keys[0]).type if len(join_keys) == 1 else None
         self._key = join_keys[0] if key_type is not None and pa.types.is_integer(key_type) else None
-        self._time = timestamp_field
         self.entities = 0
-        self.ties = 0
 
     @property
     def known(self) -> bool:
@@ -94,8 +89,7 @@ class DataStats:
     def add(self, batch: pa.Table) -> None:
         if self._key is None or not batch.num_rows:
             return
-        keys = pc.cast(batch.column(self._key), pa.int64())
-        times = pc.cast(batch.column(self._time), pa.int64())
-        self.entities += pc.count_distinct(keys).as_py()
-        mixed = pc.add_checked(pc.multiply(pc.bit_wise_and(keys, 0xFFFFFF), self._MIX), times)
-        self.ties += batch.num_rows - pc.count_distinct(mixed).as_py()
+        import pandas as pd
+
+        keys = batch.column(self._key).to_numpy()  # no nulls: null keys are refused or dropped before
+        self.entities += len(pd.unique(keys))
