@@ -241,3 +241,28 @@ def test_a_lookup_before_the_stored_row_says_what_can_be_asked(trips_store):
     # Entities whose rows are older than ``at`` are fine, whatever other entities hold.
     served = trips_store.online_features({"driver_id": [2, 9]}, ["driver_stats:avg_trip_km"], at=ts(1, 1))
     assert served.to_dict()["avg_trip_km"] == [3.0, None]
+
+
+def test_a_load_that_keeps_failing_warns_and_never_blocks_new_windows(make_repo, open_store, monkeypatch):
+    from featurekit.errors import StorageError
+    from featurekit.offline.materialize import OnlineLoadWarning
+
+    store = open_store(one_trip_repo(make_repo))
+    store.apply()
+    real = loading.to_online_rows
+    calls = []
+
+    def failing_twice(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:  # the first window's load, then its retry at the next run
+            raise StorageError("the online disk is full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "to_online_rows", failing_twice)
+    with pytest.raises(StorageError):
+        store.materialize(ts(0), ts(1))
+    with pytest.warns(OnlineLoadWarning, match="stay pending"):
+        store.materialize(ts(1), ts(2))  # the retry fails again: this window still commits and loads
+    assert store.registry.online_pending(1)  # the first window is still owed to the online store
+    store.materialize(ts(2), ts(3))  # the retry works now
+    assert store.registry.online_pending(1) == []

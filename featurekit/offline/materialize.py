@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -108,6 +109,10 @@ def _write_scope(span: tuple[datetime, datetime] | None, start: datetime, end: d
     return "window"
 
 
+class OnlineLoadWarning(UserWarning):
+    """Committed offline data could not be loaded online yet; it is retried by the next materialize."""
+
+
 _WAIT_S = 0.1  # how often the calling thread wakes up to notice Ctrl-C while a write runs
 
 
@@ -190,7 +195,17 @@ class Materializer:
         """Materialize ``[start, end)`` of one view version, commit it, then (``online``) load it online."""
         began = time.perf_counter()
         if online:
-            self.catch_up_online(applied)
+            try:
+                self.catch_up_online(applied)
+            except FeaturekitError as exc:
+                # An earlier window that cannot be loaded must not stop this one (a wedge): it stays
+                # recorded as pending, is retried by the next run, and the warning says why.
+                warnings.warn(
+                    f"{view.name} v{applied.version}: loading earlier committed windows online failed ({exc}); "
+                    "they stay pending and are retried on the next materialize",
+                    OnlineLoadWarning,
+                    stacklevel=3,
+                )
         reader = self.reader(view)
         self.check_source(view, applied, reader)
         reader.check_null_timestamps()
