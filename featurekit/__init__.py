@@ -9,6 +9,7 @@
 import importlib
 from typing import TYPE_CHECKING
 
+from featurekit import agg
 from featurekit.definitions import (
     Entity,
     FeatureRef,
@@ -16,8 +17,10 @@ from featurekit.definitions import (
     FileSource,
     OnDemandView,
     SqlSource,
+    WindowView,
     feature_view,
     on_demand,
+    window_view,
 )
 from featurekit.errors import (
     ConfigError,
@@ -119,8 +122,11 @@ __all__ = [
     "UnknownNameError",
     "ViewInfo",
     "WindowError",
+    "WindowView",
     "__version__",
+    "agg",
     "feature_view",
     "on_demand",
     "verify_store",
+    "window_view",
 ]

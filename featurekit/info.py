@@ -31,7 +31,12 @@ class ViewInfo:
                 f"  ttl: {_ttl_text(definition['ttl_us'])}",
                 f"  source: {definition['source'].get('path') or definition['source'].get('query')}",
             ]
-        lines.append("  features: " + ", ".join(f"{f} ({definition['schema'][f]})" for f in v.features))
+        if v.is_window:
+            window = definition["window"]
+            lines.append(f"  windows: start inclusive, end exclusive, delay {window['delay_us'] / 1e6:g}s")
+            lines.append("  features: " + ", ".join(f"{f} ({v.feature_type(f)})" for f in v.features))
+        else:
+            lines.append("  features: " + ", ".join(f"{f} ({definition['schema'][f]})" for f in v.features))
         if self.metadata.get("description"):
             lines.append(f"  description: {self.metadata['description']}")
         m = self.materialization

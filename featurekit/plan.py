@@ -15,7 +15,7 @@ from typing import Any, Literal
 import polars as pl
 
 from featurekit.applied import metadata, static_definition
-from featurekit.definitions import FeatureView, OnDemandView
+from featurekit.definitions import FeatureView, OnDemandView, WindowView
 from featurekit.errors import (
     DefinitionError,
     FeatureFunctionError,
@@ -33,6 +33,7 @@ from featurekit.references import parse_ref
 from featurekit.registry import ActiveView, NewVersion, Registry
 from featurekit.transform import run_on_demand, run_view, storage_type
 from featurekit.versioning import fingerprint, view_code_hash, view_source
+from featurekit.windows import registered_type
 
 ChangeKind = Literal["new", "changed", "reverted", "metadata", "unchanged", "removed"]
 
@@ -116,10 +117,18 @@ def _describe_version(view: FeatureView, engine: OfflineEngine, root: Path) -> N
     if problems:
         raise InvalidNameError(problems)
     schema = output.schema
-    unservable = check_servable(schema, features)
-    if unservable:  # refused now, not corrupted at the first online load
-        raise SchemaError(f"feature view '{view.name}' ({view.location}): {'; '.join(unservable)}")
     definition = static_definition(view)
+    if isinstance(view, WindowView):
+        from featurekit.windows import column_problems, spec_of
+
+        bad = column_problems(view, schema)
+        if bad:
+            raise SchemaError(bad[0] if len(bad) == 1 else "; ".join(bad))
+        features = [f.name for f in spec_of(view).features]
+    else:
+        unservable = check_servable(schema, features)
+        if unservable:  # refused now, not corrupted at the first online load
+            raise SchemaError(f"feature view '{view.name}' ({view.location}): {'; '.join(unservable)}")
     definition["features"] = features
     definition["schema"] = {f.name: str(storage_type(f.type)) for f in schema}
     code = view_code_hash(view)
@@ -183,7 +192,7 @@ def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> New
             continue
         if feature in schema:
             problems.append(f"{where} has two inputs named {feature!r}")
-        schema[feature] = arrow_to_polars(source.schema.field(feature).type)
+        schema[feature] = arrow_to_polars(registered_type(source.definition, source.schema, feature))
         deps.append(source.fingerprint)
     for name, dtype in view.request.items():
         if name in schema:

@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import CodeType, ModuleType
 
-from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
+from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource, WindowView
 from featurekit.errors import DefinitionError, InvalidNameError, SchemaError
 from featurekit.names import case_clashes, name_problem, view_name_problem
 from featurekit.versioning import in_repo, is_installed, snapshot
@@ -213,7 +213,7 @@ def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemand
     return found
 
 
-_DECORATORS = {"feature_view", "on_demand"}
+_DECORATORS = {"feature_view", "on_demand", "window_view"}
 
 
 def _is_view_definition(node: ast.stmt) -> bool:
@@ -302,6 +302,10 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
         if view.ttl is not None and (not isinstance(view.ttl, timedelta) or view.ttl <= timedelta(0)):
             problems.append(f"{where}: ttl must be a positive timedelta or None, got {view.ttl!r}")
         problems += _schema_problems(view, where)
+        if isinstance(view, WindowView):
+            from featurekit.windows import static_problems
+
+            problems += static_problems(view)
         if isinstance(source, FileSource) and not source.path:
             problems.append(f"{where}: FileSource needs a path")
         if isinstance(source, SqlSource) and not source.query.strip():

@@ -43,6 +43,7 @@ import pyarrow as pa
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
 from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
+from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec, tolerant
 
 ROW = "__fk_row"
 TS = "__fk_ts"
@@ -257,6 +258,49 @@ class DuckDBEngine:
                 table: pa.Table = con.sql(sql, params=params).to_arrow_table()
         return table
 
+    def window_events(
+        self,
+        view: ViewInput,
+        window: tuple[datetime, datetime],
+        since: datetime,
+        touched_files: list[str] | None = None,
+    ) -> pa.Table:
+        assert view.window is not None
+        if not view.files:
+            return pa.table({})
+        ts = quote(view.timestamp_field)
+        keys = [quote(k) for k in view.join_keys]
+        key_list = ", ".join(keys)
+        touched = f"SELECT DISTINCT {key_list} FROM read_parquet(?) WHERE {ts} >= ? AND {ts} < ?"
+        params: list[Any] = [[local_path(f) for f in view.files], *window]
+        if touched_files:
+            touched += f" UNION SELECT DISTINCT {key_list} FROM read_parquet(?) WHERE {ts} >= ? AND {ts} < ?"
+            params += [[local_path(f) for f in touched_files], *window]
+        created = "0"
+        if view.created_field:
+            created = f"coalesce(epoch_us({quote(view.created_field)}), {int(NULL_CREATED_US)})"
+        columns = "".join(f", {quote(c)}" for c in view.window.columns)
+        on = " AND ".join(f"t.{k} = f.{k}" for k in keys)
+        # A touched entity with no event left still gets a row (null times): its state is emptied.
+        recent = (
+            f"SELECT {key_list}, epoch_us({ts}) AS __fk_o, {created} AS __fk_c{columns} "
+            f"FROM read_parquet(?) WHERE {ts} >= ?"
+        )
+        picked = ", ".join(f"t.{k}" for k in keys)
+        # Each touched entity's newest event before ``since``: what its state leaves out.
+        older = (
+            f"SELECT {key_list}, max(epoch_us({ts})) AS __fk_before FROM read_parquet(?) f WHERE {ts} < ? GROUP BY ALL"
+        )
+        before_on = " AND ".join(f"t.{k} = b.{k}" for k in keys)
+        sql = (
+            f"WITH t AS ({touched}) SELECT {picked}, f.* EXCLUDE ({key_list}), b.__fk_before FROM t "
+            f"LEFT JOIN ({recent}) f ON {on} LEFT JOIN ({older}) b ON {before_on}"
+        )
+        params += [[local_path(f) for f in view.files], since, [local_path(f) for f in view.files], since]
+        with self._cursor() as con, reading_offline():
+            table: pa.Table = con.sql(sql, params=params).to_arrow_table()
+        return table
+
     def summarize(self, files: list[str], columns: list[str]) -> pa.Table:
         if not files:
             return _summary([(c, 0, 0, 0, None, None, None, None) for c in columns])
@@ -405,6 +449,9 @@ class DuckDBJoin:
         return "asof_rows" if view.unique_times else "asof"
 
     def _join_view(self, view: ViewInput) -> str:
+        if view.window is not None:
+            self.plans.append("window")
+            return self._window_view(view, view.window)
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         ttl = view.ttl_us
@@ -449,6 +496,66 @@ class DuckDBJoin:
         return (
             f"SELECT m.{ROW}, max(struct_pack({packed})) AS __fk_v FROM ({match}) m JOIN {source} f "
             f"ON {on} AND f.{ts} = m.__fk_e GROUP BY m.{ROW}"
+        )
+
+    def _window_view(self, view: ViewInput, spec: WindowSpec) -> str:
+        """Window features: the spine's instants merged into the rows, aggregated over RANGE frames.
+
+        Each spine row enters its key's partition at ``t - delay - 1`` microsecond, so a frame of
+        ``w - 1`` preceding microseconds up to its peers holds exactly ``t - delay - w <= e <
+        t - delay``. Its own columns are null and it carries no event flag, so it counts for
+        nothing. DuckDB evaluates the frames with segment trees: exact, never by differences of
+        running sums.
+
+        Float sums depend on the order in which a frame's values are added, and DuckDB orders rows
+        with equal keys differently from run to run. So when a feature sums floats, the frames are
+        ordered by a HUGEINT that is unique per distinct row: the time times 2^64 plus a 63-bit
+        hash of the row's values, spine rows last in their microsecond. Every rebuild then adds in
+        the same order, bit for bit (measured: +20-40% on a log where every time repeats).
+        """
+        keys = [quote(k) for k in view.join_keys]
+        ts = quote(view.timestamp_field)
+        columns = spec.columns
+        created = "0"
+        if view.created_field:
+            created = f"coalesce(epoch_us({quote(view.created_field)}), {int(NULL_CREATED_US)})"
+        total = any(tolerant(f, view.schema) for f in spec.features)  # floats summed: fix the order
+        scale = "(1::HUGEINT << 64)"
+        hashed = ", ".join([created, *(quote(c) for c in columns)])
+        event_key = (
+            f"epoch_us({ts})::HUGEINT * {scale} + (hash({hashed}) & 9223372036854775807)::HUGEINT"
+            if total
+            else f"epoch_us({ts})"
+        )
+        point = f"epoch_us({TS}) - {int(spec.delay_us) + 1}"
+        point_key = f"({point})::HUGEINT * {scale} + ({scale} - 1)" if total else point
+        source = self._source(view)
+        events = (
+            f"SELECT {', '.join(keys)}, epoch_us({ts}) AS __fk_o, {event_key} AS __fk_k, {created} AS __fk_c, "
+            f"NULL::BIGINT AS {ROW}, 1 AS __fk_ev{''.join(f', {quote(c)}' for c in columns)} FROM {source}"
+        )
+        points = (
+            f"SELECT {', '.join(keys)}, {point} AS __fk_o, {point_key} AS __fk_k, 0 AS __fk_c, "
+            f"{ROW}, NULL::INTEGER AS __fk_ev FROM spine"
+        )
+        windows = sorted({f.window_us for f in spec.features})
+        named = {w: f"__fk_w{i}" for i, w in enumerate(windows)}
+        by_name = {f.name: f for f in spec.features}
+        values = []
+        for i, (feature, _) in enumerate(view.features):
+            aggregate = _window_aggregate(by_name[feature], named, view.schema)
+            values.append(f"{quote('v' + str(i))} := {aggregate}")
+        frames = []
+        for w in windows:
+            reach = f"({int(w)}::HUGEINT * {scale} - 1)" if total else str(int(w) - 1)
+            frames.append(
+                f"{named[w]} AS (PARTITION BY {', '.join(keys)} ORDER BY __fk_k "
+                f"RANGE BETWEEN {reach} PRECEDING AND CURRENT ROW)"
+            )
+        return (
+            f"SELECT {ROW}, struct_pack({', '.join(values) or '__none := NULL'}) AS __fk_v "
+            f"FROM ({events} UNION ALL BY NAME {points}) "
+            f"WINDOW {', '.join(frames)} QUALIFY {ROW} IS NOT NULL"
         )
 
     def _build(self) -> str:
@@ -504,6 +611,32 @@ class DuckDBJoin:
                     self._con.close()
                 except duckdb.Error:  # the engine closed its database first: nothing left to release
                     return
+
+
+def _window_aggregate(feature: WindowFeature, windows: dict[int, str], schema: pa.Schema) -> str:
+    """SQL of one window feature over its named frame (rule in :mod:`featurekit.offline.engine`)."""
+    over = f"OVER {windows[feature.window_us]}"
+    column = None if feature.column is None else quote(feature.column)
+    fn = feature.fn
+    if fn == "count":
+        return f"count({column or '__fk_ev'}) {over}"
+    assert column is not None
+    if fn == "sum":  # (DuckDB sums integers into a HUGEINT; the feature is an int64)
+        integer = pa.types.is_integer(schema.field(feature.column).type)
+        return f"coalesce(sum({column}) {over}, 0){'::BIGINT' if integer else '::DOUBLE'}"
+    simple = {"mean": "avg", "min": "min", "max": "max", "std": "stddev_samp", "var": "var_samp"}
+    if fn in simple:
+        return f"{simple[fn]}({column}) {over}"
+    if fn == "count_distinct":
+        return f"count(DISTINCT {column}) {over}"
+    ordered = f"CASE WHEN {column} IS NOT NULL THEN struct_pack(o := __fk_o, c := __fk_c, v := {column}) END"
+    if fn == "first":
+        return f"(min({ordered}) {over}).v"
+    if fn == "last":
+        return f"(max({ordered}) {over}).v"
+    assert fn == "last_n"
+    assert feature.n is not None
+    return f"list_transform(max({ordered}, {int(feature.n)}) {over}, lambda x: x.v)"
 
 
 def _cut_at_buckets(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
