@@ -13,6 +13,7 @@ from featurekit import agg
 from featurekit.definitions import (
     Entity,
     FeatureRef,
+    FeatureSet,
     FeatureView,
     FileSource,
     OnDemandView,
@@ -95,6 +96,7 @@ __all__ = [
     "Entity",
     "FeatureFunctionError",
     "FeatureRef",
+    "FeatureSet",
     "FeatureStore",
     "FeatureView",
     "FeaturekitError",

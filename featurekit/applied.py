@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurekit.definitions import FeatureView, OnDemandView, WindowView
+from featurekit.definitions import FeatureSet, FeatureView, OnDemandView, WindowView
 from featurekit.errors import NotAppliedError
 from featurekit.references import parse_ref
 from featurekit.registry import ViewVersion
@@ -55,6 +55,14 @@ def check_applied(view: FeatureView | OnDemandView, applied: ViewVersion) -> Non
         )
 
 
-def metadata(view: FeatureView | OnDemandView) -> dict[str, Any]:
+def feature_set_definition(feature_set: FeatureSet) -> dict[str, Any]:
+    """What the registry records of a feature set: its requests, as canonical strings."""
+    from featurekit.references import canonical
+
+    requests = canonical(list(feature_set.features))
+    return {"kind": "feature_set", "requests": requests, "features": requests}
+
+
+def metadata(view: FeatureView | OnDemandView | FeatureSet) -> dict[str, Any]:
     """What may change without a new data version."""
     return {"description": view.description, "tags": view.tags, "owner": view.owner}

@@ -21,6 +21,7 @@ FrameKind = Literal["polars", "pandas", "arrow"]
 __all__ = [
     "Entity",
     "FeatureRef",
+    "FeatureSet",
     "FeatureView",
     "FileSource",
     "Location",
@@ -463,3 +464,36 @@ def on_demand(
         )
 
     return decorate
+
+
+class FeatureSet:
+    """A named list of features a model reads (what Feast calls a feature service).
+
+    Registered and versioned like a view (a new version when its list changes), so a model names
+    one thing: ``training_set(spine, "fraud_v1")``, ``online_features(entities, "fraud_v1")``,
+    and a training set's manifest records the set's version. Its features are requests as
+    ``training_set`` takes them (``"view:feature"``, ``"view"``, ``"view@v2:feature"``,
+    ``view["feature"]``); unpinned ones follow the applied view versions.
+
+    >>> FeatureSet("fraud_v1", features=["driver_stats:conv_rate", "trip_risk"]).features
+    ('driver_stats:conv_rate', 'trip_risk')
+    """
+
+    def __init__(
+        self,
+        name: str,
+        features: Sequence[Any],
+        *,
+        description: str = "",
+        owner: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.features: tuple[Any, ...] = tuple(features) if isinstance(features, (list, tuple)) else (features,)
+        self.description = description
+        self.owner = owner
+        self.tags = dict(tags or {})
+        self.location = _caller_location()
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({self.name!r}, features={[str(f) for f in self.features]!r})"

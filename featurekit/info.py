@@ -22,6 +22,11 @@ class ViewInfo:
         v = self.version
         definition = v.definition
         lines = [f"{self.name} v{v.version} (code {v.code_hash}, defined at {v.location})"]
+        if definition.get("kind") == "feature_set":
+            lines.append("  feature set: " + ", ".join(definition["requests"]))
+            if self.metadata.get("description"):
+                lines.append(f"  description: {self.metadata['description']}")
+            return "\n".join(lines)
         if definition.get("kind") == "on_demand":
             lines.append("  inputs: " + ", ".join(f"{i['view']}:{i['feature']}" for i in definition["inputs"]))
             lines.append("  request: " + (", ".join(f"{k} ({t})" for k, t in definition["request"].items()) or "none"))
