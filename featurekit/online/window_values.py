@@ -62,12 +62,19 @@ class _Column:
 
 
 def _reduce(ufunc: np.ufunc, values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """``ufunc`` over each slice ``values[low[i]:high[i]]`` (slices ordered and disjoint or nested per window)."""
+    """``ufunc`` over each slice ``values[low[i]:high[i]]`` (ordered, disjoint across entities).
+
+    An empty slice gives an arbitrary value: callers mask it with the slice's count.
+    """
+    if len(low) == 1:  # one entity (most lookups): reduce the slice itself, no copy
+        a, b = int(low[0]), int(high[0])
+        return np.array([ufunc.reduce(values[a:b]) if b > a else values[:1].sum() * 0])
     padded = np.append(values, values[:1] if len(values) else np.zeros(1, values.dtype))
     bounds = np.empty(2 * len(low), dtype=np.int64)
     bounds[0::2] = low
     bounds[1::2] = high
-    return ufunc.reduceat(padded, bounds)[0::2]
+    found: np.ndarray = ufunc.reduceat(padded, bounds)[0::2]
+    return found
 
 
 class WindowValues:
