@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
+from featurekit.offline import window_blocks
 from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
 from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec, tolerant
 
@@ -411,6 +412,9 @@ class DuckDBJoin:
         self.params: list[Any] = []
         self.plans: list[str] = []
         self._empty = itertools.count()
+        self._spine_registered = False
+        self._blocks: list[tuple[str, ViewInput, list[WindowFeature]]] = []  # computed before the query
+        self._blocks_ready = False
         self.sql = self._build()
 
     @property
@@ -418,28 +422,32 @@ class DuckDBJoin:
         plans = ", ".join(f"{v.name}: {p}" for v, p in zip(self.views, self.plans, strict=True))
         return f"-- plans: {plans}\n{self.sql}"
 
-    def _spine_relation(self) -> str:
+    def _spine_relation(self, params: list[Any] | None = None) -> str:
         spine = self.spine
         ts = instant(quote(spine.timestamp_field), spine.schema.field(spine.timestamp_field).type)
         if spine.file is not None:
-            self.params.append(str(spine.file))
+            (self.params if params is None else params).append(str(spine.file))
             scan = f"read_parquet(?, {_FILE_ROW} = true)"
             return f"SELECT * EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW}, {ts} AS {TS} FROM {scan}"
         assert spine.table is not None
-        numbered = spine.table.append_column(ROW, pa.array(np.arange(spine.rows, dtype=np.int64)))
-        self._con.register("__fk_spine", numbered)
+        if not self._spine_registered:
+            numbered = spine.table.append_column(ROW, pa.array(np.arange(spine.rows, dtype=np.int64)))
+            self._con.register("__fk_spine", numbered)
+            self._spine_registered = True
         return f"SELECT *, {ts} AS {TS} FROM __fk_spine"
 
-    def _source(self, view: ViewInput) -> str:
+    def _source(self, view: ViewInput, params: list[Any] | None = None) -> str:
+        """SQL reading the view's rows; its parameters go to ``params`` (default: the join's)."""
+        params = self.params if params is None else params
         if not view.files:
             name = f"__fk_empty_{next(self._empty)}"
             self._con.register(name, view.schema.empty_table())
             return name
-        self.params.append([local_path(f) for f in view.files])
+        params.append([local_path(f) for f in view.files])
         if view.known_at is None:
             return "read_parquet(?)"
         assert view.created_field is not None  # checked when the training set was planned
-        self.params.append(view.known_at)
+        params.append(view.known_at)
         # A row whose write time is unknown (null created) cannot be shown to predate known_at.
         return f"(SELECT * FROM read_parquet(?) WHERE {quote(view.created_field)} <= ?)"
 
@@ -450,8 +458,7 @@ class DuckDBJoin:
 
     def _join_view(self, view: ViewInput) -> str:
         if view.window is not None:
-            self.plans.append("window")
-            return self._window_view(view, view.window)
+            return self._window_join(view, view.window)
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         ttl = view.ttl_us
@@ -497,6 +504,86 @@ class DuckDBJoin:
             f"SELECT m.{ROW}, max(struct_pack({packed})) AS __fk_v FROM ({match}) m JOIN {source} f "
             f"ON {on} AND f.{ts} = m.__fk_e GROUP BY m.{ROW}"
         )
+
+    def _window_join(self, view: ViewInput, spec: WindowSpec) -> str:
+        """A window view's features: numeric ones in blocks (numpy), the others over RANGE frames."""
+        by_name = {f.name: f for f in spec.features}
+        wanted = [by_name[name] for name, _ in view.features]
+        blocks = [f for f in wanted if window_blocks.computes(f, view.schema)]
+        framed = [(i, f) for i, f in enumerate(wanted) if not window_blocks.computes(f, view.schema)]
+        self.plans.append("window(" + "+".join(p for p, some in (("blocks", blocks), ("frames", framed)) if some) + ")")
+        if not blocks:
+            return self._window_view(view, spec)
+        table = f"__fk_blocks{len(self._blocks)}"
+        self._blocks.append((table, view, blocks))
+        position = {f.name: i for i, f in enumerate(blocks)}
+        fields = [
+            f"{quote('v' + str(i))} := fr.__fk_v.{quote('v' + str(k))}"
+            if not window_blocks.computes(f, view.schema)
+            else f"{quote('v' + str(i))} := b.{quote('b' + str(position[f.name]))}"
+            for i, f in enumerate(wanted)
+            for k in [next((k for k, (j, _) in enumerate(framed) if j == i), 0)]
+        ]
+        joined = ""
+        if framed:
+            only = ViewInput(**{**view.__dict__, "features": [view.features[i] for i, _ in framed]})
+            joined = f" LEFT JOIN ({self._window_view(only, spec)}) fr ON fr.{ROW} = b.{ROW}"
+        return f"SELECT b.{ROW}, struct_pack({', '.join(fields)}) AS __fk_v FROM {table} b{joined}"
+
+    def _compute_blocks(self) -> None:
+        """Compute the block features of every window view and register them on this join's cursor."""
+        if self._blocks_ready:
+            return
+        for index, (table, view, features) in enumerate(self._blocks):
+            assert view.window is not None
+            self._con.register(table, self._block_table(index, view, view.window, features))
+        self._blocks_ready = True
+
+    def _block_table(self, index: int, view: ViewInput, spec: WindowSpec, features: list[WindowFeature]) -> pa.Table:
+        keys = [quote(k) for k in view.join_keys]
+        key_list = ", ".join(keys)
+        codes = f"__fk_codes{int(index)}"
+        params: list[Any] = []
+        source = self._source(view, params)
+        columns = list(dict.fromkeys(f.column for f in features if f.column is not None))
+        values = "".join(f", e.{quote(c)}" for c in columns)
+        on = " AND ".join(f"e.{k} = c.{k}" for k in keys)
+        ts = quote(view.timestamp_field)
+        con = self._con
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {codes} AS SELECT {key_list}, "
+            f"(row_number() OVER (ORDER BY {key_list})) - 1 AS __fk_code FROM (SELECT DISTINCT {key_list} "
+            f"FROM {source})",
+            params,
+        )
+        params = []
+        source = self._source(view, params)
+        # Ordered by code, time and every value: rows that tie are interchangeable, so the blocks
+        # (and every float sum) are the same on each run.
+        order = ", ".join(["c.__fk_code", "__fk_o", *(f"e.{quote(c)}" for c in columns)])
+        events = con.sql(
+            f"SELECT c.__fk_code, epoch_us(e.{ts}) AS __fk_o{values} FROM {source} e JOIN {codes} c ON {on} "
+            f"ORDER BY {order}",
+            params=params,
+        ).to_arrow_table()
+        params = []
+        spine = self._spine_relation(params)
+        spine_on = " AND ".join(f"s.{k} = c.{k}" for k in keys)
+        points = con.sql(
+            f"SELECT s.{ROW}, coalesce(c.__fk_code, -1) AS __fk_code, epoch_us(s.{TS}) AS __fk_t "
+            f"FROM ({spine}) s LEFT JOIN {codes} c ON {spine_on}",
+            params=params,
+        ).to_arrow_table()
+        prepared = window_blocks.Events(
+            codes=events.column("__fk_code").to_numpy(),
+            order=events.column("__fk_o").to_numpy(),
+            columns={c: events.column(c).combine_chunks() for c in columns},
+        )
+        ends = points.column("__fk_t").to_numpy() - spec.delay_us
+        found = window_blocks.compute(prepared, features, points.column("__fk_code").to_numpy(), ends)
+        result = {ROW: points.column(ROW)}
+        result.update({f"b{i}": found[f.name] for i, f in enumerate(features)})
+        return pa.table(result)
 
     def _window_view(self, view: ViewInput, spec: WindowSpec) -> str:
         """Window features: the spine's instants merged into the rows, aggregated over RANGE frames.
@@ -580,12 +667,14 @@ class DuckDBJoin:
 
     def to_arrow(self) -> pa.Table:
         with self._lock, reading_offline(self.spine.file):
+            self._compute_blocks()
             table: pa.Table = self._con.sql(self.sql, params=self.params).to_arrow_table()
         return table
 
     def to_batches(self, rows: int) -> Iterator[pa.RecordBatch]:
         with self._lock:
             with reading_offline(self.spine.file):
+                self._compute_blocks()
                 reader = self._con.sql(self.sql, params=self.params).to_arrow_reader(rows)
             while True:
                 with reading_offline(self.spine.file):
@@ -599,6 +688,7 @@ class DuckDBJoin:
         pairs = ", ".join(f"{quote(key)}: ?" for key in metadata)
         options = f", KV_METADATA {{{pairs}}}" if metadata else ""
         with self._lock, reading_offline(self.spine.file):
+            self._compute_blocks()
             self._con.execute(
                 f"COPY ({self.sql}) TO ? (FORMAT parquet{options})", [*self.params, str(path), *metadata.values()]
             )
@@ -636,7 +726,7 @@ def _window_aggregate(feature: WindowFeature, windows: dict[int, str], schema: p
         return f"(max({ordered}) {over}).v"
     assert fn == "last_n"
     assert feature.n is not None
-    return f"list_transform(max({ordered}, {int(feature.n)}) {over}, lambda x: x.v)"
+    return f"list_transform(max({ordered}, {int(feature.n)}) {over}, lambda __fk_x: __fk_x.v)"
 
 
 def _cut_at_buckets(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:

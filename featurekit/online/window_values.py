@@ -68,7 +68,9 @@ def _reduce(ufunc: np.ufunc, values: np.ndarray, low: np.ndarray, high: np.ndarr
     """
     if len(low) == 1:  # one entity (most lookups): reduce the slice itself, no copy
         a, b = int(low[0]), int(high[0])
-        return np.array([ufunc.reduce(values[a:b]) if b > a else values[:1].sum() * 0])
+        if b <= a:
+            return np.zeros(1, dtype=values.dtype)
+        return np.array([ufunc.reduce(values[a:b])])
     padded = np.append(values, values[:1] if len(values) else np.zeros(1, values.dtype))
     bounds = np.empty(2 * len(low), dtype=np.int64)
     bounds[0::2] = low
