@@ -540,47 +540,65 @@ class DuckDBJoin:
         self._blocks_ready = True
 
     def _block_table(self, index: int, view: ViewInput, spec: WindowSpec, features: list[WindowFeature]) -> pa.Table:
+        """The block features of one window view for every spine row: ``__fk_row``, ``b0``, ``b1``, ..."""
         keys = [quote(k) for k in view.join_keys]
         key_list = ", ".join(keys)
-        codes = f"__fk_codes{int(index)}"
+        columns = list(dict.fromkeys(f.column for f in features if f.column is not None))
+        ts = quote(view.timestamp_field)
+        one_integer = len(keys) == 1 and pa.types.is_integer(view.schema.field(view.join_keys[0]).type)
+        con = self._con
         params: list[Any] = []
         source = self._source(view, params)
-        columns = list(dict.fromkeys(f.column for f in features if f.column is not None))
-        values = "".join(f", e.{quote(c)}" for c in columns)
-        on = " AND ".join(f"e.{k} = c.{k}" for k in keys)
-        ts = quote(view.timestamp_field)
-        con = self._con
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {codes} AS SELECT {key_list}, "
-            f"(row_number() OVER (ORDER BY {key_list})) - 1 AS __fk_code FROM (SELECT DISTINCT {key_list} "
-            f"FROM {source})",
-            params,
-        )
-        params = []
-        source = self._source(view, params)
+        if one_integer:  # the key is its own code (made dense below, from the sorted rows)
+            code, codes_join = quote(view.join_keys[0]), ""
+        else:
+            codes = f"__fk_codes{int(index)}"
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {codes} AS SELECT {key_list}, "
+                f"(row_number() OVER (ORDER BY {key_list})) - 1 AS __fk_code FROM (SELECT DISTINCT {key_list} "
+                f"FROM {source})",
+                params,
+            )
+            params = []
+            source = self._source(view, params)
+            on = " AND ".join(f"e.{k} = c.{k}" for k in keys)
+            code, codes_join = "c.__fk_code", f" JOIN {codes} c ON {on}"
         # Ordered by code, time and every value: rows that tie are interchangeable, so the blocks
         # (and every float sum) are the same on each run.
-        order = ", ".join(["c.__fk_code", "__fk_o", *(f"e.{quote(c)}" for c in columns)])
+        values = "".join(f", e.{quote(c)}" for c in columns)
+        order = ", ".join(["__fk_code", "__fk_o", *(f"e.{quote(c)}" for c in columns)])
         events = con.sql(
-            f"SELECT c.__fk_code, epoch_us(e.{ts}) AS __fk_o{values} FROM {source} e JOIN {codes} c ON {on} "
-            f"ORDER BY {order}",
+            f"SELECT {'e.' if one_integer else ''}{code} AS __fk_code, epoch_us(e.{ts}) AS __fk_o{values} "
+            f"FROM {source} e{codes_join} ORDER BY {order}",
             params=params,
         ).to_arrow_table()
         params = []
         spine = self._spine_relation(params)
-        spine_on = " AND ".join(f"s.{k} = c.{k}" for k in keys)
+        if one_integer:
+            spine_code, spine_join = f"s.{quote(view.join_keys[0])}", ""
+        else:
+            spine_on = " AND ".join(f"s.{k} = c.{k}" for k in keys)
+            spine_code, spine_join = "coalesce(c.__fk_code, -1)", f" LEFT JOIN {codes} c ON {spine_on}"
+        # Sorted like the rows, so that the binary searches walk the rows in order (1M searches in
+        # 10M rows: 0.2 s instead of 3.5 s in random order).
         points = con.sql(
-            f"SELECT s.{ROW}, coalesce(c.__fk_code, -1) AS __fk_code, epoch_us(s.{TS}) AS __fk_t "
-            f"FROM ({spine}) s LEFT JOIN {codes} c ON {spine_on}",
+            f"SELECT s.{ROW}, {spine_code} AS __fk_code, epoch_us(s.{TS}) AS __fk_t FROM ({spine}) s{spine_join} "
+            "ORDER BY __fk_code, __fk_t",
             params=params,
         ).to_arrow_table()
+        event_codes = events.column("__fk_code").to_numpy()
+        spine_codes = points.column("__fk_code")
+        if one_integer:
+            event_codes, query_codes = window_blocks.dense_codes(event_codes, spine_codes)
+        else:
+            query_codes = spine_codes.to_numpy()
         prepared = window_blocks.Events(
-            codes=events.column("__fk_code").to_numpy(),
+            codes=event_codes,
             order=events.column("__fk_o").to_numpy(),
             columns={c: events.column(c).combine_chunks() for c in columns},
         )
         ends = points.column("__fk_t").to_numpy() - spec.delay_us
-        found = window_blocks.compute(prepared, features, points.column("__fk_code").to_numpy(), ends)
+        found = window_blocks.compute(prepared, features, query_codes, ends)
         result = {ROW: points.column(ROW)}
         result.update({f"b{i}": found[f.name] for i, f in enumerate(features)})
         return pa.table(result)

@@ -42,6 +42,21 @@ class Events:
     columns: dict[str, pa.Array]
 
 
+def dense_codes(keys: np.ndarray, spine_keys: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Entity codes 0..m-1 from sorted integer keys, and each spine key's code (-1: no events, or null)."""
+    if not len(keys):
+        return keys.astype(np.int64), np.full(len(spine_keys), -1, dtype=np.int64)
+    starts = np.concatenate([[True], keys[1:] != keys[:-1]])
+    codes = np.cumsum(starts, dtype=np.int64) - 1
+    distinct = keys[starts]
+    valid = spine_keys.is_valid().to_numpy(zero_copy_only=False)
+    wanted = pc.fill_null(spine_keys, 0).to_numpy().astype(distinct.dtype, copy=False)
+    found = np.searchsorted(distinct, wanted)
+    inside = found < len(distinct)
+    matched = valid & inside & (distinct[np.minimum(found, len(distinct) - 1)] == wanted)
+    return codes, np.where(matched, found, -1).astype(np.int64)
+
+
 def positions(events: Events, codes: np.ndarray, instants: np.ndarray) -> np.ndarray:
     """Per query (code, instant), the index of the code's first event at or after the instant.
 
