@@ -468,6 +468,8 @@ def _null_reason(info: ViewInfo, response: OnlineResponse) -> str:
         return f"{info.name} was never materialized; run `featurekit materialize`"
     view = f"{info.name}@v{info.version.version}"
     status = response.status(view)[0]
+    if info.version.is_window:
+        return "no events in the window" if status == "found" else f"unknown entity: {info.name} holds no events of it"
     if status == "unknown":
         return f"unknown entity: {info.name} v{info.version.version} holds no row for it"
     if status == "expired":

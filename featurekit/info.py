@@ -33,7 +33,7 @@ class ViewInfo:
         else:
             lines += [
                 f"  entity keys: {', '.join(definition['join_keys'])}",
-                f"  ttl: {_ttl_text(definition['ttl_us'])}",
+                *([] if v.is_window else [f"  ttl: {_ttl_text(definition['ttl_us'])}"]),
                 f"  source: {definition['source'].get('path') or definition['source'].get('query')}",
             ]
         if v.is_window:
