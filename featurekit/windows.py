@@ -21,6 +21,7 @@ US = 1_000_000
 # Sums of floats (and what is derived from them) may differ in the last bits with the order of
 # summation; every other aggregation is exact.
 FLOAT_TOLERANCE = 1e-9
+LONGEST = timedelta(days=3_652_425)  # 10,000 years: the longest window (plus delay) there is
 # How every path orders a null created time among a window's events: before every real one.
 NULL_CREATED_US = -(2**63) + 1
 
@@ -109,6 +110,11 @@ def static_problems(view: WindowView) -> list[str]:
             problems.append(f"{where}: window {window!r} must be a timedelta, e.g. timedelta(hours=1)")
         elif window <= timedelta(0) or window.microseconds:
             problems.append(f"{where}: window {window} must be a positive whole number of seconds")
+        elif window + (view.delay if isinstance(view.delay, timedelta) else timedelta(0)) > LONGEST:
+            problems.append(
+                f"{where}: window {window} (plus the delay) is longer than 10,000 years, which no timestamp spans; "
+                "every event of an entity is then in the window: use a shorter window"
+            )
     if not isinstance(view.delay, timedelta) or view.delay < timedelta(0):
         problems.append(f"{where}: delay= must be a timedelta >= 0, got {view.delay!r}")
     if not view.aggregations:

@@ -111,6 +111,9 @@ def _write_scope(span: tuple[datetime, datetime] | None, start: datetime, end: d
     return "window"
 
 
+EARLIEST_US = -62_135_596_800_000_000 + 86_400_000_000  # 0001-01-02 UTC: every real event is later
+
+
 class OnlineLoadWarning(UserWarning):
     """Committed offline data could not be loaded online yet; it is retried by the next materialize."""
 
@@ -403,7 +406,8 @@ class Materializer:
                 return states.merge(self.online, events, write)
             files = self.tables.files(version.view, version.version, data_version)
             touched = self.tables.files(version.view, version.version, base) if base is not None else None
-            since = from_micros(trim_at - states.span)
+            # (a window longer than the calendar reaches back before year 1: read everything)
+            since = from_micros(max(trim_at - states.span, EARLIEST_US))
             events = self.engine.window_events(view_input(version, files), window, since, touched)
             if not events.num_rows:
                 return 0

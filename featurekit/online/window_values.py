@@ -94,7 +94,8 @@ class WindowValues:
         columns: list[list[Any]] = [[value] * len(states) for value in self.empty]
         if not present:
             return columns
-        found = self._compute([states[i] for i in present], at_us)
+        with np.errstate(all="ignore"):  # inf and NaN values give inf and NaN, as in SQL
+            found = self._compute([states[i] for i in present], at_us)
         for column, values in zip(columns, found, strict=True):
             for index, value in zip(present, values, strict=True):
                 column[index] = value
@@ -139,8 +140,11 @@ class WindowValues:
                 for a, b, n in zip(low.tolist(), high.tolist(), counts.tolist(), strict=True)
             ]
         if fn == "count_distinct":
+            array = column.array
+            if pa.types.is_floating(array.type):
+                array = pc.add(array, pa.scalar(0.0, array.type))  # -0.0 + 0.0 is 0.0: one value, as in SQL
             return [
-                0 if n == 0 else pc.count_distinct(column.array.slice(a, b - a)).as_py()
+                0 if n == 0 else pc.count_distinct(array.slice(a, b - a)).as_py()
                 for a, b, n in zip(low.tolist(), high.tolist(), counts.tolist(), strict=True)
             ]
         created = data.get(CREATED)
