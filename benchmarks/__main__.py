@@ -2,7 +2,8 @@
 
 Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the scaling workloads at
 1M, 10M and 30M feature rows), ``shapes`` (the training set on long entity histories, see
-:mod:`benchmarks.shapes`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
+:mod:`benchmarks.shapes`), ``windows`` (window aggregations against hand-written floors, see
+:mod:`benchmarks.windows`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
 ``child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
@@ -27,6 +28,11 @@ def child(argv: list[str]) -> None:
         from benchmarks.shapes import child as shape_child
 
         shape_child(argv[1:])
+        return
+    if argv[:1] == ["window"]:
+        from benchmarks.windows import child as window_child
+
+        window_child(argv[1:])
         return
     from benchmarks import contenders as c
 
@@ -93,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     shapes.add_argument("--repeat", type=int, default=3)
     shapes.add_argument("--timeout", type=float, default=300.0, help="seconds before a contender's run is killed")
     shapes.add_argument("--output", type=Path, default=HERE / "results")
+    windows = sub.add_parser("windows", help="training sets and lookups of 12 window features, against floors")
+    windows.add_argument("--scale", choices=["tiny", "medium", "large"], default="medium")
+    windows.add_argument("--only", default="", help="comma-separated contenders (default: all)")
+    windows.add_argument("--repeat", type=int, default=3)
+    windows.add_argument("--timeout", type=float, default=300.0, help="seconds before a contender's run is killed")
+    windows.add_argument("--pandas-timeout", type=float, default=300.0, help="the same, for the pandas floor")
+    windows.add_argument("--sample", type=int, default=2000, help="spine rows checked against the brute-force oracle")
+    windows.add_argument("--lookup-calls", type=int, default=2000, help="timed calls per lookup kind and round")
+    windows.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("report", help="rewrite RESULTS.md and the charts from results/*.json")
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
     loop = sub.add_parser("materialize-loop")
@@ -117,6 +132,10 @@ def main() -> None:
         from benchmarks.shapes import run_shapes
 
         sys.exit(run_shapes(options))
+    elif options.command == "windows":
+        from benchmarks.windows import run_windows
+
+        sys.exit(run_windows(options))
     elif options.command == "scaling":
         status = 0
         for scale in SCALING:

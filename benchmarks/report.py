@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import charts, scaling, shapes
+from benchmarks import charts, scaling, shapes, windows
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ["small", "medium", "large", "xlarge"]
@@ -198,6 +198,8 @@ def write_report(results: Path, target: Path) -> None:
     sections += [scale_section(r, links) for r in records.values()]
     sections += [on_demand_section(records), scaling_section(records, scaling_chart)]
     sections.append(shapes.section(shape_record, shape_chart))
+    window_path = results / windows.RECORD
+    sections.append(windows.section(json.loads(window_path.read_text()) if window_path.exists() else None))
     notes = results / "NOTES.md"
     if notes.exists():
         sections.append(notes.read_text())

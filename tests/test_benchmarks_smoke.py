@@ -3,7 +3,9 @@
 Covers a training set per sink and view count, the incremental materialize of a day (offline and
 online), the 50-view apply, an on-demand lookup with and without POLARS_MAX_THREADS=1, the report
 and its charts; and the data-shapes run on a tiny dense shape, so that featurekit is checked against
-the DuckDB floors (two ASOF variants and a range join) on long histories with exact ties.
+the DuckDB floors (two ASOF variants and a range join) on long histories with exact ties; and the
+window-aggregation run on its tiny scale, where every floor and featurekit must equal a brute-force
+oracle of the window rule.
 """
 
 from __future__ import annotations
@@ -104,3 +106,46 @@ def test_shapes_smoke_run(tmp_path: Path) -> None:
     for contender in ("featurekit", "asof", "asof_match", "range", "polars", "pandas"):
         assert entry[contender]["rows"] == 2_000, contender
     assert "## Every data shape" in (tmp_path / "RESULTS.md").read_text()
+
+
+@pytest.mark.slow
+def test_windows_smoke_run(tmp_path: Path) -> None:
+    """Window aggregations at the tiny scale: featurekit and every floor equal the oracle."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "windows",
+            "--scale",
+            "tiny",
+            "--repeat",
+            "1",
+            "--lookup-calls",
+            "50",
+            "--output",
+            str(tmp_path),
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    entry = json.loads((tmp_path / "windows.json").read_text())["scales"]["tiny"]
+    assert entry["correctness"] == ["every contender equals the oracle and duckdb_range (bounds below)"]
+    for contender in (
+        "featurekit",
+        "numpy",
+        "polars_fused_rolling",
+        "polars",
+        "duckdb_range",
+        "duckdb_prefix",
+        "pandas",
+    ):
+        assert entry[contender]["runs"] == 1, contender
+        assert contender in entry["check"], contender
+    assert entry["lookups"]["typical"]["calls"] == 50
+    assert entry["lookups"]["online_check"][0].startswith("21 entities equal the oracle")
+    assert "## Window aggregations (issue 13)" in (tmp_path / "RESULTS.md").read_text()
