@@ -10,20 +10,31 @@ from pathlib import Path
 
 import pytest
 
+from featurekit.config import RedisOnlineConfig
 from featurekit.online.base import NO_CREATED, OnlineRows, OnlineStore, encode_key
 from featurekit.online.memory import MemoryOnlineStore
+from featurekit.online.redis import RedisOnlineStore
 from featurekit.online.sqlite import SqliteOnlineStore
+from tests.redis_server import redis_prefix
 
-STORES: dict[str, Callable[[Path], OnlineStore]] = {
-    "sqlite": lambda tmp: SqliteOnlineStore(tmp / "online.db"),
-    "sqlite-no-mmap": lambda tmp: SqliteOnlineStore(tmp / "online.db", mmap_mb=0),
-    "memory": lambda tmp: MemoryOnlineStore(),
+
+def _redis(request: pytest.FixtureRequest, tmp: Path) -> OnlineStore:
+    url = request.getfixturevalue("redis_server").url
+    return RedisOnlineStore(RedisOnlineConfig(type="redis", url=url, key_prefix=redis_prefix()))
+
+
+# Each maker gets the test's request (for fixtures such as the Redis server) and a temporary folder.
+STORES: dict[str, Callable[[pytest.FixtureRequest, Path], OnlineStore]] = {
+    "sqlite": lambda request, tmp: SqliteOnlineStore(tmp / "online.db"),
+    "sqlite-no-mmap": lambda request, tmp: SqliteOnlineStore(tmp / "online.db", mmap_mb=0),
+    "memory": lambda request, tmp: MemoryOnlineStore(),
+    "redis": _redis,
 }
 
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
-    made = STORES[request.param](tmp_path)
+    made = STORES[request.param](request, tmp_path)
     made.create_table("t__v1", ["a", "b"])
     yield made
     made.close()
