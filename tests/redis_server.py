@@ -119,3 +119,16 @@ def redis_prefix() -> str:
 def redis_config(url: str, prefix: str | None = None) -> str:
     """``featurekit.yaml`` text selecting the Redis online store at ``url``."""
     return f'online:\n  type: redis\n  url: "{url}"\n  key_prefix: "{prefix or redis_prefix()}"\n'
+
+
+def online_yaml(kind: str, request: pytest.FixtureRequest) -> str | None:
+    """``featurekit.yaml`` text for an online store kind (``sqlite``: the default, no file)."""
+    if kind == "sqlite":
+        return None
+    if kind == "memory":
+        return "online:\n  type: memory\n"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return redis_config(server.url)
+
+
+ONLINE_KINDS = ["memory", "redis", "sqlite"]
