@@ -31,6 +31,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -102,6 +103,14 @@ def public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+def _whole(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row
+
+
+def _one(position: int) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    return lambda row: (row[position],)
+
+
 def encode_redis_key(key: Key) -> str:
     """The canonical text of an entity key: ``i1`` for the integer 1, ``s1`` for the string "1"."""
     if isinstance(key, int):  # booleans too, as the integers they equal (as in SQLite)
@@ -144,7 +153,7 @@ class RedisOnlineStore:
         self._client: Any = redis.Redis(connection_pool=self._pool)
         self._registry = f"{self.prefix}tables"
         self._schemas: dict[bytes, list[str]] = {}  # a table's stored feature list (JSON) -> the list
-        self._positions: dict[tuple[bytes, tuple[str, ...]], list[int]] = {}
+        self._positions: dict[tuple[bytes, tuple[str, ...]], Callable[[tuple[Any, ...]], Sequence[Any]]] = {}
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -306,7 +315,8 @@ class RedisOnlineStore:
         names = [self._schema_key(table) for table, _, _ in reads]
         for table, _, keys in reads:
             prefix = self._rows_prefix(table)
-            names += [prefix + encode_redis_key(k) for k in keys]
+            # (integer keys inline: the common case, and a lookup's hot loop)
+            names += [f"{prefix}i{k}" if type(k) is int else prefix + encode_redis_key(k) for k in keys]
         if not reads:
             return []
         with self._calling("reading the online store", "nothing was read"):
@@ -319,19 +329,19 @@ class RedisOnlineStore:
             blobs = values[offset : offset + len(keys)]
             offset += len(keys)
             if stored is not None:  # no feature list: the table does not exist (or is being dropped)
-                picks = self._picks(table, stored, features)
+                pick = self._picks(table, stored, features)
                 for key, blob in zip(keys, blobs, strict=True):
                     if blob is not None:
                         event, created, row = decode_row(blob)
-                        found[key] = (event, created, *(row[p] for p in picks))
+                        found[key] = (event, created, *pick(row))
             results.append(found)
         return results
 
-    def _picks(self, table: str, stored: bytes, features: Sequence[str]) -> list[int]:
-        """Where ``features`` sit in a row of ``table`` (stored feature list ``stored``)."""
+    def _picks(self, table: str, stored: bytes, features: Sequence[str]) -> Callable[[tuple[Any, ...]], Sequence[Any]]:
+        """What takes ``features`` out of a row of ``table`` (stored feature list ``stored``)."""
         cache_key = (stored, tuple(features))
-        picks = self._positions.get(cache_key)
-        if picks is None:
+        pick = self._positions.get(cache_key)
+        if pick is None:
             have = self._schema(stored)
             missing = [f for f in features if f not in have]
             if missing:
@@ -339,9 +349,15 @@ class RedisOnlineStore:
                     f"online table {table} in Redis at {self.url} has no feature {missing[0]!r} (it has {have}); "
                     "run `featurekit verify` to compare the online tables with the registry"
                 )
-            picks = [have.index(f) for f in features]
-            self._positions[cache_key] = picks
-        return picks
+            positions = [have.index(f) for f in features]
+            if positions == list(range(len(have))):
+                pick = _whole
+            elif len(positions) == 1:
+                pick = _one(positions[0])
+            else:
+                pick = itemgetter(*positions)
+            self._positions[cache_key] = pick
+        return pick
 
     def close(self) -> None:
         self._pool.disconnect()
