@@ -107,6 +107,10 @@ def _whole(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return row
 
 
+def _none(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return ()
+
+
 def _one(position: int) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
     return lambda row: (row[position],)
 
@@ -352,8 +356,8 @@ class RedisOnlineStore:
             positions = [have.index(f) for f in features]
             if positions == list(range(len(have))):
                 pick = _whole
-            elif len(positions) == 1:
-                pick = _one(positions[0])
+            elif len(positions) <= 1:
+                pick = _one(positions[0]) if positions else _none
             else:
                 pick = itemgetter(*positions)
             self._positions[cache_key] = pick
