@@ -28,7 +28,7 @@ A Redis online store (``pip install 'featurekit[redis]'``)::
     online:
       type: redis
       url: redis://localhost:6379/0   # redis://[user:password@]host:port/db, rediss:// for TLS, unix://
-      key_prefix: "fk:"               # every key the store writes starts with it (several stores per db)
+      key_prefix: "fk:rides:"         # every key the store writes starts with it; default fk:<project>:
       socket_timeout_s: 0.5           # a command without an answer within this fails (StorageError)
       connect_timeout_s: 0.5          # the same for opening a connection
       max_connections: 32             # connections per process; a thread waits for a free one...
@@ -88,7 +88,8 @@ class RedisOnlineConfig(_OnlineSettings):
 
     type: Literal["redis"]
     url: str = "redis://localhost:6379/0"
-    key_prefix: str = Field(default="fk:", min_length=1, max_length=64)
+    # load_config makes the default "fk:<project>:", so repos sharing a Redis database never meet.
+    key_prefix: str = Field(default="fk:", min_length=1, max_length=200)
     socket_timeout_s: float = Field(default=0.5, gt=0)
     connect_timeout_s: float = Field(default=0.5, gt=0)
     max_connections: int = Field(default=32, ge=1)
@@ -143,4 +144,8 @@ def load_config(repo: Path) -> RepoConfig:
         raise ConfigError(f"invalid {path}: {validation_problems(exc)}") from exc
     if config.project is None:
         config = config.model_copy(update={"project": repo.resolve().name})
+    online = config.online
+    if isinstance(online, RedisOnlineConfig) and "key_prefix" not in online.model_fields_set:
+        online = online.model_copy(update={"key_prefix": f"fk:{config.project}:"})
+        config = config.model_copy(update={"online": online})
     return config

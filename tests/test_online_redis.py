@@ -262,15 +262,17 @@ def test_importing_featurekit_never_imports_redis(tmp_path: Path) -> None:
 
 
 def test_online_settings_by_type(tmp_path: Path) -> None:
-    (tmp_path / "featurekit.yaml").write_text("online:\n  type: redis\n")
+    (tmp_path / "featurekit.yaml").write_text("project: rides\nonline:\n  type: redis\n")
     online = load_config(tmp_path).online
     assert isinstance(online, RedisOnlineConfig)
     assert (online.url, online.key_prefix, online.socket_timeout_s, online.connect_timeout_s) == (
         "redis://localhost:6379/0",
-        "fk:",
+        "fk:rides:",  # repos sharing a database keep apart by default
         0.5,
         0.5,
     )
+    (tmp_path / "featurekit.yaml").write_text("online:\n  type: redis\n  key_prefix: shared\n")
+    assert load_config(tmp_path).online.key_prefix == "shared"  # type: ignore[union-attr]
     (tmp_path / "featurekit.yaml").write_text("online:\n  refresh_s: 0\n")
     assert load_config(tmp_path).online.type == "sqlite"
     for text, problem in [
@@ -285,3 +287,15 @@ def test_online_settings_by_type(tmp_path: Path) -> None:
         (tmp_path / "featurekit.yaml").write_text(text)
         with pytest.raises(fk.ConfigError, match=problem):
             load_config(tmp_path)
+
+
+def test_a_pool_with_every_connection_busy_says_which_setting_to_raise(redis_server: RedisServer) -> None:
+    store = make_store(redis_server.url, max_connections=1, pool_timeout_s=0.1)
+    held = store._pool.get_connection()  # what a thread in the middle of a call holds
+    try:
+        with pytest.raises(fk.StorageError, match=r"connections to Redis at .* stayed busy.*online\.max_connections"):
+            store.read("t__v1", ["a"], [1])
+    finally:
+        store._pool.release(held)
+    assert store.read("t__v1", ["a"], [1]) == {}
+    store.close()

@@ -184,10 +184,13 @@ class RedisOnlineStore:
                 "Fix the user and password in online.url"
             ) from exc
         except (errors.ConnectionError, errors.TimeoutError) as exc:
-            raise StorageError(
-                f"{what} failed: Redis at {self.url} did not answer ({exc}); {consequence}. "
-                "Start Redis or fix online.url in featurekit.yaml; the store reconnects by itself once it answers"
-            ) from exc
+            if str(exc).startswith("No connection available"):
+                cause = f"every one of the online.max_connections connections to Redis at {self.url} stayed busy"
+                fix = "Raise online.max_connections or online.pool_timeout_s in featurekit.yaml"
+            else:
+                cause = f"Redis at {self.url} did not answer ({exc})"
+                fix = "Start Redis or fix online.url in featurekit.yaml; the store reconnects by itself once it answers"
+            raise StorageError(f"{what} failed: {cause}; {consequence}. {fix}") from exc
         except errors.ResponseError as exc:
             hint = "check the Redis server's log"
             if str(exc).startswith("OOM"):
@@ -196,6 +199,11 @@ class RedisOnlineStore:
                 hint = "point online.url at the primary, not a replica"
             raise StorageError(
                 f"{what} failed: Redis at {self.url} refused it ({exc}); {consequence}. Then {hint}"
+            ) from exc
+        except errors.RedisError as exc:  # anything else redis-py raises (a garbled reply, a client limit)
+            raise StorageError(
+                f"{what} failed: the Redis client for {self.url} raised {type(exc).__name__} ({exc}); "
+                f"{consequence}. Check the Redis server and the online settings in featurekit.yaml"
             ) from exc
 
     def _call(self, what: str, consequence: str, call: Callable[[], T]) -> T:
