@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import socket
@@ -289,6 +290,7 @@ def run(options: argparse.Namespace) -> int:
     url = server.url if server is not None else options.url
     versions = {"redis-server": server.version() if server is not None else f"external ({options.url})"}
     began = datetime.now(UTC)
+    load_before = os.getloadavg()[0]
     samples: dict[str, dict[str, list[Result]]] = {name: {"featurekit": [], "floor": []} for name, *_ in WORKLOADS}
     try:
         with tempfile.TemporaryDirectory(prefix="fk-bench-redis-") as tmp:
@@ -308,7 +310,12 @@ def run(options: argparse.Namespace) -> int:
         "scale": {"name": scale.name, "rows": scale.rows, "entities": scale.entities},
         "command": " ".join(["python -m benchmarks redis", *sys.argv[2:]]),
         "started": began.isoformat(timespec="seconds"),
-        "machine": {"cpus": _cpus(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count() or 0,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # at the start and the end
+        },
         "versions": {**versions, "redis-py": redis.__version__, "featurekit": featurekit.__version__},
         "results": {
             name: {"title": title, **{k: _summary(v) for k, v in samples[name].items() if v}}
@@ -326,12 +333,6 @@ def run(options: argparse.Namespace) -> int:
     replace_section(target, section(record), HERE / "results" / "NOTES.md")
     failed = [n for n, r in record["results"].items() if any("error" in s for s in r.values() if isinstance(s, dict))]
     return 1 if failed else 0
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 0
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -354,15 +355,43 @@ def _ratio(mine: Result, floor: Result | None) -> str:
     return f"{mine[key] / floor[key]:.2f}x" + (" (p99)" if key == "p99_ms" else "")
 
 
+# Issue 14's targets: (workload, what is compared, the bound, how it reads)
+TARGETS = [
+    ("load", "ratio", 1.5, "online load into Redis <= 1.5x the hand-written pipelined loader"),
+    ("materialize", "ratio", 1.5, "materialize to Redis <= 1.5x the hand-written offline write + loader"),
+    ("lookup_1", "p99_ms", 0.5, "lookup of 1 entity: p99 <= 0.5 ms"),
+    ("lookup_100", "p99_ms", 2.0, "lookup of 100 entities: p99 <= 2 ms"),
+]
+
+
+def _targets(results: Result) -> list[str]:
+    lines = []
+    for name, measure, bound, text in TARGETS:
+        mine, floor = results.get(name, {}).get("featurekit", {}), results.get(name, {}).get("floor")
+        if "error" in mine or not mine or (measure == "ratio" and (floor is None or "error" in floor)):
+            continue
+        if measure == "ratio":
+            value = mine["median"] / floor["median"]  # type: ignore[index]
+            shown = f"{value:.2f}x"
+        else:
+            value = mine[measure]
+            shown = f"{value:.3f} ms (p50 {mine['p50_ms']:.3f} ms)"
+        lines.append(f"- {text}: {shown}, {'met' if value <= bound else 'missed'}")
+    return lines
+
+
 def section(record: Result) -> str:
     """The RESULTS.md section of a Redis run."""
     scale = record["scale"]
+    machine = record["machine"]
+    load = machine.get("load_average")
     lines = [
         f"{TITLE} ({scale['name']}: {scale['rows']:,} feature rows, {scale['entities']:,} entities)",
         "",
         f"Command: `{record['command']}` (started {record['started']})  ",
-        f"Machine: {record['machine']['cpus']} CPUs, {record['machine']['platform']}, "
-        f"Python {record['machine']['python']}  ",
+        f"Machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}"
+        + (f"; load average {load[0]} at the start, {load[1]} at the end" if load else "")
+        + "  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in record["versions"].items()) + "  ",
         "Floor: redis-py by hand on the same server (loopback, no persistence): DuckDB's newest row per",
         "entity and one pipelined `HSET key ts f0 .. f7` per entity (no age check: a fresh load); its",
@@ -377,6 +406,11 @@ def section(record: Result) -> str:
     for result in record["results"].values():
         mine, floor = result.get("featurekit", {}), result.get("floor")
         extra = []
+        if "cpu_seconds" in mine and "p50_ms" not in mine:  # the client's own CPU; Redis' is not in it
+            extra.append(
+                f"client CPU {mine['cpu_seconds']:.2f} s"
+                + (f" / {floor['cpu_seconds']:.2f} s" if floor and "cpu_seconds" in floor else "")
+            )
         if "online_rows" in mine:
             extra.append(f"{mine['online_rows']:,} entities online")
         if "calls" in mine:
@@ -385,6 +419,16 @@ def section(record: Result) -> str:
             f"| {result['title']} | {_cell(mine)} | {_cell(floor)} | {_ratio(mine, floor)} | "
             f"{mine.get('rss_mb', 0):.0f} MB | {'; '.join(extra)} |"
         )
+    targets = _targets(record["results"])
+    if targets:
+        lines += ["", "Targets (issue 14), from this run:", "", *targets]
+        if load and max(load) > machine["cpus"]:
+            lines += [
+                "",
+                "More jobs than cores ran during this run (the load average above): a p99 then measures the",
+                "scheduler (the hand-written floor's p99 moves with featurekit's); the p50s are what one",
+                "lookup costs.",
+            ]
     return "\n".join(lines)
 
 
