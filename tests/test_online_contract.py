@@ -259,7 +259,7 @@ def test_a_big_write_is_all_there(store: OnlineStore) -> None:
     store.write(
         "t__v1", OnlineRows(keys, [7] * count, [0] * count, {"a": [float(k) for k in keys], "b": [None] * count})
     )
-    found = store.read("t__v1", ["a"], keys[::997])
-    assert found == {k: (7, 0, float(k)) for k in keys[::997]}
+    found = store.read("t__v1", ["a"], [*keys, -1])  # a big read too (the Redis store splits its MGET)
+    assert found == {k: (7, 0, float(k)) for k in keys}
     store.drop_table("t__v1")
     assert store.read("t__v1", ["a"], keys[:10]) == {}

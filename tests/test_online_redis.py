@@ -114,6 +114,10 @@ def test_a_lookup_over_several_tables_is_one_command(redis_server: RedisServer, 
     ran.pop("config|resetstat", None)
     ran.pop("info", None)
     assert ran == {"mget": 1}
+    raw.config_resetstat()
+    found = store.read_many([("a__v1", ["a"], list(range(12_000))), ("b__v1", ["b"], list(range(12_000)))])
+    assert [len(f) for f in found] == [100, 100]
+    assert commands(raw)["mget"] == 3  # 24,002 keys: three MGETs of at most 10,000, pipelined
     store.close()
 
 

@@ -18,8 +18,9 @@ writes row and index entry in one atomic step, for up to ``_WRITE_CHUNK`` rows p
 calls of a write are pipelined, so a write of N rows takes about N / 50,000 round trips, never N.
 Each row is atomic (readers see it old or new); a write as a whole is not one transaction: a big
 write would block every reader of the server for its whole duration. A lookup request over any
-number of tables is one MGET: one round trip. ``drop_table`` pops the table's index in batches and
-UNLINKs those rows by one script per batch; it never scans the keyspace.
+number of tables is one MGET (several pipelined beyond 10,000 keys): one round trip.
+``drop_table`` pops the table's index in batches and UNLINKs those rows by one script per batch;
+it never scans the keyspace.
 
 An unreachable server is a :class:`StorageError` naming the URL (never its password) within the
 configured timeouts; redis-py reconnects on the next call once the server is back.
@@ -48,6 +49,7 @@ T = TypeVar("T")
 _WRITE_CHUNK = 1_000  # rows per script call: about a millisecond of the server's time
 _CALLS_PER_ROUND_TRIP = 50  # script calls pipelined per round trip
 _DROP_BATCH = 1_000  # rows unlinked per script call
+_READ_CHUNK = 10_000  # keys per MGET of a big read
 
 # KEYS[1]: the table's index; KEYS[2..]: row keys. ARGV[1]: how many bytes of a row key precede
 # the encoded key; ARGV[2..]: the rows. A row is written when it is at least as new as the stored
@@ -332,7 +334,7 @@ class RedisOnlineStore:
         if not reads:
             return []
         with self._calling("reading the online store", "nothing was read"):
-            values = self._client.execute_command("MGET", *names)
+            values = self._mget(names)
         results: list[dict[Key, tuple[Any, ...]]] = []
         offset = len(reads)
         for position, (table, features, keys) in enumerate(reads):
@@ -348,6 +350,20 @@ class RedisOnlineStore:
                         found[key] = (event, created, *pick(row))
             results.append(found)
         return results
+
+    def _mget(self, names: list[str]) -> list[bytes | None]:
+        """One MGET; a big read (a window state merge) as several pipelined, still one round trip.
+
+        Chunks keep each command short, so the server starts answering within the socket timeout
+        and other clients are not held up by one huge command.
+        """
+        if len(names) <= _READ_CHUNK:
+            values: list[bytes | None] = self._client.execute_command("MGET", *names)
+            return values
+        pipe = self._client.pipeline(transaction=False)
+        for start in range(0, len(names), _READ_CHUNK):
+            pipe.execute_command("MGET", *names[start : start + _READ_CHUNK])
+        return [value for chunk in pipe.execute() for value in chunk]
 
     def _picks(self, table: str, stored: bytes, features: Sequence[str]) -> Callable[[tuple[Any, ...]], Sequence[Any]]:
         """What takes ``features`` out of a row of ``table`` (stored feature list ``stored``)."""
