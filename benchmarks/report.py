@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import charts, scaling, shapes
+from benchmarks import charts, redis_online, scaling, shapes
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ["small", "medium", "large", "xlarge"]
@@ -198,6 +198,7 @@ def write_report(results: Path, target: Path) -> None:
     sections += [scale_section(r, links) for r in records.values()]
     sections += [on_demand_section(records), scaling_section(records, scaling_chart)]
     sections.append(shapes.section(shape_record, shape_chart))
+    sections.append(redis_online.record_section(results))
     notes = results / "NOTES.md"
     if notes.exists():
         sections.append(notes.read_text())

@@ -16,7 +16,7 @@ The tree::
     ├── WindowError              a materialization window is empty, reversed or in the future
     ├── ConflictError            another process holds the view or committed first
     ├── RegistryError            the registry file is unreadable or from an unknown format
-    ├── StorageError             a stored data file is missing or damaged
+    ├── StorageError             a stored file is missing or damaged, a disk fails, Redis does not answer
     ├── ManifestError            a manifest is unreadable, or rebuilding it would differ
     └── RetentionError           time travel to data that gc removed
 
@@ -122,7 +122,8 @@ class RegistryError(FeaturekitError):
 
 
 class StorageError(FeaturekitError):
-    """A stored file (offline table, registry, online store) is missing, damaged or cannot be written."""
+    """A stored file (offline table, registry, online store) is missing, damaged or cannot be written,
+    or the Redis online store does not answer or refuses a command."""
 
 
 _IO_FAILURES = (
