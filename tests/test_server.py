@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import re
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -453,3 +454,27 @@ def test_metrics_parse_and_count_requests(url: str) -> None:
     assert 'featurekit_feature_freshness_seconds{view="driver_stats@v1",source="served"}' in after
     assert 'featurekit_feature_freshness_seconds{view="typed@v1",source="committed"}' in after
     assert after["featurekit_workers_reporting"] == 1
+
+
+# -- fuzzing ------------------------------------------------------------------------------
+
+
+def test_schemathesis_finds_no_500_and_no_schema_violation(url: str) -> None:
+    """Generated requests from the server's own spec (last in this module: it may push)."""
+    pytest.importorskip("schemathesis")
+    command = [
+        "schemathesis",
+        "run",
+        f"{url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {READ_WRITE}",
+        "--checks",
+        "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+        "--max-examples",
+        "40",
+        "--seed",
+        "1",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "passed" in result.stdout
