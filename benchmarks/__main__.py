@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     shapes.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("report", help="rewrite RESULTS.md and the charts from results/*.json")
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
+    sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
+        "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
+    )
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
@@ -105,6 +108,10 @@ def main() -> None:
     options = _parser().parse_args()
     if options.command == "child":
         child(options.argv)
+    elif options.command == "http":
+        from benchmarks.http_server import main as http_main
+
+        http_main(options.argv)
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 

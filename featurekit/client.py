@@ -39,8 +39,8 @@ from featurekit.online.serving import OnlineResponse, RowStatus, entity_columns
 from featurekit.push import PushResult, PushTarget
 from featurekit.references import FeatureRequest, canonical
 from featurekit.server.problems import to_error
-from featurekit.timestamps import to_micros, utc
-from featurekit.wire import decode_values, restore_not_finite, rfc3339
+from featurekit.timestamps import utc
+from featurekit.wire import decode_values, micros_of, restore_not_finite, rfc3339
 
 TOKEN_ENV = "FEATUREKIT_TOKEN"  # noqa: S105 (the variable's name, not a token)
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
@@ -180,10 +180,10 @@ class Client:
         for field in schema:
             columns[field.name] = decode_values(columns[field.name], field.type, f"column {field.name!r}")
         at_text = answer["at"]
-        at_us = to_micros(utc(at_text, "at")) if at_text is not None else 0
+        at_us = micros_of(at_text) if at_text is not None else 0
         rows = {
             name: RowStatus(
-                [None if t is None else to_micros(utc(t, "event time")) for t in held["event_timestamps"]],
+                [None if t is None else micros_of(t) for t in held["event_timestamps"]],
                 held["ttl_us"],
                 at_us,
             )

@@ -48,11 +48,35 @@ def _non_finite(value: float) -> str | None:
     return None
 
 
+_SECONDS: dict[int, str] = {}  # whole seconds -> their RFC 3339 text (event times repeat across requests)
+_EPOCH = datetime(1970, 1, 1)
+
+
+def rfc3339_micros(micros: int) -> str:
+    """Microseconds since the epoch as RFC 3339 UTC text with microseconds (the hot path of event times)."""
+    seconds, fraction = divmod(micros, 1_000_000)
+    text = _SECONDS.get(seconds)
+    if text is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        text = _SECONDS[seconds] = (_EPOCH + timedelta(seconds=seconds)).isoformat()
+    return f"{text}.{fraction:06d}Z"
+
+
 def rfc3339(value: datetime) -> str:
     """A timestamp as RFC 3339 UTC with microseconds; naive means UTC."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(timespec="microseconds") + "Z"
+
+
+def micros_of(text: str) -> int:
+    """Microseconds since the epoch of RFC 3339 text (naive means UTC)."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _plain(dtype: pa.DataType) -> bool:
@@ -283,8 +307,10 @@ __all__ = [
     "decode_request_values",
     "decode_values",
     "encode_column",
+    "micros_of",
     "restore_not_finite",
     "rfc3339",
+    "rfc3339_micros",
     "value_decoder",
     "value_encoder",
 ]

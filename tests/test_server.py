@@ -459,7 +459,7 @@ def test_metrics_parse_and_count_requests(url: str) -> None:
 # -- fuzzing ------------------------------------------------------------------------------
 
 
-def test_schemathesis_finds_no_500_and_no_schema_violation(url: str) -> None:
+def test_schemathesis_finds_no_500_and_no_schema_violation(url: str, tmp_path: Path) -> None:
     """Generated requests from the server's own spec (last in this module: it may push)."""
     pytest.importorskip("schemathesis")
     command = [
@@ -475,6 +475,6 @@ def test_schemathesis_finds_no_500_and_no_schema_violation(url: str) -> None:
         "--seed",
         "1",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "passed" in result.stdout

@@ -96,11 +96,16 @@ class KeyTypes:
         self._store = store
         self._types: dict[str, pa.DataType] = {}
         self._checked = -1e18
+        self._head = -1
         self._lock = threading.Lock()
 
     def get(self) -> dict[str, pa.DataType]:
         now = time.monotonic()
-        if now - self._checked >= self._store.config.online.refresh_s:
+        if now - self._checked < self._store.config.online.refresh_s:
+            return self._types
+        self._checked = now
+        head = self._store.registry.head_apply()  # one small query; the key types change only with an apply
+        if head != self._head:
             types: dict[str, pa.DataType] = {}
             for active in self._store.registry.active().values():
                 definition = active.version.definition
@@ -109,7 +114,7 @@ class KeyTypes:
                 for key in definition["join_keys"]:
                     types.setdefault(key, active.version.schema.field(key).type)
             with self._lock:
-                self._types, self._checked = types, now
+                self._types, self._head = types, head
         return self._types
 
     def typed(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -24,8 +24,7 @@ from featurekit.errors import RequestError
 from featurekit.online.serving import OnlineResponse
 from featurekit.server.bodies import KeyTypes, LookupBody, entity_columns, feature_list
 from featurekit.server.responses import Shape
-from featurekit.timestamps import from_micros
-from featurekit.wire import encode_column, rfc3339
+from featurekit.wire import encode_column, rfc3339_micros
 
 NO_TIME = "1970-01-01T00:00:00Z"  # what Feast sends for values without an event time
 _STATUS = {"found": "PRESENT", "unknown": "NOT_FOUND", "expired": "OUTSIDE_MAX_AGE"}
@@ -85,7 +84,7 @@ def response(result: OnlineResponse, shape: Shape, versions: bool) -> dict[str, 
                 "NULL_VALUE" if s == "found" and v is None else _STATUS[s]
                 for s, v in zip(held.statuses(), result.columns[name], strict=True)
             ]
-            times = [NO_TIME if e is None else rfc3339(from_micros(e)) for e in held.events]
+            times = [NO_TIME if e is None else rfc3339_micros(e) for e in held.events]
         else:
             seen_views.setdefault(column["view"], column["version"])
             statuses = ["NULL_VALUE" if v is None else "PRESENT" for v in result.columns[name]]

@@ -28,8 +28,7 @@ import pyarrow as pa
 from featurekit.online.serving import OnlineResponse
 from featurekit.references import resolve
 from featurekit.store import FeatureStore
-from featurekit.timestamps import from_micros
-from featurekit.wire import encode_column, rfc3339, value_encoder
+from featurekit.wire import encode_column, rfc3339_micros, value_encoder
 
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
@@ -93,7 +92,7 @@ class Shapes:
 
 
 def _timestamps(events: list[int | None]) -> list[str | None]:
-    return [None if e is None else rfc3339(from_micros(e)) for e in events]
+    return [None if e is None else rfc3339_micros(e) for e in events]
 
 
 def lookup_body(response: OnlineResponse, shape: Shape) -> bytes:
@@ -114,7 +113,7 @@ def lookup_body(response: OnlineResponse, shape: Shape) -> bytes:
             "ttl_us": held.ttl_us,
         }
         at = held.at_us
-    at_text = "null" if at is None else f'"{rfc3339(from_micros(at))}"'
+    at_text = "null" if at is None else f'"{rfc3339_micros(at)}"'
     return (
         f'{{"features":{_dumps(features)},"metadata":{shape.metadata},"views":{_dumps(views)},'
         f'"at":{at_text},"not_finite":{_dumps(not_finite)}}}'
