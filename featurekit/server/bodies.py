@@ -97,6 +97,7 @@ class KeyTypes:
         self._types: dict[str, pa.DataType] = {}
         self._checked = -1e18
         self._head = -1
+        self._textual: frozenset[str] = frozenset()  # keys whose values may come as text (timestamps, dates...)
         self._lock = threading.Lock()
 
     def get(self) -> dict[str, pa.DataType]:
@@ -115,6 +116,7 @@ class KeyTypes:
                     types.setdefault(key, active.version.schema.field(key).type)
             with self._lock:
                 self._types, self._head = types, head
+                self._textual = frozenset(k for k, t in types.items() if value_decoder(t) is not None)
         return self._types
 
     def typed(self, columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -123,7 +125,7 @@ class KeyTypes:
         out = columns
         for name, values in columns.items():
             dtype = types.get(name)
-            if dtype is not None and value_decoder(dtype) is not None:
+            if dtype is not None and name in self._textual:
                 if out is columns:
                     out = dict(columns)
                 out[name] = decode_request_values(values, dtype, f"key {name!r}")

@@ -64,11 +64,10 @@ def response(result: OnlineResponse, shape: Shape, versions: bool) -> dict[str, 
     results = []
     names = []
     seen_views: dict[str, int] = {}
-    for column in shape.columns:
-        name = column["name"]
+    for column, (name, dtype, _) in zip(shape.columns, shape.fields, strict=True):
         names.append(name)
         not_finite: list[dict[str, Any]] = []
-        values = encode_column(name, result.columns[name], shape.schema.field(name).type, not_finite)
+        values = encode_column(name, result.columns[name], dtype, not_finite)
         if not_finite:
             values = list(values)
             for entry in not_finite:

@@ -40,7 +40,7 @@ class Shape:
     schema: pa.Schema
     columns: list[dict[str, Any]]  # per output column: name, role, dtype (and view, version, feature)
     metadata: str  # the "metadata" member, already JSON
-    plain: frozenset[str]  # columns that are JSON as they are (no encoder, no floats)
+    fields: list[tuple[str, pa.DataType, bool]]  # (name, type, JSON as it is: no encoder, no floats)
     views: frozenset[str]  # the batch view versions ("view@v1") the feature list reads
 
 
@@ -81,12 +81,13 @@ class Shapes:
                 entry.update(role=role, view=view, version=version, feature=feature)
             columns.append(entry)
         encoded_schema = base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
-        plain = frozenset(f.name for f in schema if value_encoder(f.type) is None and not pa.types.is_floating(f.type))
+        # (pyarrow builds a Field object per access: reading them once here keeps them off the hot path)
+        fields = [(f.name, f.type, value_encoder(f.type) is None and not pa.types.is_floating(f.type)) for f in schema]
         return Shape(
             schema,
             columns,
             _dumps({"columns": columns, "schema": encoded_schema}),
-            plain,
+            fields,
             frozenset(response.rows),
         )
 
@@ -99,11 +100,9 @@ def lookup_body(response: OnlineResponse, shape: Shape) -> bytes:
     """The JSON body of a lookup."""
     not_finite: list[dict[str, Any]] = []
     features: dict[str, list[Any]] = {}
-    for field in shape.schema:
-        values = response.columns[field.name]
-        features[field.name] = (
-            values if field.name in shape.plain else encode_column(field.name, values, field.type, not_finite)
-        )
+    columns = response.columns
+    for name, dtype, plain in shape.fields:
+        features[name] = columns[name] if plain else encode_column(name, columns[name], dtype, not_finite)
     views: dict[str, Any] = {}
     at = None
     for name, held in response.rows.items():
