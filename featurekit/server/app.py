@@ -77,6 +77,7 @@ def from_environment() -> Any:
     if not repo:
         raise ConfigError(f"{REPO_ENV} is not set; start the server with `featurekit --repo PATH serve`")
     store = FeatureStore(repo, progress=False)
+    store.definitions  # noqa: B018  (import the repo's code before the first request)
     tokens = None if os.environ.get(NO_AUTH_ENV) == "1" else Tokens.load(store.root, store.config.serve.token_file)
     if tokens is not None and not tokens:
         raise ConfigError("no token: set FEATUREKIT_TOKEN or serve.token_file")

@@ -37,6 +37,7 @@ _STATUS: list[tuple[type[errors.FeaturekitError], int]] = [
     (errors.StorageError, 503),
     (errors.RegistryError, 503),
     (errors.NotAppliedError, 503),
+    (errors.DefinitionError, 503),  # the server's own repo does not load: nothing the request can fix
 ]
 
 
