@@ -158,9 +158,15 @@ def throughput(port: int, path: str, bodies: list[bytes], clients: int = 16, sec
         i = index
         while time.monotonic() < stop:
             began = time.perf_counter()
-            connection.request("POST", path, bodies[i % len(bodies)], headers)
-            answer = connection.getresponse()
-            answer.read()
+            try:
+                connection.request("POST", path, bodies[i % len(bodies)], headers)
+                answer = connection.getresponse()
+                answer.read()
+            except (OSError, http.client.HTTPException):  # e.g. a gunicorn worker recycled mid-connection
+                errors[index] += 1
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
             samples[index].append(time.perf_counter() - began)
             counts[index] += 1
             errors[index] += answer.status != 200

@@ -7,6 +7,7 @@ import logging
 import math
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -161,6 +162,20 @@ def test_client_answers_equal_the_store_column_by_column_and_dtype_by_dtype(
         assert remote.status(view) == local.status(view)
         assert remote.expired_at(view) == local.expired_at(view)
     assert remote.to_pandas().dtypes.to_dict() == local.to_pandas().dtypes.to_dict()
+
+
+def test_the_client_reconnects_after_the_server_closed_an_idle_connection(client: fk.Client) -> None:
+    first = client.online_features({"driver_id": [1]}, ["driver_stats"], at=AT).to_dict()
+    time.sleep(6)  # past uvicorn's keep-alive timeout (5 s): the server has closed the connection
+    assert client.online_features({"driver_id": [1]}, ["driver_stats"], at=AT).to_dict() == first
+
+
+def test_an_unreachable_server_is_a_storage_error() -> None:
+    with (
+        fk.Client("http://127.0.0.1:9", token=READ_WRITE) as nowhere,
+        pytest.raises(fk.StorageError, match="cannot reach"),
+    ):
+        nowhere.online_features({"driver_id": [1]}, ["driver_stats"])
 
 
 def test_full_names_and_pins_go_through(client: fk.Client, store: fk.FeatureStore) -> None:

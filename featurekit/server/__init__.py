@@ -2,9 +2,10 @@
 
 ``featurekit --repo REPO serve`` runs it under uvicorn (:mod:`featurekit.server.run`). Modules:
 ``app`` (the Starlette application and its worker factory), ``routes`` (one function per route),
-``auth`` (bearer tokens and scopes), ``limits`` (body size and entity count), ``responses`` (typed
-JSON bodies, see :mod:`featurekit.wire`), ``problems`` (errors as ``application/problem+json``),
-``metrics`` (Prometheus text), ``feast`` (Feast's ``/get-online-features``), ``openapi`` (the spec).
+``auth`` (bearer tokens and scopes), ``bodies`` (request bodies into API arguments), ``limits``
+(body size and entity count), ``responses`` (typed JSON bodies, see :mod:`featurekit.wire`),
+``problems`` (errors as ``application/problem+json``), ``metrics`` (Prometheus text), ``feast``
+(Feast's ``/get-online-features``), ``openapi`` (the spec).
 
 Importing this package imports neither Starlette nor uvicorn; :func:`require` says how to install
 them when they are missing.

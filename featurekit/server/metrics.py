@@ -12,7 +12,8 @@ Metrics:
 
 - ``featurekit_http_requests_total{route,status}`` and
   ``featurekit_http_request_duration_seconds{route,status}`` (histogram): every answered request,
-  timed from its first byte read to its last byte handed to the server;
+  timed from the route's start (before the token check and the body read) until its response is
+  ready (HTTP parsing and sending are uvicorn's, outside it);
 - ``featurekit_entities_per_request{route}`` (histogram);
 - ``featurekit_online_read_seconds`` (histogram): each read of one view version's table;
 - ``featurekit_on_demand_seconds`` (histogram): for lookups with on-demand features, the lookup's

@@ -96,7 +96,7 @@ def _lookup(state: ServerState, asked: bodies.LookupBody) -> OnlineResponse:
     return result
 
 
-async def _run_lookup(state: ServerState, request: Request, asked: bodies.LookupBody, route: str) -> OnlineResponse:
+async def _run_lookup(state: ServerState, asked: bodies.LookupBody, route: str) -> OnlineResponse:
     check_entities(asked.count, state.limits)
     state.metrics.observe("featurekit_entities_per_request", asked.count, (route,), ("route",))
     if asked.count <= INLINE_ENTITIES:
@@ -111,7 +111,7 @@ async def features(state: ServerState, request: Request) -> Response:
     """``POST /v1/features``."""
     body = parse_object(await read_body(request, state.limits))
     asked = bodies.lookup_body(body, state.keys)
-    result = await _run_lookup(state, request, asked, "/v1/features")
+    result = await _run_lookup(state, asked, "/v1/features")
     shape = state.shapes.of(asked.features, asked.full_names, result)
     return Response(responses.lookup_body(result, shape), media_type=JSON)
 
@@ -120,7 +120,7 @@ async def feast_features(state: ServerState, request: Request) -> Response:
     """``POST /get-online-features`` (Feast's shape)."""
     body = parse_object(await read_body(request, state.limits))
     asked, versions = feast.lookup_body(body, state.keys)
-    result = await _run_lookup(state, request, asked, "/get-online-features")
+    result = await _run_lookup(state, asked, "/get-online-features")
     shape = state.shapes.of(asked.features, asked.full_names, result)
     return _json(feast.response(result, shape, versions))
 
