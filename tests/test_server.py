@@ -299,6 +299,10 @@ def test_too_many_entities_is_a_413(url: str) -> None:
         (b"[1, 2]", "must be a JSON object"),
         (b"", "no body"),
         pytest.param(b"[" * 10_000 + b"]" * 10_000, "not valid JSON", id="deep"),
+        (
+            b'{"features": ["trip_risk"], "entities": {"driver_id": [1]}, "request": {"trip_km": [1e400]}}',
+            "out of the range",
+        ),
         (b'{"features": [], "entities": {"driver_id": [1]}}', "non-empty list"),
         (b'{"features": ["driver_stats"], "entities": {"driver_id": 1}}', "array of key values"),
         (b'{"features": ["driver_stats"], "entities": {"driver_id": [1]}, "sql": "drop"}', "not among them"),

@@ -4,6 +4,7 @@ a bounded number of entities per lookup."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -43,12 +44,19 @@ def _no_constants(name: str) -> Any:
     raise RequestError(f"the body holds {name}, which is not JSON; send null for a missing number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: JSON allows it, a float cannot hold it
+        raise RequestError(f"the number {text[:40]} in the body is out of the range of a 64-bit float")
+    return value
+
+
 def parse_object(body: bytes) -> dict[str, Any]:
     """A JSON object from the body, or a :class:`RequestError` saying what is wrong with it."""
     if not body:
         raise RequestError("the request has no body; send a JSON object")
     try:
-        parsed = json.loads(body, parse_constant=_no_constants)
+        parsed = json.loads(body, parse_constant=_no_constants, parse_float=_finite)
     except RequestError:
         raise
     except (ValueError, RecursionError) as exc:
