@@ -7,6 +7,7 @@ import logging
 import math
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -482,7 +483,9 @@ def test_schemathesis_finds_no_500_and_no_schema_violation(url: str, tmp_path: P
     """Generated requests from the server's own spec (last in this module: it may push)."""
     pytest.importorskip("schemathesis")
     command = [
-        "schemathesis",
+        sys.executable,  # the CLI of the schemathesis installed beside this Python (PATH may not have it)
+        "-m",
+        "schemathesis.cli",
         "run",
         f"{url}/openapi.json",
         "--header",
