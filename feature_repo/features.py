@@ -6,6 +6,7 @@ import pandas as pd
 import polars as pl
 
 import featurekit as fk
+from featurekit import agg
 
 driver = fk.Entity("driver", join_keys=["driver_id"], description="A driver on the platform.")
 
@@ -45,6 +46,23 @@ def driver_daily(days: pd.DataFrame) -> pd.DataFrame:
     out["trips_1d"] = days["trips"].astype("int64")
     out["km_per_trip_1d"] = (days["km"] / days["trips"]).round(3)
     return out
+
+
+@fk.window_view(
+    entity=driver,
+    source=trips,
+    windows=[timedelta(hours=1), timedelta(days=1), timedelta(days=7)],
+    aggregations=[agg.count(), agg.sum("distance_km", name="km"), agg.mean("conv_rate"), agg.max("distance_km")],
+)
+def driver_activity(trips: pl.DataFrame) -> pl.DataFrame:
+    """A driver's trips in sliding windows: count_1h, km_1d, conv_rate_mean_7d, ... (exact at any moment)."""
+    return trips.select(
+        "driver_id",
+        "event_timestamp",
+        "created",
+        "distance_km",
+        conv_rate=pl.col("accepted") / pl.col("offered"),
+    )
 
 
 @fk.on_demand(inputs=["driver_stats:conv_rate"], request={"trip_km": pl.Float64})

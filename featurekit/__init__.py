@@ -9,15 +9,19 @@
 import importlib
 from typing import TYPE_CHECKING
 
+from featurekit import agg
 from featurekit.definitions import (
     Entity,
     FeatureRef,
+    FeatureSet,
     FeatureView,
     FileSource,
     OnDemandView,
     SqlSource,
+    WindowView,
     feature_view,
     on_demand,
+    window_view,
 )
 from featurekit.errors import (
     AuthError,
@@ -99,6 +103,7 @@ __all__ = [
     "Entity",
     "FeatureFunctionError",
     "FeatureRef",
+    "FeatureSet",
     "FeatureStore",
     "FeatureView",
     "FeaturekitError",
@@ -128,8 +133,11 @@ __all__ = [
     "UnknownNameError",
     "ViewInfo",
     "WindowError",
+    "WindowView",
     "__version__",
+    "agg",
     "feature_view",
     "on_demand",
     "verify_store",
+    "window_view",
 ]

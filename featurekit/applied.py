@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from featurekit.definitions import FeatureView, OnDemandView
+from featurekit.definitions import FeatureSet, FeatureView, OnDemandView, WindowView
 from featurekit.errors import NotAppliedError
 from featurekit.references import parse_ref
 from featurekit.registry import ViewVersion
@@ -29,8 +29,12 @@ def static_definition(view: FeatureView | OnDemandView) -> dict[str, Any]:
         }
     ttl = view.ttl
     declared = {"declared_schema": {n: str(t) for n, t in declared_types(view).items()}} if view.schema else {}
+    if isinstance(view, WindowView):
+        from featurekit.windows import spec_of
+
+        declared["window"] = spec_of(view).describe()
     return {
-        "kind": "batch",
+        "kind": "window" if isinstance(view, WindowView) else "batch",
         "entities": [{"name": e.name, "join_keys": list(e.join_keys)} for e in view.entities],
         "join_keys": list(view.join_keys),
         "ttl_us": None if ttl is None else (ttl.days * 86_400 + ttl.seconds) * 1_000_000 + ttl.microseconds,
@@ -51,6 +55,14 @@ def check_applied(view: FeatureView | OnDemandView, applied: ViewVersion) -> Non
         )
 
 
-def metadata(view: FeatureView | OnDemandView) -> dict[str, Any]:
+def feature_set_definition(feature_set: FeatureSet) -> dict[str, Any]:
+    """What the registry records of a feature set: its requests, as canonical strings."""
+    from featurekit.references import canonical
+
+    requests = canonical(list(feature_set.features))
+    return {"kind": "feature_set", "requests": requests, "features": requests}
+
+
+def metadata(view: FeatureView | OnDemandView | FeatureSet) -> dict[str, Any]:
     """What may change without a new data version."""
     return {"description": view.description, "tags": view.tags, "owner": view.owner}

@@ -345,8 +345,10 @@ def list_views(ctx: Context, as_json: bool) -> None:
             return
         if not infos:
             click.echo("no feature views applied; run `featurekit apply`")
+        computed = {"on_demand": "computed on demand", "feature_set": "feature set"}
         for info in infos:
-            watermark = _watermark(info) or "never materialized"
+            kind = info.version.definition.get("kind")
+            watermark = computed.get(kind) if kind in computed else _watermark(info) or "never materialized"
             click.echo(f"{info.name} v{info.version.version}  {', '.join(info.version.features)}  ({watermark})")
 
 
@@ -434,9 +436,13 @@ def _requested_views(store: FeatureStore, features: Sequence[str]) -> list[tuple
     from featurekit.references import parse_ref
 
     found = []
-    for request in features:
-        ref = parse_ref(request)
+    pending = list(features)
+    while pending:
+        ref = parse_ref(pending.pop(0))
         info = store.show(ref.view if ref.version is None else f"{ref.view}@v{ref.version}")
+        if info.version.definition.get("kind") == "feature_set":  # its requests stand for it
+            pending[0:0] = list(info.version.definition["requests"])
+            continue
         found.append((info, [ref.feature] if ref.feature else info.version.features))
     return found
 

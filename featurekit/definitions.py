@@ -21,13 +21,16 @@ FrameKind = Literal["polars", "pandas", "arrow"]
 __all__ = [
     "Entity",
     "FeatureRef",
+    "FeatureSet",
     "FeatureView",
     "FileSource",
     "Location",
     "OnDemandView",
     "SqlSource",
+    "WindowView",
     "feature_view",
     "on_demand",
+    "window_view",
 ]
 
 
@@ -304,6 +307,95 @@ def feature_view(
     return decorate
 
 
+class WindowView(FeatureView):
+    """A feature view whose features are aggregates of its function's rows over sliding windows.
+
+    The function is an ordinary view function (same input, same executor): it turns source rows
+    into per-event rows, which are stored offline like any view's. Its features are every
+    aggregation over every window, computed at the time asked for (a spine row's, or the lookup's).
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        entities: Sequence[Entity],
+        source: Source,
+        windows: Sequence[timedelta],
+        aggregations: Sequence[Any],
+        delay: timedelta | None = None,
+        tags: Mapping[str, str] | None = None,
+        owner: str | None = None,
+        description: str | None = None,
+        frame: FrameKind | None = None,
+        schema: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            function,
+            entities=entities,
+            source=source,
+            ttl=None,
+            tags=tags,
+            owner=owner,
+            description=description,
+            frame=frame,
+            schema=schema,
+        )
+        self.windows = tuple(windows) if isinstance(windows, (list, tuple)) else (windows,)
+        self.aggregations = tuple(aggregations) if isinstance(aggregations, (list, tuple)) else (aggregations,)
+        self.delay = delay if delay is not None else timedelta(0)
+
+    def __repr__(self) -> str:
+        return f"<WindowView {self.name} keys={list(self.join_keys)} at {self.location}>"
+
+
+def window_view(
+    *,
+    entity: Entity | Sequence[Entity],
+    source: Source,
+    windows: Sequence[timedelta],
+    aggregations: Sequence[Any],
+    delay: timedelta | None = None,
+    tags: Mapping[str, str] | None = None,
+    owner: str | None = None,
+    description: str | None = None,
+    frame: FrameKind | None = None,
+    schema: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], WindowView]:
+    """Declare a window view: every aggregation (:mod:`featurekit.agg`) over every window.
+
+    **The rule.** For a spine row (keys k, time t) and a window w, the aggregation runs over the
+    events of keys k with event time e where ``t - delay - w <= e < t - delay``: start inclusive,
+    end exclusive. Row features use ``t - ttl <= e <= t`` because a row that happened at t is known
+    at t; a window excludes its end so that the event being scored never counts itself and
+    consecutive windows tile time exactly. Every event counts (equal times and duplicates too);
+    with a created timestamp, ``known_at`` leaves out events created after it. Online lookups apply
+    the same rule at the lookup instant, so values decay without any materialization.
+
+    ``windows`` are positive whole numbers of seconds; features are named ``{column}_{fn}_{window}``
+    with the window written ``30s``, ``15m``, ``1h`` or ``7d`` (the largest unit that divides it).
+    ``delay`` ends every window that long before t, for sources that arrive late.
+    """
+    entities = [entity] if isinstance(entity, Entity) else list(entity)
+
+    def decorate(function: Callable[..., Any]) -> WindowView:
+        return WindowView(
+            function,
+            entities=entities,
+            source=source,
+            windows=windows,
+            aggregations=aggregations,
+            delay=delay,
+            tags=tags,
+            owner=owner,
+            description=description,
+            frame=frame,
+            schema=schema,
+        )
+
+    return decorate
+
+
 def _frame_kind(function: Callable[..., Any]) -> FrameKind:
     """Pick the frame library from the first parameter's annotation (default polars)."""
     try:
@@ -372,3 +464,36 @@ def on_demand(
         )
 
     return decorate
+
+
+class FeatureSet:
+    """A named list of features a model reads (what Feast calls a feature service).
+
+    Registered and versioned like a view (a new version when its list changes), so a model names
+    one thing: ``training_set(spine, "fraud_v1")``, ``online_features(entities, "fraud_v1")``,
+    and a training set's manifest records the set's version. Its features are requests as
+    ``training_set`` takes them (``"view:feature"``, ``"view"``, ``"view@v2:feature"``,
+    ``view["feature"]``); unpinned ones follow the applied view versions.
+
+    >>> FeatureSet("fraud_v1", features=["driver_stats:conv_rate", "trip_risk"]).features
+    ('driver_stats:conv_rate', 'trip_risk')
+    """
+
+    def __init__(
+        self,
+        name: str,
+        features: Sequence[Any],
+        *,
+        description: str = "",
+        owner: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.features: tuple[Any, ...] = tuple(features) if isinstance(features, (list, tuple)) else (features,)
+        self.description = description
+        self.owner = owner
+        self.tags = dict(tags or {})
+        self.location = _caller_location()
+
+    def __repr__(self) -> str:
+        return f"FeatureSet({self.name!r}, features={[str(f) for f in self.features]!r})"

@@ -22,6 +22,11 @@ class ViewInfo:
         v = self.version
         definition = v.definition
         lines = [f"{self.name} v{v.version} (code {v.code_hash}, defined at {v.location})"]
+        if definition.get("kind") == "feature_set":
+            lines.append("  feature set: " + ", ".join(definition["requests"]))
+            if self.metadata.get("description"):
+                lines.append(f"  description: {self.metadata['description']}")
+            return "\n".join(lines)
         if definition.get("kind") == "on_demand":
             lines.append("  inputs: " + ", ".join(f"{i['view']}:{i['feature']}" for i in definition["inputs"]))
             lines.append("  request: " + (", ".join(f"{k} ({t})" for k, t in definition["request"].items()) or "none"))
@@ -31,7 +36,12 @@ class ViewInfo:
                 f"  ttl: {_ttl_text(definition['ttl_us'])}",
                 f"  source: {definition['source'].get('path') or definition['source'].get('query')}",
             ]
-        lines.append("  features: " + ", ".join(f"{f} ({definition['schema'][f]})" for f in v.features))
+        if v.is_window:
+            window = definition["window"]
+            lines.append(f"  windows: start inclusive, end exclusive, delay {window['delay_us'] / 1e6:g}s")
+            lines.append("  features: " + ", ".join(f"{f} ({v.feature_type(f)})" for f in v.features))
+        else:
+            lines.append("  features: " + ", ".join(f"{f} ({definition['schema'][f]})" for f in v.features))
         if self.metadata.get("description"):
             lines.append(f"  description: {self.metadata['description']}")
         m = self.materialization

@@ -28,7 +28,8 @@ from featurekit.offline.tables import DataFile, OfflineTables
 from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
 from featurekit.online.loading import table_name
-from featurekit.registry import Registry
+from featurekit.online.window_state import COLUMNS as WINDOW_COLUMNS
+from featurekit.registry import Registry, ViewVersion
 
 
 @dataclass
@@ -169,10 +170,13 @@ def _check_online(registry: Registry, online: OnlineStore, report: IntegrityRepo
                 f"online table {name} is missing for applied {version.view} v{version.version}; "
                 "run `featurekit materialize` to load it"
             )
-        elif present[name] != version.features:
-            report.problems.append(
-                f"online table {name} has features {present[name]}, the registry says {version.features}"
-            )
+        elif present[name] != (expected := online_columns(version)):
+            report.problems.append(f"online table {name} has features {present[name]}, the registry says {expected}")
+
+
+def online_columns(version: ViewVersion) -> list[str]:
+    """The columns of a view version's online table: its features, or a window view's stored events."""
+    return list(WINDOW_COLUMNS) if version.is_window else version.features
 
 
 def _check_tables_on_disk(tables: OfflineTables, report: IntegrityReport) -> None:

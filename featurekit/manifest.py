@@ -34,7 +34,7 @@ class ViewRecord(BaseModel):
 
     view: str
     version: int
-    kind: str  # "batch" or "on_demand"
+    kind: str  # "batch", "window", "on_demand" or "feature_set"
     code_hash: str
     fingerprint: str
     data_version: int | None = None  # Delta table version read (batch views)

@@ -48,7 +48,7 @@ def build_steps(plan: ResolvedFeatures, codebase: Codebase, registry: Registry) 
         for item, fp in zip(definition["inputs"], definition["input_fingerprints"], strict=True):
             source = registry.version_by_fingerprint(item["view"], fp)
             inputs.append((internal_name(source, item["feature"]), item["feature"]))
-            schema[item["feature"]] = arrow_to_polars(source.schema.field(item["feature"]).type)
+            schema[item["feature"]] = arrow_to_polars(source.feature_type(item["feature"]))
         for name, dtype in loaded.request.items():
             schema[name] = dtype
         steps.append(

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
+import pyarrow as pa
 
-from featurekit.applied import metadata, static_definition
-from featurekit.definitions import FeatureView, OnDemandView
+from featurekit.applied import feature_set_definition, metadata, static_definition
+from featurekit.definitions import FeatureSet, FeatureView, OnDemandView, WindowView
 from featurekit.errors import (
     DefinitionError,
     FeatureFunctionError,
@@ -31,8 +32,10 @@ from featurekit.offline.sources import SourceReader
 from featurekit.online.codecs import check_servable
 from featurekit.references import parse_ref
 from featurekit.registry import ActiveView, NewVersion, Registry
+from featurekit.repo import RepoDefinitions
 from featurekit.transform import run_on_demand, run_view, storage_type
 from featurekit.versioning import fingerprint, view_code_hash, view_source
+from featurekit.windows import registered_type
 
 ChangeKind = Literal["new", "changed", "reverted", "metadata", "unchanged", "removed"]
 
@@ -116,10 +119,18 @@ def _describe_version(view: FeatureView, engine: OfflineEngine, root: Path) -> N
     if problems:
         raise InvalidNameError(problems)
     schema = output.schema
-    unservable = check_servable(schema, features)
-    if unservable:  # refused now, not corrupted at the first online load
-        raise SchemaError(f"feature view '{view.name}' ({view.location}): {'; '.join(unservable)}")
     definition = static_definition(view)
+    if isinstance(view, WindowView):
+        from featurekit.windows import column_problems, spec_of
+
+        bad = column_problems(view, schema)
+        if bad:
+            raise SchemaError(bad[0] if len(bad) == 1 else "; ".join(bad))
+        features = [f.name for f in spec_of(view).features]
+    else:
+        unservable = check_servable(schema, features)
+        if unservable:  # refused now, not corrupted at the first online load
+            raise SchemaError(f"feature view '{view.name}' ({view.location}): {'; '.join(unservable)}")
     definition["features"] = features
     definition["schema"] = {f.name: str(storage_type(f.type)) for f in schema}
     code = view_code_hash(view)
@@ -183,7 +194,7 @@ def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> New
             continue
         if feature in schema:
             problems.append(f"{where} has two inputs named {feature!r}")
-        schema[feature] = arrow_to_polars(source.schema.field(feature).type)
+        schema[feature] = arrow_to_polars(registered_type(source.definition, source.schema, feature))
         deps.append(source.fingerprint)
     for name, dtype in view.request.items():
         if name in schema:
@@ -210,6 +221,49 @@ def _describe_on_demand(view: OnDemandView, known: dict[str, NewVersion]) -> New
         source_schema=None,
         source_text=view_source(view),
         location=str(view.location),
+    )
+
+
+def _describe_feature_set(feature_set: FeatureSet, known: dict[str, NewVersion], registry: Registry) -> NewVersion:
+    """A feature set's version: its requests, each checked against the views being applied."""
+    by_lower = {n.lower(): v for n, v in known.items()}
+    where = f"{feature_set.location}: feature set {feature_set.name!r}"
+    problems = []
+    definition = feature_set_definition(feature_set)
+    for text in definition["requests"]:
+        ref = parse_ref(text)
+        view = by_lower.get(ref.view.lower())
+        if view is None:
+            problems.append(
+                f"{where} lists {text!r}, but the repo defines no view {ref.view!r}{did_you_mean(ref.view, known)}"
+            )
+            continue
+        if ref.version is not None:
+            try:
+                features = registry.version(view.view, ref.version).features
+            except FeaturekitError as exc:
+                problems.append(f"{where} lists {text!r}: {exc}")
+                continue
+        else:
+            features = view.definition["features"]
+        if ref.feature is not None and ref.feature not in features:
+            problems.append(
+                f"{where} lists {text!r}, but {view.view!r} has no feature {ref.feature!r}"
+                f"{did_you_mean(ref.feature, features)}"
+            )
+    if problems:
+        raise DefinitionError(problems)
+    code = fingerprint("feature_set", definition, [])
+    listed = ", ".join(repr(r) for r in definition["requests"])
+    return NewVersion(
+        view=feature_set.name,
+        fingerprint=fingerprint(code, definition, []),
+        code_hash=code,
+        definition=definition,
+        schema=pa.schema([]),
+        source_schema=None,
+        source_text=f"fk.FeatureSet({feature_set.name!r}, features=[{listed}])",
+        location=str(feature_set.location),
     )
 
 
@@ -241,14 +295,10 @@ class _Problems:
         raise DefinitionError(texts)
 
 
-def make_plan(
-    views: dict[str, FeatureView],
-    on_demand: dict[str, OnDemandView],
-    registry: Registry,
-    engine: OfflineEngine,
-    root: Path,
-) -> Plan:
-    """Compare the repo's views with the registry's head; collect every definition problem at once."""
+def make_plan(definitions: RepoDefinitions, registry: Registry, engine: OfflineEngine) -> Plan:
+    """Compare the repo's views and feature sets with the registry's head; collect every problem at once."""
+    views, on_demand, feature_sets = definitions.views, definitions.on_demand, definitions.feature_sets
+    root = definitions.root
     expected_apply = registry.head_apply()  # read first: an apply landing before `active` only causes a retry
     head: dict[str, ActiveView] = registry.active(expected_apply)
     described: dict[str, NewVersion] = {}
@@ -265,7 +315,13 @@ def make_plan(
         except FeaturekitError as exc:
             problems.add(exc, f"{on_demand[name].location}: on-demand view {name!r}")
     problems.raise_any()
-    every: dict[str, FeatureView | OnDemandView] = {**views, **on_demand}
+    for name, feature_set in sorted(feature_sets.items()):
+        try:
+            described[name] = _describe_feature_set(feature_set, described, registry)
+        except FeaturekitError as exc:
+            problems.add(exc, f"{feature_set.location}: feature set {name!r}")
+    problems.raise_any()
+    every: dict[str, FeatureView | OnDemandView | FeatureSet] = {**views, **on_demand, **feature_sets}
     changes: list[ViewChange] = []
     plan = Plan(changes=changes, expected_apply=expected_apply)
     head_by_lower = {n.lower(): a for n, a in head.items()}
@@ -280,7 +336,8 @@ def make_plan(
                 kind: ChangeKind = "reverted"
                 detail = f"back to registered v{known[new.fingerprint]}"
             else:
-                kind, detail = "new", "new view, features " + ", ".join(new.definition["features"])
+                what = "feature set" if new.definition["kind"] == "feature_set" else "view, features"
+                kind, detail = "new", f"new {what} " + ", ".join(new.definition["features"])
             changes.append(ViewChange(name, kind, None, known.get(new.fingerprint, next_version), detail))
             if new.fingerprint not in known:
                 plan.new_versions.append(new)
@@ -314,6 +371,6 @@ def _what_changed(old: dict[str, Any], new: NewVersion) -> str:
     for key in ("join_keys", "ttl_us", "source", "frame", "declared_schema"):
         if old.get(key) != new.definition.get(key):
             parts.append(f"{key} changed")
-    if old.get("schema") != new.definition["schema"] and not parts:
+    if old.get("schema") != new.definition.get("schema") and not parts:
         parts.append("output dtypes changed")
     return "new version: " + (", ".join(parts) if parts else "code changed")

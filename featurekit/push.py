@@ -22,6 +22,7 @@ from featurekit.manifest import table_digest
 from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, check_output
 from featurekit.online.loading import write_newest
+from featurekit.online.window_state import StateWrite, WindowStates
 from featurekit.registry import ViewVersion
 from featurekit.timestamps import normalize_timestamps
 from featurekit.transform import run_view
@@ -116,7 +117,13 @@ def _online(
     """Write the newest pushed row of each entity online (only if at least as new as the stored one).
 
     ``commit`` is the registry commit of the rows' offline copy: recorded as loaded once they are.
+    A window view's pushed events are merged into its entities' stored events instead.
     """
+    if version.is_window:
+        online_rows = _merge_windows(version, out, materializer)
+        if commit is not None:
+            materializer.registry.record_online_load([commit])
+        return PushResult(view.name, version.version, out.num_rows, online_rows, data_version)
     newest = materializer.engine.newest_rows(view_input(version, []), rows=out)
     online_rows = write_newest(
         materializer.online,
@@ -129,3 +136,13 @@ def _online(
     if commit is not None:
         materializer.registry.record_online_load([commit])
     return PushResult(view.name, version.version, out.num_rows, online_rows, data_version)
+
+
+def _merge_windows(version: ViewVersion, out: pa.Table, materializer: Materializer) -> int:
+    """Add pushed events to the online window states, under the view's lock (a read-merge-write)."""
+    if not out.num_rows:
+        return 0
+    states = WindowStates(version)
+    with materializer.tables.lock(version.view, wait_s=materializer.lock_wait_s):
+        write = StateWrite(trim_at=None, stamp=materializer.registry.head_commit())
+        return states.merge(materializer.online, states.events(out), write)

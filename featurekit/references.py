@@ -9,18 +9,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from featurekit.definitions import FeatureRef, FeatureView, OnDemandView
+from featurekit.definitions import FeatureRef, FeatureSet, FeatureView, OnDemandView
 from featurekit.errors import UnknownNameError, did_you_mean
 from featurekit.registry import ActiveView, Registry, ViewVersion
 
 _REF = re.compile(r"^(?P<view>[^:@]+)(?:@v(?P<version>\d+))?(?::(?P<feature>[^:]+))?$")
 
-FeatureRequest = str | FeatureRef | FeatureView | OnDemandView
+FeatureRequest = str | FeatureRef | FeatureView | OnDemandView | FeatureSet
 
 
 def canonical(requests: Sequence[FeatureRequest] | FeatureRequest) -> list[str]:
     """The requests as ``view[@vN][:feature]`` strings (how manifests record them)."""
-    if isinstance(requests, (str, FeatureRef, FeatureView, OnDemandView)):
+    if isinstance(requests, (str, FeatureRef, FeatureView, OnDemandView, FeatureSet)):
         requests = [requests]
     return [str(parse_ref(item)) for item in requests]
 
@@ -29,7 +29,7 @@ def parse_ref(item: FeatureRequest) -> FeatureRef:
     """Turn one feature request into a :class:`FeatureRef`."""
     if isinstance(item, FeatureRef):
         return item
-    if isinstance(item, (FeatureView, OnDemandView)):
+    if isinstance(item, (FeatureView, OnDemandView, FeatureSet)):
         return FeatureRef(item.name)
     if not isinstance(item, str):
         raise UnknownNameError(
@@ -70,6 +70,7 @@ class ResolvedFeatures:
     on_demand: list[ResolvedView]
     outputs: list[tuple[ViewVersion, str]]
     pinned: set[int] = field(default_factory=set)  # ids of versions requested as view@vN
+    sets: list[ViewVersion] = field(default_factory=list)  # the feature sets requested (expanded above)
 
     def output_names(self, full_names: bool) -> list[str]:
         """Feature column names: ``feature``, or with ``full_names`` ``view__feature`` (``view_v1__feature``
@@ -140,16 +141,29 @@ def resolve(
     ``active`` is the set of applied views at registry version ``as_of`` (default: now); pins of
     versions applied after ``as_of`` are refused.
     """
-    if isinstance(requests, (str, FeatureRef, FeatureView, OnDemandView)):
+    if isinstance(requests, (str, FeatureRef, FeatureView, OnDemandView, FeatureSet)):
         requests = [requests]
     if not requests:
         raise UnknownNameError("no features requested; pass features=['view:feature', ...]")
     resolver = _Resolver(active, registry, as_of)
     outputs: list[tuple[ViewVersion, str]] = []
     pinned_ids: set[int] = set()
-    for item in requests:
-        ref = parse_ref(item)
+    sets: list[ViewVersion] = []
+    pending = [parse_ref(item) for item in requests]
+    while pending:
+        ref = pending.pop(0)
         version, pinned = resolver.version_of(ref)
+        if is_feature_set(version):
+            if ref.feature is not None:
+                raise UnknownNameError(
+                    f"{ref.view!r} is a feature set, not a view: request it whole ('{ref.view}'), or ask for "
+                    f"the view its feature {ref.feature!r} comes from"
+                )
+            if version not in sets:
+                sets.append(version)
+                # Its requests take its place, in order; a set never holds another (checked at apply).
+                pending[0:0] = [parse_ref(r) for r in version.definition["requests"]]
+            continue
         if pinned:
             pinned_ids.add(version.id)
         wanted = version.features if ref.feature is None else [ref.feature]
@@ -159,4 +173,8 @@ def resolve(
                 outputs.append((version, feature))
     batch = [r for r in resolver.views.values() if not r.on_demand]
     on_demand = [resolver.views[i] for i in resolver.on_demand_order]
-    return ResolvedFeatures(batch, on_demand, outputs, pinned_ids)
+    return ResolvedFeatures(batch, on_demand, outputs, pinned_ids, sets)
+
+
+def is_feature_set(version: ViewVersion) -> bool:
+    return bool(version.definition.get("kind") == "feature_set")

@@ -28,7 +28,16 @@ from datetime import timedelta
 from pathlib import Path
 from types import CodeType, ModuleType
 
-from featurekit.definitions import Entity, FeatureRef, FeatureView, FileSource, OnDemandView, SqlSource
+from featurekit.definitions import (
+    Entity,
+    FeatureRef,
+    FeatureSet,
+    FeatureView,
+    FileSource,
+    OnDemandView,
+    SqlSource,
+    WindowView,
+)
 from featurekit.errors import DefinitionError, InvalidNameError, SchemaError
 from featurekit.names import case_clashes, name_problem, view_name_problem
 from featurekit.versioning import in_repo, is_installed, snapshot
@@ -42,6 +51,7 @@ class RepoDefinitions:
     views: dict[str, FeatureView] = field(default_factory=dict)
     on_demand: dict[str, OnDemandView] = field(default_factory=dict)
     entities: dict[str, Entity] = field(default_factory=dict)
+    feature_sets: dict[str, FeatureSet] = field(default_factory=dict)
 
     def any_view(self, name: str) -> FeatureView | OnDemandView | None:
         """The batch or on-demand view of that name (case-insensitive), if the repo defines it."""
@@ -142,6 +152,7 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
     views: list[FeatureView] = []
     on_demand: list[OnDemandView] = []
     entities: list[Entity] = []
+    sets: list[FeatureSet] = []
     with _importable(root):
         for path in files:
             try:
@@ -159,6 +170,8 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
                     on_demand.append(value)
                 elif isinstance(value, Entity) and not any(value is e for e in entities):
                     entities.append(value)
+                elif isinstance(value, FeatureSet) and not any(value is f for f in sets):
+                    sets.append(value)
         for defined in [*views, *on_demand]:
             try:  # while the root is importable: a function may import a helper module in its body
                 snapshot(defined, root)
@@ -171,6 +184,7 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
     problems += _entity_problems(entities)
     problems += _view_problems(views)
     problems += _on_demand_problems(on_demand, views)
+    problems += _feature_set_problems(sets, [*views, *on_demand])
     if problems:
         only_names = all(isinstance(p, NameProblem) for p in problems)
         raise (InvalidNameError if only_names else DefinitionError)(problems)
@@ -179,6 +193,7 @@ def load_repo(root: Path, include: list[str]) -> RepoDefinitions:
         views={v.name: v for v in views},
         on_demand={v.name: v for v in on_demand},
         entities={e.name: e for e in entities},
+        feature_sets={f.name: f for f in sets},
     )
 
 
@@ -213,7 +228,7 @@ def load_archive(root: Path, patterns: list[str]) -> list[FeatureView | OnDemand
     return found
 
 
-_DECORATORS = {"feature_view", "on_demand"}
+_DECORATORS = {"feature_view", "on_demand", "window_view"}
 
 
 def _is_view_definition(node: ast.stmt) -> bool:
@@ -302,6 +317,10 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
         if view.ttl is not None and (not isinstance(view.ttl, timedelta) or view.ttl <= timedelta(0)):
             problems.append(f"{where}: ttl must be a positive timedelta or None, got {view.ttl!r}")
         problems += _schema_problems(view, where)
+        if isinstance(view, WindowView):
+            from featurekit.windows import static_problems
+
+            problems += static_problems(view)
         if isinstance(source, FileSource) and not source.path:
             problems.append(f"{where}: FileSource needs a path")
         if isinstance(source, SqlSource) and not source.query.strip():
@@ -356,9 +375,42 @@ def _on_demand_problems(on_demand: list[OnDemandView], views: list[FeatureView])
     return problems + _shared_names([*views, *on_demand], "views")
 
 
-def _shared_names(items: Sequence[Entity | FeatureView | OnDemandView], what: str) -> list[str]:
+def _feature_set_problems(sets: list[FeatureSet], views: list[FeatureView | OnDemandView]) -> list[str]:
+    """Feature sets: safe names, a non-empty list of feature requests, one namespace with the views."""
+    from featurekit.references import parse_ref
+
+    problems: list[str] = []
+    set_names = {f.name.lower() for f in sets if isinstance(f.name, str)}
+    view_names = {v.name.lower(): v for v in views}
+    for feature_set in sets:
+        where = f"{feature_set.location}: feature set {feature_set.name!r}"
+        if not isinstance(feature_set.name, str):
+            problems.append(f"{feature_set.location}: a feature set needs a string name, got {feature_set.name!r}")
+            continue
+        if (p := view_name_problem(feature_set.name, "feature set")) is not None:
+            problems.append(NameProblem(f"{feature_set.location}: {p}"))
+            continue
+        clash = view_names.get(feature_set.name.lower())
+        if clash is not None:
+            problems.append(
+                NameProblem(f"{where} has the name of the view defined at {clash.location}; rename one of them")
+            )
+        if not feature_set.features:
+            problems.append(f"{where} lists no features; pass features=['view:feature', ...]")
+        for item in feature_set.features:
+            try:
+                ref = parse_ref(item)
+            except Exception as exc:  # noqa: BLE001 -- reported with the definition's location
+                problems.append(f"{where}: feature {item!r}: {exc}")
+                continue
+            if ref.view.lower() in set_names:
+                problems.append(f"{where} lists the feature set {ref.view!r}; list its features instead")
+    return problems + _shared_names(sets, "feature sets")
+
+
+def _shared_names(items: Sequence[Entity | FeatureView | OnDemandView | FeatureSet], what: str) -> list[str]:
     """One problem per group of definitions whose names are equal ignoring case."""
-    by_name: dict[str, list[Entity | FeatureView | OnDemandView]] = {}
+    by_name: dict[str, list[Entity | FeatureView | OnDemandView | FeatureSet]] = {}
     for item in items:
         by_name.setdefault(str(item.name).lower(), []).append(item)
     return [

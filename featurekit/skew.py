@@ -22,7 +22,8 @@ from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.inputs import view_input
 from featurekit.offline.tables import OfflineTables
 from featurekit.references import ResolvedFeatures
-from featurekit.registry import Registry
+from featurekit.registry import Registry, ViewVersion
+from featurekit.windows import FLOAT_TOLERANCE, WindowSpec, tolerant
 
 
 class NothingComparedWarning(UserWarning):
@@ -93,15 +94,19 @@ def compare(
     training: dict[str, list[Any]],
     serving: dict[str, list[Any]],
     owners: dict[str, tuple[str, int]],
-    tolerance: float,
+    tolerance: float | dict[str, float],
 ) -> list[Mismatch]:
-    """Every differing cell of the feature columns named in ``owners`` (feature -> view, version)."""
+    """Every differing cell of the feature columns named in ``owners`` (feature -> view, version).
+
+    ``tolerance``: one for every feature, or per feature name.
+    """
     found = []
     count = len(next(iter(keys.values()), []))
     for feature, (view, version) in owners.items():
+        allowed = tolerance.get(feature, 0.0) if isinstance(tolerance, dict) else tolerance
         for row in range(count):
             a, b = training[feature][row], serving[feature][row]
-            if not same(a, b, tolerance):
+            if not same(a, b, allowed):
                 entity = {k: v[row] for k, v in keys.items()}
                 found.append(Mismatch(entity, feature, view, version, a, b))
     return found
@@ -128,7 +133,8 @@ def check_skew(
     names = plan.output_names(False)
     owners = {n: (v.view, v.version) for (v, _), n in zip(plan.outputs, names, strict=True)}
     columns = {n: trained.column(n).to_pylist() for n in names}
-    mismatches = compare(keys, columns, served, owners, tolerance)
+    allowed = {n: _allowed(v, f, tolerance) for (v, f), n in zip(plan.outputs, names, strict=True)}
+    mismatches = compare(keys, columns, served, owners, allowed)
     compared = sum(
         1 for n in names for a, b in zip(columns[n], served[n], strict=True) if a is not None or b is not None
     )
@@ -140,6 +146,15 @@ def check_skew(
             stacklevel=3,
         )
     return SkewReport(entities=count, features=names, at=at, mismatches=mismatches, compared=compared)
+
+
+def _allowed(version: ViewVersion, feature: str, tolerance: float) -> float:
+    """The tolerance of one feature: window sums of floats (and means, std, var) may differ in the last bits."""
+    if not version.is_window:
+        return tolerance
+    spec = WindowSpec.of(version.definition)
+    chosen = next(f for f in spec.features if f.name == feature)
+    return max(tolerance, FLOAT_TOLERANCE) if tolerant(chosen, version.schema) else tolerance
 
 
 def sample_entities(

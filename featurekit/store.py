@@ -132,7 +132,7 @@ class FeatureStore:
 
     def plan(self) -> Plan:
         """What :meth:`apply` would change, without changing anything."""
-        return make_plan(self.definitions.views, self.definitions.on_demand, self.registry, self.engine, self.root)
+        return make_plan(self.definitions, self.registry, self.engine)
 
     def apply(self) -> Plan:
         """Register new versions of changed views in one registry transaction; returns the plan."""

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from featurekit.errors import SourceError, StorageError
 from featurekit.offline.engine import OfflineEngine, SourceScan, Spine, ViewInput, as_uri
 from featurekit.offline.training import TrainingSet
+from featurekit.windows import WindowFeature, WindowSpec
 from tests.engines import ENGINES, make_engine
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -221,3 +223,63 @@ def test_one_engine_serves_many_threads_at_once(engine: OfflineEngine, tmp_path:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(work, range(64)))
+
+
+# -- window views ---------------------------------------------------------------------------------
+
+MINUTE = 60_000_000
+
+
+def window_view(files: list[str]) -> ViewInput:
+    spec = WindowSpec(
+        delay_us=MINUTE,
+        features=(
+            WindowFeature("count_10m", "count", None, 10 * MINUTE),
+            WindowFeature("km_sum_10m", "sum", "km", 10 * MINUTE),
+            WindowFeature("km_max_1h", "max", "km", 60 * MINUTE),
+            WindowFeature("km_last_n_1h", "last_n", "km", 60 * MINUTE, 2),
+        ),
+    )
+    return ViewInput(**{**view(files).__dict__, "ttl": None, "window": spec, "features": [
+        (f.name, f.name) for f in spec.features
+    ]})  # fmt: skip
+
+
+def test_window_features_follow_the_window_rule(engine: OfflineEngine, tmp_path: Path):
+    pq.write_table(rows(100), tmp_path / "a.parquet")  # driver i % 7 at minute i, km = i
+    at = [T0 + timedelta(minutes=m) for m in (0, 8, 15, 30, 200)]
+    table = pa.table(
+        {"driver_id": [1] * 5, "event_timestamp": pa.array(at, SCHEMA.field(1).type)},
+    )
+    spine_ = Spine(schema=table.schema, timestamp_field="event_timestamp", rows=5, table=table)
+    join = engine.point_in_time(spine_, [window_view([as_uri(tmp_path / "a.parquet")])])
+    try:
+        got = join.to_arrow().to_pydict()
+    finally:
+        join.close()
+    # Driver 1's events are at minutes 1, 8, 15, 22, ...; a spine row at t sees [t - 11m, t - 1m).
+    assert got["count_10m"] == [0, 1, 1, 1, 0]  # t=8: {1}; t=15: {8}; t=30: {22}
+    assert got["km_sum_10m"] == [0.0, 1.0, 8.0, 22.0, 0.0]
+    assert got["km_max_1h"] == [None, 1.0, 8.0, 22.0, None]  # t=200: nothing in [139m, 199m)
+    assert got["km_last_n_1h"] == [None, [1.0], [8.0, 1.0], [22.0, 15.0], None]
+
+
+def test_window_events_give_touched_entities_their_recent_rows(engine: OfflineEngine, tmp_path: Path):
+    pq.write_table(rows(100), tmp_path / "a.parquet")
+    pq.write_table(rows(100).filter(pc.not_equal(rows(100).column("driver_id"), 3)), tmp_path / "b.parquet")
+    window = (T0 + timedelta(minutes=90), T0 + timedelta(minutes=100))  # drivers 90..99 % 7: all but none
+    since = T0 + timedelta(minutes=80)
+    events = engine.window_events(
+        window_view([as_uri(tmp_path / "b.parquet")]), window, since, [as_uri(tmp_path / "a.parquet")]
+    )
+    by_driver: dict[int, list[int | None]] = {}
+    before: dict[int, int | None] = {}
+    for row in events.to_pylist():
+        by_driver.setdefault(row["driver_id"], []).append(row["__fk_o"])
+        before[row["driver_id"]] = row["__fk_before"]
+    assert sorted(by_driver) == list(range(7))  # driver 3 was touched in the replaced version
+    assert by_driver[3] == [None]  # and has no event left: one row with null times
+    start = int(T0.timestamp() * 1_000_000)
+    assert sorted(by_driver[0]) == [start + m * MINUTE for m in (84, 91, 98)]
+    assert before[0] == start + 77 * MINUTE
+    assert set(events.column_names) >= {"__fk_o", "__fk_c", "km", "__fk_before"}

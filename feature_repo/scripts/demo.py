@@ -1,8 +1,8 @@
 """End-to-end demo on the example repo with the embedded defaults (no services).
 
 generate data -> apply -> materialize (a window, then incrementally) -> training set -> Parquet
--> online lookups (with an on-demand feature) -> push -> skew check -> time travel (as_of, manifest,
-history).
+-> online lookups (with an on-demand feature and sliding-window aggregates that decay with time)
+-> push -> skew check -> time travel (as_of, manifest, history).
 Run from the project root: ``python feature_repo/scripts/demo.py``.
 
 The demo drives the Python API; the ``>>>`` headers show the call made, and the equivalent
@@ -57,7 +57,14 @@ def main() -> None:
     labels = spine()
     training = store.training_set(
         labels,
-        features=["driver_stats:conv_rate", "driver_stats:avg_trip_km", "driver_daily", "trip_risk"],
+        features=[
+            "driver_stats:conv_rate",
+            "driver_stats:avg_trip_km",
+            "driver_daily",
+            "driver_activity:count_1d",
+            "driver_activity:km_7d",
+            "trip_risk",
+        ],
     )
     frame = training.to_polars()
     print(f"\ntraining set: {frame.height} rows (spine {labels.height}), columns {frame.columns}")
@@ -78,6 +85,14 @@ def main() -> None:
     print(row.to_dict(), "(9999 is not a known driver: nulls)")
     print("\nskew check (training path vs serving path, same moment):")
     print(store.verify(features, request={"trip_km": 3.2}, sample=200, at=at))
+    # The online store keeps the events lookups from the end of the last materialization on need.
+    windowed = ["driver_activity:count_1d", "driver_activity:km_7d", "driver_activity:conv_rate_mean_7d"]
+    print("\nwindow features decay with time, with no new materialization (start inclusive, end exclusive):")
+    materialized_end = datetime(2026, 3, 3, tzinfo=UTC)
+    for moment in (materialized_end, materialized_end + timedelta(days=3), materialized_end + timedelta(days=8)):
+        values = store.online_features([{"driver_id": 1007}], windowed, at=moment).to_dict()
+        print(f"  at {moment.isoformat()}: { ({k: v[0] for k, v in values.items() if k != 'driver_id'}) }")
+    print(store.verify(windowed, sample=200, at=materialized_end + timedelta(days=3)))
     fresh = {
         "driver_id": 1007,
         "event_timestamp": datetime(2026, 3, 2, 11, tzinfo=UTC),

@@ -42,7 +42,9 @@ import pyarrow as pa
 
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
+from featurekit.offline import window_blocks
 from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
+from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec, tolerant
 
 ROW = "__fk_row"
 TS = "__fk_ts"
@@ -257,6 +259,49 @@ class DuckDBEngine:
                 table: pa.Table = con.sql(sql, params=params).to_arrow_table()
         return table
 
+    def window_events(
+        self,
+        view: ViewInput,
+        window: tuple[datetime, datetime],
+        since: datetime,
+        touched_files: list[str] | None = None,
+    ) -> pa.Table:
+        assert view.window is not None
+        if not view.files:
+            return pa.table({})
+        ts = quote(view.timestamp_field)
+        keys = [quote(k) for k in view.join_keys]
+        key_list = ", ".join(keys)
+        touched = f"SELECT DISTINCT {key_list} FROM read_parquet(?) WHERE {ts} >= ? AND {ts} < ?"
+        params: list[Any] = [[local_path(f) for f in view.files], *window]
+        if touched_files:
+            touched += f" UNION SELECT DISTINCT {key_list} FROM read_parquet(?) WHERE {ts} >= ? AND {ts} < ?"
+            params += [[local_path(f) for f in touched_files], *window]
+        created = "0"
+        if view.created_field:
+            created = f"coalesce(epoch_us({quote(view.created_field)}), {int(NULL_CREATED_US)})"
+        columns = "".join(f", {quote(c)}" for c in view.window.columns)
+        on = " AND ".join(f"t.{k} = f.{k}" for k in keys)
+        # A touched entity with no event left still gets a row (null times): its state is emptied.
+        recent = (
+            f"SELECT {key_list}, epoch_us({ts}) AS __fk_o, {created} AS __fk_c{columns} "
+            f"FROM read_parquet(?) WHERE {ts} >= ?"
+        )
+        picked = ", ".join(f"t.{k}" for k in keys)
+        # Each touched entity's newest event before ``since``: what its state leaves out.
+        older = (
+            f"SELECT {key_list}, max(epoch_us({ts})) AS __fk_before FROM read_parquet(?) f WHERE {ts} < ? GROUP BY ALL"
+        )
+        before_on = " AND ".join(f"t.{k} = b.{k}" for k in keys)
+        sql = (
+            f"WITH t AS ({touched}) SELECT {picked}, f.* EXCLUDE ({key_list}), b.__fk_before FROM t "
+            f"LEFT JOIN ({recent}) f ON {on} LEFT JOIN ({older}) b ON {before_on}"
+        )
+        params += [[local_path(f) for f in view.files], since, [local_path(f) for f in view.files], since]
+        with self._cursor() as con, reading_offline():
+            table: pa.Table = con.sql(sql, params=params).to_arrow_table()
+        return table
+
     def summarize(self, files: list[str], columns: list[str]) -> pa.Table:
         if not files:
             return _summary([(c, 0, 0, 0, None, None, None, None) for c in columns])
@@ -367,6 +412,9 @@ class DuckDBJoin:
         self.params: list[Any] = []
         self.plans: list[str] = []
         self._empty = itertools.count()
+        self._spine_registered = False
+        self._blocks: list[tuple[str, ViewInput, list[WindowFeature]]] = []  # computed before the query
+        self._blocks_ready = False
         self.sql = self._build()
 
     @property
@@ -374,28 +422,32 @@ class DuckDBJoin:
         plans = ", ".join(f"{v.name}: {p}" for v, p in zip(self.views, self.plans, strict=True))
         return f"-- plans: {plans}\n{self.sql}"
 
-    def _spine_relation(self) -> str:
+    def _spine_relation(self, params: list[Any] | None = None) -> str:
         spine = self.spine
         ts = instant(quote(spine.timestamp_field), spine.schema.field(spine.timestamp_field).type)
         if spine.file is not None:
-            self.params.append(str(spine.file))
+            (self.params if params is None else params).append(str(spine.file))
             scan = f"read_parquet(?, {_FILE_ROW} = true)"
             return f"SELECT * EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW}, {ts} AS {TS} FROM {scan}"
         assert spine.table is not None
-        numbered = spine.table.append_column(ROW, pa.array(np.arange(spine.rows, dtype=np.int64)))
-        self._con.register("__fk_spine", numbered)
+        if not self._spine_registered:
+            numbered = spine.table.append_column(ROW, pa.array(np.arange(spine.rows, dtype=np.int64)))
+            self._con.register("__fk_spine", numbered)
+            self._spine_registered = True
         return f"SELECT *, {ts} AS {TS} FROM __fk_spine"
 
-    def _source(self, view: ViewInput) -> str:
+    def _source(self, view: ViewInput, params: list[Any] | None = None) -> str:
+        """SQL reading the view's rows; its parameters go to ``params`` (default: the join's)."""
+        params = self.params if params is None else params
         if not view.files:
             name = f"__fk_empty_{next(self._empty)}"
             self._con.register(name, view.schema.empty_table())
             return name
-        self.params.append([local_path(f) for f in view.files])
+        params.append([local_path(f) for f in view.files])
         if view.known_at is None:
             return "read_parquet(?)"
         assert view.created_field is not None  # checked when the training set was planned
-        self.params.append(view.known_at)
+        params.append(view.known_at)
         # A row whose write time is unknown (null created) cannot be shown to predate known_at.
         return f"(SELECT * FROM read_parquet(?) WHERE {quote(view.created_field)} <= ?)"
 
@@ -405,6 +457,8 @@ class DuckDBJoin:
         return "asof_rows" if view.unique_times else "asof"
 
     def _join_view(self, view: ViewInput) -> str:
+        if view.window is not None:
+            return self._window_join(view, view.window)
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         ttl = view.ttl_us
@@ -451,6 +505,164 @@ class DuckDBJoin:
             f"ON {on} AND f.{ts} = m.__fk_e GROUP BY m.{ROW}"
         )
 
+    def _window_join(self, view: ViewInput, spec: WindowSpec) -> str:
+        """A window view's features: numeric ones in blocks (numpy), the others over RANGE frames."""
+        by_name = {f.name: f for f in spec.features}
+        wanted = [by_name[name] for name, _ in view.features]
+        blocks = [f for f in wanted if window_blocks.computes(f, view.schema)]
+        framed = [(i, f) for i, f in enumerate(wanted) if not window_blocks.computes(f, view.schema)]
+        self.plans.append("window(" + "+".join(p for p, some in (("blocks", blocks), ("frames", framed)) if some) + ")")
+        if not blocks:
+            return self._window_view(view, spec)
+        table = f"__fk_blocks{len(self._blocks)}"
+        self._blocks.append((table, view, blocks))
+        position = {f.name: i for i, f in enumerate(blocks)}
+        fields = [
+            f"{quote('v' + str(i))} := fr.__fk_v.{quote('v' + str(k))}"
+            if not window_blocks.computes(f, view.schema)
+            else f"{quote('v' + str(i))} := b.{quote('b' + str(position[f.name]))}"
+            for i, f in enumerate(wanted)
+            for k in [next((k for k, (j, _) in enumerate(framed) if j == i), 0)]
+        ]
+        joined = ""
+        if framed:
+            only = ViewInput(**{**view.__dict__, "features": [view.features[i] for i, _ in framed]})
+            joined = f" LEFT JOIN ({self._window_view(only, spec)}) fr ON fr.{ROW} = b.{ROW}"
+        return f"SELECT b.{ROW}, struct_pack({', '.join(fields)}) AS __fk_v FROM {table} b{joined}"
+
+    def _compute_blocks(self) -> None:
+        """Compute the block features of every window view and register them on this join's cursor."""
+        if self._blocks_ready:
+            return
+        for index, (table, view, features) in enumerate(self._blocks):
+            assert view.window is not None
+            self._con.register(table, self._block_table(index, view, view.window, features))
+        self._blocks_ready = True
+
+    def _block_table(self, index: int, view: ViewInput, spec: WindowSpec, features: list[WindowFeature]) -> pa.Table:
+        """The block features of one window view for every spine row: ``__fk_row``, ``b0``, ``b1``, ..."""
+        keys = [quote(k) for k in view.join_keys]
+        key_list = ", ".join(keys)
+        columns = list(dict.fromkeys(f.column for f in features if f.column is not None))
+        ts = quote(view.timestamp_field)
+        one_integer = len(keys) == 1 and pa.types.is_integer(view.schema.field(view.join_keys[0]).type)
+        con = self._con
+        params: list[Any] = []
+        source = self._source(view, params)
+        if one_integer:  # the key is its own code (made dense below, from the sorted rows)
+            code, codes_join = quote(view.join_keys[0]), ""
+        else:
+            codes = f"__fk_codes{int(index)}"
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {codes} AS SELECT {key_list}, "
+                f"(row_number() OVER (ORDER BY {key_list})) - 1 AS __fk_code FROM (SELECT DISTINCT {key_list} "
+                f"FROM {source})",
+                params,
+            )
+            params = []
+            source = self._source(view, params)
+            on = " AND ".join(f"e.{k} = c.{k}" for k in keys)
+            code, codes_join = "c.__fk_code", f" JOIN {codes} c ON {on}"
+        # Ordered by code, time and every value: rows that tie are interchangeable, so the blocks
+        # (and every float sum) are the same on each run.
+        values = "".join(f", e.{quote(c)}" for c in columns)
+        order = ", ".join(["__fk_code", "__fk_o", *(f"e.{quote(c)}" for c in columns)])
+        events = con.sql(
+            f"SELECT {'e.' if one_integer else ''}{code} AS __fk_code, epoch_us(e.{ts}) AS __fk_o{values} "
+            f"FROM {source} e{codes_join} ORDER BY {order}",
+            params=params,
+        ).to_arrow_table()
+        params = []
+        spine = self._spine_relation(params)
+        if one_integer:
+            spine_code, spine_join = f"s.{quote(view.join_keys[0])}", ""
+        else:
+            spine_on = " AND ".join(f"s.{k} = c.{k}" for k in keys)
+            spine_code, spine_join = "coalesce(c.__fk_code, -1)", f" LEFT JOIN {codes} c ON {spine_on}"
+        # Sorted like the rows, so that the binary searches walk the rows in order (1M searches in
+        # 10M rows: 0.2 s instead of 3.5 s in random order).
+        points = con.sql(
+            f"SELECT s.{ROW}, {spine_code} AS __fk_code, epoch_us(s.{TS}) AS __fk_t FROM ({spine}) s{spine_join} "
+            "ORDER BY __fk_code, __fk_t",
+            params=params,
+        ).to_arrow_table()
+        event_codes = events.column("__fk_code").to_numpy()
+        spine_codes = points.column("__fk_code")
+        if one_integer:
+            event_codes, query_codes = window_blocks.dense_codes(event_codes, spine_codes)
+        else:
+            query_codes = spine_codes.to_numpy()
+        prepared = window_blocks.Events(
+            codes=event_codes,
+            order=events.column("__fk_o").to_numpy(),
+            columns={c: events.column(c).combine_chunks() for c in columns},
+        )
+        ends = points.column("__fk_t").to_numpy() - spec.delay_us
+        found = window_blocks.compute(prepared, features, query_codes, ends)
+        result = {ROW: points.column(ROW)}
+        result.update({f"b{i}": found[f.name] for i, f in enumerate(features)})
+        return pa.table(result)
+
+    def _window_view(self, view: ViewInput, spec: WindowSpec) -> str:
+        """Window features: the spine's instants merged into the rows, aggregated over RANGE frames.
+
+        Each spine row enters its key's partition at ``t - delay - 1`` microsecond, so a frame of
+        ``w - 1`` preceding microseconds up to its peers holds exactly ``t - delay - w <= e <
+        t - delay``. Its own columns are null and it carries no event flag, so it counts for
+        nothing. DuckDB evaluates the frames with segment trees: exact, never by differences of
+        running sums.
+
+        Float sums depend on the order in which a frame's values are added, and DuckDB orders rows
+        with equal keys differently from run to run. So when a feature sums floats, the frames are
+        ordered by a HUGEINT that is unique per distinct row: the time times 2^64 plus a 63-bit
+        hash of the row's values, spine rows last in their microsecond. Every rebuild then adds in
+        the same order, bit for bit (measured: +20-40% on a log where every time repeats).
+        """
+        keys = [quote(k) for k in view.join_keys]
+        ts = quote(view.timestamp_field)
+        columns = spec.columns
+        created = "0"
+        if view.created_field:
+            created = f"coalesce(epoch_us({quote(view.created_field)}), {int(NULL_CREATED_US)})"
+        total = any(tolerant(f, view.schema) for f in spec.features)  # floats summed: fix the order
+        scale = "(1::HUGEINT << 64)"
+        hashed = ", ".join([created, *(quote(c) for c in columns)])
+        event_key = (
+            f"epoch_us({ts})::HUGEINT * {scale} + (hash({hashed}) & 9223372036854775807)::HUGEINT"
+            if total
+            else f"epoch_us({ts})"
+        )
+        point = f"epoch_us({TS}) - {int(spec.delay_us) + 1}"
+        point_key = f"({point})::HUGEINT * {scale} + ({scale} - 1)" if total else point
+        source = self._source(view)
+        events = (
+            f"SELECT {', '.join(keys)}, epoch_us({ts}) AS __fk_o, {event_key} AS __fk_k, {created} AS __fk_c, "
+            f"NULL::BIGINT AS {ROW}, 1 AS __fk_ev{''.join(f', {quote(c)}' for c in columns)} FROM {source}"
+        )
+        points = (
+            f"SELECT {', '.join(keys)}, {point} AS __fk_o, {point_key} AS __fk_k, 0 AS __fk_c, "
+            f"{ROW}, NULL::INTEGER AS __fk_ev FROM spine"
+        )
+        windows = sorted({f.window_us for f in spec.features})
+        named = {w: f"__fk_w{i}" for i, w in enumerate(windows)}
+        by_name = {f.name: f for f in spec.features}
+        values = []
+        for i, (feature, _) in enumerate(view.features):
+            aggregate = _window_aggregate(by_name[feature], named, view.schema)
+            values.append(f"{quote('v' + str(i))} := {aggregate}")
+        frames = []
+        for w in windows:
+            reach = f"({int(w)}::HUGEINT * {scale} - 1)" if total else str(int(w) - 1)
+            frames.append(
+                f"{named[w]} AS (PARTITION BY {', '.join(keys)} ORDER BY __fk_k "
+                f"RANGE BETWEEN {reach} PRECEDING AND CURRENT ROW)"
+            )
+        return (
+            f"SELECT {ROW}, struct_pack({', '.join(values) or '__none := NULL'}) AS __fk_v "
+            f"FROM ({events} UNION ALL BY NAME {points}) "
+            f"WINDOW {', '.join(frames)} QUALIFY {ROW} IS NOT NULL"
+        )
+
     def _build(self) -> str:
         ctes = [f"spine AS ({self._spine_relation()})"]
         selects = [", ".join(f"s.{quote(c)}" for c in self.spine.columns)]
@@ -473,12 +685,14 @@ class DuckDBJoin:
 
     def to_arrow(self) -> pa.Table:
         with self._lock, reading_offline(self.spine.file):
+            self._compute_blocks()
             table: pa.Table = self._con.sql(self.sql, params=self.params).to_arrow_table()
         return table
 
     def to_batches(self, rows: int) -> Iterator[pa.RecordBatch]:
         with self._lock:
             with reading_offline(self.spine.file):
+                self._compute_blocks()
                 reader = self._con.sql(self.sql, params=self.params).to_arrow_reader(rows)
             while True:
                 with reading_offline(self.spine.file):
@@ -492,6 +706,7 @@ class DuckDBJoin:
         pairs = ", ".join(f"{quote(key)}: ?" for key in metadata)
         options = f", KV_METADATA {{{pairs}}}" if metadata else ""
         with self._lock, reading_offline(self.spine.file):
+            self._compute_blocks()
             self._con.execute(
                 f"COPY ({self.sql}) TO ? (FORMAT parquet{options})", [*self.params, str(path), *metadata.values()]
             )
@@ -504,6 +719,32 @@ class DuckDBJoin:
                     self._con.close()
                 except duckdb.Error:  # the engine closed its database first: nothing left to release
                     return
+
+
+def _window_aggregate(feature: WindowFeature, windows: dict[int, str], schema: pa.Schema) -> str:
+    """SQL of one window feature over its named frame (rule in :mod:`featurekit.offline.engine`)."""
+    over = f"OVER {windows[feature.window_us]}"
+    column = None if feature.column is None else quote(feature.column)
+    fn = feature.fn
+    if fn == "count":
+        return f"count({column or '__fk_ev'}) {over}"
+    assert column is not None
+    if fn == "sum":  # (DuckDB sums integers into a HUGEINT; the feature is an int64)
+        integer = pa.types.is_integer(schema.field(feature.column).type)
+        return f"coalesce(sum({column}) {over}, 0){'::BIGINT' if integer else '::DOUBLE'}"
+    simple = {"mean": "avg", "min": "min", "max": "max", "std": "stddev_samp", "var": "var_samp"}
+    if fn in simple:
+        return f"{simple[fn]}({column}) {over}"
+    if fn == "count_distinct":
+        return f"count(DISTINCT {column}) {over}"
+    ordered = f"CASE WHEN {column} IS NOT NULL THEN struct_pack(o := __fk_o, c := __fk_c, v := {column}) END"
+    if fn == "first":
+        return f"(min({ordered}) {over}).v"
+    if fn == "last":
+        return f"(max({ordered}) {over}).v"
+    assert fn == "last_n"
+    assert feature.n is not None
+    return f"list_transform(max({ordered}, {int(feature.n)}) {over}, lambda __fk_x: __fk_x.v)"
 
 
 def _cut_at_buckets(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:

@@ -17,6 +17,12 @@ The rules an engine must implement, exactly:
   bit the same. No such row: nulls. Keys compare column by column; a key with a null part matches
   nothing. The spine comes back whole, in order, with its own columns first.
 * **Newest.** Each entity's newest row is chosen by the very same order (what the online store holds).
+* **Windows.** For a view with a :class:`~featurekit.windows.WindowSpec`, each feature (an
+  aggregation ``fn`` of ``column`` over a window w) of a spine row (keys k, time t) aggregates the
+  rows of keys k with ``t - delay - w <= e < t - delay`` (every row counts, nulls of the column are
+  ignored; ``featurekit.agg`` states each aggregation's empty value). ``first``/``last``/``last_n``
+  order rows by (event time, created time with null first, value). ``features`` pairs each
+  feature name with its output column.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import pyarrow as pa
+
+from featurekit.windows import WindowSpec
 
 # A TTL this long reaches past every representable timestamp: it means "no lower bound".
 UNBOUNDED_TTL_US = 10_000 * 366 * 86_400 * 1_000_000
@@ -95,6 +103,7 @@ class ViewInput:
     known_at: datetime | None = None  # bitemporal read: only rows created at or before it
     entities: int | None = None  # distinct keys of the data (a statistic the engine may plan with)
     unique_times: bool = False  # no two rows share keys and event time (recorded at materialize)
+    window: WindowSpec | None = None  # a window view: features aggregate the rows (see below)
 
     @property
     def ttl_us(self) -> int | None:
@@ -190,6 +199,22 @@ class OfflineEngine(Protocol):
 
         With ``window``, only entities with rows in it; with ``rows``, those rows instead of the
         view's files. Rows with a null key part are left out.
+        """
+        ...
+
+    def window_events(
+        self,
+        view: ViewInput,
+        window: tuple[datetime, datetime],
+        since: datetime,
+        touched_files: list[str] | None = None,
+    ) -> pa.Table:
+        """The events a window view's online state needs: every row at or after ``since`` of each
+        entity with rows in ``window`` (in the view's files, or in ``touched_files``: the data
+        version they replace). Columns: keys, ``__fk_o`` and ``__fk_c`` (event and created time in
+        microseconds, a null created as the smallest int64 + 1), the window spec's columns, and
+        ``__fk_before``: the entity's newest event time before ``since`` (null: none). A touched
+        entity with no row since ``since`` comes back as one row with null times.
         """
         ...
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from featurekit.definitions import FileSource, Source, SqlSource
 from featurekit.offline.engine import SourceScan, ViewInput
 from featurekit.registry import ViewVersion
+from featurekit.windows import WindowSpec
 
 
 def source_scan(source: Source, root: Path) -> SourceScan:
@@ -64,4 +65,5 @@ def view_input(
         known_at=known_at,
         entities=entities,
         unique_times=unique_times,
+        window=WindowSpec.of(definition) if version.is_window else None,
     )

@@ -34,7 +34,9 @@ from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables, WriteScope
 from featurekit.online.base import OnlineStore
 from featurekit.online.loading import write_newest
+from featurekit.online.window_state import StateWrite, WindowStates
 from featurekit.registry import Registry, ViewVersion
+from featurekit.timestamps import from_micros, to_micros
 from featurekit.transform import run_view
 
 if TYPE_CHECKING:
@@ -216,6 +218,8 @@ class Materializer:
         written = 0
         failure: list[BaseException] = []
         newest: NewestRows | None = None  # the online rows, from the output (see featurekit.offline.newest)
+        fresh: list[pa.Table] | None = None  # a window view's new events, when its online state is merged
+        states = WindowStates(applied) if applied.is_window else None
         stats = DataStats(list(view.join_keys), applied.schema)  # for the join planner
 
         cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
@@ -232,6 +236,8 @@ class Materializer:
                     stats.add(table)
                     if newest is not None:
                         newest.add(table)
+                    if fresh is not None and states is not None:
+                        fresh.append(states.events(table))
                     yield from table.to_batches()
             except BaseException as exc:  # re-raised below, after the Delta writer has given up
                 failure.append(exc)
@@ -244,7 +250,12 @@ class Materializer:
             collected = recorded_version is not None and self.registry.removal(applied.id, recorded_version) is not None
             span = None if collected else self.registry.data_span(applied.id)  # where committed rows can be
             scope = _write_scope(span, start, end)
-            if online and (span is None or span[1] <= end):  # nothing committed after the window
+            if applied.is_window:
+                # Appending after everything committed: merge the new events into the stored states.
+                # Otherwise (a first load, a re-materialized or backfilled window) rebuild the
+                # touched entities' states from the committed data.
+                fresh = [] if online and scope == "append" else None
+            elif online and (span is None or span[1] <= end):  # nothing committed after the window
                 newest = NewestRows(self.engine, view_input(applied, []))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             try:
@@ -289,7 +300,13 @@ class Materializer:
         online_rows = 0
         if online:
             try:
-                online_rows = self.load_online(applied, committed.data_version, (start, end), newest_rows)
+                if applied.is_window:
+                    online_rows = self.load_windows(
+                        applied, committed.data_version, (start, end), committed.commit_id,
+                        base=recorded_version, fresh=fresh,
+                    )  # fmt: skip
+                else:
+                    online_rows = self.load_online(applied, committed.data_version, (start, end), newest_rows)
             except StorageError as exc:
                 raise StorageError(
                     f"{view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()}) was committed offline "
@@ -323,7 +340,10 @@ class Materializer:
         last = self.registry.last_materialization(version.id)
         assert last is not None
         window = (min(m.window_start for m in pending), max(m.window_end for m in pending))
-        loaded = self.load_online(version, last.data_version, window)
+        if version.is_window:
+            loaded = self.load_windows(version, last.data_version, window, last.commit_id)
+        else:
+            loaded = self.load_online(version, last.data_version, window)
         self.registry.record_online_load([m.commit_id for m in pending])
         return loaded
 
@@ -353,3 +373,38 @@ class Materializer:
             join_keys=list(version.definition["join_keys"]),
             features=features,
         )
+
+    def load_windows(
+        self,
+        version: ViewVersion,
+        data_version: int,
+        window: tuple[datetime, datetime],
+        stamp: int,
+        *,
+        base: int | None = None,
+        fresh: list[pa.Table] | None = None,
+    ) -> int:
+        """Update the online window states of the entities with events in ``window``.
+
+        ``fresh``: the window's new events, merged into the stored states (an append after all
+        committed data: only the new events are read). Otherwise each touched entity's state is
+        rebuilt from ``data_version``'s files, touched meaning with events in the window in it or
+        in ``base`` (the data version it replaced: an entity whose events a backfill removed is
+        rebuilt too). Runs under the view's writer lock.
+        """
+        states = WindowStates(version)
+        trim_at = to_micros(window[1])  # lookups at or after the window's end stay exact
+        write = StateWrite(trim_at=trim_at, stamp=stamp)
+        with self.tables.lock(version.view, wait_s=self.lock_wait_s):
+            if fresh is not None:
+                events = pa.concat_tables(fresh) if fresh else None
+                if events is None or not events.num_rows:
+                    return 0
+                return states.merge(self.online, events, write)
+            files = self.tables.files(version.view, version.version, data_version)
+            touched = self.tables.files(version.view, version.version, base) if base is not None else None
+            since = from_micros(trim_at - states.span)
+            events = self.engine.window_events(view_input(version, files), window, since, touched)
+            if not events.num_rows:
+                return 0
+            return states.rebuild(self.online, events, write)

@@ -154,6 +154,7 @@ def build_training_set(
             view_input(version, files, columns, known_at=known_at, entities=entities, unique_times=unique_times)
         )
     records += [_record(registry, item.version, None, None) for item in plan.on_demand]
+    records += [_record(registry, version, None, None) for version in plan.sets]  # the model's feature set
     prepared = prepare_spine(spine, options.timestamp_field, keys)
     spine_columns = prepared.spine.columns
     overlap = sorted(n for n in names if n in spine_columns)

@@ -26,9 +26,14 @@ from featurekit.online.base import OnlineStore
 from featurekit.online.codecs import NAN, Decoder, decoder, is_float
 from featurekit.online.keys import KeyType, encode_keys, typed_values
 from featurekit.online.loading import table_name
+from featurekit.online.window_state import COLUMNS as WINDOW_COLUMNS
+from featurekit.online.window_state import layout_of
+from featurekit.online.window_values import WindowValues, too_early
+from featurekit.online.window_values import decode as decode_events
 from featurekit.references import FeatureRequest, ResolvedFeatures, internal_name, resolve
 from featurekit.registry import Registry
 from featurekit.timestamps import from_micros, to_micros, utc
+from featurekit.windows import WindowSpec
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,15 @@ class BatchLookup:
     has_floats: bool  # whether any feature is a float (the only decoders that NaN changes)
     ttl_us: int | None
     dtypes: dict[str, Any]  # internal name -> polars dtype (for on-demand inputs)
+    window: WindowLookup | None = None  # a window view: aggregate the stored events at the lookup time
+
+
+@dataclass(frozen=True)
+class WindowLookup:
+    """How to aggregate one window view version's stored events."""
+
+    values: WindowValues  # the requested features, in the lookup's order
+    layout: pa.Schema  # the stored events' schema
 
 
 @dataclass(frozen=True)
@@ -260,8 +274,15 @@ class OnlineReader:
                 check_applied(loaded, version)
             keys = list(version.definition["join_keys"])
             entity_keys.extend(k for k in keys if k not in entity_keys)
-            types = [version.schema.field(f).type for f in item.features]
+            types = [version.feature_type(f) for f in item.features]
             ttl_us = version.definition["ttl_us"]
+            window = None
+            if version.is_window:
+                spec = WindowSpec.of(version.definition)
+                by_name = {f.name: f for f in spec.features}
+                layout = layout_of(version)
+                chosen = WindowValues([by_name[f] for f in item.features], spec.delay_us, layout)
+                window = WindowLookup(chosen, layout)
             lookups.append(
                 BatchLookup(
                     view=version.view,
@@ -278,6 +299,7 @@ class OnlineReader:
                     dtypes={
                         internal_name(version, f): arrow_to_polars(t) for f, t in zip(item.features, types, strict=True)
                     },
+                    window=window,
                 )
             )
         steps = build_steps(resolved, self.codebase, self.registry)
@@ -292,7 +314,7 @@ class OnlineReader:
             for key in lookup.key_types:
                 key_types.setdefault(key.name, key)
         fields = [pa.field(k, key_types[k].dtype) for k in entity_keys]
-        fields += [pa.field(n, v.schema.field(f).type) for (v, f), n in zip(resolved.outputs, names, strict=True)]
+        fields += [pa.field(n, v.feature_type(f)) for (v, f), n in zip(resolved.outputs, names, strict=True)]
         return LookupRecipe(
             lookups,
             steps,
@@ -329,6 +351,9 @@ class OnlineReader:
                 keys = parts[0]  # an int or string key is its own encoding
             else:
                 keys = encode_keys(parts, [k.dtype for k in lookup.key_types])
+            if lookup.window is not None:
+                held[f"{lookup.view}@v{lookup.version}"] = self._windows(lookup, keys, parts, now_us, values)
+                continue
             rows = self.online.read(lookup.table, lookup.features, keys)
             floor = None if lookup.ttl_us is None else now_us - lookup.ttl_us
             hits: list[Any] = []
@@ -370,6 +395,35 @@ class OnlineReader:
             for internal, name in recipe.outputs:
                 result[name] = values[internal]
         return OnlineResponse(result, recipe.schema, held)
+
+    def _windows(
+        self,
+        lookup: BatchLookup,
+        keys: list[Any],
+        parts: list[list[Any]],
+        now_us: int,
+        values: dict[str, list[Any]],
+    ) -> RowStatus:
+        """Window features of ``keys`` at ``now_us`` from their stored events; an unknown entity's are empty."""
+        window = lookup.window
+        assert window is not None
+        rows = self.online.read(lookup.table, WINDOW_COLUMNS, keys)
+        states: list[pa.RecordBatch | None] = []
+        stamps: list[int | None] = []
+        for index, encoded in enumerate(keys):
+            row = rows.get(encoded)
+            if row is None:
+                states.append(None)
+                stamps.append(None)
+                continue
+            if now_us < row[3]:
+                entity = {k: p[index] for k, p in zip(lookup.join_keys, parts, strict=True)}
+                raise too_early(lookup.view, lookup.version, entity, int(row[3]), now_us)
+            states.append(decode_events(row[2], window.layout))
+            stamps.append(now_us)
+        for name, column in zip(lookup.internal, window.values.compute(states, now_us), strict=True):
+            values[name] = column
+        return RowStatus(stamps, None, now_us)
 
     def _on_demand_inputs(
         self, recipe: LookupRecipe, values: dict[str, list[Any]], request: dict[str, Any], count: int

@@ -32,6 +32,16 @@ class ViewVersion:
     def features(self) -> list[str]:
         return list(self.definition["features"])
 
+    @property
+    def is_window(self) -> bool:
+        return bool(self.definition.get("kind") == "window")
+
+    def feature_type(self, feature: str) -> pa.DataType:
+        """The type of one feature (a window view's are computed from its function's output types)."""
+        from featurekit.windows import registered_type
+
+        return registered_type(self.definition, self.schema, feature)
+
 
 @dataclass(frozen=True)
 class ActiveView:

@@ -1,0 +1,242 @@
+"""Window features at a lookup instant, from the entities' stored events, for many entities at once.
+
+The events of all looked-up entities are laid end to end (one array per column); each entity's
+window ``[t - delay - w, t - delay)`` is a slice of it found by binary search on the event times.
+Counts and integer sums are differences of running totals (exact); float sums, minima and maxima
+are ``ufunc.reduceat`` over the slices (every value added once, never a difference of running
+float totals); variances take a second pass over each slice around its own mean. The ordered
+aggregations (``first``, ``last``, ``last_n``) and ``count_distinct`` look at their slices one by
+one. Values match the offline engine's: exactly, or within
+:data:`featurekit.windows.FLOAT_TOLERANCE` for float sums, means, std and var.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurekit.errors import OnlineHistoryError
+from featurekit.online.window_state import CREATED, ORDER
+from featurekit.timestamps import from_micros
+from featurekit.windows import WindowFeature
+
+
+def decode(blob: bytes, layout: pa.Schema) -> pa.RecordBatch:
+    """One entity's stored events."""
+    return pa.ipc.read_record_batch(pa.py_buffer(blob), layout)
+
+
+class _Column:
+    """One aggregated column over all entities' events, with what its aggregations share."""
+
+    def __init__(self, array: pa.Array) -> None:
+        self.array = array
+        self.type = array.type
+        self.numeric = pa.types.is_integer(array.type) or pa.types.is_floating(array.type)
+        self.integer = pa.types.is_integer(array.type)
+        self.valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
+        self._valid_totals: np.ndarray | None = None
+        self._values: np.ndarray | None = None
+
+    @property
+    def values(self) -> np.ndarray:
+        """The values as numpy, nulls as 0 (only ever read where they are valid, or summed)."""
+        if self._values is None:
+            filled = pc.fill_null(self.array, 0) if self.array.null_count else self.array
+            self._values = filled.to_numpy(zero_copy_only=False)
+        return self._values
+
+    def counts(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        if self.valid is None:
+            found: np.ndarray = high - low
+            return found
+        if self._valid_totals is None:
+            self._valid_totals = np.concatenate([[0], np.cumsum(self.valid, dtype=np.int64)])
+        totals: np.ndarray = self._valid_totals
+        counted: np.ndarray = totals[high] - totals[low]
+        return counted
+
+
+def _reduce(ufunc: np.ufunc, values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``ufunc`` over each slice ``values[low[i]:high[i]]`` (ordered, disjoint across entities).
+
+    An empty slice gives an arbitrary value: callers mask it with the slice's count.
+    """
+    if len(low) == 1:  # one entity (most lookups): reduce the slice itself, no copy
+        a, b = int(low[0]), int(high[0])
+        if b <= a:
+            return np.zeros(1, dtype=values.dtype)
+        return np.array([ufunc.reduce(values[a:b])])
+    padded = np.append(values, values[:1] if len(values) else np.zeros(1, values.dtype))
+    bounds = np.empty(2 * len(low), dtype=np.int64)
+    bounds[0::2] = low
+    bounds[1::2] = high
+    found: np.ndarray = ufunc.reduceat(padded, bounds)[0::2]
+    return found
+
+
+class WindowValues:
+    """Computes window features of many entities' stored events at one instant."""
+
+    def __init__(self, features: Sequence[WindowFeature], delay_us: int, layout: pa.Schema) -> None:
+        self.features = list(features)
+        self.delay_us = delay_us
+        self.layout = layout
+        self.empty = [_empty(f, layout) for f in self.features]
+
+    def compute(self, states: Sequence[pa.RecordBatch | None], at_us: int) -> list[list[Any]]:
+        """Per feature, one value per state (None: an entity the store holds nothing of)."""
+        present = [i for i, s in enumerate(states) if s is not None and s.num_rows]
+        columns: list[list[Any]] = [[value] * len(states) for value in self.empty]
+        if not present:
+            return columns
+        found = self._compute([states[i] for i in present], at_us)
+        for column, values in zip(columns, found, strict=True):
+            for index, value in zip(present, values, strict=True):
+                column[index] = value
+        return columns
+
+    def _compute(self, batches: list[pa.RecordBatch], at_us: int) -> list[list[Any]]:
+        if len(batches) == 1:
+            data = {name: batches[0].column(i) for i, name in enumerate(self.layout.names)}
+        else:
+            data = {name: pa.concat_arrays([b.column(i) for b in batches]) for i, name in enumerate(self.layout.names)}
+        order = data[ORDER].to_numpy()
+        sizes = np.array([b.num_rows for b in batches], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        end = at_us - self.delay_us
+        high = _search(order, starts, sizes, end)
+        lows = {w: _search(order, starts, sizes, end - w) for w in {f.window_us for f in self.features}}
+        cache: dict[str, _Column] = {}
+        results = []
+        for feature in self.features:
+            low = lows[feature.window_us]
+            if feature.column is None:
+                results.append(list((high - low).tolist()))
+                continue
+            column = cache.get(feature.column)
+            if column is None:
+                column = cache[feature.column] = _Column(data[feature.column])
+            results.append(self._feature(feature, column, low, high, data))
+        return results
+
+    def _feature(
+        self, feature: WindowFeature, column: _Column, low: np.ndarray, high: np.ndarray, data: dict[str, pa.Array]
+    ) -> list[Any]:
+        fn = feature.fn
+        counts = column.counts(low, high)
+        if fn == "count":
+            return list(counts.tolist())
+        if fn in ("sum", "mean", "std", "var") or (fn in ("min", "max") and column.numeric):
+            return _numeric(fn, column, low, high, counts)
+        if fn in ("min", "max"):
+            return [
+                None if n == 0 else getattr(pc, fn)(column.array.slice(a, b - a)).as_py()
+                for a, b, n in zip(low.tolist(), high.tolist(), counts.tolist(), strict=True)
+            ]
+        if fn == "count_distinct":
+            return [
+                0 if n == 0 else pc.count_distinct(column.array.slice(a, b - a)).as_py()
+                for a, b, n in zip(low.tolist(), high.tolist(), counts.tolist(), strict=True)
+            ]
+        created = data.get(CREATED)
+        made = created.to_numpy() if created is not None else None
+        order = data[ORDER].to_numpy()
+        return [
+            None if n == 0 else _ordered(feature, column, order, made, (a, b))
+            for a, b, n in zip(low.tolist(), high.tolist(), counts.tolist(), strict=True)
+        ]
+
+
+def _search(order: np.ndarray, starts: np.ndarray, sizes: np.ndarray, instant: int) -> np.ndarray:
+    """Per entity, the index of its first event at or after ``instant`` (events are sorted per entity).
+
+    Each entity's earlier events are a prefix of its slice, so counting them per slice (one
+    ``reduceat`` over all entities) finds every index at once.
+    """
+    if len(starts) == 1:
+        return np.array([np.searchsorted(order, instant, "left")], dtype=np.int64)
+    earlier = np.add.reduceat((order < instant).astype(np.int64), starts)
+    found: np.ndarray = starts + earlier
+    return found
+
+
+def _numeric(fn: str, column: _Column, low: np.ndarray, high: np.ndarray, counts: np.ndarray) -> list[Any]:
+    values = column.values
+    empty = counts == 0
+    if fn in ("min", "max"):
+        if column.valid is not None:
+            info = np.iinfo(values.dtype) if column.integer else None
+            fill = (info.max if fn == "min" else info.min) if info is not None else (np.inf if fn == "min" else -np.inf)
+            values = np.where(column.valid, values, fill)
+        found = _reduce(np.minimum if fn == "min" else np.maximum, values, low, high)
+        return [None if e else v for e, v in zip(empty.tolist(), found.tolist(), strict=True)]
+    if column.integer and fn == "sum":  # running totals of integers: exact differences
+        totals = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+        return list((totals[high] - totals[low]).tolist())
+    floats = values.astype(np.float64, copy=False)
+    sums = np.where(empty, 0.0, _reduce(np.add, floats, low, high))
+    if fn == "sum":
+        return list(sums.tolist())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    if fn == "mean":
+        return [None if e else m for e, m in zip(empty.tolist(), means.tolist(), strict=True)]
+    squares = np.empty(len(low), dtype=np.float64)
+    for i, (a, b) in enumerate(zip(low.tolist(), high.tolist(), strict=True)):
+        part = floats[a:b] - means[i]
+        if column.valid is not None:
+            part = part[column.valid[a:b]]
+        squares[i] = float(np.dot(part, part))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variances = squares / (counts - 1)
+    result = variances if fn == "var" else np.sqrt(variances)
+    return [None if n < 2 else v for n, v in zip(counts.tolist(), result.tolist(), strict=True)]
+
+
+def _ordered(
+    feature: WindowFeature, column: _Column, order: np.ndarray, made: np.ndarray | None, bounds: tuple[int, int]
+) -> Any:
+    """``first``, ``last`` or ``last_n`` by (time, created, value) over the non-null values of one slice."""
+    low, high = bounds
+    present = np.arange(low, high) if column.valid is None else low + np.flatnonzero(column.valid[low:high])
+    created = made if made is not None else np.zeros_like(order)
+    if feature.fn == "first":
+        edge = present[0]
+        ties = present[(order[present] == order[edge]) & (created[present] == created[edge])]
+        return min(column.array.take(pa.array(ties)).to_pylist())
+    wanted = 1 if feature.fn == "last" else int(feature.n or 1)
+    start = max(0, len(present) - wanted)
+    edge = present[start]  # rows tied with the oldest candidate may sort either side of it
+    head = present[: start + 1]
+    ties = head[(order[head] == order[edge]) & (created[head] == created[edge])]
+    candidates = np.unique(np.concatenate([ties, present[start:]]))
+    values = column.array.take(pa.array(candidates)).to_pylist()
+    ranked = sorted(zip(order[candidates].tolist(), created[candidates].tolist(), values, strict=True), reverse=True)
+    if feature.fn == "last":
+        return ranked[0][2]
+    return [v for _, _, v in ranked[:wanted]]
+
+
+def _empty(feature: WindowFeature, layout: pa.Schema) -> Any:
+    """A feature's value over no events."""
+    if feature.fn in ("count", "count_distinct"):
+        return 0
+    if feature.fn == "sum":
+        assert feature.column is not None
+        return 0 if pa.types.is_integer(layout.field(feature.column).type) else 0.0
+    return None
+
+
+def too_early(view: str, version: int, entity: dict[str, Any], valid_from: int, at_us: int) -> OnlineHistoryError:
+    since = from_micros(valid_from).isoformat()
+    return OnlineHistoryError(
+        f"online lookup at {from_micros(at_us).isoformat()} is before {since}, from when the online store holds "
+        f"the events of {entity} that window view '{view}' v{version} needs (it keeps only the events that lookups "
+        f"from its last materialization on can see); pass at= at or after {since}, or build a training set for "
+        "earlier moments"
+    )
