@@ -30,6 +30,8 @@ def trip_risk(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(risk=pl.col("conv_rate") * pl.col("trip_km").log1p())
 
 
+fraud_v1 = fk.FeatureSet("fraud_v1", features=["driver_stats:conv_rate", "trip_risk"])
+
 item = fk.Entity("item", join_keys=["item_id"])
 items = fk.FileSource("data/items.parquet", timestamp_field="event_timestamp")
 

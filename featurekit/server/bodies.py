@@ -62,6 +62,17 @@ def feature_list(value: Any, field: str = "features") -> list[str]:
     return value
 
 
+def requested(features: Any, feature_set: Any, set_field: str) -> list[str]:
+    """The feature requests of a lookup: ``features``, or the name of a registered feature set."""
+    if (features is None) == (feature_set is None):
+        raise RequestError(f"send either 'features' (a list of names) or '{set_field}' (a feature set's name)")
+    if feature_set is not None:
+        if not isinstance(feature_set, str) or not feature_set:
+            raise RequestError(f"'{set_field}' must be the name of a feature set, e.g. \"fraud_v1\"")
+        return [feature_set]  # resolved like any request: the set's features, in its order
+    return feature_list(features)
+
+
 def entity_columns(value: Any, field: str = "entities") -> dict[str, list[Any]]:
     """Entities as columns: a JSON object of equal-length arrays, or an array of objects."""
     if isinstance(value, list):
@@ -110,7 +121,7 @@ class KeyTypes:
             types: dict[str, pa.DataType] = {}
             for active in self._store.registry.active().values():
                 definition = active.version.definition
-                if definition.get("kind") != "batch":
+                if definition.get("kind") not in ("batch", "window"):
                     continue
                 for key in definition["join_keys"]:
                     types.setdefault(key, active.version.schema.field(key).type)
@@ -134,7 +145,7 @@ class KeyTypes:
 
 def lookup_body(body: dict[str, Any], keys: KeyTypes) -> LookupBody:
     """The arguments of ``online_features`` from a ``/v1/features`` body."""
-    _fields(body, {"features", "entities", "request", "at", "full_names"}, {"features", "entities"}, "/v1/features")
+    _fields(body, {"features", "feature_set", "entities", "request", "at", "full_names"}, {"entities"}, "/v1/features")
     request = body.get("request")
     if request is not None and not isinstance(request, dict):
         raise RequestError("'request' must be an object of request inputs, e.g. {\"trip_km\": [3.2]}")
@@ -142,7 +153,7 @@ def lookup_body(body: dict[str, Any], keys: KeyTypes) -> LookupBody:
     if not isinstance(full_names, bool):
         raise RequestError("'full_names' must be true or false")
     return LookupBody(
-        features=feature_list(body["features"]),
+        features=requested(body.get("features"), body.get("feature_set"), "feature_set"),
         entities=keys.typed(entity_columns(body["entities"])),
         request=request,
         at=moment(body.get("at")),

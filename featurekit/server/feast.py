@@ -1,9 +1,9 @@
 """Feast's ``POST /get-online-features``: its request body in, its response shape out.
 
 A Feast client switches to featurekit by changing its URL. The request takes Feast's fields
-(``entities`` as an object of arrays, ``features``, ``full_feature_names``,
-``include_feature_view_version_metadata``); ``feature_service`` is refused with a 400 until
-featurekit has named feature sets. The response is Feast's::
+(``entities`` as an object of arrays, ``features`` or ``feature_service`` (the name of a
+featurekit feature set), ``full_feature_names``, ``include_feature_view_version_metadata``). The
+response is Feast's::
 
     {"metadata": {"feature_names": ["driver_id", "conv_rate"]},
      "results": [{"values": [1001], "statuses": ["PRESENT"], "event_timestamps": ["1970-01-01T00:00:00Z"]},
@@ -22,7 +22,7 @@ from typing import Any
 
 from featurekit.errors import RequestError
 from featurekit.online.serving import OnlineResponse
-from featurekit.server.bodies import KeyTypes, LookupBody, entity_columns, feature_list
+from featurekit.server.bodies import KeyTypes, LookupBody, entity_columns, requested
 from featurekit.server.responses import Shape
 from featurekit.wire import encode_column, rfc3339_micros
 
@@ -42,19 +42,18 @@ def lookup_body(body: dict[str, Any], keys: KeyTypes) -> tuple[LookupBody, bool]
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise RequestError(f"/get-online-features takes Feast's fields {sorted(allowed)}; {unknown} are not")
-    if body.get("feature_service") is not None:
-        raise RequestError(
-            "feature_service is not supported yet: featurekit has no named feature sets; "
-            "list the features in 'features'"
-        )
-    if "entities" not in body or "features" not in body:
-        raise RequestError("/get-online-features needs 'entities' and 'features'")
+    if "entities" not in body:
+        raise RequestError("/get-online-features needs 'entities'")
+    features = body.get("features")
+    if features == [] and body.get("feature_service") is not None:
+        features = None  # Feast's clients send an empty list beside a feature service
+    asked = requested(features, body.get("feature_service"), "feature_service")
     full = body.get("full_feature_names", False)
     versions = body.get("include_feature_view_version_metadata", False)
     if not isinstance(full, bool) or not isinstance(versions, bool):
         raise RequestError("'full_feature_names' and 'include_feature_view_version_metadata' must be true or false")
     entities = entity_columns(body["entities"])
-    lookup = LookupBody(feature_list(body["features"]), keys.typed(entities), None, None, full)
+    lookup = LookupBody(asked, keys.typed(entities), None, None, full)
     return lookup, versions
 
 

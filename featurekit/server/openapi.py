@@ -43,9 +43,10 @@ _PROBLEM = {
 _LOOKUP_REQUEST = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["features", "entities"],
+    "required": ["entities"],
     "properties": {
         "features": _FEATURES,
+        "feature_set": {"type": "string", "description": "A feature set's name, instead of 'features'."},
         "entities": _KEYS,
         "request": {
             "type": ["object", "null"],
@@ -137,12 +138,12 @@ _PUSH_RESPONSE = {
 _FEAST_REQUEST = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["entities", "features"],
+    "required": ["entities"],
     "properties": {
         "entities": {"type": "object", "additionalProperties": {"type": "array"}},
-        "features": _FEATURES,
+        "features": {"type": "array", "items": {"type": "string"}},
         "full_feature_names": {"type": "boolean"},
-        "feature_service": {"type": ["string", "null"], "description": "Not supported yet (400)."},
+        "feature_service": {"type": ["string", "null"], "description": "A featurekit feature set's name."},
         "include_feature_view_version_metadata": {"type": "boolean"},
     },
 }

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from featurekit.applied import check_applied
+from featurekit.applied import check_applied, feature_set_definition
 from featurekit.config import ServeLimits
 from featurekit.errors import FeaturekitError, NotAppliedError
 from featurekit.online.serving import OnlineResponse
@@ -165,6 +165,15 @@ def readiness(store: FeatureStore) -> list[str]:
     except FeaturekitError as exc:
         return [*problems_found, f"feature repo: {exc}"]
     for name, applied in active.items():
+        if applied.version.definition.get("kind") == "feature_set":
+            repo_set = next((s for n, s in definitions.feature_sets.items() if n.lower() == name.lower()), None)
+            requests = None if repo_set is None else feature_set_definition(repo_set)["requests"]
+            if requests != applied.version.definition.get("requests"):
+                problems_found.append(
+                    f"feature set '{name}' in the repo differs from its applied version v{applied.version.version}; "
+                    "run `featurekit apply`, then restart the server"
+                )
+            continue
         loaded = definitions.any_view(name)
         if loaded is None:
             problems_found.append(f"feature view '{name}' is applied but this server's repo does not define it")
@@ -191,7 +200,7 @@ async def metrics(state: ServerState, request: Request) -> Response:
         registry = state.store.registry
         committed = {}
         for name, active in registry.active().items():
-            if active.version.definition.get("kind") != "batch":
+            if active.version.definition.get("kind") not in ("batch", "window"):
                 continue
             span = registry.data_span(active.version.id)
             if span is not None:
