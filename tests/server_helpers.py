@@ -32,6 +32,12 @@ def trip_risk(df: pl.DataFrame) -> pl.DataFrame:
 
 fraud_v1 = fk.FeatureSet("fraud_v1", features=["driver_stats:conv_rate", "trip_risk"])
 
+
+@fk.window_view(entity=driver, source=trips, windows=[timedelta(days=7)],
+                aggregations=[fk.agg.count(), fk.agg.sum("distance_km"), fk.agg.last_n("distance_km", 2)])
+def driver_window(trips: pl.DataFrame) -> pl.DataFrame:
+    return trips.select("driver_id", "event_timestamp", "created", "distance_km")
+
 item = fk.Entity("item", join_keys=["item_id"])
 items = fk.FileSource("data/items.parquet", timestamp_field="event_timestamp")
 

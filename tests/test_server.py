@@ -179,6 +179,16 @@ def test_an_unreachable_server_is_a_storage_error() -> None:
         nowhere.online_features({"driver_id": [1]}, ["driver_stats"])
 
 
+def test_window_features_come_back_as_in_process(client: fk.Client, store: fk.FeatureStore) -> None:
+    keys, at = {"driver_id": [1, 2, 3, 99]}, ts(5)  # window lookups start at the last materialized end
+    remote = client.online_features(keys, ["driver_window", "driver_stats:conv_rate"], at=at)
+    local = store.online_features(keys, ["driver_window", "driver_stats:conv_rate"], at=at)
+    assert remote.schema == local.schema
+    assert remote.to_dict() == local.to_dict()
+    assert remote.columns["distance_km_last_n_7d"][0] == [2.0, 1.0]  # newest first
+    assert remote.status("driver_window") == local.status("driver_window")
+
+
 def test_full_names_and_pins_go_through(client: fk.Client, store: fk.FeatureStore) -> None:
     features = ["driver_stats@v1:conv_rate", "driver_stats:conv_rate"]
     remote = client.online_features({"driver_id": [1]}, features, at=AT, full_names=True)
