@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     on_redis.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("redis-child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
+    sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
+        "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
+    )
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
@@ -120,6 +123,10 @@ def main() -> None:
         from benchmarks.redis_online import child as redis_child
 
         redis_child(options.argv)
+    elif options.command == "http":
+        from benchmarks.http_server import main as http_main
+
+        http_main(options.argv)
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 

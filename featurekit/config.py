@@ -19,6 +19,14 @@ inside the repo::
       busy_timeout_s: 60          # how long a writer waits for another writer
       mmap_mb: 1024               # SQLite reads the file through a memory map of up to this size (0: off)
       refresh_s: 5                # how often serving looks for a new apply
+    serve:                        # `featurekit serve` (the HTTP feature server)
+      host: 127.0.0.1             # loopback unless told otherwise
+      port: 6566
+      workers: 1                  # worker processes
+      token_file: null            # lines "TOKEN read" or "TOKEN read,write", relative to the repo root
+      limits:
+        max_entities: 1000        # entities per lookup request
+        max_body_bytes: 1048576   # request body size, checked while reading
 
 The ``online`` block is one of three models chosen by its ``type`` (a pydantic discriminated union,
 ``sqlite`` when ``type`` is left out): each store's settings sit flat next to ``type`` and a setting
@@ -100,6 +108,27 @@ OnlineConfig = Annotated[SqliteOnlineConfig | MemoryOnlineConfig | RedisOnlineCo
 """Which online store serves lookups, chosen by ``type`` (default ``sqlite``)."""
 
 
+class ServeLimits(BaseModel):
+    """What one HTTP request may ask of the feature server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_entities: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=64)
+
+
+class ServeConfig(BaseModel):
+    """Defaults of ``featurekit serve``; the command line's options win over them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=6566, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    token_file: str | None = None  # relative to the repo root
+    limits: ServeLimits = ServeLimits()
+
+
 class RepoConfig(BaseModel):
     """Everything ``featurekit.yaml`` may say."""
 
@@ -112,6 +141,7 @@ class RepoConfig(BaseModel):
     pins: list[str] = Field(default_factory=list)
     offline: OfflineConfig = OfflineConfig()
     online: OnlineConfig = SqliteOnlineConfig()
+    serve: ServeConfig = ServeConfig()
 
     @field_validator("online", mode="before")
     @classmethod

@@ -18,7 +18,10 @@ The tree::
     ├── RegistryError            the registry file is unreadable or from an unknown format
     ├── StorageError             a stored file is missing or damaged, a disk fails, Redis does not answer
     ├── ManifestError            a manifest is unreadable, or rebuilding it would differ
-    └── RetentionError           time travel to data that gc removed
+    ├── RetentionError           time travel to data that gc removed
+    ├── RequestError             an HTTP request the feature server cannot take (not JSON, too large)
+    ├── AuthError                a missing or wrong token, or one without the scope a route needs
+    └── ServerError              the feature server failed unexpectedly (its log has the error id)
 
 Messages say what went wrong, where, and how to fix it.
 """
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "ConflictError",
     "DataError",
@@ -41,8 +45,10 @@ __all__ = [
     "NotAppliedError",
     "OnlineHistoryError",
     "RegistryError",
+    "RequestError",
     "RetentionError",
     "SchemaError",
+    "ServerError",
     "SourceError",
     "StorageError",
     "UnknownNameError",
@@ -164,6 +170,18 @@ class ManifestError(FeaturekitError):
 
 class RetentionError(FeaturekitError):
     """Time travel asked for data that gc removed under the retention policy."""
+
+
+class RequestError(FeaturekitError):
+    """An HTTP request the feature server cannot take: not JSON, too large, too many entities."""
+
+
+class AuthError(FeaturekitError):
+    """A missing or wrong bearer token, or a token without the scope the route needs (push needs ``write``)."""
+
+
+class ServerError(FeaturekitError):
+    """The feature server failed in a way the request did not cause; its log holds the traceback under ``error_id``."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
