@@ -115,6 +115,7 @@ class OnlineResponse:
         self.columns = columns
         self.schema = schema
         self.rows = rows or {}  # per batch view version ("view@v1"): what the store held for each entity
+        self.timings: dict[str, float] = {}  # "online_read_s" and "on_demand_s" of the lookup, in seconds
         self._arrow: pa.Table | None = None
 
     def status(self, view: str) -> list[str]:
@@ -353,11 +354,13 @@ class OnlineReader:
             else:
                 keys = encode_keys(parts, [k.dtype for k in lookup.key_types])
             asked.append((lookup, parts, keys))
+        began = time.perf_counter()
         if len(asked) == 1:
             lookup, _, keys = asked[0]
             fetched = [self.online.read(lookup.table, _stored_columns(lookup), keys)]
         else:  # one request for every view (Redis: one round trip)
             fetched = self.online.read_many([(lk.table, _stored_columns(lk), keys) for lk, _, keys in asked])
+        read_s = time.perf_counter() - began
         for (lookup, parts, keys), rows in zip(asked, fetched, strict=True):
             if lookup.window is not None:
                 status = self._windows(lookup, keys, parts, rows, now_us=now_us, into=values)
@@ -391,8 +394,11 @@ class OnlineReader:
             for name, decode, stored in zip(lookup.internal, decoders, stored_columns, strict=True):
                 values[name] = stored if decode is None else decode(stored)
         result = {k: typed_keys.get(k, columns.get(k, [])) for k in recipe.entity_keys}
+        on_demand_s = 0.0
         if recipe.steps:
+            began = time.perf_counter()
             computed = run_steps(recipe.steps, self._on_demand_inputs(recipe, values, request or {}, count))
+            on_demand_s = time.perf_counter() - began
             for internal, name in recipe.outputs:
                 found = values.get(internal)
                 if found is None:
@@ -402,7 +408,9 @@ class OnlineReader:
         else:
             for internal, name in recipe.outputs:
                 result[name] = values[internal]
-        return OnlineResponse(result, recipe.schema, held)
+        response = OnlineResponse(result, recipe.schema, held)
+        response.timings = {"online_read_s": read_s, "on_demand_s": on_demand_s}
+        return response
 
     @staticmethod
     def _windows(

@@ -44,9 +44,6 @@ def create_app(
     """
     counts = metrics or Metrics()
     state = ServerState(store, tokens, limits or store.config.serve.limits, counts)
-    # Online-store read time: the reader's calls go through this wrapper (serving has no timing hook).
-    online = store.online
-    online.read = counts.timed_reader(online.read, state.spent)  # type: ignore[method-assign]
     routes = [
         Route(path, endpoint(state, path, handler, scope), methods=[method]) for path, method, handler, scope in ROUTES
     ]

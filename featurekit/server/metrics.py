@@ -15,9 +15,10 @@ Metrics:
   timed from the route's start (before the token check and the body read) until its response is
   ready (HTTP parsing and sending are uvicorn's, outside it);
 - ``featurekit_entities_per_request{route}`` (histogram);
-- ``featurekit_online_read_seconds`` (histogram): each read of one view version's table;
-- ``featurekit_on_demand_seconds`` (histogram): for lookups with on-demand features, the lookup's
-  time outside online-store reads (mostly the on-demand functions);
+- ``featurekit_online_read_seconds`` (histogram): the online-store read of each lookup request
+  (one request for all its views: one round trip on Redis);
+- ``featurekit_on_demand_seconds`` (histogram): for lookups with on-demand features, the time the
+  on-demand functions took;
 - ``featurekit_feature_freshness_seconds{view,source}`` (gauge): seconds since the newest event
   time of the view version, ``source="served"`` among the rows this server has served,
   ``source="committed"`` the end of its newest committed window (materialize or offline push).
@@ -29,8 +30,6 @@ import json
 import math
 import os
 import threading
-import time
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ _HELP = {
     "featurekit_http_requests_total": ("counter", "HTTP requests answered, by route and status."),
     "featurekit_http_request_duration_seconds": ("histogram", "Time to answer a request, by route and status."),
     "featurekit_entities_per_request": ("histogram", "Entities asked for per lookup request."),
-    "featurekit_online_read_seconds": ("histogram", "Time of one read of a view version's online table."),
+    "featurekit_online_read_seconds": ("histogram", "Time of a lookup request's online-store read."),
     "featurekit_on_demand_seconds": (
         "histogram",
         "Lookup time outside online-store reads, for lookups with on-demand features.",
@@ -109,20 +108,6 @@ class Metrics:
             for view, event_us in newest.items():
                 if event_us > self._served.get(view, -(2**63)):
                     self._served[view] = event_us
-
-    def timed_reader(self, read: Callable[..., Any], spent: threading.local) -> Callable[..., Any]:
-        """``read`` of an online store, timed into ``featurekit_online_read_seconds`` and ``spent.seconds``."""
-
-        def timed(table: str, features: Sequence[str], keys: Sequence[Any]) -> Any:
-            began = time.perf_counter()
-            try:
-                return read(table, features, keys)
-            finally:
-                took = time.perf_counter() - began
-                spent.seconds = getattr(spent, "seconds", 0.0) + took
-                self.observe("featurekit_online_read_seconds", took)
-
-        return timed
 
     # -- exposition ----------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ event loop for long. The store is thread-safe, so all of them share it.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ class ServerState:
     metrics: Metrics
     keys: bodies.KeyTypes = field(init=False)
     shapes: responses.Shapes = field(init=False)
-    spent: threading.local = field(default_factory=threading.local)  # online-read time of the current lookup
 
     def __post_init__(self) -> None:
         self.keys = bodies.KeyTypes(self.store)
@@ -82,17 +80,12 @@ def endpoint(state: ServerState, route: str, handler: Handler, scope: str | None
 
 
 def _lookup(state: ServerState, asked: bodies.LookupBody) -> OnlineResponse:
-    state.spent.seconds = 0.0
-    began = time.perf_counter()
     result = state.store.online_features(
         asked.entities, asked.features, request=asked.request, at=asked.at, full_names=asked.full_names
     )
-    took = time.perf_counter() - began
-    if any(
-        column["role"] == "on_demand_feature"
-        for column in state.shapes.of(asked.features, asked.full_names, result).columns
-    ):
-        state.metrics.observe("featurekit_on_demand_seconds", took - state.spent.seconds)
+    state.metrics.observe("featurekit_online_read_seconds", result.timings["online_read_s"])
+    if result.timings["on_demand_s"]:
+        state.metrics.observe("featurekit_on_demand_seconds", result.timings["on_demand_s"])
     return result
 
 
