@@ -4,7 +4,9 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 1M, 10M and 30M feature rows), ``shapes`` (the training set on long entity histories, see
 :mod:`benchmarks.shapes`), ``windows`` (window aggregations against hand-written floors, see
 :mod:`benchmarks.windows`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
-``child`` and ``materialize-loop`` are the harness's own child processes.
+``redis`` (the Redis online store against hand-written redis-py, see :mod:`benchmarks.redis_online`);
+``http`` (the feature server, see :mod:`benchmarks.http_server`);
+``child``, ``redis-child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
 from __future__ import annotations
@@ -109,7 +111,16 @@ def _parser() -> argparse.ArgumentParser:
     windows.add_argument("--lookup-calls", type=int, default=2000, help="timed calls per lookup kind and round")
     windows.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("report", help="rewrite RESULTS.md and the charts from results/*.json")
+    on_redis = sub.add_parser("redis", help="the Redis online store: materialize, load and lookups vs redis-py")
+    on_redis.add_argument("--scale", choices=sorted(SCALES), default="medium")
+    on_redis.add_argument("--repeat", type=int, default=3)
+    on_redis.add_argument("--url", default="", help="a Redis to use (its database is flushed); default: start one")
+    on_redis.add_argument("--output", type=Path, default=HERE / "results")
+    sub.add_parser("redis-child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
+    sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
+        "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
+    )
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
@@ -120,6 +131,18 @@ def main() -> None:
     options = _parser().parse_args()
     if options.command == "child":
         child(options.argv)
+    elif options.command == "redis":
+        from benchmarks.redis_online import run
+
+        sys.exit(run(options))
+    elif options.command == "redis-child":
+        from benchmarks.redis_online import child as redis_child
+
+        redis_child(options.argv)
+    elif options.command == "http":
+        from benchmarks.http_server import main as http_main
+
+        http_main(options.argv)
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 

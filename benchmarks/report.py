@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import charts, scaling, shapes, windows
+from benchmarks import charts, redis_online, scaling, shapes, windows
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ["small", "medium", "large", "xlarge"]
@@ -200,6 +200,7 @@ def write_report(results: Path, target: Path) -> None:
     sections.append(shapes.section(shape_record, shape_chart))
     window_path = results / windows.RECORD
     sections.append(windows.section(json.loads(window_path.read_text()) if window_path.exists() else None))
+    sections.append(redis_online.record_section(results))
     notes = results / "NOTES.md"
     if notes.exists():
         sections.append(notes.read_text())

@@ -24,6 +24,7 @@ from featurekit.definitions import (
     window_view,
 )
 from featurekit.errors import (
+    AuthError,
     ConfigError,
     ConflictError,
     DataError,
@@ -35,8 +36,10 @@ from featurekit.errors import (
     NotAppliedError,
     OnlineHistoryError,
     RegistryError,
+    RequestError,
     RetentionError,
     SchemaError,
+    ServerError,
     SourceError,
     StorageError,
     UnknownNameError,
@@ -44,6 +47,7 @@ from featurekit.errors import (
 )
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
+    from featurekit.client import Client
     from featurekit.info import ViewInfo
     from featurekit.integrity import IntegrityReport, verify_store
     from featurekit.manifest import Manifest
@@ -58,6 +62,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
 # Names whose modules import DuckDB, Arrow, polars or pandas are imported on first use, so that
 # defining features and starting the CLI (`featurekit --help`) stay fast.
 _LAZY = {
+    "Client": "featurekit.client",
     "FeatureStore": "featurekit.store",
     "IntegrityReport": "featurekit.integrity",
     "Manifest": "featurekit.manifest",
@@ -89,6 +94,8 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
+    "Client",
     "ConfigError",
     "ConflictError",
     "DataError",
@@ -114,8 +121,10 @@ __all__ = [
     "Plan",
     "PushResult",
     "RegistryError",
+    "RequestError",
     "RetentionError",
     "SchemaError",
+    "ServerError",
     "SkewReport",
     "SourceError",
     "SqlSource",

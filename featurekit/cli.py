@@ -580,6 +580,27 @@ def verify(
         sys.exit(1)
 
 
+@cli.command(short_help="Serve online features over HTTP.")
+@click.option("--host", default=None, help="Address to listen on [default: serve.host, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: serve.port, 6566].")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Worker processes [default: serve.workers, 1]."
+)
+@click.option("--no-auth", is_flag=True, help="Serve without tokens (only on a loopback host).")
+@pass_context
+@reports_errors
+def serve(ctx: Context, host: str | None, port: int | None, workers: int | None, no_auth: bool) -> None:
+    """Serve POST /v1/features, /v1/push, Feast's /get-online-features, /healthz, /readyz, /metrics.
+
+    Refuses to start without a token (FEATUREKIT_TOKEN, or serve.token_file in featurekit.yaml)
+    unless --no-auth is given on a loopback host.
+    """
+    from featurekit.server.run import serve as run_server
+
+    check_repo(ctx.repo)
+    run_server(ctx.repo, host=host, port=port, workers=workers, no_auth=no_auth, quiet=ctx.quiet)
+
+
 def _watermark(info: ViewInfo) -> str | None:
     m = info.materialization
     return m.watermark.isoformat() if m is not None and m.watermark is not None else None

@@ -14,20 +14,43 @@ inside the repo::
       threads: null               # DuckDB threads (default: all cores)
       lock_wait_s: 30             # how long an offline push waits while a materialization holds the view
     online:
-      type: sqlite                # or "memory"
+      type: sqlite                # or "memory", or "redis" (below)
       path: online.db             # relative to store_dir
       busy_timeout_s: 60          # how long a writer waits for another writer
       mmap_mb: 1024               # SQLite reads the file through a memory map of up to this size (0: off)
       refresh_s: 5                # how often serving looks for a new apply
+    serve:                        # `featurekit serve` (the HTTP feature server)
+      host: 127.0.0.1             # loopback unless told otherwise
+      port: 6566
+      workers: 1                  # worker processes
+      token_file: null            # lines "TOKEN read" or "TOKEN read,write", relative to the repo root
+      limits:
+        max_entities: 1000        # entities per lookup request
+        max_body_bytes: 1048576   # request body size, checked while reading
+
+The ``online`` block is one of three models chosen by its ``type`` (a pydantic discriminated union,
+``sqlite`` when ``type`` is left out): each store's settings sit flat next to ``type`` and a setting
+of another store is rejected by name rather than silently ignored. ``refresh_s`` is every type's.
+A Redis online store (``pip install 'featurekit[redis]'``)::
+
+    online:
+      type: redis
+      url: redis://localhost:6379/0   # redis://[user:password@]host:port/db, rediss:// for TLS, unix://
+      key_prefix: "fk:rides:"         # every key the store writes starts with it; default fk:<project>:
+      socket_timeout_s: 0.5           # a command without an answer within this fails (StorageError)
+      connect_timeout_s: 0.5          # the same for opening a connection
+      max_connections: 32             # connections per process; a thread waits for a free one...
+      pool_timeout_s: 5               # ... at most this long
+      refresh_s: 5
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from featurekit.errors import ConfigError
 
@@ -45,16 +68,65 @@ class OfflineConfig(BaseModel):
     lock_wait_s: float = Field(default=30.0, ge=0)  # how long an offline push waits for a view's writer lock
 
 
-class OnlineConfig(BaseModel):
-    """Which online store serves lookups: ``sqlite`` (embedded default) or ``memory`` (tests, notebooks)."""
+class _OnlineSettings(BaseModel):
+    """What every online store's settings share."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["sqlite", "memory"] = "sqlite"
+    refresh_s: float = Field(default=5.0, ge=0)  # how often serving checks the registry for a new apply
+
+
+class SqliteOnlineConfig(_OnlineSettings):
+    """The embedded default: one SQLite file under the store folder."""
+
+    type: Literal["sqlite"] = "sqlite"
     path: str = "online.db"  # relative to store_dir
     busy_timeout_s: float = Field(default=60.0, gt=0)
     mmap_mb: int = Field(default=1024, ge=0)  # SQLite memory map for reads; 0 on network file systems
-    refresh_s: float = Field(default=5.0, ge=0)  # how often serving checks the registry for a new apply
+
+
+class MemoryOnlineConfig(_OnlineSettings):
+    """In-memory (tests, notebooks): nothing persisted, nothing shared between processes."""
+
+    type: Literal["memory"]
+
+
+class RedisOnlineConfig(_OnlineSettings):
+    """A Redis server shared by every serving host (``pip install 'featurekit[redis]'``)."""
+
+    type: Literal["redis"]
+    url: str = "redis://localhost:6379/0"
+    # load_config makes the default "fk:<project>:", so repos sharing a Redis database never meet.
+    key_prefix: str = Field(default="fk:", min_length=1, max_length=200)
+    socket_timeout_s: float = Field(default=0.5, gt=0)
+    connect_timeout_s: float = Field(default=0.5, gt=0)
+    max_connections: int = Field(default=32, ge=1)
+    pool_timeout_s: float = Field(default=5.0, gt=0)
+
+
+OnlineConfig = Annotated[SqliteOnlineConfig | MemoryOnlineConfig | RedisOnlineConfig, Field(discriminator="type")]
+"""Which online store serves lookups, chosen by ``type`` (default ``sqlite``)."""
+
+
+class ServeLimits(BaseModel):
+    """What one HTTP request may ask of the feature server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_entities: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=64)
+
+
+class ServeConfig(BaseModel):
+    """Defaults of ``featurekit serve``; the command line's options win over them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=6566, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    token_file: str | None = None  # relative to the repo root
+    limits: ServeLimits = ServeLimits()
 
 
 class RepoConfig(BaseModel):
@@ -68,7 +140,16 @@ class RepoConfig(BaseModel):
     archive: list[str] = Field(default_factory=lambda: ["archive/*.py"])
     pins: list[str] = Field(default_factory=list)
     offline: OfflineConfig = OfflineConfig()
-    online: OnlineConfig = OnlineConfig()
+    online: OnlineConfig = SqliteOnlineConfig()
+    serve: ServeConfig = ServeConfig()
+
+    @field_validator("online", mode="before")
+    @classmethod
+    def _sqlite_by_default(cls, value: Any) -> Any:
+        """An ``online`` block without ``type`` configures the default store, SQLite."""
+        if isinstance(value, dict) and "type" not in value:
+            return {**value, "type": "sqlite"}
+        return value
 
 
 def validation_problems(exc: ValidationError) -> str:
@@ -93,4 +174,8 @@ def load_config(repo: Path) -> RepoConfig:
         raise ConfigError(f"invalid {path}: {validation_problems(exc)}") from exc
     if config.project is None:
         config = config.model_copy(update={"project": repo.resolve().name})
+    online = config.online
+    if isinstance(online, RedisOnlineConfig) and "key_prefix" not in online.model_fields_set:
+        online = online.model_copy(update={"key_prefix": f"fk:{config.project}:"})
+        config = config.model_copy(update={"online": online})
     return config

@@ -16,9 +16,12 @@ The tree::
     ├── WindowError              a materialization window is empty, reversed or in the future
     ├── ConflictError            another process holds the view or committed first
     ├── RegistryError            the registry file is unreadable or from an unknown format
-    ├── StorageError             a stored data file is missing or damaged
+    ├── StorageError             a stored file is missing or damaged, a disk fails, Redis does not answer
     ├── ManifestError            a manifest is unreadable, or rebuilding it would differ
-    └── RetentionError           time travel to data that gc removed
+    ├── RetentionError           time travel to data that gc removed
+    ├── RequestError             an HTTP request the feature server cannot take (not JSON, too large)
+    ├── AuthError                a missing or wrong token, or one without the scope a route needs
+    └── ServerError              the feature server failed unexpectedly (its log has the error id)
 
 Messages say what went wrong, where, and how to fix it.
 """
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = [
+    "AuthError",
     "ConfigError",
     "ConflictError",
     "DataError",
@@ -41,8 +45,10 @@ __all__ = [
     "NotAppliedError",
     "OnlineHistoryError",
     "RegistryError",
+    "RequestError",
     "RetentionError",
     "SchemaError",
+    "ServerError",
     "SourceError",
     "StorageError",
     "UnknownNameError",
@@ -122,7 +128,8 @@ class RegistryError(FeaturekitError):
 
 
 class StorageError(FeaturekitError):
-    """A stored file (offline table, registry, online store) is missing, damaged or cannot be written."""
+    """A stored file (offline table, registry, online store) is missing, damaged or cannot be written,
+    or the Redis online store does not answer or refuses a command."""
 
 
 _IO_FAILURES = (
@@ -163,6 +170,18 @@ class ManifestError(FeaturekitError):
 
 class RetentionError(FeaturekitError):
     """Time travel asked for data that gc removed under the retention policy."""
+
+
+class RequestError(FeaturekitError):
+    """An HTTP request the feature server cannot take: not JSON, too large, too many entities."""
+
+
+class AuthError(FeaturekitError):
+    """A missing or wrong bearer token, or a token without the scope the route needs (push needs ``write``)."""
+
+
+class ServerError(FeaturekitError):
+    """The feature server failed in a way the request did not cause; its log holds the traceback under ``error_id``."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -199,6 +199,13 @@ def input_column(view: OnDemandView, name: str, values: pl.Series | Sequence[Any
     view, the input, the value and the dtype, on both paths (never a null on one and a crash on
     the other).
     """
+    misfit = _wrong_kind(values, dtype)
+    if misfit is not _FITS:
+        raise SchemaError(
+            f"on-demand view '{view.name}' ({view.location}): input {name!r} got {misfit!r}, which is not a value "
+            f"of its declared dtype {dtype} (booleans, lists and objects are not numbers or text); pass values of "
+            "that dtype, or declare the dtype the values have"
+        )
     if not isinstance(values, pl.Series):
         try:  # values that already have the dtype (fetched features, the common request): no inference
             return pl.Series(name, values, dtype=dtype, strict=True)
@@ -216,6 +223,23 @@ def input_column(view: OnDemandView, name: str, values: pl.Series | Sequence[Any
         f"not fit its declared dtype {dtype}; pass values of that dtype (as request= online, as the spine column "
         f"{name!r} in a training set), or declare the dtype the values have"
     )
+
+
+_FITS = object()
+
+
+def _wrong_kind(values: pl.Series | Sequence[Any], dtype: Any) -> Any:
+    """A boolean, list or mapping given for a number or text input (polars would turn True into 1.0)."""
+    target = dtype if isinstance(dtype, pl.DataType) else dtype()
+    if not (target.is_numeric() or target == pl.String):
+        return _FITS
+    if isinstance(values, pl.Series):
+        wrong = values.dtype == pl.Boolean or values.dtype.is_nested()
+        return values.drop_nulls().head(1).to_list()[0] if wrong and values.null_count() < len(values) else _FITS
+    for value in values:
+        if isinstance(value, (bool, dict, list, tuple)):
+            return value
+    return _FITS
 
 
 def _misfit(values: pl.Series | Sequence[Any], dtype: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real repos on disk, real DuckDB, real Delta tables, real SQLite."""
+"""Shared fixtures: real repos on disk, real DuckDB, real Delta tables, real SQLite, a real Redis server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import featurekit as fk
+from tests.redis_server import own_redis_server, redis_server
+
+__all__ = ["own_redis_server", "redis_server"]  # fixtures of tests/redis_server.py, for every test module
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -390,3 +390,15 @@ def test_online_request_with_missing_or_null_key_part(make_repo, open_store):
     with pytest.raises(fk.DataError, match="null 'b'"):
         store.online_features([{"a": 1, "b": None}], ["pair_value"])
     assert store.online_features([{"a": 1, "b": "x"}], ["pair_value"], at=ts(1)).to_dict()["value"] == [1.0]
+
+
+def test_a_boolean_or_an_object_is_no_number_for_an_on_demand_input():
+    """polars would turn True into 1.0 and hand a struct to the function; both paths refuse them."""
+    from featurekit.definitions import OnDemandView
+    from featurekit.transform import input_column
+
+    view = OnDemandView(lambda df: df, inputs=[], request={"trip_km": pl.Float64})
+    assert input_column(view, "trip_km", [1, 2.5, "3.5"], pl.Float64).to_list() == [1.0, 2.5, 3.5]
+    for bad in ([True], [{"km": 1}], [[1.0]], pl.Series([None, False])):
+        with pytest.raises(fk.SchemaError, match="input 'trip_km' got"):
+            input_column(view, "trip_km", bad, pl.Float64)

@@ -12,6 +12,7 @@ import pytest
 
 import featurekit as fk
 from tests.conftest import trips_table, ts
+from tests.redis_server import online_yaml
 
 DRIVERS = 2000
 
@@ -43,8 +44,9 @@ def _trips(generation: int):
 
 
 @pytest.mark.slow
-def test_lookups_during_materialize_see_old_or_new_values_and_never_fail(make_repo, open_store):
-    root = make_repo(data={"data/trips.parquet": _trips(1)})
+@pytest.mark.parametrize("online", ["redis", "sqlite"])  # stores another process can read
+def test_lookups_during_materialize_see_old_or_new_values_and_never_fail(make_repo, open_store, request, online):
+    root = make_repo(data={"data/trips.parquet": _trips(1)}, config=online_yaml(online, request))
     store = open_store(root)
     store.apply()
     store.materialize(ts(0), ts(2))

@@ -10,20 +10,31 @@ from pathlib import Path
 
 import pytest
 
+from featurekit.config import RedisOnlineConfig
 from featurekit.online.base import NO_CREATED, OnlineRows, OnlineStore, encode_key
 from featurekit.online.memory import MemoryOnlineStore
+from featurekit.online.redis import RedisOnlineStore
 from featurekit.online.sqlite import SqliteOnlineStore
+from tests.redis_server import redis_prefix
 
-STORES: dict[str, Callable[[Path], OnlineStore]] = {
-    "sqlite": lambda tmp: SqliteOnlineStore(tmp / "online.db"),
-    "sqlite-no-mmap": lambda tmp: SqliteOnlineStore(tmp / "online.db", mmap_mb=0),
-    "memory": lambda tmp: MemoryOnlineStore(),
+
+def _redis(request: pytest.FixtureRequest, tmp: Path) -> OnlineStore:
+    url = request.getfixturevalue("redis_server").url
+    return RedisOnlineStore(RedisOnlineConfig(type="redis", url=url, key_prefix=redis_prefix()))
+
+
+# Each maker gets the test's request (for fixtures such as the Redis server) and a temporary folder.
+STORES: dict[str, Callable[[pytest.FixtureRequest, Path], OnlineStore]] = {
+    "sqlite": lambda request, tmp: SqliteOnlineStore(tmp / "online.db"),
+    "sqlite-no-mmap": lambda request, tmp: SqliteOnlineStore(tmp / "online.db", mmap_mb=0),
+    "memory": lambda request, tmp: MemoryOnlineStore(),
+    "redis": _redis,
 }
 
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStore]:
-    made = STORES[request.param](tmp_path)
+    made = STORES[request.param](request, tmp_path)
     made.create_table("t__v1", ["a", "b"])
     yield made
     made.close()
@@ -132,3 +143,123 @@ def test_concurrent_writers_lose_no_rows(store: OnlineStore) -> None:
     found = store.read("t__v1", ["a", "b"], keys)
     assert len(found) == len(keys)
     assert all(found[k] == (1, 1, float(k), str(k)) for k in keys)
+
+
+def test_read_many_answers_each_table_in_order(store: OnlineStore) -> None:
+    store.create_table("u__v1", ["c"])
+    store.write("t__v1", rows((1, 10, 1, 1.5, "x"), (2, 20, 2, 2.5, "y")))
+    store.write("u__v1", OnlineRows(keys=[1, "1"], event_us=[5, 6], created_us=[0, 0], columns={"c": [7, 8]}))
+    found = store.read_many(
+        [
+            ("t__v1", ["b", "a"], [2, 1, 3]),
+            ("u__v1", ["c"], [1, "1", 2]),
+            ("nope__v1", ["a"], [1]),
+            ("t__v1", [], [1]),
+        ]
+    )
+    assert found == [
+        {2: (20, 2, "y", 2.5), 1: (10, 1, "x", 1.5)},
+        {1: (5, 0, 7), "1": (6, 0, 8)},
+        {},
+        {1: (10, 1)},
+    ]
+    assert store.read_many([]) == []
+    assert store.read_many([("t__v1", ["a"], [])]) == [{}]
+
+
+# Every kind of value :mod:`featurekit.online.codecs` hands to a store, at its edges.
+VALUES = [
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    0.0,
+    -0.0,
+    1e-310,  # subnormal
+    1.7976931348623157e308,
+    0.1 + 0.2,
+    "NaN",  # the codecs' NaN marker
+    "",
+    "1",
+    "\u00e9\u4e2d\U0001f600 \x00 tab\tnew\nline",
+    b"",
+    b"\x00\xff" * 40,
+    None,
+]
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_every_value_round_trips_exactly(store: OnlineStore, value: object) -> None:
+    store.write("t__v1", rows((1, 1, 1, value, None), (2, 1, 1, None, value), (3, 1, 1, value, value)))
+    found = store.read("t__v1", ["a", "b"], [1, 2, 3])
+    assert found == {1: (1, 1, value, None), 2: (1, 1, None, value), 3: (1, 1, value, value)}
+    for row in found.values():
+        for got in row[2:]:
+            if got is not None or value is None:
+                assert type(got) is type(value)
+    if isinstance(value, float):
+        assert math.copysign(1.0, found[1][2]) == math.copysign(1.0, value)  # -0.0 stays -0.0
+
+
+def test_mixed_columns_and_extreme_times_round_trip(store: OnlineStore) -> None:
+    keys = list(range(len(VALUES)))
+    a = VALUES
+    b = list(reversed(VALUES))
+    events = [(-1) ** k * (2**62 + k) for k in keys]
+    store.write(
+        "t__v1", OnlineRows(keys=keys, event_us=events, created_us=[NO_CREATED] * len(keys), columns={"a": a, "b": b})
+    )
+    found = store.read("t__v1", ["a", "b"], keys)
+    assert found == {k: (events[k], NO_CREATED, a[k], b[k]) for k in keys}
+
+
+def test_age_compares_exactly_beyond_double_precision(store: OnlineStore) -> None:
+    big = 2**60  # a double cannot tell big from big + 1
+    store.write("t__v1", rows((1, big + 1, 0, 1.0, "newer")))
+    store.write("t__v1", rows((1, big, 0, 2.0, "older event")))
+    store.write("t__v1", rows((2, 5, big + 1, 1.0, "newer")))
+    store.write("t__v1", rows((2, 5, big, 2.0, "older created")))
+    store.write("t__v1", rows((3, -5, 0, 1.0, "negative")))
+    store.write("t__v1", rows((3, -6, 0, 2.0, "more negative")))
+    store.write("t__v1", rows((4, 0, NO_CREATED + 1, 1.0, "created")))
+    store.write("t__v1", rows((4, 0, NO_CREATED, 2.0, "no created")))
+    found = store.read("t__v1", ["b"], [1, 2, 3, 4])
+    assert {k: v[2] for k, v in found.items()} == {1: "newer", 2: "newer", 3: "negative", 4: "created"}
+
+
+def test_write_counts_the_rows_it_kept(store: OnlineStore) -> None:
+    assert store.write("t__v1", rows()) == 0
+    assert store.write("t__v1", rows((1, 10, 0, 1.0, "a"), (2, 10, 0, 1.0, "b"))) == 2
+    assert store.write("t__v1", rows((1, 9, 0, 1.0, "old"), (2, 11, 0, 1.0, "new"))) == 1
+
+
+def test_create_table_keeps_an_existing_table(store: OnlineStore) -> None:
+    store.write("t__v1", rows((1, 1, 1, 1.0, "x")))
+    store.create_table("t__v1", ["a", "b"])
+    assert store.read("t__v1", ["b"], [1]) == {1: (1, 1, "x")}
+    assert store.tables() == {"t__v1": ["a", "b"]}
+
+
+def test_tables_keep_their_rows_apart(store: OnlineStore) -> None:
+    store.create_table("t__v2", ["a", "b"])
+    store.write("t__v1", rows((1, 1, 1, 1.0, "v1")))
+    store.write("t__v2", rows((1, 2, 2, 2.0, "v2")))
+    assert store.read("t__v1", ["b"], [1]) == {1: (1, 1, "v1")}
+    assert store.read("t__v2", ["b"], [1]) == {1: (2, 2, "v2")}
+    store.drop_table("t__v1")
+    store.drop_table("t__v1")  # dropping twice is fine
+    assert store.read("t__v2", ["b"], [1]) == {1: (2, 2, "v2")}
+    store.create_table("t__v1", ["a", "b"])  # a table created again starts empty
+    assert store.read("t__v1", ["b"], [1]) == {}
+
+
+def test_a_big_write_is_all_there(store: OnlineStore) -> None:
+    count = 120_000  # more than one pipelined round trip of the Redis store
+    keys = list(range(count))
+    store.write(
+        "t__v1", OnlineRows(keys, [7] * count, [0] * count, {"a": [float(k) for k in keys], "b": [None] * count})
+    )
+    found = store.read("t__v1", ["a"], [*keys, -1])  # a big read too (the Redis store splits its MGET)
+    assert found == {k: (7, 0, float(k)) for k in keys}
+    store.drop_table("t__v1")
+    assert store.read("t__v1", ["a"], keys[:10]) == {}

@@ -13,6 +13,7 @@ import pytest
 import featurekit as fk
 from featurekit.online import loading
 from tests.conftest import BASIC_FEATURES, trips_table, ts
+from tests.redis_server import ONLINE_KINDS, online_yaml
 
 KEYED = """
 import pyarrow as pa
@@ -27,7 +28,6 @@ def things(rows: pa.Table) -> pa.Table:
     return rows.select([{keys}, "event_timestamp", "value"])
 """
 
-ONLINE = {"sqlite": None, "memory": "online:\n  type: memory\n"}
 
 KEY_COLUMNS = {
     "day": (pa.date32(), [date(2026, 1, 1), date(1999, 12, 31)]),
@@ -55,10 +55,10 @@ def keyed_repo(make_repo, keys: list[str], config: str | None):
 KEY_SETS = [["day"], ["moment"], ["small"], ["wide"], ["flag"], ["day", "moment", "name", "small"]]
 
 
-@pytest.mark.parametrize("online", sorted(ONLINE))
+@pytest.mark.parametrize("online", ONLINE_KINDS)
 @pytest.mark.parametrize("keys", KEY_SETS)
-def test_every_key_type_is_served_and_materialize_runs_again(make_repo, open_store, online, keys):
-    store = open_store(keyed_repo(make_repo, keys, ONLINE[online]))
+def test_every_key_type_is_served_and_materialize_runs_again(make_repo, open_store, request, online, keys):
+    store = open_store(keyed_repo(make_repo, keys, online_yaml(online, request)))
     store.apply()
     store.materialize(ts(0), ts(1))
     store.materialize(ts(0), ts(1))  # the online load of the first run must not wedge the next
@@ -185,8 +185,8 @@ def balances(rows: pa.Table) -> pa.Table:
 """
 
 
-@pytest.mark.parametrize("online", sorted(ONLINE))
-def test_uint64_keys_above_the_signed_range_are_served(make_repo, open_store, online):
+@pytest.mark.parametrize("online", ONLINE_KINDS)
+def test_uint64_keys_above_the_signed_range_are_served(make_repo, open_store, request, online):
     data = pa.table(
         {
             "account_id": pa.array([1], pa.uint64()),
@@ -194,7 +194,7 @@ def test_uint64_keys_above_the_signed_range_are_served(make_repo, open_store, on
             "balance": [1.0],
         }
     )
-    store = open_store(make_repo(UINT_KEY, data={"data/accounts.parquet": data}, config=ONLINE[online]))
+    store = open_store(make_repo(UINT_KEY, data={"data/accounts.parquet": data}, config=online_yaml(online, request)))
     store.apply()
     big = 2**64 - 1  # Delta Lake has no unsigned types, so such keys only arrive by an online push
     pushed = pa.table(

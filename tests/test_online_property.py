@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import featurekit as fk
 from tests.conftest import BASIC_FEATURES, RepoFactory, trips_table, ts
+from tests.redis_server import ONLINE_KINDS, online_yaml
 
 FEATURES = BASIC_FEATURES.replace("ttl=timedelta(days=7)", "ttl=timedelta(hours=6)")
 
@@ -24,16 +25,16 @@ event = st.tuples(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("online", ["sqlite", "memory"])
+@pytest.mark.parametrize("online", ONLINE_KINDS)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=st.lists(event, min_size=1, max_size=20),
     split=st.integers(min_value=1, max_value=16),
     lookups=st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=3),
 )
-def test_online_equals_training_at_lookup_time(tmp_path_factory, online, events, split, lookups):
+def test_online_equals_training_at_lookup_time(tmp_path_factory, request, online, events, split, lookups):
     rows = [(d, ts(0, h), None if c is None else ts(0, h + c), a, o, float(a * 10 + o)) for d, h, c, a, o in events]
-    config = "online:\n  type: memory\n" if online == "memory" else None
+    config = online_yaml(online, request)  # Redis: a new key prefix per example
     root = RepoFactory(tmp_path_factory.mktemp("online"))(FEATURES, {"data/trips.parquet": trips_table(rows)}, config)
     with fk.FeatureStore(root, progress=False) as store:
         store.apply()

@@ -16,6 +16,7 @@ from featurekit.online.codecs import check_servable, decoder, encode_column
 from featurekit.online.memory import MemoryOnlineStore
 from featurekit.online.sqlite import SqliteOnlineStore
 from tests.conftest import ts
+from tests.redis_server import ONLINE_KINDS, online_yaml
 
 FEATURES = """
 import pyarrow as pa
@@ -126,13 +127,11 @@ def empty_row(entity: int, day: float) -> dict[str, object]:
     return {"id": entity, "event_timestamp": ts(day), **dict.fromkeys(NAMES)}
 
 
-ONLINE = {"sqlite": None, "memory": "online:\n  type: memory\n"}
-
-
-@pytest.fixture(params=sorted(ONLINE))
+@pytest.fixture(params=ONLINE_KINDS)
 def store(request, make_repo, open_store):
     data = pa.Table.from_pylist([row(1, 0, 0), row(2, 0.5, 1), empty_row(3, 0.5)], schema=SCHEMA)
-    store = open_store(make_repo(FEATURES, data={"data/things.parquet": data}, config=ONLINE[request.param]))
+    config = online_yaml(request.param, request)
+    store = open_store(make_repo(FEATURES, data={"data/things.parquet": data}, config=config))
     store.apply()
     store.materialize(ts(0), ts(1))
     pushed = pa.Table.from_pylist([row(4, 1.5, 7), row(1, 1.5, 3)], schema=SCHEMA)

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import featurekit as fk
+from tests.redis_server import ONLINE_KINDS, online_yaml
 from tests.windows_oracle import (
     Agg,
     Event,
@@ -544,7 +545,7 @@ def check_online(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("online", ["sqlite", "memory"])
+@pytest.mark.parametrize("online", ONLINE_KINDS)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     raw=event_logs(min_size=1),
@@ -556,13 +557,13 @@ def check_online(
     kind=st.sampled_from(KEY_KINDS),
 )
 def test_online_equals_the_oracle_at_any_later_instant(
-    tmp_path_factory, online, raw, windows, delay, split, lookups, edges, kind
+    tmp_path_factory, request, online, raw, windows, delay, split, lookups, edges, kind
 ):
     features = features_of(AGGREGATIONS, windows)
     events = oracle_events(raw)
     instants = [(END_US + after, zone) for after, zone in lookups]
     instants += [(t, i % len(ZONES)) for i, t in enumerate(edge_instants(events, windows, delay, edges, END_US))]
-    config = "online:\n  type: memory\n" if online == "memory" else ""
+    config = online_yaml(online, request) or ""  # Redis: a new key prefix per example
     with make_store(tmp_path_factory.mktemp("online"), raw, windows, delay, config, kind) as store:
         store.materialize(BASE, BASE + timedelta(microseconds=split * SLOT_US))
         store.materialize_incremental(END)  # only the new events

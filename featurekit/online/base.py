@@ -56,11 +56,20 @@ class OnlineStore(Protocol):
     def write(self, table: str, rows: OnlineRows) -> int:
         """Upsert rows that are at least as new as the stored ones; returns how many were written.
 
-        One transaction: readers see all of the write or none of it.
+        Equal age (event time, then created time): the later write wins, also between two rows of
+        one write. Every row is written whole; SQLite and memory make the write one transaction
+        (readers see all of it or none), Redis each row (readers see each row old or new).
         """
 
     def read(self, table: str, features: Sequence[str], keys: Sequence[Key]) -> dict[Key, tuple[Any, ...]]:
-        """Rows of the found keys as ``(event_us, created_us, *feature values)``."""
+        """Rows of the found keys as ``(event_us, created_us, *feature values)``; a missing table reads empty."""
+
+    def read_many(self, reads: Sequence[tuple[str, Sequence[str], Sequence[Key]]]) -> list[dict[Key, tuple[Any, ...]]]:
+        """:meth:`read` of each ``(table, features, keys)``, in order: one lookup request over several tables.
+
+        Redis answers it in one round trip whatever the number of tables; SQLite and memory read
+        table by table.
+        """
 
     def drop_table(self, table: str) -> None:
         """Remove a table (no error if it does not exist)."""

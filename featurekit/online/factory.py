@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featurekit.config import OnlineConfig
+from featurekit.config import MemoryOnlineConfig, OnlineConfig, RedisOnlineConfig
 from featurekit.online.base import OnlineStore
 from featurekit.online.memory import MemoryOnlineStore
 from featurekit.online.sqlite import SqliteOnlineStore
 
 
 def open_online_store(config: OnlineConfig, store_root: Path) -> OnlineStore:
-    """The configured store: SQLite (default, under the store folder) or in-memory."""
-    if config.type == "memory":
+    """The configured store: SQLite (default, under the store folder), in-memory, or Redis."""
+    if isinstance(config, MemoryOnlineConfig):
         return MemoryOnlineStore()
+    if isinstance(config, RedisOnlineConfig):
+        from featurekit.online.redis import RedisOnlineStore  # redis-py is imported only for this type
+
+        return RedisOnlineStore(config)
     path = Path(config.path)
     return SqliteOnlineStore(path if path.is_absolute() else store_root / path, config.busy_timeout_s, config.mmap_mb)

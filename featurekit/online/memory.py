@@ -37,6 +37,9 @@ class MemoryOnlineStore:
             self._tables[table] = (features, staged)  # swap in whole: readers see old or new
         return written
 
+    def read_many(self, reads: Sequence[tuple[str, Sequence[str], Sequence[Key]]]) -> list[dict[Key, tuple[Any, ...]]]:
+        return [self.read(table, features, keys) for table, features, keys in reads]
+
     def tables(self) -> dict[str, list[str]]:
         with self._lock:
             return {name: list(features) for name, (features, _) in self._tables.items()}

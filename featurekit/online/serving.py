@@ -115,6 +115,7 @@ class OnlineResponse:
         self.columns = columns
         self.schema = schema
         self.rows = rows or {}  # per batch view version ("view@v1"): what the store held for each entity
+        self.timings: dict[str, float] = {}  # "online_read_s" and "on_demand_s" of the lookup, in seconds
         self._arrow: pa.Table | None = None
 
     def status(self, view: str) -> list[str]:
@@ -343,6 +344,7 @@ class OnlineReader:
         values: dict[str, list[Any]] = {}
         typed_keys: dict[str, list[Any]] = {}
         held: dict[str, RowStatus] = {}
+        asked: list[tuple[BatchLookup, list[list[Any]], list[Any]]] = []
         for lookup in recipe.lookups:
             parts = _key_columns(lookup, columns)
             for key, part in zip(lookup.join_keys, parts, strict=True):
@@ -351,10 +353,19 @@ class OnlineReader:
                 keys = parts[0]  # an int or string key is its own encoding
             else:
                 keys = encode_keys(parts, [k.dtype for k in lookup.key_types])
+            asked.append((lookup, parts, keys))
+        began = time.perf_counter()
+        if len(asked) == 1:
+            lookup, _, keys = asked[0]
+            fetched = [self.online.read(lookup.table, _stored_columns(lookup), keys)]
+        else:  # one request for every view (Redis: one round trip)
+            fetched = self.online.read_many([(lk.table, _stored_columns(lk), keys) for lk, _, keys in asked])
+        read_s = time.perf_counter() - began
+        for (lookup, parts, keys), rows in zip(asked, fetched, strict=True):
             if lookup.window is not None:
-                held[f"{lookup.view}@v{lookup.version}"] = self._windows(lookup, keys, parts, now_us, values)
+                status = self._windows(lookup, keys, parts, rows, now_us=now_us, into=values)
+                held[f"{lookup.view}@v{lookup.version}"] = status
                 continue
-            rows = self.online.read(lookup.table, lookup.features, keys)
             floor = None if lookup.ttl_us is None else now_us - lookup.ttl_us
             hits: list[Any] = []
             events: list[int | None] = []
@@ -383,8 +394,11 @@ class OnlineReader:
             for name, decode, stored in zip(lookup.internal, decoders, stored_columns, strict=True):
                 values[name] = stored if decode is None else decode(stored)
         result = {k: typed_keys.get(k, columns.get(k, [])) for k in recipe.entity_keys}
+        on_demand_s = 0.0
         if recipe.steps:
+            began = time.perf_counter()
             computed = run_steps(recipe.steps, self._on_demand_inputs(recipe, values, request or {}, count))
+            on_demand_s = time.perf_counter() - began
             for internal, name in recipe.outputs:
                 found = values.get(internal)
                 if found is None:
@@ -394,20 +408,23 @@ class OnlineReader:
         else:
             for internal, name in recipe.outputs:
                 result[name] = values[internal]
-        return OnlineResponse(result, recipe.schema, held)
+        response = OnlineResponse(result, recipe.schema, held)
+        response.timings = {"online_read_s": read_s, "on_demand_s": on_demand_s}
+        return response
 
+    @staticmethod
     def _windows(
-        self,
         lookup: BatchLookup,
         keys: list[Any],
         parts: list[list[Any]],
+        rows: dict[Any, tuple[Any, ...]],
+        *,
         now_us: int,
-        values: dict[str, list[Any]],
+        into: dict[str, list[Any]],
     ) -> RowStatus:
         """Window features of ``keys`` at ``now_us`` from their stored events; an unknown entity's are empty."""
         window = lookup.window
         assert window is not None
-        rows = self.online.read(lookup.table, WINDOW_COLUMNS, keys)
         states: list[pa.RecordBatch | None] = []
         stamps: list[int | None] = []
         for index, encoded in enumerate(keys):
@@ -422,7 +439,7 @@ class OnlineReader:
             states.append(decode_events(row[2], window.layout))
             stamps.append(now_us)
         for name, column in zip(lookup.internal, window.values.compute(states, now_us), strict=True):
-            values[name] = column
+            into[name] = column
         return RowStatus(stamps, None, now_us)
 
     def _on_demand_inputs(
@@ -442,6 +459,11 @@ class OnlineReader:
                 raise SchemaError(f"request input {name!r} has {len(column)} values for {count} entities")
             inputs[name] = column
         return inputs
+
+
+def _stored_columns(lookup: BatchLookup) -> list[str]:
+    """What a lookup reads of its table: the features, or a window view's stored events."""
+    return WINDOW_COLUMNS if lookup.window is not None else lookup.features
 
 
 def _too_early(

@@ -119,6 +119,9 @@ class SqliteOnlineStore:
             raise
         return found
 
+    def read_many(self, reads: Sequence[tuple[str, Sequence[str], Sequence[Key]]]) -> list[dict[Key, tuple[Any, ...]]]:
+        return [self.read(table, features, keys) for table, features, keys in reads]
+
     def tables(self) -> dict[str, list[str]]:
         con = self._connect()
         names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
