@@ -563,10 +563,11 @@ class DuckDBJoin:
             source = self._source(view, params)
             on = " AND ".join(f"e.{k} = c.{k}" for k in keys)
             code, codes_join = "c.__fk_code", f" JOIN {codes} c ON {on}"
-        # Ordered by code, time and every value: rows that tie are interchangeable, so the blocks
-        # (and every float sum) are the same on each run.
+        # Ordered by code and time; rows that tie on both are then ordered by their values
+        # (window_blocks.Events.settled), so the blocks and every float sum are the same on each
+        # run. Sorting all rows by the values too cost 2.5 s instead of 1.6 s for 10M rows.
         values = "".join(f", e.{quote(c)}" for c in columns)
-        order = ", ".join(["__fk_code", "__fk_o", *(f"e.{quote(c)}" for c in columns)])
+        order = "__fk_code, __fk_o"
         events = con.sql(
             f"SELECT {'e.' if one_integer else ''}{code} AS __fk_code, epoch_us(e.{ts}) AS __fk_o{values} "
             f"FROM {source} e{codes_join} ORDER BY {order}",
@@ -596,7 +597,7 @@ class DuckDBJoin:
             codes=event_codes,
             order=events.column("__fk_o").to_numpy(),
             columns={c: events.column(c).combine_chunks() for c in columns},
-        )
+        ).settled()
         ends = points.column("__fk_t").to_numpy() - spec.delay_us
         found = window_blocks.compute(prepared, features, query_codes, ends)
         result = {ROW: points.column(ROW)}

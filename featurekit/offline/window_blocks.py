@@ -35,11 +35,36 @@ def computes(feature: WindowFeature, schema: pa.Schema) -> bool:
 
 @dataclass
 class Events:
-    """A window view's events, sorted by (code, time, values): entity codes are 0..m-1."""
+    """A window view's events, sorted by (code, time): entity codes are 0..m-1."""
 
     codes: np.ndarray  # int64, ascending
     order: np.ndarray  # int64 event time (microseconds), ascending within a code
     columns: dict[str, pa.Array]
+
+    def settled(self) -> Events:
+        """The same events with every run of equal (code, time) ordered by its values.
+
+        Only such runs can come back from a sort in a different order on each run; in a fixed
+        order, every block (and every float sum) is the same bit for bit.
+        """
+        same = (self.codes[1:] == self.codes[:-1]) & (self.order[1:] == self.order[:-1])
+        if not same.any() or not self.columns:
+            return self
+        involved = np.zeros(len(self.order), dtype=bool)
+        involved[1:] |= same
+        involved[:-1] |= same
+        rows = np.flatnonzero(involved)
+        continues = np.zeros(len(rows), dtype=bool)
+        continues[1:] = same[rows[1:] - 1]  # a row equal to the one before it stays in its run
+        runs = np.cumsum(~continues)
+        names = list(self.columns)
+        table = pa.table({"__run": runs, **{n: self.columns[n].take(pa.array(rows)) for n in names}})
+        keys = [("__run", "ascending", "at_end"), *((n, "ascending", "at_end") for n in names)]
+        within = pc.sort_indices(table, sort_keys=keys).to_numpy()
+        placed = np.arange(len(self.order))
+        placed[rows] = rows[within]
+        taken = pa.array(placed)
+        return Events(self.codes, self.order, {n: a.take(taken) for n, a in self.columns.items()})
 
 
 def dense_codes(keys: np.ndarray, spine_keys: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
