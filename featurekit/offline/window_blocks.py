@@ -40,12 +40,14 @@ class Events:
     codes: np.ndarray  # int64, ascending
     order: np.ndarray  # int64 event time (microseconds), ascending within a code
     columns: dict[str, pa.Array]
+    moved: tuple[np.ndarray, np.ndarray] | None = None  # row i takes the values of row j (i, j)
 
     def settled(self) -> Events:
         """The same events with every run of equal (code, time) ordered by its values.
 
         Only such runs can come back from a sort in a different order on each run; in a fixed
-        order, every block (and every float sum) is the same bit for bit.
+        order, every block (and every float sum) is the same bit for bit. Only the rows of such
+        runs move (:attr:`moved`), applied to each column's numpy values when they are built.
         """
         same = (self.codes[1:] == self.codes[:-1]) & (self.order[1:] == self.order[:-1])
         if not same.any() or not self.columns:
@@ -61,10 +63,7 @@ class Events:
         table = pa.table({"__run": runs, **{n: self.columns[n].take(pa.array(rows)) for n in names}})
         keys = [("__run", "ascending", "at_end"), *((n, "ascending", "at_end") for n in names)]
         within = pc.sort_indices(table, sort_keys=keys).to_numpy()
-        placed = np.arange(len(self.order))
-        placed[rows] = rows[within]
-        taken = pa.array(placed)
-        return Events(self.codes, self.order, {n: a.take(taken) for n, a in self.columns.items()})
+        return Events(self.codes, self.order, self.columns, moved=(rows, rows[within]))
 
 
 def dense_codes(keys: np.ndarray, spine_keys: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,26 +113,37 @@ def positions(events: Events, codes: np.ndarray, instants: np.ndarray) -> np.nda
 class _Levels:
     """One numeric column's blocks: level k holds the stats of each aligned run of 2^k events."""
 
-    def __init__(self, array: pa.Array) -> None:
+    def __init__(self, array: pa.Array, moved: tuple[np.ndarray, np.ndarray] | None) -> None:
         self.integer = pa.types.is_integer(array.type)
         valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
         filled = pc.fill_null(array, 0) if array.null_count else array
         values = filled.to_numpy(zero_copy_only=False)
+        if moved is not None:
+            values = values.copy()
+            values[moved[0]] = values[moved[1]]
+            if valid is not None:
+                valid = valid.copy()
+                valid[moved[0]] = valid[moved[1]]
+        self.nulls = valid is not None
         self.valid = np.ones(len(values), dtype=bool) if valid is None else valid
         self.values = values
         self.floats = values.astype(np.float64, copy=False)
-        self.counts = np.concatenate([[0], np.cumsum(self.valid, dtype=np.int64)])
+        self.counts = np.concatenate([[0], np.cumsum(self.valid, dtype=np.int64)]) if self.nulls else None
         self._sums: list[np.ndarray] | None = None
         self._extremes: dict[str, list[np.ndarray]] = {}
         self._moments: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     def count(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        if self.counts is None:  # no nulls: every event in the slice has a value
+            whole: np.ndarray = high - low
+            return whole
         counted: np.ndarray = self.counts[high] - self.counts[low]
         return counted
 
     def sums(self) -> list[np.ndarray]:
         if self._sums is None:
-            self._sums = _pyramid(np.where(self.valid, self.floats, 0.0), np.add, 0.0)
+            base = np.where(self.valid, self.floats, 0.0) if self.nulls else self.floats
+            self._sums = _pyramid(base, np.add, 0.0)
         return self._sums
 
     def extremes(self, fn: str) -> list[np.ndarray]:
@@ -240,7 +250,7 @@ def compute(events: Events, features: list[WindowFeature], codes: np.ndarray, en
             continue
         column = levels.get(feature.column)
         if column is None:
-            column = levels[feature.column] = _Levels(events.columns[feature.column])
+            column = levels[feature.column] = _Levels(events.columns[feature.column], events.moved)
         counts = column.count(low, high)
         fn = feature.fn
         if fn == "count":
