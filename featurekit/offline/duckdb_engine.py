@@ -44,7 +44,7 @@ from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
 from featurekit.offline import window_blocks
 from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
-from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec, tolerant
+from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec
 
 ROW = "__fk_row"
 TS = "__fk_ts"
@@ -510,24 +510,20 @@ class DuckDBJoin:
         by_name = {f.name: f for f in spec.features}
         wanted = [by_name[name] for name, _ in view.features]
         blocks = [f for f in wanted if window_blocks.computes(f, view.schema)]
-        framed = [(i, f) for i, f in enumerate(wanted) if not window_blocks.computes(f, view.schema)]
+        framed = [i for i, f in enumerate(wanted) if not window_blocks.computes(f, view.schema)]
         self.plans.append("window(" + "+".join(p for p, some in (("blocks", blocks), ("frames", framed)) if some) + ")")
         if not blocks:
-            return self._window_view(view, spec)
+            return self._framed_view(view, spec)
         table = f"__fk_blocks{len(self._blocks)}"
         self._blocks.append((table, view, blocks))
-        position = {f.name: i for i, f in enumerate(blocks)}
-        fields = [
-            f"{quote('v' + str(i))} := fr.__fk_v.{quote('v' + str(k))}"
-            if not window_blocks.computes(f, view.schema)
-            else f"{quote('v' + str(i))} := b.{quote('b' + str(position[f.name]))}"
-            for i, f in enumerate(wanted)
-            for k in [next((k for k, (j, _) in enumerate(framed) if j == i), 0)]
-        ]
+        # Output field i comes from the block table's column or from the frames' struct.
+        source = {f.name: f"b.{quote('b' + str(k))}" for k, f in enumerate(blocks)}
+        source.update({wanted[i].name: f"fr.__fk_v.{quote('v' + str(k))}" for k, i in enumerate(framed)})
+        fields = [f"{quote('v' + str(i))} := {source[f.name]}" for i, f in enumerate(wanted)]
         joined = ""
         if framed:
-            only = ViewInput(**{**view.__dict__, "features": [view.features[i] for i, _ in framed]})
-            joined = f" LEFT JOIN ({self._window_view(only, spec)}) fr ON fr.{ROW} = b.{ROW}"
+            only = ViewInput(**{**view.__dict__, "features": [view.features[i] for i in framed]})
+            joined = f" LEFT JOIN ({self._framed_view(only, spec)}) fr ON fr.{ROW} = b.{ROW}"
         return f"SELECT b.{ROW}, struct_pack({', '.join(fields)}) AS __fk_v FROM {table} b{joined}"
 
     def _compute_blocks(self) -> None:
@@ -604,20 +600,15 @@ class DuckDBJoin:
         result.update({f"b{i}": found[f.name] for i, f in enumerate(features)})
         return pa.table(result)
 
-    def _window_view(self, view: ViewInput, spec: WindowSpec) -> str:
-        """Window features: the spine's instants merged into the rows, aggregated over RANGE frames.
+    def _framed_view(self, view: ViewInput, spec: WindowSpec) -> str:
+        """The window features blocks do not compute (``count_distinct``, ``first``, ``last``,
+        ``last_n``, and count/min/max of columns that are not numbers), over RANGE frames.
 
-        Each spine row enters its key's partition at ``t - delay - 1`` microsecond, so a frame of
-        ``w - 1`` preceding microseconds up to its peers holds exactly ``t - delay - w <= e <
-        t - delay``. Its own columns are null and it carries no event flag, so it counts for
-        nothing. DuckDB evaluates the frames with segment trees: exact, never by differences of
-        running sums.
-
-        Float sums depend on the order in which a frame's values are added, and DuckDB orders rows
-        with equal keys differently from run to run. So when a feature sums floats, the frames are
-        ordered by a HUGEINT that is unique per distinct row: the time times 2^64 plus a 63-bit
-        hash of the row's values, spine rows last in their microsecond. Every rebuild then adds in
-        the same order, bit for bit (measured: +20-40% on a log where every time repeats).
+        The spine's instants are merged into the rows: each spine row enters its key's partition
+        at ``t - delay - 1`` microsecond, so a frame of ``w - 1`` preceding microseconds up to its
+        peers holds exactly ``t - delay - w <= e < t - delay``. Its own columns are null and it
+        carries no event flag, so it counts for nothing. None of these aggregations adds floats,
+        so the order DuckDB gives rows with equal times cannot change a result.
         """
         keys = [quote(k) for k in view.join_keys]
         ts = quote(view.timestamp_field)
@@ -625,39 +616,25 @@ class DuckDBJoin:
         created = "0"
         if view.created_field:
             created = f"coalesce(epoch_us({quote(view.created_field)}), {int(NULL_CREATED_US)})"
-        total = any(tolerant(f, view.schema) for f in spec.features)  # floats summed: fix the order
-        scale = "(1::HUGEINT << 64)"
-        hashed = ", ".join([created, *(quote(c) for c in columns)])
-        event_key = (
-            f"epoch_us({ts})::HUGEINT * {scale} + (hash({hashed}) & 9223372036854775807)::HUGEINT"
-            if total
-            else f"epoch_us({ts})"
-        )
-        point = f"epoch_us({TS}) - {int(spec.delay_us) + 1}"
-        point_key = f"({point})::HUGEINT * {scale} + ({scale} - 1)" if total else point
         source = self._source(view)
         events = (
-            f"SELECT {', '.join(keys)}, epoch_us({ts}) AS __fk_o, {event_key} AS __fk_k, {created} AS __fk_c, "
+            f"SELECT {', '.join(keys)}, epoch_us({ts}) AS __fk_o, {created} AS __fk_c, "
             f"NULL::BIGINT AS {ROW}, 1 AS __fk_ev{''.join(f', {quote(c)}' for c in columns)} FROM {source}"
         )
         points = (
-            f"SELECT {', '.join(keys)}, {point} AS __fk_o, {point_key} AS __fk_k, 0 AS __fk_c, "
+            f"SELECT {', '.join(keys)}, epoch_us({TS}) - {int(spec.delay_us) + 1} AS __fk_o, 0 AS __fk_c, "
             f"{ROW}, NULL::INTEGER AS __fk_ev FROM spine"
         )
-        windows = sorted({f.window_us for f in spec.features})
-        named = {w: f"__fk_w{i}" for i, w in enumerate(windows)}
         by_name = {f.name: f for f in spec.features}
-        values = []
-        for i, (feature, _) in enumerate(view.features):
-            aggregate = _window_aggregate(by_name[feature], named, view.schema)
-            values.append(f"{quote('v' + str(i))} := {aggregate}")
-        frames = []
-        for w in windows:
-            reach = f"({int(w)}::HUGEINT * {scale} - 1)" if total else str(int(w) - 1)
-            frames.append(
-                f"{named[w]} AS (PARTITION BY {', '.join(keys)} ORDER BY __fk_k "
-                f"RANGE BETWEEN {reach} PRECEDING AND CURRENT ROW)"
-            )
+        wanted = [by_name[name] for name, _ in view.features]
+        windows = sorted({f.window_us for f in wanted})
+        named = {w: f"__fk_w{i}" for i, w in enumerate(windows)}
+        values = [f"{quote('v' + str(i))} := {_framed_aggregate(f, named)}" for i, f in enumerate(wanted)]
+        frames = [
+            f"{named[w]} AS (PARTITION BY {', '.join(keys)} ORDER BY __fk_o "
+            f"RANGE BETWEEN {int(w) - 1} PRECEDING AND CURRENT ROW)"
+            for w in windows
+        ]
         return (
             f"SELECT {ROW}, struct_pack({', '.join(values) or '__none := NULL'}) AS __fk_v "
             f"FROM ({events} UNION ALL BY NAME {points}) "
@@ -722,20 +699,14 @@ class DuckDBJoin:
                     return
 
 
-def _window_aggregate(feature: WindowFeature, windows: dict[int, str], schema: pa.Schema) -> str:
-    """SQL of one window feature over its named frame (rule in :mod:`featurekit.offline.engine`)."""
+def _framed_aggregate(feature: WindowFeature, windows: dict[int, str]) -> str:
+    """SQL of one framed window feature over its named frame (rule in :mod:`featurekit.offline.engine`)."""
     over = f"OVER {windows[feature.window_us]}"
-    column = None if feature.column is None else quote(feature.column)
+    assert feature.column is not None  # count() and numeric aggregations are computed in blocks
+    column = quote(feature.column)
     fn = feature.fn
-    if fn == "count":
-        return f"count({column or '__fk_ev'}) {over}"
-    assert column is not None
-    if fn == "sum":  # (DuckDB sums integers into a HUGEINT; the feature is an int64)
-        integer = pa.types.is_integer(schema.field(feature.column).type)
-        return f"coalesce(sum({column}) {over}, 0){'::BIGINT' if integer else '::DOUBLE'}"
-    simple = {"mean": "avg", "min": "min", "max": "max", "std": "stddev_samp", "var": "var_samp"}
-    if fn in simple:
-        return f"{simple[fn]}({column}) {over}"
+    if fn in ("count", "min", "max"):  # of a column that is not a number
+        return f"{fn}({column}) {over}"
     if fn == "count_distinct":
         return f"count(DISTINCT {column}) {over}"
     ordered = f"CASE WHEN {column} IS NOT NULL THEN struct_pack(o := __fk_o, c := __fk_c, v := {column}) END"
