@@ -23,6 +23,7 @@ from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, check_output
 from featurekit.online.loading import write_newest
 from featurekit.online.window_state import StateWrite, WindowStates
+from featurekit.quality.inspection import Inspection
 from featurekit.registry import ViewVersion
 from featurekit.timestamps import normalize_timestamps
 from featurekit.transform import run_view
@@ -71,6 +72,9 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     if out.num_rows and pc.max(out.column(view.timestamp_field)).as_py() > now:
         raise DataError(f"rows pushed to '{view.name}' have event times in the future; push them when they happen")
     out = out.cast(version.schema)
+    inspection = Inspection(view, version, materializer.registry, window=_span(out, view, now), mode="push")
+    inspection.add(out)
+    inspection.conclude()  # a failing check: nothing is written, offline or online
     data_version = None
     if to == "online_and_offline" and out.num_rows:
         tables, registry = materializer.tables, materializer.registry
@@ -99,10 +103,20 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
                 mode="push",
                 summary=f"push {out.num_rows} rows to {view.name} v{version.version}",
                 batch_digest=digest,
+                quality=inspection.records(),
+                view_quality=inspection.view_records(),
             )
         checkpoint("push.after_offline")
         return _online(view, version, out, materializer, data_version=data_version, commit=committed.commit_id)
     return _online(view, version, out, materializer, data_version=data_version, commit=None)
+
+
+def _span(out: pa.Table, view: FeatureView, now: datetime) -> tuple[datetime, datetime]:
+    """The event-time span of pushed rows, ``[first, last]`` (``now`` for no rows)."""
+    if not out.num_rows:
+        return now, now
+    times = out.column(view.timestamp_field)
+    return pc.min(times).as_py(), pc.max(times).as_py() + timedelta(microseconds=1)
 
 
 def _online(

@@ -35,6 +35,7 @@ from featurekit.offline.tables import OfflineTables, WriteScope
 from featurekit.online.base import OnlineStore
 from featurekit.online.loading import write_newest
 from featurekit.online.window_state import StateWrite, WindowStates
+from featurekit.quality.inspection import Inspection
 from featurekit.registry import Registry, ViewVersion
 from featurekit.timestamps import from_micros, to_micros
 from featurekit.transform import run_view
@@ -224,6 +225,7 @@ class Materializer:
         fresh: list[pa.Table] | None = None  # a window view's new events, when its online state is merged
         states = WindowStates(applied) if applied.is_window else None
         stats = DataStats(list(view.join_keys), applied.schema)  # for the join planner
+        inspection = Inspection(view, applied, self.registry, window=(start, end), mode="window")
 
         cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
 
@@ -237,11 +239,13 @@ class Materializer:
                     written += table.num_rows
                     progress.advance(batch.num_rows)
                     stats.add(table)
+                    inspection.add(table)
                     if newest is not None:
                         newest.add(table)
                     if fresh is not None and states is not None:
                         fresh.append(states.events(table))
                     yield from table.to_batches()
+                inspection.conclude()  # a failing check stops the write here, before Delta commits
             except BaseException as exc:  # re-raised below, after the Delta writer has given up
                 failure.append(exc)
                 raise
@@ -298,6 +302,8 @@ class Materializer:
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
                 entities=stats.entities if stats.known else None,
+                quality=inspection.records(),
+                view_quality=inspection.view_records(),
             )
         checkpoint("materialize.after_commit")
         online_rows = 0

@@ -206,11 +206,15 @@ class Registry:
         batch_digest: str | None = None,
         entities: int | None = None,
         unique_times: bool | None = None,
+        quality: dict[str, str] | None = None,
+        view_quality: dict[str, str] | None = None,
     ) -> Materialization:
         """Commit a materialization or push, if the view's data is still at ``base_data_version``.
 
         ``batch_digest`` (pushes) identifies the pushed rows, so that a retried push is recognized.
         ``entities`` and ``unique_times`` describe the window's output for the join planner.
+        ``quality`` (JSON by kind) is stored with the commit, ``view_quality`` once per view version
+        (see :func:`featurekit.registry.writes.record_materialization`).
         Returns the committed record (this commit's, whatever other writers commit next).
         """
         return self._write(
@@ -225,7 +229,17 @@ class Registry:
             batch_digest=batch_digest,
             entities=entities,
             unique_times=unique_times,
+            quality=quality,
+            view_quality=view_quality,
         )
+
+    def quality(self, version_id: int, kind: str, as_of: int | None = None) -> list[tuple[int, str]]:
+        """(commit id, payload) of every ``kind`` quality record of a view version, oldest first."""
+        return self._read(reads.quality, version_id, kind, as_of)
+
+    def view_quality(self, version_id: int, kind: str) -> str | None:
+        """The version's fixed ``kind`` record (for example its histogram edges), if written yet."""
+        return self._read(reads.view_quality, version_id, kind)
 
     def record_online_load(self, commit_ids: list[int]) -> None:
         """Record that these commits' rows reached the online store (or were kept out of it on purpose)."""

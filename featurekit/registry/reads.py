@@ -187,3 +187,18 @@ def commit(db: sqlite3.Connection, commit_id: int) -> Commit:
 
 def commits(db: sqlite3.Connection) -> list[Commit]:
     return [commit_from(r) for r in db.execute(f"SELECT {COMMIT_COLUMNS} FROM commits ORDER BY id")]
+
+
+def quality(db: sqlite3.Connection, version_id: int, kind: str, as_of: int | None) -> list[tuple[int, str]]:
+    rows = db.execute(
+        "SELECT commit_id, payload FROM quality WHERE version_id = ? AND kind = ? AND commit_id <= ? "
+        "ORDER BY commit_id",
+        (version_id, kind, _NOW if as_of is None else as_of),
+    ).fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def view_quality(db: sqlite3.Connection, version_id: int, kind: str) -> str | None:
+    query = "SELECT payload FROM view_quality WHERE version_id = ? AND kind = ?"
+    row = db.execute(query, (version_id, kind)).fetchone()
+    return None if row is None else str(row[0])

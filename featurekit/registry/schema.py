@@ -12,8 +12,8 @@ from pathlib import Path
 
 from featurekit.errors import RegistryError
 
-SCHEMA_VERSION = 5  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest; 4: online_loads;
-# 5: materializations.entities and unique_times (statistics the join planner reads)
+SCHEMA_VERSION = 6  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest; 4: online_loads;
+# 5: materializations.entities and unique_times (statistics the join planner reads); 6: quality, view_quality
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +61,20 @@ CREATE TABLE IF NOT EXISTS materializations (
     UNIQUE (version_id, data_version)
 );
 CREATE INDEX IF NOT EXISTS materializations_by_version ON materializations (version_id, commit_id);
+CREATE TABLE IF NOT EXISTS quality (
+    commit_id INTEGER NOT NULL REFERENCES commits (id),
+    version_id INTEGER NOT NULL REFERENCES view_versions (id),
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (commit_id, kind)
+);
+CREATE INDEX IF NOT EXISTS quality_by_version ON quality (version_id, kind, commit_id);
+CREATE TABLE IF NOT EXISTS view_quality (
+    version_id INTEGER NOT NULL REFERENCES view_versions (id),
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (version_id, kind)
+);
 CREATE TABLE IF NOT EXISTS online_loads (
     commit_id INTEGER PRIMARY KEY REFERENCES commits (id)
 );

@@ -100,8 +100,15 @@ def record_materialization(
     batch_digest: str | None,
     entities: int | None = None,
     unique_times: bool | None = None,
+    quality: dict[str, str] | None = None,
+    view_quality: dict[str, str] | None = None,
 ) -> Materialization:
-    """Add a materialization or push commit, if the version's data is still at ``base_data_version``."""
+    """Add a materialization or push commit, if the version's data is still at ``base_data_version``.
+
+    ``quality``: this commit's quality records (JSON by kind: check results, profile), stored in
+    the same transaction. ``view_quality``: records fixed once per view version (the first one
+    written wins: histogram edges chosen by the first materialization stay for every later one).
+    """
     row = db.execute(
         "SELECT data_version, watermark FROM materializations WHERE version_id = ? ORDER BY commit_id DESC LIMIT 1",
         (version_id,),
@@ -135,6 +142,10 @@ def record_materialization(
             None if unique_times is None else int(unique_times),
         ),
     )
+    for kind, payload in (quality or {}).items():
+        db.execute("INSERT INTO quality VALUES (?, ?, ?, ?)", (commit, version_id, kind, payload))
+    for kind, payload in (view_quality or {}).items():
+        db.execute("INSERT OR IGNORE INTO view_quality VALUES (?, ?, ?)", (version_id, kind, payload))
     # Read back inside the transaction: once it ends, another writer may already have committed.
     found = reads.materialization(db, commit)
     checkpoint("materialize.before_commit")

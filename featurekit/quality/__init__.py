@@ -1,0 +1,9 @@
+"""Feature quality: checks before commit, profiles per data version, drift and consistency reports.
+
+* :mod:`.inspection` is the one hook a materialization or push calls on its output batches
+  before it commits: it runs the view's checks (:mod:`.checks`) and builds the profile
+  (:mod:`.profiling`) in the same pass, and hands back the records the registry stores with
+  the commit.
+* :mod:`.profile` is the profile model (what every statistic means and how two compare);
+  :mod:`.drift` compares two profiles.
+"""
