@@ -13,6 +13,7 @@ compares.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -200,15 +201,14 @@ def compare(
 
 
 def _feature(name: str, ref: ColumnProfile, cur: ColumnProfile, limits: Thresholds) -> FeatureDrift:
-    base = {"feature": name, "kind": ref.kind, "reference_count": ref.count, "current_count": cur.count}
+    result = functools.partial(
+        FeatureDrift, feature=name, kind=ref.kind, reference_count=ref.count, current_count=cur.count
+    )
     if ref.kind != cur.kind:
-        return FeatureDrift(
-            **base, status="incomparable", message=f"{ref.kind} in the reference, {cur.kind} in the current side"
-        )
+        return result(status="incomparable", message=f"{ref.kind} in the reference, {cur.kind} in the current side")
     if ref.kind == "numeric":
         if ref.edges != cur.edges:
-            return FeatureDrift(
-                **base,
+            return result(
                 status="incomparable",
                 message="the two sides' histograms have different bin edges; profile the current side with the "
                 "reference's edges (drift does when it can read the current side's values)",
@@ -217,7 +217,7 @@ def _feature(name: str, ref: ColumnProfile, cur: ColumnProfile, limits: Threshol
     elif ref.kind == "categorical":
         cells, p, q = _categories(ref, cur)
     else:
-        return FeatureDrift(**base, status="incomparable", message=f"{ref.kind} columns are not compared")
+        return result(status="incomparable", message=f"{ref.kind} columns are not compared")
     n, m = ref.count, cur.count
     sufficient = n >= limits.min_count and m >= limits.min_count
     k = int(((p > 0) | (q > 0)).sum())
@@ -242,8 +242,7 @@ def _feature(name: str, ref: ColumnProfile, cur: ColumnProfile, limits: Threshol
         if any(s.status == "drift" for s in statistics)
         else ("ok" if sufficient and statistics else "insufficient data")
     )
-    return FeatureDrift(
-        **base,
+    return result(
         status=status,
         statistics=tuple(statistics),
         cells=tuple(cells),
