@@ -43,7 +43,17 @@ import pyarrow as pa
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
 from featurekit.offline import window_blocks
-from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
+from featurekit.offline.engine import (
+    SPINE_INSTANT,
+    Cancel,
+    JoinStrategy,
+    SourceScan,
+    Spine,
+    ViewInput,
+    local_path,
+    matched_created,
+    matched_event,
+)
 from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec
 
 ROW = "__fk_row"
@@ -197,9 +207,14 @@ class DuckDBEngine:
     # -- the point-in-time join -------------------------------------------------------------
 
     def point_in_time(
-        self, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None = None
+        self,
+        spine: Spine,
+        views: list[ViewInput],
+        order: list[tuple[int, int]] | None = None,
+        *,
+        matched: bool = False,
     ) -> DuckDBJoin:
-        join = DuckDBJoin(self.cursor(), spine, views, order)
+        join = DuckDBJoin(self.cursor(), spine, views, order, matched=matched)
         self._joins.add(join)
         return join
 
@@ -402,6 +417,8 @@ class DuckDBJoin:
         spine: Spine,
         views: list[ViewInput],
         order: list[tuple[int, int]] | None,
+        *,
+        matched: bool = False,
     ) -> None:
         self._con = con
         self._lock = threading.Lock()  # one cursor runs one query at a time
@@ -410,7 +427,8 @@ class DuckDBJoin:
         self.views = views
         self.order = order or [(v, f) for v, view in enumerate(views) for f in range(len(view.features))]
         self.params: list[Any] = []
-        self.plans: list[str] = []
+        self.matched = matched  # also return the spine instant and the matched rows' times
+        self.strategies: list[JoinStrategy] = []
         self._empty = itertools.count()
         self._spine_registered = False
         self._blocks: list[tuple[str, ViewInput, list[WindowFeature]]] = []  # computed before the query
@@ -419,7 +437,7 @@ class DuckDBJoin:
 
     @property
     def description(self) -> str:
-        plans = ", ".join(f"{v.name}: {p}" for v, p in zip(self.views, self.plans, strict=True))
+        plans = ", ".join(f"{s.view}: {s.name}" for s in self.strategies)
         return f"-- plans: {plans}\n{self.sql}"
 
     def _spine_relation(self, params: list[Any] | None = None) -> str:
@@ -451,10 +469,21 @@ class DuckDBJoin:
         # A row whose write time is unknown (null created) cannot be shown to predate known_at.
         return f"(SELECT * FROM read_parquet(?) WHERE {quote(view.created_field)} <= ?)"
 
-    def _plan(self, view: ViewInput) -> str:
-        if view.entities and self.spine.rows / view.entities <= RANGE_MAX_SPINE_PER_ENTITY:
-            return "range"
-        return "asof_rows" if view.unique_times else "asof"
+    def _plan(self, view: ViewInput) -> JoinStrategy:
+        rows, entities = self.spine.rows, view.entities
+        if entities:
+            per = f"{rows:,} spine rows over at least {entities:,} entities ({rows / entities:.2f} per entity"
+            if rows / entities <= RANGE_MAX_SPINE_PER_ENTITY:
+                reason = f"{per}, at most {RANGE_MAX_SPINE_PER_ENTITY}): a hash join on the keys within the TTL"
+                return JoinStrategy(view.name, "range", reason + " skips the ASOF sort")
+            counted = f"{per}, over {RANGE_MAX_SPINE_PER_ENTITY})"
+        else:
+            counted = "no entity count recorded"
+        if view.unique_times:
+            reason = f"{counted}; no two rows share keys and event time: one ASOF JOIN carries the matched row"
+            return JoinStrategy(view.name, "asof_rows", reason)
+        reason = f"{counted}; rows may share keys and event time: an ASOF JOIN, then the tie-break of that instant"
+        return JoinStrategy(view.name, "asof", reason)
 
     def _join_view(self, view: ViewInput) -> str:
         if view.window is not None:
@@ -462,8 +491,11 @@ class DuckDBJoin:
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         ttl = view.ttl_us
-        plan = self._plan(view)
-        self.plans.append(plan)
+        strategy = self._plan(view)
+        self.strategies.append(strategy)
+        plan = strategy.name
+        # A matched join carries the row's event time in its struct (the range plan's already does).
+        event = [f"__t := f.{ts}"] if self.matched else []
         if plan == "range":
             source = self._source(view)
             lower = ""
@@ -476,7 +508,9 @@ class DuckDBJoin:
                 f"ON {keys} AND f.{ts} <= s.{TS}{lower} GROUP BY s.{ROW}"
             )
         if plan == "asof_rows":
-            packed = ", ".join(f"{quote('v' + str(i))} := f.{quote(c)}" for i, (c, _) in enumerate(view.features))
+            values = [f"{quote('v' + str(i))} := f.{quote(c)}" for i, (c, _) in enumerate(view.features)]
+            created = [f"__c := f.{quote(view.created_field)}"] if self.matched and view.created_field else []
+            packed = ", ".join(event + created + values)
             inside = "TRUE"
             if ttl is not None:  # its parameter precedes the source's in the SQL text
                 self.params.append(ttl)
@@ -498,7 +532,8 @@ class DuckDBJoin:
             f"ASOF JOIN (SELECT {key_list}, {ts} FROM {source}) f ON {keys} AND s.{TS} >= f.{ts}{within}"
         )
         source = self._source(view)  # its parameters follow the match's in the SQL text
-        packed = ", ".join(order_key(view, "f")) or "__none := NULL"
+        # Every row of the group has the matched event time: first in the struct, it orders nothing.
+        packed = ", ".join(event + order_key(view, "f")) or "__none := NULL"
         on = " AND ".join(f"m.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         return (
             f"SELECT m.{ROW}, max(struct_pack({packed})) AS __fk_v FROM ({match}) m JOIN {source} f "
@@ -511,7 +546,7 @@ class DuckDBJoin:
         wanted = [by_name[name] for name, _ in view.features]
         blocks = [f for f in wanted if window_blocks.computes(f, view.schema)]
         framed = [i for i, f in enumerate(wanted) if not window_blocks.computes(f, view.schema)]
-        self.plans.append("window(" + "+".join(p for p, some in (("blocks", blocks), ("frames", framed)) if some) + ")")
+        self.strategies.append(_window_strategy(view, blocks, [wanted[i] for i in framed]))
         if not blocks:
             return self._framed_view(view, spec)
         table = f"__fk_blocks{len(self._blocks)}"
@@ -651,6 +686,16 @@ class DuckDBJoin:
         selects.extend(
             f"j{v}.__fk_v.{quote('v' + str(f))} AS {quote(self.views[v].features[f][1])}" for v, f in self.order
         )
+        if self.matched:
+            selects.append(f"s.{TS} AS {SPINE_INSTANT}")
+            for v, view in enumerate(self.views):
+                if view.window is not None:
+                    continue
+                selects.append(f"j{v}.__fk_v.__t AS {matched_event(v)}")
+                created = "NULL::TIMESTAMPTZ"
+                if view.created_field:  # the tie-break's stand-in for a null created time is null again
+                    created = f"CASE WHEN isinf(j{v}.__fk_v.__c) THEN NULL ELSE j{v}.__fk_v.__c END"
+                selects.append(f"{created} AS {matched_created(v)}")
         return (
             "WITH "
             + ",\n".join(ctes)
@@ -697,6 +742,19 @@ class DuckDBJoin:
                     self._con.close()
                 except duckdb.Error:  # the engine closed its database first: nothing left to release
                     return
+
+
+def _window_strategy(view: ViewInput, blocks: list[WindowFeature], framed: list[WindowFeature]) -> JoinStrategy:
+    """Which window features are computed in blocks and which over frames, and why."""
+    parts = []
+    if blocks:
+        names = ", ".join(f.name for f in blocks)
+        parts.append(f"numeric aggregations ({names}) by running totals and power-of-two blocks per entity")
+    if framed:
+        names = ", ".join(f.name for f in framed)
+        parts.append(f"the others ({names}) over RANGE frames with the spine instants merged into the events")
+    name = "window(" + "+".join(p for p, some in (("blocks", blocks), ("frames", framed)) if some) + ")"
+    return JoinStrategy(view.name, name, "; ".join(parts))
 
 
 def _framed_aggregate(feature: WindowFeature, windows: dict[int, str]) -> str:
