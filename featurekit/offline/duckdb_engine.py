@@ -21,8 +21,14 @@ view from what the data are, with identical results:
 * ``range``: a hash join on the keys with the TTL range as join filter, reduced per spine row
   with ``max(struct(...))``. It enumerates every feature row of a key for each spine row of that
   key, so it is chosen only when the view's recorded entity count says spine rows per entity
-  are few (at most ``RANGE_MAX_SPINE_PER_ENTITY``); there it skips the ASOF sort (10M feature
-  rows, 1M entities, 1M spine: 2.1 s against 3.9 s).
+  are few (at most ``RANGE_MAX_SPINE_PER_ENTITY``, in :mod:`featurekit.offline.duckdb_strategies`);
+  there it skips the ASOF sort (10M feature rows, 1M entities, 1M spine: 2.1 s against 3.9 s).
+
+Each plan reduces a view's candidate rows to one struct per spine row; asked ``matched=True``
+(``explain()``), the struct also carries the matched row's event time ``__t`` (first: all rows
+compared share it or it is the ordering key already) and created time ``__c``, which the final
+select returns after the features. The plan chosen, and the statistic that chose it, is the join's
+``strategies``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import pyarrow as pa
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
 from featurekit.offline import window_blocks
+from featurekit.offline.duckdb_strategies import row_strategy, window_strategy
 from featurekit.offline.engine import (
     SPINE_INSTANT,
     Cancel,
@@ -61,9 +68,6 @@ TS = "__fk_ts"
 BUCKET = "__fk_bucket"
 _STREAM_ROWS = 256_000
 _FILE_ROW = "file_row_number"  # DuckDB's name for a Parquet row's position in its file
-# The range plan pairs each spine row with every feature row of its key; with more spine rows per
-# entity than this the ASOF plan is faster (measured crossover: 2-5 spine rows per entity).
-RANGE_MAX_SPINE_PER_ENTITY = 3.0
 
 
 def instant(column: str, dtype: pa.DataType) -> str:
@@ -469,29 +473,13 @@ class DuckDBJoin:
         # A row whose write time is unknown (null created) cannot be shown to predate known_at.
         return f"(SELECT * FROM read_parquet(?) WHERE {quote(view.created_field)} <= ?)"
 
-    def _plan(self, view: ViewInput) -> JoinStrategy:
-        rows, entities = self.spine.rows, view.entities
-        if entities:
-            per = f"{rows:,} spine rows over at least {entities:,} entities ({rows / entities:.2f} per entity"
-            if rows / entities <= RANGE_MAX_SPINE_PER_ENTITY:
-                reason = f"{per}, at most {RANGE_MAX_SPINE_PER_ENTITY}): a hash join on the keys within the TTL"
-                return JoinStrategy(view.name, "range", reason + " skips the ASOF sort")
-            counted = f"{per}, over {RANGE_MAX_SPINE_PER_ENTITY})"
-        else:
-            counted = "no entity count recorded"
-        if view.unique_times:
-            reason = f"{counted}; no two rows share keys and event time: one ASOF JOIN carries the matched row"
-            return JoinStrategy(view.name, "asof_rows", reason)
-        reason = f"{counted}; rows may share keys and event time: an ASOF JOIN, then the tie-break of that instant"
-        return JoinStrategy(view.name, "asof", reason)
-
     def _join_view(self, view: ViewInput) -> str:
         if view.window is not None:
             return self._window_join(view, view.window)
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         ttl = view.ttl_us
-        strategy = self._plan(view)
+        strategy = row_strategy(view, self.spine.rows)
         self.strategies.append(strategy)
         plan = strategy.name
         # A matched join carries the row's event time in its struct (the range plan's already does).
@@ -546,7 +534,7 @@ class DuckDBJoin:
         wanted = [by_name[name] for name, _ in view.features]
         blocks = [f for f in wanted if window_blocks.computes(f, view.schema)]
         framed = [i for i, f in enumerate(wanted) if not window_blocks.computes(f, view.schema)]
-        self.strategies.append(_window_strategy(view, blocks, [wanted[i] for i in framed]))
+        self.strategies.append(window_strategy(view, blocks, [wanted[i] for i in framed]))
         if not blocks:
             return self._framed_view(view, spec)
         table = f"__fk_blocks{len(self._blocks)}"
@@ -742,19 +730,6 @@ class DuckDBJoin:
                     self._con.close()
                 except duckdb.Error:  # the engine closed its database first: nothing left to release
                     return
-
-
-def _window_strategy(view: ViewInput, blocks: list[WindowFeature], framed: list[WindowFeature]) -> JoinStrategy:
-    """Which window features are computed in blocks and which over frames, and why."""
-    parts = []
-    if blocks:
-        names = ", ".join(f.name for f in blocks)
-        parts.append(f"numeric aggregations ({names}) by running totals and power-of-two blocks per entity")
-    if framed:
-        names = ", ".join(f.name for f in framed)
-        parts.append(f"the others ({names}) over RANGE frames with the spine instants merged into the events")
-    name = "window(" + "+".join(p for p, some in (("blocks", blocks), ("frames", framed)) if some) + ")"
-    return JoinStrategy(view.name, name, "; ".join(parts))
 
 
 def _framed_aggregate(feature: WindowFeature, windows: dict[int, str]) -> str:

@@ -164,7 +164,7 @@ class Explanation:
 
     def __str__(self) -> str:
         known = "not given" if self.known_at is None else _iso(self.known_at)
-        lines = [f"training set of {self.spine_rows:,} spine rows at registry version {self.registry_version} "]
+        lines = [f"training set of {_rows(self.spine_rows, 'spine row')} at registry version {self.registry_version} "]
         lines[0] += f"(known_at {known})"
         for view in self.views:
             lines.append("")
@@ -222,7 +222,8 @@ def _view_lines(view: ViewExplanation) -> list[str]:
         mark = f"watermark {_iso(outside.watermark)}" if outside.watermark is not None else "no watermark (pushes only)"
         lines.append(f"  materialized: {span}, {mark}")
         if outside.before:
-            before = f"{_rows(outside.before, 'spine row')} before the first event (silent nulls)"
+            where = "before the first event" if outside.first_event is not None else "with no row to match"
+            before = f"{_rows(outside.before, 'spine row')} {where} (silent nulls)"
             lines.append(f"  {before}{_span(outside.before_range)}")
         if outside.after:
             after = f"{_rows(outside.after, 'spine row')} after the watermark (data not materialized)"
