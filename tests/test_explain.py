@@ -19,9 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from featurekit.cli import cli
-from featurekit.errors import DataError
+from featurekit.errors import DataError, StorageError
+from featurekit.offline.engine import local_path
+from featurekit.offline.explain import staleness_quantiles
 from tests.conftest import T0, trips_table, ts
 from tests.test_cli_commands import ON_DEMAND  # a batch view and an on-demand view reading it
 
@@ -336,3 +340,24 @@ def test_edges_are_exact_to_the_microsecond_in_any_zone(make_repo, open_store):
     assert staleness.matched == 4
     assert staleness.p50 == timedelta(microseconds=500)  # stalenesses 0, 500 us, 1 d - 1 us, 1 d
     assert staleness.max == ts(2) - ts(1)
+
+
+def test_a_damaged_data_file_is_a_storage_error_naming_it(make_repo, open_store):
+    rows = [(1, ts(0), ts(0), 1, 2, 1.0)]
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(rows)}))
+    store.apply()
+    store.materialize(ts(0), ts(2))
+    training = store.training_set(pd.DataFrame({"driver_id": [1], "event_timestamp": [ts(1)]}), ["driver_stats"])
+    (path,) = [Path(local_path(f)) for f in store.tables.files("driver_stats", 1, 0)]
+    path.write_bytes(b"PAR1 nothing")
+    with pytest.raises(StorageError, match="featurekit verify"):
+        training.explain()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=60))
+def test_staleness_quantiles_are_nearest_ranks(values):
+    found = staleness_quantiles(np.array(values, dtype=np.int64))
+    assert found.matched == len(values)
+    assert [found.p50, found.p90, found.p99] == [nearest_rank(values, p) for p in (50, 90, 99)]
+    assert found.max == timedelta(microseconds=max(values))

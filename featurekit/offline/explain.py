@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from featurekit.errors import StorageError
 from featurekit.offline.engine import (
     SPINE_INSTANT,
     OfflineEngine,
@@ -224,7 +225,7 @@ class _Tally:
             notes.append("created-after-spine leakage not checked: the view's source declares no created timestamp")
         else:
             late = CreatedAfterSpine(self.late, self.unknown, self.examples)
-        return replace(found, staleness=_staleness(staleness), created_after_spine=late, notes=notes)
+        return replace(found, staleness=staleness_quantiles(staleness), created_after_spine=late, notes=notes)
 
 
 @dataclass
@@ -256,7 +257,8 @@ def _micros(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]
     return values.fill_null(0).to_numpy(zero_copy_only=False), valid
 
 
-def _staleness(values: np.ndarray) -> Staleness:
+def staleness_quantiles(values: np.ndarray) -> Staleness:
+    """Nearest-rank p50, p90, p99 and the max of staleness values in microseconds (see :class:`Staleness`)."""
     if not len(values):
         return Staleness(0, None, None, None, None)
     ordered = np.sort(values)
@@ -272,7 +274,13 @@ def _data_extent(files: list[str], timestamp_field: str) -> tuple[int, datetime 
     first: datetime | None = None
     for uri in files:
         path = local_path(uri)
-        metadata = pq.read_metadata(path)
+        try:
+            metadata = pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(
+                f"the data file {path} could not be read: {exc}; run `featurekit verify` to find damaged files "
+                "(other versions stay readable)"
+            ) from exc
         rows += metadata.num_rows
         column = metadata.schema.to_arrow_schema().get_field_index(timestamp_field)
         for group in range(metadata.num_row_groups):
