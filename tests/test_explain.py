@@ -220,10 +220,12 @@ def test_window_views_report_coverage_events_and_the_rule(make_repo, open_store)
     store.materialize(ts(0), ts(1, 12))
     times = [T0 + timedelta(microseconds=int(x)) for x in rng.integers(-86_400 * US, 3 * 86_400 * US, 120)]
     frame = pd.DataFrame({"customer_id": rng.integers(0, 5, 120), "event_timestamp": times})
-    explained = store.training_set(frame, ["spend"]).explain().view("spend")
+    training = store.training_set(frame, ["spend"])
+    explained = training.explain().view("spend")
     assert explained.kind == "window"
-    assert explained.strategy is not None
-    assert explained.strategy.startswith("window(")
+    assert training.description.splitlines()[0] == "-- plans: spend: window(blocks+frames)"
+    assert explained.strategy == "window(blocks+frames)"  # the training set's own join, not explain's counts
+    assert "merchant_last_1h" in str(explained.reason)
     assert explained.window_rule == "events with t - 0:05:00 - w <= e < t - 0:05:00, for w in 1h, 6h"
     data = tx.to_pandas()
     data = data[data["event_timestamp"] < ts(1, 12)]

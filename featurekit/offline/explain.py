@@ -1,11 +1,12 @@
 """``TrainingSet.explain()``: the training set's own join, run again with the matched rows' times.
 
-Nothing is computed while a training set is built: it keeps the spine and the engine inputs it
-joined (:class:`ExplainPlan`), and ``explain()`` asks the engine for the very same join with
-``matched=True`` (the spine instant and each matched row's event and created time come with the
-values) and reduces it batch by batch. Window views get, beside their features, a ``count`` of the
-events each feature aggregates over the same window, computed by the same window join. The only
-other reads are the Parquet footers of the files the join reads (rows, earliest event time).
+Nothing is computed while a training set is built: it keeps the spine, the engine inputs it
+joined and the strategies its join took (:class:`ExplainPlan`), and ``explain()`` asks the engine
+for the very same join with ``matched=True`` (the spine instant and each matched row's event and
+created time come with the values) and reduces it batch by batch. Window views are joined for a
+``count`` of the events each feature aggregates over its window instead of the feature itself (the
+same window join; coverage is the share of spine rows with a count above 0). The only other reads
+are the Parquet footers of the files the join reads (rows, earliest event time).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from featurekit.errors import StorageError
 from featurekit.offline.engine import (
     SPINE_INSTANT,
+    JoinStrategy,
     OfflineEngine,
     Spine,
     ViewInput,
@@ -67,6 +69,7 @@ class ExplainPlan:
     registry_version: int
     known_at: datetime | None
     views: list[ExplainedView]
+    strategies: list[JoinStrategy]  # those the training set's own join took, one per view
     on_demand: list[tuple[ViewVersion, dict[str, str | None]]]  # each on-demand version, feature -> column
 
 
@@ -81,11 +84,10 @@ def explain(plan: ExplainPlan) -> Explanation:
             for tally in tallies:
                 tally.add(batch, instants, offset)
             offset += batch.num_rows
-        strategies = join.strategies
     finally:
         join.close()
     plan.check()
-    views = [t.result(s.name, s.reason) for t, s in zip(tallies, strategies, strict=True)]
+    views = [t.result(s.name, s.reason) for t, s in zip(tallies, plan.strategies, strict=True)]
     views += [_on_demand(version, columns) for version, columns in plan.on_demand]
     return Explanation(plan.registry_version, plan.spine.rows, plan.known_at, views)
 
@@ -108,9 +110,8 @@ class _Tally:
         self.watermark_us = None if watermark is None else to_micros(watermark)
         self.outside = {"before": _Span(), "after": _Span()}
         self.window = view.window
-        features = list(zip(self.features, self.outputs, strict=True))
         if view.window is None:
-            self.input = replace(view, features=features)
+            self.input = replace(view, features=list(zip(self.features, self.outputs, strict=True)))
             self.staleness: list[np.ndarray] = []
             self.late = 0
             self.unknown = 0
@@ -126,7 +127,8 @@ class _Tally:
         self.counter_of = [counters[(f.column, f.window_us)] for f in wanted]
         extra = tuple(WindowFeature(name, "count", column, w) for (column, w), name in counters.items())
         spec = WindowSpec(view.window.delay_us, view.window.features + extra)
-        self.input = replace(view, window=spec, features=features + [(n, n) for n in counters.values()])
+        # The features themselves are not needed: their coverage is that of their counts.
+        self.input = replace(view, window=spec, features=[(n, n) for n in counters.values()])
         self.events = [0] * len(self.features)
         self.delay_us = view.window.delay_us
 

@@ -199,7 +199,9 @@ def build_training_set(
         )
 
     on_demand = [(i.version, {f: final.get((i.version.id, f)) for f in i.version.features}) for i in plan.on_demand]
-    explain_plan = ExplainPlan(engine, prepared.spine, prepared.check, as_of, known_at, explained, on_demand)
+    explain_plan = ExplainPlan(
+        engine, prepared.spine, prepared.check, as_of, known_at, explained, join.strategies, on_demand
+    )
     return TrainingSet(join, prepared.check, post, manifest, lambda: explain(explain_plan))
 
 
