@@ -230,6 +230,7 @@ def test_window_views_report_coverage_events_and_the_rule(make_repo, open_store)
     data = tx.to_pandas()
     data = data[data["event_timestamp"] < ts(1, 12)]
     delay = 5 * 60 * US
+    times_us = data["event_timestamp"].map(us)
     for feature, column, window in [
         ("count_1h", None, 1), ("count_6h", None, 6), ("amount_sum_1h", "amount", 1),
         ("amount_sum_6h", "amount", 6), ("merchant_last_1h", "merchant", 1), ("merchant_last_6h", "merchant", 6),
@@ -237,7 +238,6 @@ def test_window_views_report_coverage_events_and_the_rule(make_repo, open_store)
         counts = []
         for customer, t in zip(frame["customer_id"], frame["event_timestamp"], strict=True):
             end = us(t) - delay
-            times_us = data["event_timestamp"].map(us)
             rows = data[(data["customer_id"] == customer) & (times_us >= end - window * 3600 * US) & (times_us < end)]
             counts.append(len(rows) if column is None else int(rows[column].notna().sum()))
         got = explained.feature(feature)
