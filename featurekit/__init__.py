@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from featurekit.info import ViewInfo
     from featurekit.integrity import IntegrityReport, verify_store
     from featurekit.manifest import Manifest
+    from featurekit.offline.explanation import Explanation
     from featurekit.offline.materialize import MaterializeResult
     from featurekit.offline.training import TrainingSet
     from featurekit.online.serving import OnlineResponse
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
 # defining features and starting the CLI (`featurekit --help`) stay fast.
 _LAZY = {
     "Client": "featurekit.client",
+    "Explanation": "featurekit.offline.explanation",
     "FeatureStore": "featurekit.store",
     "IntegrityReport": "featurekit.integrity",
     "Manifest": "featurekit.manifest",
@@ -101,6 +103,7 @@ __all__ = [
     "DataError",
     "DefinitionError",
     "Entity",
+    "Explanation",
     "FeatureFunctionError",
     "FeatureRef",
     "FeatureSet",

@@ -270,8 +270,8 @@ def _as_of(value: str | None) -> int | datetime | None:
     "-o",
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The Parquet file to write (its metadata holds the manifest).",
+    default=None,
+    help="The Parquet file to write (its metadata holds the manifest); optional with --explain.",
 )
 @click.option("--timestamp-field", default=None, help="The spine's time column [default: event_timestamp].")
 @click.option("--full-names", is_flag=True, default=None, help="Name columns view__feature.")
@@ -283,6 +283,8 @@ def _as_of(value: str | None) -> int | datetime | None:
     default=None,
     help="Rebuild the training set a manifest describes (JSON, or a Parquet file written by featurekit).",
 )
+@click.option("--explain", is_flag=True, help="Print per view: what was read, the join, coverage, staleness, leakage.")
+@click.option("--json", "as_json", is_flag=True, help="With --explain: print the explanation as JSON.")
 @pass_context
 @reports_errors
 def training_set(
@@ -295,10 +297,16 @@ def training_set(
     as_of: str | None,
     known_at: str | None,
     manifest: Path | None,
+    explain: bool,
+    as_json: bool,
 ) -> None:
     """Join FEATURES point-in-time correct onto the SPINE Parquet file and write OUTPUT (with its manifest)."""
     if not features and manifest is None:
         raise click.UsageError("pass -f/--feature at least once, or --manifest")
+    if as_json and not explain:
+        raise click.UsageError("--json prints the explanation: pass --explain too")
+    if output is None and not explain:
+        raise click.UsageError("pass -o/--output (the Parquet file to write), or --explain")
     from featurekit.progress import spinner
 
     known = _time(known_at, "--known-at") if known_at is not None else None
@@ -312,12 +320,17 @@ def training_set(
             known_at=known,
             manifest=manifest,
         )
-        written = result.to_parquet(output)
-        version = result.manifest_model.registry_version
-    import pyarrow.parquet as pq
+        written = result.to_parquet(output) if output is not None else None
+        explanation = result.explain() if explain else None
+        version = result.manifest_model.registry_version if written is not None else None
+    if written is not None:
+        import pyarrow.parquet as pq
 
-    rows = pq.ParquetFile(written).metadata.num_rows
-    click.echo(f"wrote {rows:,} rows to {written} (registry version {version})")
+        rows = pq.ParquetFile(written).metadata.num_rows
+        # With --json, stdout holds the JSON alone.
+        click.echo(f"wrote {rows:,} rows to {written} (registry version {version})", err=as_json)
+    if explanation is not None:
+        click.echo(json.dumps(explanation.to_dict()) if as_json else str(explanation))
 
 
 @cli.command("list")

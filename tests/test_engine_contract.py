@@ -22,7 +22,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from featurekit.errors import SourceError, StorageError
-from featurekit.offline.engine import OfflineEngine, SourceScan, Spine, ViewInput, as_uri
+from featurekit.offline.engine import (
+    SPINE_INSTANT,
+    OfflineEngine,
+    SourceScan,
+    Spine,
+    ViewInput,
+    as_uri,
+    matched_created,
+    matched_event,
+)
 from featurekit.offline.training import TrainingSet
 from featurekit.windows import WindowFeature, WindowSpec
 from tests.engines import ENGINES, make_engine
@@ -262,6 +271,35 @@ def test_window_features_follow_the_window_rule(engine: OfflineEngine, tmp_path:
     assert got["km_sum_10m"] == [0.0, 1.0, 8.0, 22.0, 0.0]
     assert got["km_max_1h"] == [None, 1.0, 8.0, 22.0, None]  # t=200: nothing in [139m, 199m)
     assert got["km_last_n_1h"] == [None, [1.0], [8.0, 1.0], [22.0, 15.0], None]
+
+
+def test_a_matched_join_returns_the_spine_instants_and_the_matched_rows_times(engine: OfflineEngine, tmp_path: Path):
+    """The same join with ``matched=True``: the same feature values, then the times of the rows they came from."""
+    table = rows(100)  # driver i % 7 at minute i, created 30 s later, km = i
+    table = table.set_column(2, "created", pa.array([None if i == 57 else c for i, c in enumerate(
+        table.column("created").to_pylist())], SCHEMA.field(2).type))  # fmt: skip
+    pq.write_table(table, tmp_path / "a.parquet")
+    files = [as_uri(tmp_path / "a.parquet")]
+    views = [view(files), window_view(files)]
+    plain = engine.point_in_time(spine(60), views)
+    join = engine.point_in_time(spine(60), views, matched=True)
+    try:
+        got = join.to_arrow()
+        assert got.select(plain.to_arrow().column_names).equals(plain.to_arrow())  # nothing else changes
+        assert pa.Table.from_batches(list(join.to_batches(7))).equals(got)
+        assert [s.view for s in join.strategies] == ["v", "v"]
+        assert join.strategies[1].name.startswith("window(")
+        assert matched_event(1) not in got.column_names  # a window view matches no single row
+    finally:
+        plain.close()
+        join.close()
+    by_minute = {row["km"]: row for row in table.to_pylist()}  # km is the row's minute
+    for i, out in enumerate(got.to_pylist()):
+        assert out[SPINE_INSTANT] == T0 + timedelta(minutes=3 * i)
+        row = by_minute.get(out["km"])
+        assert out[matched_event(0)] == (None if row is None else row["event_timestamp"])
+        assert out[matched_created(0)] == (None if row is None else row["created"])
+    assert any(out["km"] == 57.0 for out in got.to_pylist())  # the row with a null created time matched
 
 
 def test_window_events_give_touched_entities_their_recent_rows(engine: OfflineEngine, tmp_path: Path):

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from featurekit.offline.engine import ViewInput
+from featurekit.offline.engine import SPINE_INSTANT, ViewInput, matched_created, matched_event
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.training import TrainingSet
 from tests.engines import ENGINES, PLANS, make_engine
@@ -65,6 +65,11 @@ def spine_micros(m: int, offset_ns: int) -> float:
 
 def oracle(features: list[tuple[Any, ...]], spine: list[tuple[Any, ...]], ttl_minutes: int | None) -> list[Any]:
     """For each spine row: the value of the newest eligible row, by the documented rule."""
+    return [None if row is None else row[4] for row in oracle_rows(features, spine, ttl_minutes)]
+
+
+def oracle_rows(features: list[tuple[Any, ...]], spine: list[tuple[Any, ...]], ttl_minutes: int | None) -> list[Any]:
+    """For each spine row: the newest eligible feature row itself (None: no row)."""
 
     def rank(row: tuple[Any, ...]) -> tuple[Any, ...]:
         _, _, event, created, value = row
@@ -82,7 +87,7 @@ def oracle(features: list[tuple[Any, ...]], spine: list[tuple[Any, ...]], ttl_mi
             for r in features
             if r[0] == a and r[1] == b and r[2] <= t and (ttl_minutes is None or r[2] >= t - ttl_minutes)
         ]
-        out.append(max(eligible, key=rank)[4] if eligible else None)
+        out.append(max(eligible, key=rank) if eligible else None)
     return out
 
 
@@ -102,6 +107,7 @@ def run_join(
     known_at: int | None = None,
     engine_name: str = "duckdb",
     plan: str = "asof",
+    matched: bool = False,
 ):
     schema = pa.schema(
         [
@@ -153,7 +159,7 @@ def run_join(
         unique_times=PLANS[plan][1],
     )
     try:
-        return TrainingSet(engine.point_in_time(prepared.spine, [view])).to_arrow()
+        return TrainingSet(engine.point_in_time(prepared.spine, [view], matched=matched)).to_arrow()
     finally:
         engine.close()
 
@@ -178,6 +184,25 @@ def test_join_matches_oracle(tmp_path_factory: pytest.TempPathFactory, engine_na
     result = run_join(tmp, features, spine, ttl_minutes, engine_name=engine_name, plan=plan)
     assert result.column("row_label").to_pylist() == list(range(len(spine)))  # whole, in order
     assert result.column("value").to_pylist() == oracle(features, spine, ttl_minutes)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(features=st.lists(feature_row, max_size=25), spine=st.lists(spine_row, min_size=1, max_size=12), ttl_minutes=ttl)
+@pytest.mark.parametrize(("engine_name", "plan"), [(e, p) for e in ENGINES for p in PLANS])
+def test_matched_times_are_the_oracle_rows(
+    tmp_path_factory: pytest.TempPathFactory, engine_name, plan, features, spine, ttl_minutes
+):
+    """``matched=True`` returns each spine row's instant and the event and created time of the row it took."""
+    tmp = tmp_path_factory.mktemp("matched")
+    features = untied(features) if PLANS[plan][1] else features
+    result = run_join(tmp, features, spine, ttl_minutes, engine_name=engine_name, plan=plan, matched=True)
+    assert result.column("value").to_pylist() == oracle(features, spine, ttl_minutes)
+    expected = oracle_rows(features, spine, ttl_minutes)
+    instants = [at(m) + timedelta(microseconds=offset // 1000) for _, _, m, _, offset in spine]
+    assert result.column(SPINE_INSTANT).to_pylist() == instants
+    assert result.column(matched_event(0)).to_pylist() == [None if r is None else at(r[2]) for r in expected]
+    created = [None if r is None or r[3] is None else at(r[3]) for r in expected]
+    assert result.column(matched_created(0)).to_pylist() == created
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

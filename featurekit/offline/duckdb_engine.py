@@ -21,8 +21,14 @@ view from what the data are, with identical results:
 * ``range``: a hash join on the keys with the TTL range as join filter, reduced per spine row
   with ``max(struct(...))``. It enumerates every feature row of a key for each spine row of that
   key, so it is chosen only when the view's recorded entity count says spine rows per entity
-  are few (at most ``RANGE_MAX_SPINE_PER_ENTITY``); there it skips the ASOF sort (10M feature
-  rows, 1M entities, 1M spine: 2.1 s against 3.9 s).
+  are few (at most ``RANGE_MAX_SPINE_PER_ENTITY``, in :mod:`featurekit.offline.duckdb_strategies`);
+  there it skips the ASOF sort (10M feature rows, 1M entities, 1M spine: 2.1 s against 3.9 s).
+
+Each plan reduces a view's candidate rows to one struct per spine row; asked ``matched=True``
+(``explain()``), the struct also carries the matched row's event time ``__t`` (first: all rows
+compared share it or it is the ordering key already) and created time ``__c``, which the final
+select returns after the features. The plan chosen, and the statistic that chose it, is the join's
+``strategies``.
 """
 
 from __future__ import annotations
@@ -43,7 +49,18 @@ import pyarrow as pa
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
 from featurekit.offline import window_blocks
-from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
+from featurekit.offline.duckdb_strategies import row_strategy, window_strategy
+from featurekit.offline.engine import (
+    SPINE_INSTANT,
+    Cancel,
+    JoinStrategy,
+    SourceScan,
+    Spine,
+    ViewInput,
+    local_path,
+    matched_created,
+    matched_event,
+)
 from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec
 
 ROW = "__fk_row"
@@ -51,9 +68,6 @@ TS = "__fk_ts"
 BUCKET = "__fk_bucket"
 _STREAM_ROWS = 256_000
 _FILE_ROW = "file_row_number"  # DuckDB's name for a Parquet row's position in its file
-# The range plan pairs each spine row with every feature row of its key; with more spine rows per
-# entity than this the ASOF plan is faster (measured crossover: 2-5 spine rows per entity).
-RANGE_MAX_SPINE_PER_ENTITY = 3.0
 
 
 def instant(column: str, dtype: pa.DataType) -> str:
@@ -197,9 +211,14 @@ class DuckDBEngine:
     # -- the point-in-time join -------------------------------------------------------------
 
     def point_in_time(
-        self, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None = None
+        self,
+        spine: Spine,
+        views: list[ViewInput],
+        order: list[tuple[int, int]] | None = None,
+        *,
+        matched: bool = False,
     ) -> DuckDBJoin:
-        join = DuckDBJoin(self.cursor(), spine, views, order)
+        join = DuckDBJoin(self.cursor(), spine, views, order, matched=matched)
         self._joins.add(join)
         return join
 
@@ -402,6 +421,8 @@ class DuckDBJoin:
         spine: Spine,
         views: list[ViewInput],
         order: list[tuple[int, int]] | None,
+        *,
+        matched: bool = False,
     ) -> None:
         self._con = con
         self._lock = threading.Lock()  # one cursor runs one query at a time
@@ -410,7 +431,8 @@ class DuckDBJoin:
         self.views = views
         self.order = order or [(v, f) for v, view in enumerate(views) for f in range(len(view.features))]
         self.params: list[Any] = []
-        self.plans: list[str] = []
+        self.matched = matched  # also return the spine instant and the matched rows' times
+        self.strategies: list[JoinStrategy] = []
         self._empty = itertools.count()
         self._spine_registered = False
         self._blocks: list[tuple[str, ViewInput, list[WindowFeature]]] = []  # computed before the query
@@ -419,7 +441,7 @@ class DuckDBJoin:
 
     @property
     def description(self) -> str:
-        plans = ", ".join(f"{v.name}: {p}" for v, p in zip(self.views, self.plans, strict=True))
+        plans = ", ".join(f"{s.view}: {s.name}" for s in self.strategies)
         return f"-- plans: {plans}\n{self.sql}"
 
     def _spine_relation(self, params: list[Any] | None = None) -> str:
@@ -451,19 +473,17 @@ class DuckDBJoin:
         # A row whose write time is unknown (null created) cannot be shown to predate known_at.
         return f"(SELECT * FROM read_parquet(?) WHERE {quote(view.created_field)} <= ?)"
 
-    def _plan(self, view: ViewInput) -> str:
-        if view.entities and self.spine.rows / view.entities <= RANGE_MAX_SPINE_PER_ENTITY:
-            return "range"
-        return "asof_rows" if view.unique_times else "asof"
-
     def _join_view(self, view: ViewInput) -> str:
         if view.window is not None:
             return self._window_join(view, view.window)
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         ttl = view.ttl_us
-        plan = self._plan(view)
-        self.plans.append(plan)
+        strategy = row_strategy(view, self.spine.rows)
+        self.strategies.append(strategy)
+        plan = strategy.name
+        # A matched join carries the row's event time in its struct (the range plan's already does).
+        event = [f"__t := f.{ts}"] if self.matched else []
         if plan == "range":
             source = self._source(view)
             lower = ""
@@ -476,7 +496,9 @@ class DuckDBJoin:
                 f"ON {keys} AND f.{ts} <= s.{TS}{lower} GROUP BY s.{ROW}"
             )
         if plan == "asof_rows":
-            packed = ", ".join(f"{quote('v' + str(i))} := f.{quote(c)}" for i, (c, _) in enumerate(view.features))
+            values = [f"{quote('v' + str(i))} := f.{quote(c)}" for i, (c, _) in enumerate(view.features)]
+            created = [f"__c := f.{quote(view.created_field)}"] if self.matched and view.created_field else []
+            packed = ", ".join(event + created + values)
             inside = "TRUE"
             if ttl is not None:  # its parameter precedes the source's in the SQL text
                 self.params.append(ttl)
@@ -498,7 +520,8 @@ class DuckDBJoin:
             f"ASOF JOIN (SELECT {key_list}, {ts} FROM {source}) f ON {keys} AND s.{TS} >= f.{ts}{within}"
         )
         source = self._source(view)  # its parameters follow the match's in the SQL text
-        packed = ", ".join(order_key(view, "f")) or "__none := NULL"
+        # Every row of the group has the matched event time: first in the struct, it orders nothing.
+        packed = ", ".join(event + order_key(view, "f")) or "__none := NULL"
         on = " AND ".join(f"m.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         return (
             f"SELECT m.{ROW}, max(struct_pack({packed})) AS __fk_v FROM ({match}) m JOIN {source} f "
@@ -511,7 +534,7 @@ class DuckDBJoin:
         wanted = [by_name[name] for name, _ in view.features]
         blocks = [f for f in wanted if window_blocks.computes(f, view.schema)]
         framed = [i for i, f in enumerate(wanted) if not window_blocks.computes(f, view.schema)]
-        self.plans.append("window(" + "+".join(p for p, some in (("blocks", blocks), ("frames", framed)) if some) + ")")
+        self.strategies.append(window_strategy(view, blocks, [wanted[i] for i in framed]))
         if not blocks:
             return self._framed_view(view, spec)
         table = f"__fk_blocks{len(self._blocks)}"
@@ -651,6 +674,16 @@ class DuckDBJoin:
         selects.extend(
             f"j{v}.__fk_v.{quote('v' + str(f))} AS {quote(self.views[v].features[f][1])}" for v, f in self.order
         )
+        if self.matched:
+            selects.append(f"s.{TS} AS {SPINE_INSTANT}")
+            for v, view in enumerate(self.views):
+                if view.window is not None:
+                    continue
+                selects.append(f"j{v}.__fk_v.__t AS {matched_event(v)}")
+                created = "NULL::TIMESTAMPTZ"
+                if view.created_field:  # the tie-break's stand-in for a null created time is null again
+                    created = f"CASE WHEN isinf(j{v}.__fk_v.__c) THEN NULL ELSE j{v}.__fk_v.__c END"
+                selects.append(f"{created} AS {matched_created(v)}")
         return (
             "WITH "
             + ",\n".join(ctes)

@@ -23,6 +23,11 @@ The rules an engine must implement, exactly:
   ignored; ``featurekit.agg`` states each aggregation's empty value). ``first``/``last``/``last_n``
   order rows by (event time, created time with null first, value). ``features`` pairs each
   feature name with its output column.
+* **Matched rows.** Asked with ``matched=True``, the join also returns the instant each spine row
+  was compared at (:data:`SPINE_INSTANT`: UTC, truncated as above) and, for each view ``v`` that is
+  not a window view, the event and created time of the row it matched (:func:`matched_event`,
+  :func:`matched_created`; null where nothing matched, and a null created time stays null).
+  It is the same join, not a second one: the times are those of the rows whose values it returns.
 """
 
 from __future__ import annotations
@@ -129,12 +134,39 @@ class Spine:
         return list(self.schema.names)
 
 
+SPINE_INSTANT = "__fk_spine_instant"  # a matched join's column: the spine time as the join compared it
+
+
+def matched_event(view: int) -> str:
+    """The column of a ``matched=True`` join holding the event time of view ``view``'s matched row."""
+    return f"__fk_event_{int(view)}"
+
+
+def matched_created(view: int) -> str:
+    """The column of a ``matched=True`` join holding the created time of view ``view``'s matched row."""
+    return f"__fk_created_{int(view)}"
+
+
+@dataclass(frozen=True)
+class JoinStrategy:
+    """How the engine joins one view, and why it chose that way (for ``explain``)."""
+
+    view: str
+    name: str  # the engine's name of the plan, e.g. "asof", "range", "window(blocks)"
+    reason: str  # the statistics or properties of the input that chose it
+
+
 class JoinResult(Protocol):
     """A planned point-in-time join; nothing runs until a result is asked for."""
 
     @property
     def description(self) -> str:
         """The plan as the engine runs it (SQL for DuckDB), for inspection and ``explain``."""
+        ...
+
+    @property
+    def strategies(self) -> list[JoinStrategy]:
+        """The strategy taken for each view, in the order of the views."""
         ...
 
     def to_arrow(self) -> pa.Table: ...
@@ -187,9 +219,18 @@ class OfflineEngine(Protocol):
         ...
 
     def point_in_time(
-        self, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None = None
+        self,
+        spine: Spine,
+        views: list[ViewInput],
+        order: list[tuple[int, int]] | None = None,
+        *,
+        matched: bool = False,
     ) -> JoinResult:
-        """Plan the training-set join; ``order`` lists (view, feature) per output column (default: all)."""
+        """Plan the training-set join; ``order`` lists (view, feature) per output column (default: all).
+
+        ``matched``: also return the spine instant and each row view's matched event and created
+        time, after the features (see "Matched rows" above).
+        """
         ...
 
     def newest_rows(

@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 from featurekit.errors import DataError, ManifestError, RetentionError, SchemaError, UnknownNameError
 from featurekit.manifest import METADATA_KEY, Manifest, ViewRecord, load_manifest
 from featurekit.offline.engine import JoinResult, OfflineEngine
+from featurekit.offline.explain import ExplainedView, ExplainPlan, explain
+from featurekit.offline.explanation import Explanation
 from featurekit.offline.inputs import view_input
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
@@ -126,6 +128,7 @@ def build_training_set(
     keys: dict[str, pa.DataType] = {}
     inputs = []
     records = []
+    explained = []
     for item in plan.batch:
         version = item.version
         materialized = registry.last_materialization(version.id, as_of)
@@ -153,6 +156,8 @@ def build_training_set(
         inputs.append(
             view_input(version, files, columns, known_at=known_at, entities=entities, unique_times=unique_times)
         )
+        outputs = {f: final.get((version.id, f)) for f in item.features}
+        explained.append(ExplainedView(version, materialized, inputs[-1], outputs))
     records += [_record(registry, item.version, None, None) for item in plan.on_demand]
     records += [_record(registry, version, None, None) for version in plan.sets]  # the model's feature set
     prepared = prepare_spine(spine, options.timestamp_field, keys)
@@ -193,7 +198,11 @@ def build_training_set(
             views=records,
         )
 
-    return TrainingSet(join, prepared.check, post, manifest)
+    on_demand = [(i.version, {f: final.get((i.version.id, f)) for f in i.version.features}) for i in plan.on_demand]
+    explain_plan = ExplainPlan(
+        engine, prepared.spine, prepared.check, as_of, known_at, explained, join.strategies, on_demand
+    )
+    return TrainingSet(join, prepared.check, post, manifest, lambda: explain(explain_plan))
 
 
 def _record(registry: Registry, version: ViewVersion, data_version: int | None, commit: int | None) -> ViewRecord:
@@ -241,6 +250,7 @@ class TrainingSet:
         check: Callable[[], None] = lambda: None,
         post: Callable[[pa.Table], pa.Table] | None = None,
         manifest: Callable[[], Manifest] | None = None,
+        explanation: Callable[[], Explanation] | None = None,
     ) -> None:
         self._join = join
         self._check = check  # raises DataError if a spine file changed under the join
@@ -251,6 +261,8 @@ class TrainingSet:
         self._make_manifest = manifest
         self._manifest: Manifest | None = None
         self._table: pa.Table | None = None
+        self._make_explanation = explanation
+        self._explanation: Explanation | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -273,6 +285,24 @@ class TrainingSet:
     def description(self) -> str:
         """How the engine builds this training set (for DuckDB: the plans chosen and the SQL)."""
         return self._join.description
+
+    def explain(self) -> Explanation:
+        """How this training set is built and what its features look like, view by view (computed once).
+
+        Per view: the version, data version and files read, rows scanned, the join strategy the
+        engine took and why, each feature's coverage (share of spine rows with a value), the
+        staleness quantiles of t - e (spine time minus the matched row's event time), and leakage
+        findings: matched rows created after the spine time (when ``known_at`` was not given) and
+        spine rows outside the materialized range (silent nulls). Window views report coverage,
+        the window rule and the events counted; on-demand views their inputs. It runs the
+        training set's own join once more, with the matched rows' times; building the training
+        set computes none of it.
+        """
+        if self._explanation is None:
+            if self._make_explanation is None:
+                raise AssertionError("this training set was built without what explain() needs")
+            self._explanation = self._make_explanation()
+        return self._explanation
 
     def to_arrow(self) -> pa.Table:
         """The training set as an Arrow table."""
