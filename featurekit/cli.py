@@ -367,6 +367,22 @@ def show(ctx: Context, view: str) -> None:
         click.echo(text)
 
 
+@cli.command(short_help="Show a view's check results per data version.")
+@click.argument("view")
+@click.option("--version", type=int, default=None, help="A registered version [default: the applied one].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per commit and line).")
+@pass_context
+@reports_errors
+def checks(ctx: Context, view: str, version: int | None, as_json: bool) -> None:
+    """Show the check results stored with each materialization and offline push of VIEW, oldest first."""
+    with ctx.store() as store:
+        found = store.check_results(view, version)
+        if not found and not as_json:
+            click.echo(f"{view}: no check results stored (no checks declared, or none ran since they were)")
+        for commit in found:
+            click.echo(json.dumps(commit.to_dict(), sort_keys=True) if as_json else str(commit))
+
+
 @cli.command(short_help="List applies and materializations.")
 @click.argument("view", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per line).")
