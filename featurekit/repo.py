@@ -320,7 +320,9 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
         problems += _schema_problems(view, where)
         problems += check_problems(view)
         if isinstance(view, WindowView):
-            problems += check_problems(view)
+            from featurekit.windows import static_problems
+
+            problems += static_problems(view)
         if isinstance(source, FileSource) and not source.path:
             problems.append(f"{where}: FileSource needs a path")
         if isinstance(source, SqlSource) and not source.query.strip():

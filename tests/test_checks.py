@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 import textwrap
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,30 @@ def test_warn_commits_records_and_warns(make_repo: RepoFactory, open_store: Any)
     assert check.rows[0]["conv_rate"] == 1.25
     online = store.online_features([{"driver_id": 1}], ["driver_stats:conv_rate"], at=ts(2.8)).to_dict()
     assert online["conv_rate"] == [1.25]  # committed and loaded online
+
+
+def test_a_warning_raised_as_an_error_comes_after_the_commit(make_repo: RepoFactory, open_store: Any) -> None:
+    """With ``-W error`` the caller gets the CheckWarning as an exception, but the window was committed."""
+    rows = [*BASE, (1, ts(2.7), ts(2.7), 5, 4, 5.0)]
+    store = store_with(make_repo, open_store, 'fk.check.between("conv_rate", 0, 1)', rows, on="warn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fk.CheckWarning)
+        with pytest.raises(fk.CheckWarning):
+            store.materialize(ts(0), ts(3))
+    (stored,) = store.check_results("driver_stats")
+    assert stored.data_version == 0
+    assert store.registry.online_pending(store.show("driver_stats").version.id) == []  # loaded online too
+
+
+def test_checks_edited_after_apply_are_checked_against_the_applied_output(
+    make_repo: RepoFactory, open_store: Any
+) -> None:
+    store = store_with(make_repo, open_store, 'fk.check.not_null("conv_rate")', BASE)
+    (store.root / "features.py").write_text(textwrap.dedent(features('fk.check.not_null("conv")')))
+    edited = open_store(store.root)
+    with pytest.raises(fk.DefinitionError, match=r"check not_null\(conv\) of feature view 'driver_stats' names no"):
+        edited.materialize(ts(0), ts(3))
+    assert edited.registry.last_materialization(edited.show("driver_stats").version.id) is None
 
 
 # -- results stored per commit, readable from Python and the CLI -------------------------------------------
@@ -422,3 +447,13 @@ def test_an_aborted_write_removes_exactly_the_files_it_created(tmp_path: Path) -
                 assert not tables.path("v", 1).exists()
                 first = pa.RecordBatchReader.from_batches(table.schema, table.slice(0, 10).to_batches())
                 tables.write_window("v", 1, first, timestamp_field="t", window=window, note={}, scope="all")
+
+
+def test_the_feature_server_answers_a_refused_push_with_422_and_the_client_raises_check_error() -> None:
+    from featurekit.server import problems
+
+    status, body = problems.from_error(fk.CheckError("feature view 'driver_stats' v1: failed 1 of 1 checks"))
+    assert status == 422
+    raised = problems.to_error(status, body)
+    assert isinstance(raised, fk.CheckError)
+    assert "failed 1 of 1 checks" in str(raised)

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from featurekit.check import Check
 from featurekit.definitions import FeatureView
 from featurekit.errors import CheckError, DefinitionError, FeatureFunctionError
-from featurekit.quality.check_results import SAMPLE_ROWS, CheckResult, CommitChecks
+from featurekit.quality.check_results import SAMPLE_ROWS, CheckResult, CommitChecks, jsonable
 from featurekit.registry import ViewVersion
 
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
@@ -76,7 +76,7 @@ class _Sample:
         picked = table.select(self.columns)
         if mask is not None:
             picked = picked.filter(mask)
-        self.rows += picked.slice(0, room).to_pylist()
+        self.rows += [jsonable(row) for row in picked.slice(0, room).to_pylist()]  # as the registry keeps them
 
 
 class _Evaluator:
@@ -143,22 +143,26 @@ class _Between(_Evaluator):
         if pa.types.is_decimal(column.type):
             column = column.cast(pa.float64())
         self.values += len(column) - column.null_count
-        inside: Any = None
+        extremes = pc.min_max(column).as_py()  # NaNs are not among them
+        low, high = extremes["min"], extremes["max"]
+        if low is not None and low == low:  # noqa: PLR0124 -- all NaN: no extremes to keep
+            self.low = low if self.low is None else min(self.low, low)
+            self.high = high if self.high is None else max(self.high, high)
+        nans = (pc.sum(pc.is_nan(column)).as_py() or 0) if pa.types.is_floating(column.type) else 0
+        inside = low is None or (
+            (self.check.low is None or low >= self.check.low) and (self.check.high is None or high <= self.check.high)
+        )
+        if inside and not nans:
+            return  # the usual case, decided by the extremes alone
+        mask: Any = None
         if self.check.low is not None:
-            inside = pc.greater_equal(column, pa.scalar(self.check.low, pa.float64()))
+            mask = pc.greater_equal(column, pa.scalar(self.check.low, pa.float64()))
         if self.check.high is not None:
             below = pc.less_equal(column, pa.scalar(self.check.high, pa.float64()))
-            inside = below if inside is None else pc.and_(inside, below)
-        outside = pc.invert(inside)
-        count = pc.sum(outside).as_py() or 0
-        if count:
-            self.outside += count
-            self.sample.add(table, outside)
-        extremes = pc.min_max(column).as_py()
-        for bound, pick in (("low", min), ("high", max)):
-            found, kept = extremes["min" if bound == "low" else "max"], getattr(self, bound)
-            if found is not None:
-                setattr(self, bound, found if kept is None else pick(kept, found))
+            mask = below if mask is None else pc.and_(mask, below)
+        outside = pc.invert(mask)  # null where the value is null: neither counted nor sampled
+        self.outside += pc.sum(outside).as_py() or 0
+        self.sample.add(table, outside)
 
     def result(self) -> CheckResult:
         seen = "no values" if self.low is None else f"values range from {self.low!r} to {self.high!r}"
