@@ -290,26 +290,26 @@ class OfflineTables:
     def _undone_if_aborted(self, view: str, version: int) -> Iterator[None]:
         """Remove exactly what a write that fails before its commit created: its files and new folders.
 
-        The Delta writer leaves the Parquet files it wrote for the batches it consumed (and, on a
-        first write, the table folder) when its input raises, for example on a failing check, so
-        that the store would no longer be as it was. Whether it committed is read from the log:
-        files of a commit (one the registry has not recorded yet) are never removed here; undoing
-        such a commit is :meth:`prepare`'s job. Runs under the view's writer lock.
+        The Delta writer leaves the Parquet files it finished for the batches it consumed (past its
+        target file size) and, on a first write, the table folder, when its input raises (a failing
+        check, Ctrl-C), so the store would no longer be as it was. A write that got as far as a
+        commit file in ``_delta_log/`` is left alone: undoing a commit the registry never recorded
+        is :meth:`prepare`'s job. Costs one listing of the table folder per write. Runs under the
+        view's writer lock.
         """
         path = self.path(view, version)
         created = [folder for folder in (path, path.parent, self.root) if not folder.exists()]
         before = _files_under(path)
-        committed = _delta_version(path)
         try:
             yield
         except BaseException:
-            if _delta_version(path) == committed:
+            new = _files_under(path) - before
+            if not any(_is_commit(file) for file in new):
                 with storage_errors(f"removing the files of an aborted write to {path}", _NOT_COMMITTED):
                     if path in created:
                         shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        for file in _files_under(path) - before:
-                            file.unlink(missing_ok=True)
+                    for file in new:
+                        file.unlink(missing_ok=True)
                     for folder in created[1:]:  # shared with other versions or views: only if empty
                         with contextlib.suppress(OSError):
                             folder.rmdir()
@@ -378,11 +378,9 @@ def _files_under(folder: Path) -> set[Path]:
     return {Path(top) / name for top, _, names in os.walk(folder) for name in names}
 
 
-def _delta_version(folder: Path) -> int | None:
-    """The newest committed Delta version of the table in ``folder`` (None: no table there yet)."""
-    if not DeltaTable.is_deltatable(str(folder)):
-        return None
-    return DeltaTable(str(folder)).version()
+def _is_commit(file: Path) -> bool:
+    """Whether ``file`` is a Delta commit (``_delta_log/<version, 20 digits>.json``)."""
+    return file.parent.name == "_delta_log" and file.suffix == ".json" and file.stem.isdigit()
 
 
 def _data_files(folder: Path, table: DeltaTable) -> list[DataFile]:
