@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import textwrap
 import warnings
@@ -17,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import featurekit as fk
 from featurekit.cli import cli
@@ -457,3 +460,49 @@ def test_the_feature_server_answers_a_refused_push_with_422_and_the_client_raise
     raised = problems.to_error(status, body)
     assert isinstance(raised, fk.CheckError)
     assert "failed 1 of 1 checks" in str(raised)
+
+
+# -- the built-ins against a brute-force oracle, over random outputs split into entity batches --------------
+
+TIMES = [T0 + timedelta(hours=h) for h in range(3)]
+value = st.one_of(st.none(), st.just(math.nan), st.floats(-2, 3, allow_nan=False))
+output_row = st.tuples(st.integers(0, 4), st.sampled_from(TIMES), st.one_of(st.none(), st.sampled_from(TIMES)), value)
+
+
+@fk.feature_view(
+    entity=fk.Entity("driver", join_keys=["driver_id"]),
+    source=fk.FileSource("trips.parquet", created_timestamp_field="created"),
+    checks=[fk.check.not_null("x", max_fraction=0.3), fk.check.between("x", 0, 1), fk.check.unique_keys()],
+    on_check_failure="warn",  # conclude() decides without raising; the observed values are compared
+)
+def random_output(rows: Any) -> Any:
+    return rows
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(output_row, max_size=40), batches=st.integers(1, 4))
+def test_built_in_checks_equal_a_brute_force_oracle(rows: list[tuple[Any, ...]], batches: int) -> None:
+    from featurekit.quality.checks import CheckRun
+    from featurekit.registry import ViewVersion
+
+    stamp = pa.timestamp("us", tz="UTC")
+    schema = pa.schema([("driver_id", pa.int64()), ("event_timestamp", stamp), ("created", stamp), ("x", pa.float64())])
+    version = ViewVersion(1, "random_output", 1, "f", "c", {}, schema, None, "", "here", 1)
+    run = CheckRun(random_output, version, window=(T0, T0 + timedelta(days=1)), mode="window")
+    for part in range(batches):  # every row of a driver in one batch, as materialize feeds them
+        chosen = [dict(zip(schema.names, r, strict=True)) for r in rows if r[0] % batches == part]
+        run.add(pa.Table.from_pylist(chosen, schema=schema))
+    run.conclude()
+    missing = sum(1 for r in rows if r[3] is None or math.isnan(r[3]))
+    outside = sum(1 for r in rows if r[3] is not None and not 0 <= r[3] <= 1)  # NaN is outside
+    duplicates = len(rows) - len({r[:3] for r in rows})
+    assert {r.kind: r.observed for r in run.results} == {
+        "not_null": pytest.approx(missing / len(rows) if rows else 0.0),
+        "between": outside,
+        "unique_keys": duplicates,
+    }
+    assert [r.passed for r in run.results] == [
+        (missing / len(rows) if rows else 0.0) <= 0.3,
+        outside == 0,
+        duplicates == 0,
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,7 +80,7 @@ class _Sample:
         self.rows += [jsonable(row) for row in picked.slice(0, room).to_pylist()]  # as the registry keeps them
 
 
-class _Evaluator:
+class _Evaluator(ABC):
     """One check's running state over the batches of one output."""
 
     def __init__(self, check: Check, run: CheckRun) -> None:
@@ -88,11 +89,13 @@ class _Evaluator:
         extra = [check.column] if check.column is not None and check.column not in run.row_columns else []
         self.sample = _Sample([*run.row_columns, *extra])
 
+    @abstractmethod
     def add(self, table: pa.Table) -> None:
-        raise NotImplementedError
+        """Count one output batch (whole entities)."""
 
+    @abstractmethod
     def result(self) -> CheckResult:
-        raise NotImplementedError
+        """The check's verdict over every batch added."""
 
     def _result(self, observed: Any, passed: bool | None, detail: str) -> CheckResult:
         return CheckResult(
