@@ -364,6 +364,17 @@ def show(ctx: Context, view: str) -> None:
         ttl_us = info.version.definition.get("ttl_us")
         if ttl_us is not None:  # describe() writes seconds or days; people read "3h" and "1d 2h"
             text = re.sub(r"(?m)^  ttl: .*$", f"  ttl: {_ttl(ttl_us)}", text, count=1)
+        checked = store.check_results(view) if info.metadata.get("checks") else []
+        if checked:  # the newest commit's check status, after the declared checks
+            last = checked[-1]
+            failed = sum(r.passed is False for r in last.results)
+            status = "passed" if last.passed else f"FAILED ({failed} of {len(last.results)} checks, committed: warn)"
+            text = re.sub(
+                r"(?m)^(  checks \(.*)$",
+                rf"\1\n  last checks: {status} at data version {last.data_version}",
+                text,
+                count=1,
+            )
         click.echo(text)
 
 

@@ -175,6 +175,8 @@ def test_warn_commits_records_and_warns(make_repo: RepoFactory, open_store: Any)
     (check,) = stored.results
     assert (check.status, check.on_failure, check.observed) == ("failed", "warn", 1)
     assert check.rows[0]["conv_rate"] == 1.25
+    shown = CliRunner().invoke(cli, ["--repo", str(store.root), "show", "driver_stats"]).output
+    assert "last checks: FAILED (1 of 1 checks, committed: warn) at data version 0" in shown
     online = store.online_features([{"driver_id": 1}], ["driver_stats:conv_rate"], at=ts(2.8)).to_dict()
     assert online["conv_rate"] == [1.25]  # committed and loaded online
 
@@ -230,6 +232,7 @@ def test_results_are_stored_per_data_version_and_shown_by_the_cli(make_repo: Rep
     assert [json.loads(line)["data_version"] for line in lines] == [first.data_version, second.data_version]
     shown = runner.invoke(cli, ["--repo", str(store.root), "show", "driver_stats"]).output
     assert "checks (on failure: fail): not_null(conv_rate) (null or NaN fraction <= 0.5)" in shown
+    assert f"\n  last checks: passed at data version {second.data_version}\n" in shown
 
 
 def test_a_view_without_checks_stores_no_results(make_repo: RepoFactory, open_store: Any) -> None:
