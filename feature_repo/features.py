@@ -27,7 +27,20 @@ daily_trips = fk.SqlSource(
 )
 
 
-@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7), owner="rides-ml", tags={"team": "rides"})
+@fk.feature_view(
+    entity=driver,
+    source=trips,
+    ttl=timedelta(days=7),
+    owner="rides-ml",
+    tags={"team": "rides"},
+    # Checked on every materialize and push before anything is committed (editing them is metadata only).
+    checks=[
+        fk.check.not_null("conv_rate"),
+        fk.check.between("conv_rate", 0, 1),
+        fk.check.unique_keys(),
+        fk.check.row_count(min=1_000),
+    ],
+)
 def driver_stats(trips: pl.DataFrame) -> pl.DataFrame:
     """Per-trip quality signals of a driver."""
     return trips.select(
@@ -53,6 +66,8 @@ def driver_daily(days: pd.DataFrame) -> pd.DataFrame:
     source=trips,
     windows=[timedelta(hours=1), timedelta(days=1), timedelta(days=7)],
     aggregations=[agg.count(), agg.sum("distance_km", name="km"), agg.mean("conv_rate"), agg.max("distance_km")],
+    checks=[fk.check.between("distance_km", 0, 500), fk.check.freshness(max_age=timedelta(days=2))],
+    on_check_failure="warn",  # commit anyway, record the failure and warn
 )
 def driver_activity(trips: pl.DataFrame) -> pl.DataFrame:
     """A driver's trips in sliding windows: count_1h, km_1d, conv_rate_mean_7d, ... (exact at any moment)."""

@@ -9,7 +9,7 @@
 import importlib
 from typing import TYPE_CHECKING
 
-from featurekit import agg
+from featurekit import agg, check
 from featurekit.definitions import (
     Entity,
     FeatureRef,
@@ -25,6 +25,7 @@ from featurekit.definitions import (
 )
 from featurekit.errors import (
     AuthError,
+    CheckError,
     ConfigError,
     ConflictError,
     DataError,
@@ -57,13 +58,18 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from featurekit.online.serving import OnlineResponse
     from featurekit.plan import Plan
     from featurekit.push import PushResult
+    from featurekit.quality.check_results import CheckResult, CommitChecks
+    from featurekit.quality.checks import CheckWarning
     from featurekit.skew import Mismatch, SkewReport
     from featurekit.store import FeatureStore
 
 # Names whose modules import DuckDB, Arrow, polars or pandas are imported on first use, so that
 # defining features and starting the CLI (`featurekit --help`) stay fast.
 _LAZY = {
+    "CheckResult": "featurekit.quality.check_results",
+    "CheckWarning": "featurekit.quality.checks",
     "Client": "featurekit.client",
+    "CommitChecks": "featurekit.quality.check_results",
     "Explanation": "featurekit.offline.explanation",
     "FeatureStore": "featurekit.store",
     "IntegrityReport": "featurekit.integrity",
@@ -97,7 +103,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "CheckError",
+    "CheckResult",
+    "CheckWarning",
     "Client",
+    "CommitChecks",
     "ConfigError",
     "ConflictError",
     "DataError",
@@ -139,6 +149,7 @@ __all__ = [
     "WindowView",
     "__version__",
     "agg",
+    "check",
     "feature_view",
     "on_demand",
     "verify_store",

@@ -64,5 +64,9 @@ def feature_set_definition(feature_set: FeatureSet) -> dict[str, Any]:
 
 
 def metadata(view: FeatureView | OnDemandView | FeatureSet) -> dict[str, Any]:
-    """What may change without a new data version."""
-    return {"description": view.description, "tags": view.tags, "owner": view.owner}
+    """What may change without a new data version (a view's checks too, recorded only when it has some)."""
+    recorded: dict[str, Any] = {"description": view.description, "tags": view.tags, "owner": view.owner}
+    if isinstance(view, FeatureView) and view.checks:
+        recorded["checks"] = [c.describe() for c in view.checks]
+        recorded["on_check_failure"] = view.on_check_failure
+    return recorded

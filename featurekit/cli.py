@@ -377,7 +377,34 @@ def show(ctx: Context, view: str) -> None:
         ttl_us = info.version.definition.get("ttl_us")
         if ttl_us is not None:  # describe() writes seconds or days; people read "3h" and "1d 2h"
             text = re.sub(r"(?m)^  ttl: .*$", f"  ttl: {_ttl(ttl_us)}", text, count=1)
+        checked = store.check_results(view) if info.metadata.get("checks") else []
+        if checked:  # the newest commit's check status, after the declared checks
+            last = checked[-1]
+            failed = sum(r.passed is False for r in last.results)
+            status = "passed" if last.passed else f"FAILED ({failed} of {len(last.results)} checks, committed: warn)"
+            text = re.sub(
+                r"(?m)^(  checks \(.*)$",
+                rf"\1\n  last checks: {status} at data version {last.data_version}",
+                text,
+                count=1,
+            )
         click.echo(text)
+
+
+@cli.command(short_help="Show a view's check results per data version.")
+@click.argument("view")
+@click.option("--version", type=int, default=None, help="A registered version [default: the applied one].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per commit and line).")
+@pass_context
+@reports_errors
+def checks(ctx: Context, view: str, version: int | None, as_json: bool) -> None:
+    """Show the check results stored with each materialization and offline push of VIEW, oldest first."""
+    with ctx.store() as store:
+        found = store.check_results(view, version)
+        if not found and not as_json:
+            click.echo(f"{view}: no check results stored (no checks declared, or none ran since they were)")
+        for commit in found:
+            click.echo(json.dumps(commit.to_dict(), sort_keys=True) if as_json else str(commit))
 
 
 @cli.command(short_help="List applies and materializations.")

@@ -238,12 +238,17 @@ class FeatureView(_ViewBase):
         frame: FrameKind | None = None,
         location: Location | None = None,
         schema: Mapping[str, Any] | None = None,
+        checks: Sequence[Any] = (),
+        on_check_failure: str = "fail",
     ) -> None:
         super().__init__(function, tags=tags, owner=owner, description=description, frame=frame)
         self.entities = tuple(entities)
         self.source = source
         self.ttl = ttl
         self.schema: dict[str, Any] = dict(schema or {})  # declared output dtypes (polars or Arrow)
+        # fk.check.* checks of the output before each commit (metadata: not part of the version)
+        self.checks: Any = tuple(checks) if isinstance(checks, (list, tuple)) else checks  # else refused at load
+        self.on_check_failure = on_check_failure
         if location is not None:
             self.location = location
 
@@ -276,6 +281,8 @@ def feature_view(
     description: str | None = None,
     frame: FrameKind | None = None,
     schema: Mapping[str, Any] | None = None,
+    checks: Sequence[Any] = (),
+    on_check_failure: Literal["fail", "warn"] = "fail",
 ) -> Callable[[Callable[..., Any]], FeatureView]:
     """Declare a feature view: the decorated function's name is the view's name.
 
@@ -288,6 +295,10 @@ def feature_view(
     (pandas turns an int column with nulls into float64), declare them: ``schema={"n": pl.Int64}``
     (polars dtypes or Arrow types, for any output column but the timestamps); the output is cast
     to them on every run, and they are part of the view's version.
+
+    ``checks`` (:mod:`featurekit.check`) run over the output of every materialization and push
+    before it is committed; ``on_check_failure="fail"`` refuses to commit on a failing check,
+    ``"warn"`` commits and warns. Both are metadata: editing them makes no new version.
     """
     entities = [entity] if isinstance(entity, Entity) else list(entity)
 
@@ -302,6 +313,8 @@ def feature_view(
             description=description,
             frame=frame,
             schema=schema,
+            checks=checks,
+            on_check_failure=on_check_failure,
         )
 
     return decorate
@@ -329,6 +342,8 @@ class WindowView(FeatureView):
         description: str | None = None,
         frame: FrameKind | None = None,
         schema: Mapping[str, Any] | None = None,
+        checks: Sequence[Any] = (),
+        on_check_failure: str = "fail",
     ) -> None:
         super().__init__(
             function,
@@ -340,6 +355,8 @@ class WindowView(FeatureView):
             description=description,
             frame=frame,
             schema=schema,
+            checks=checks,
+            on_check_failure=on_check_failure,
         )
         self.windows = tuple(windows) if isinstance(windows, (list, tuple)) else (windows,)
         self.aggregations = tuple(aggregations) if isinstance(aggregations, (list, tuple)) else (aggregations,)
@@ -361,6 +378,8 @@ def window_view(
     description: str | None = None,
     frame: FrameKind | None = None,
     schema: Mapping[str, Any] | None = None,
+    checks: Sequence[Any] = (),
+    on_check_failure: Literal["fail", "warn"] = "fail",
 ) -> Callable[[Callable[..., Any]], WindowView]:
     """Declare a window view: every aggregation (:mod:`featurekit.agg`) over every window.
 
@@ -375,6 +394,7 @@ def window_view(
     ``windows`` are positive whole numbers of seconds; features are named ``{column}_{fn}_{window}``
     with the window written ``30s``, ``15m``, ``1h`` or ``7d`` (the largest unit that divides it).
     ``delay`` ends every window that long before t, for sources that arrive late.
+    ``checks`` and ``on_check_failure`` are :func:`feature_view`'s, over the function's per-event rows.
     """
     entities = [entity] if isinstance(entity, Entity) else list(entity)
 
@@ -391,6 +411,8 @@ def window_view(
             description=description,
             frame=frame,
             schema=schema,
+            checks=checks,
+            on_check_failure=on_check_failure,
         )
 
     return decorate

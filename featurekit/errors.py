@@ -10,6 +10,7 @@ The tree::
     ├── NotAppliedError          loaded code differs from the applied version (run `featurekit apply`)
     ├── SchemaError              a column is missing or has the wrong dtype
     ├── DataError                bad values: null keys or timestamps, rows outside a window
+    ├── CheckError               a view's output failed a check (``checks=``); nothing was committed
     ├── OnlineHistoryError       an online lookup time before what the online store holds
     ├── SourceError              a source file is missing, unreadable, or its schema changed
     ├── FeatureFunctionError     a user feature function raised or returned something unusable
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 
 __all__ = [
     "AuthError",
+    "CheckError",
     "ConfigError",
     "ConflictError",
     "DataError",
@@ -101,6 +103,18 @@ class SchemaError(FeaturekitError):
 
 class DataError(FeaturekitError):
     """Values are unusable: null keys or timestamps, rows outside the window."""
+
+
+class CheckError(FeaturekitError):
+    """A view's output failed a check declared with ``on_check_failure="fail"``; nothing was committed.
+
+    ``results`` holds every check's :class:`~featurekit.quality.check_results.CheckResult`
+    (failing and passing) of the refused output.
+    """
+
+    def __init__(self, message: str, results: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
 
 
 class OnlineHistoryError(FeaturekitError):

@@ -44,6 +44,9 @@ class ViewInfo:
             lines.append("  features: " + ", ".join(f"{f} ({definition['schema'][f]})" for f in v.features))
         if self.metadata.get("description"):
             lines.append(f"  description: {self.metadata['description']}")
+        if self.metadata.get("checks"):
+            listed = ", ".join(f"{c['name']} ({c['threshold']})" for c in self.metadata["checks"])
+            lines.append(f"  checks (on failure: {self.metadata.get('on_check_failure', 'fail')}): {listed}")
         m = self.materialization
         if definition.get("kind") == "on_demand":
             pass

@@ -30,6 +30,7 @@ from featurekit.names import case_clashes, name_problem
 from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.sources import SourceReader
 from featurekit.online.codecs import check_servable
+from featurekit.quality.checks import column_problems as check_column_problems
 from featurekit.references import parse_ref
 from featurekit.registry import ActiveView, NewVersion, Registry
 from featurekit.repo import RepoDefinitions
@@ -119,6 +120,9 @@ def _describe_version(view: FeatureView, engine: OfflineEngine, root: Path) -> N
     if problems:
         raise InvalidNameError(problems)
     schema = output.schema
+    checked = check_column_problems(view, schema)
+    if checked:
+        raise DefinitionError(checked)
     definition = static_definition(view)
     if isinstance(view, WindowView):
         from featurekit.windows import column_problems, spec_of
@@ -345,7 +349,8 @@ def make_plan(definitions: RepoDefinitions, registry: Registry, engine: OfflineE
         old = current.version
         if new.fingerprint == old.fingerprint:
             if metadata(defined) != current.metadata:
-                edited = sorted(k for k, v in metadata(defined).items() if current.metadata.get(k) != v)
+                now = metadata(defined)
+                edited = sorted(k for k in {*now, *current.metadata} if current.metadata.get(k) != now.get(k))
                 changes.append(ViewChange(name, "metadata", old.version, old.version, "metadata: " + ", ".join(edited)))
             else:
                 changes.append(ViewChange(name, "unchanged", old.version, old.version, "unchanged"))

@@ -75,6 +75,21 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     inspection = Inspection(view, version, materializer.registry, window=_span(out, view, now), mode="push")
     inspection.add(out)
     inspection.conclude()  # a failing check: nothing is written, offline or online
+    result = _write(view, version, out, to, materializer, inspection=inspection)
+    inspection.committed()  # warns of failed "warn" checks, now that the rows are written
+    return result
+
+
+def _write(
+    view: FeatureView,
+    version: ViewVersion,
+    out: pa.Table,
+    to: PushTarget,
+    materializer: Materializer,
+    *,
+    inspection: Inspection,
+) -> PushResult:
+    """Write checked output rows online (and, for ``to="online_and_offline"``, commit them offline first)."""
     data_version = None
     if to == "online_and_offline" and out.num_rows:
         tables, registry = materializer.tables, materializer.registry

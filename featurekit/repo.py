@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import CodeType, ModuleType
 
+from featurekit.check import static_problems as check_problems
 from featurekit.definitions import (
     Entity,
     FeatureRef,
@@ -317,6 +318,7 @@ def _view_problems(views: list[FeatureView]) -> list[str]:
         if view.ttl is not None and (not isinstance(view.ttl, timedelta) or view.ttl <= timedelta(0)):
             problems.append(f"{where}: ttl must be a positive timedelta or None, got {view.ttl!r}")
         problems += _schema_problems(view, where)
+        problems += check_problems(view)
         if isinstance(view, WindowView):
             from featurekit.windows import static_problems
 

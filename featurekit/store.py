@@ -35,6 +35,7 @@ from featurekit.online.serving import OnlineReader, OnlineResponse, entity_colum
 from featurekit.plan import Plan, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
+from featurekit.quality.check_results import CommitChecks, stored_checks
 from featurekit.references import FeatureRequest, resolve
 from featurekit.registry import ActiveView, Registry
 from featurekit.repo import RepoDefinitions, load_repo
@@ -173,6 +174,15 @@ class FeatureStore:
         if found is None:
             raise UnknownNameError(f"no applied feature view {name!r}{did_you_mean(name, active)}")
         return self._info(*found)
+
+    def check_results(self, view: str, version: int | None = None) -> list[CommitChecks]:
+        """The check results stored with each commit of a view version (default: the applied one), oldest first.
+
+        One entry per materialization or offline push that ran checks: its data version, window
+        and every check's observed value, threshold and status (see :mod:`featurekit.check`).
+        """
+        info = self.show(view if version is None else f"{view.partition('@v')[0]}@v{version}")
+        return stored_checks(self.registry, info.version)
 
     def _info(self, name: str, active: ActiveView) -> ViewInfo:
         return ViewInfo(name, active.version, active.metadata, self.registry.last_materialization(active.version.id))

@@ -51,6 +51,8 @@ def main() -> None:
     print('\n>>> store.materialize_incremental("2026-03-03")     # CLI: featurekit materialize-incremental --end ...')
     for result in store.materialize_incremental("2026-03-03"):
         print(result)
+    print('\n>>> store.check_results("driver_stats")[-1]         # CLI: featurekit checks driver_stats')
+    print(store.check_results("driver_stats")[-1])
     print("\n>>> store.list_views()                             # CLI: featurekit list")
     for info in store.list_views():
         print(f"{info.name} v{info.version.version}: {', '.join(info.version.features)}")
@@ -113,6 +115,13 @@ def main() -> None:
     )
     for mismatch in report.mismatches:
         print(f"  {mismatch}")
+
+    print("\na trip with more accepted than offered rides fails the check conv_rate <= 1: nothing is written")
+    try:
+        store.push("driver_stats", [{**fresh, "accepted": 9}])
+    except fk.CheckError as refused:
+        print("\n".join(str(refused).splitlines()[:3]))
+    print(store.online_features([{"driver_id": 1007}], ["driver_stats:conv_rate"], at=at).to_dict(), "(unchanged)")
 
     print("\ntime travel: re-materialize February (a new data version), then rebuild the first training set")
     store.materialize("2026-02-01", "2026-03-01", views=["driver_stats"])

@@ -324,6 +324,7 @@ class Materializer:
                     "(even one with nothing new to do) loads them first"
                 ) from exc
         self.registry.record_online_load([committed.commit_id])  # loaded, or kept offline on purpose
+        inspection.committed()  # warns of failed "warn" checks, now that the data is committed
         return MaterializeResult(
             view=view.name,
             version=applied.version,

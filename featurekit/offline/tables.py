@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -248,7 +249,10 @@ class OfflineTables:
         predicate = f"{column} >= {_delta_timestamp(window[0])} AND {column} < {_delta_timestamp(window[1])}"
         path = str(self.path(view, version))
         try:
-            with storage_errors(f"writing the offline table {path}", _NOT_COMMITTED):
+            with (
+                storage_errors(f"writing the offline table {path}", _NOT_COMMITTED),
+                self._undone_if_aborted(view, version),
+            ):
                 write_deltalake(
                     path,
                     batches,
@@ -266,7 +270,10 @@ class OfflineTables:
         """Add ``rows`` (a push, or a window after all other rows) in one Delta commit; return its version."""
         path = str(self.path(view, version))
         try:
-            with storage_errors(f"writing the offline table {path}", _NOT_COMMITTED):
+            with (
+                storage_errors(f"writing the offline table {path}", _NOT_COMMITTED),
+                self._undone_if_aborted(view, version),
+            ):
                 write_deltalake(
                     path,
                     rows,
@@ -278,6 +285,35 @@ class OfflineTables:
         except CommitFailedError as exc:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()
+
+    @contextmanager
+    def _undone_if_aborted(self, view: str, version: int) -> Iterator[None]:
+        """Remove exactly what a write that fails before its commit created: its files and new folders.
+
+        The Delta writer leaves the Parquet files it finished for the batches it consumed (past its
+        target file size) and, on a first write, the table folder, when its input raises (a failing
+        check, Ctrl-C), so the store would no longer be as it was. A write that got as far as a
+        commit file in ``_delta_log/`` is left alone: undoing a commit the registry never recorded
+        is :meth:`prepare`'s job. Costs one listing of the table folder per write. Runs under the
+        view's writer lock.
+        """
+        path = self.path(view, version)
+        created = [folder for folder in (path, path.parent, self.root) if not folder.exists()]
+        before = _files_under(path)
+        try:
+            yield
+        except BaseException:
+            new = _files_under(path) - before
+            if not any(_is_commit(file) for file in new):
+                with storage_errors(f"removing the files of an aborted write to {path}", _NOT_COMMITTED):
+                    if path in created:
+                        shutil.rmtree(path, ignore_errors=True)
+                    for file in new:
+                        file.unlink(missing_ok=True)
+                    for folder in created[1:]:  # shared with other versions or views: only if empty
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
+            raise
 
     def _table(self, view: str, version: int, data_version: int) -> DeltaTable:
         path = self.path(view, version)
@@ -335,6 +371,16 @@ class OfflineTables:
             return _data_files(folder, DeltaTable(str(folder), version=data_version))
         except (DeltaError, OSError) as exc:
             raise RegistryError(f"Delta version {data_version} of {folder} cannot be opened: {exc}") from exc
+
+
+def _files_under(folder: Path) -> set[Path]:
+    """Every file inside ``folder`` (none if it does not exist)."""
+    return {Path(top) / name for top, _, names in os.walk(folder) for name in names}
+
+
+def _is_commit(file: Path) -> bool:
+    """Whether ``file`` is a Delta commit (``_delta_log/<version, 20 digits>.json``)."""
+    return file.parent.name == "_delta_log" and file.suffix == ".json" and file.stem.isdigit()
 
 
 def _data_files(folder: Path, table: DeltaTable) -> list[DataFile]:

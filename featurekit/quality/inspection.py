@@ -41,6 +41,14 @@ class Inspection:
         """After the last batch: raise :class:`~featurekit.errors.CheckError` if a ``"fail"`` check failed."""
         self.checks.conclude()
 
+    def committed(self) -> None:
+        """After the commit: warn (:class:`~featurekit.quality.checks.CheckWarning`) of ``"warn"`` failures.
+
+        Not from :meth:`conclude`: a materialization concludes in its writer thread, where a
+        warning turned into an error (``-W error``) would abort the write instead of reaching the caller.
+        """
+        self.checks.warn()
+
     def records(self) -> dict[str, str]:
         """The commit's quality records, JSON by kind."""
         return {**self.checks.records(), **self.profile.records()}

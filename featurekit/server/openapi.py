@@ -189,7 +189,7 @@ def _problems(*statuses: int) -> dict[str, Any]:
         403: "The token lacks the scope this route needs.",
         409: "A materialization holds the view (offline push); retry.",
         413: "The body or the entity list is over the server's limit.",
-        422: "The view's function failed on the pushed rows.",
+        422: "The view's function failed on the pushed rows, or its output failed a check (nothing written).",
         500: "Unexpected failure; the error id is in the server's log.",
         503: "The server cannot serve now (online store unreachable, code differs from the applied version).",
     }

@@ -34,6 +34,7 @@ _STATUS: list[tuple[type[errors.FeaturekitError], int]] = [
     (TooLargeError, 413),
     (errors.ConflictError, 409),
     (errors.FeatureFunctionError, 422),
+    (errors.CheckError, 422),  # the pushed rows failed one of the view's checks
     (errors.StorageError, 503),
     (errors.RegistryError, 503),
     (errors.NotAppliedError, 503),
