@@ -56,6 +56,8 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from featurekit.online.serving import OnlineResponse
     from featurekit.plan import Plan
     from featurekit.push import PushResult
+    from featurekit.quality.consistency import ConsistencyReport
+    from featurekit.quality.serving_log import read_log
     from featurekit.skew import Mismatch, SkewReport
     from featurekit.store import FeatureStore
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
 # defining features and starting the CLI (`featurekit --help`) stay fast.
 _LAZY = {
     "Client": "featurekit.client",
+    "ConsistencyReport": "featurekit.quality.consistency",
     "FeatureStore": "featurekit.store",
     "IntegrityReport": "featurekit.integrity",
     "Manifest": "featurekit.manifest",
@@ -74,6 +77,7 @@ _LAZY = {
     "SkewReport": "featurekit.skew",
     "TrainingSet": "featurekit.offline.training",
     "ViewInfo": "featurekit.info",
+    "read_log": "featurekit.quality.serving_log",
     "verify_store": "featurekit.integrity",
 }
 
@@ -98,6 +102,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "ConflictError",
+    "ConsistencyReport",
     "DataError",
     "DefinitionError",
     "Entity",
@@ -138,6 +143,7 @@ __all__ = [
     "agg",
     "feature_view",
     "on_demand",
+    "read_log",
     "verify_store",
     "window_view",
 ]
