@@ -23,8 +23,8 @@ inside the repo::
         path: serving_log         # a folder, relative to (or inside) the repo root
         sample: 0.01              # share of lookup requests logged, in (0, 1]
         queue_rows: 100000        # served rows waiting for the writer; more are dropped and counted
-        flush_rows: 10000         # the writer writes a file when this many rows wait ...
-        flush_s: 1.0              # ... or this long after its last file
+        flush_rows: 20000         # the writer writes a file when this many rows wait ...
+        flush_s: 5.0              # ... or this long after its last file (what a killed process loses)
     serve:                        # `featurekit serve` (the HTTP feature server)
       host: 127.0.0.1             # loopback unless told otherwise
       port: 6566
@@ -82,8 +82,8 @@ class ServingLogConfig(BaseModel):
     path: str = "serving_log"  # a folder relative to the repo root (or an absolute path inside it)
     sample: float = Field(default=0.01, gt=0, le=1)  # share of lookup requests logged
     queue_rows: int = Field(default=100_000, ge=1)  # rows accepted but not yet written, at most
-    flush_rows: int = Field(default=10_000, ge=1)
-    flush_s: float = Field(default=1.0, gt=0)
+    flush_rows: int = Field(default=20_000, ge=1)
+    flush_s: float = Field(default=5.0, gt=0)
 
     @field_validator("path")
     @classmethod

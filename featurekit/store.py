@@ -398,7 +398,8 @@ class FeatureStore:
             log: a serving log folder or file, or a table :func:`~featurekit.quality.serving_log.read_log`
                 returned; default: this repo's ``online.log`` (its waiting rows are written first).
             window: ``(start, end)``: only rows served in ``[start, end)``.
-            features: only these log columns (``view:feature``) or served versions (``view@vN:feature``).
+            features: only these log columns (``view:feature``), served versions (``view@vN:feature``)
+                or views (``view``, ``view@vN``).
         """
         from featurekit.quality.consistency import SPINE_AT, check_consistency
         from featurekit.quality.serving_log import in_window, read_log

@@ -294,6 +294,8 @@ def test_consistency_finds_values_changed_added_and_removed_behind_the_stores_ba
     assert (changed.training, changed.serving) == (2.0, 9.0)
     assert feature.smape == pytest.approx((2 * 7 / 11 + 0) / 2)  # drivers 1 and 3 have values on both sides
     assert "mismatched 1" in str(report)
+    by_view = store.consistency(features=["driver_stats"])  # a view: all its logged features
+    assert [f.feature for f in by_view.features] == ["driver_stats:avg_trip_km"]
 
 
 def test_consistency_pins_the_served_versions_after_a_new_apply(make_repo, open_store):

@@ -118,8 +118,8 @@ def check_consistency(
 ) -> ConsistencyReport:
     """Recompute ``log``'s rows through ``training`` and compare per feature.
 
-    ``features`` limits the report to these log columns (``view:feature``) or served versions
-    (``view@vN:feature``); default: every logged feature.
+    ``features`` limits the report to these log columns (``view:feature``), served versions
+    (``view@vN:feature``) or views (``view``, ``view@vN``); default: every logged feature.
     """
     wanted = None if features is None else {str(f) for f in features}
     found: dict[tuple[str, str], FeatureConsistency] = {}
@@ -136,7 +136,7 @@ def check_consistency(
         pairs = [
             (ref, column)
             for ref, column in zip(served, log_columns(triples), strict=True)
-            if wanted is None or ref in wanted or column in wanted
+            if wanted is None or not wanted.isdisjoint((ref, column, ref.split(":")[0], column.split(":")[0]))
         ]
         if not pairs:
             continue

@@ -6,11 +6,12 @@ Opt-in with ``online.log`` in ``featurekit.yaml`` (every online store type)::
       log: {path: serving_log, sample: 0.01}
 
 A lookup that is sampled (``sample`` is the share of lookup *requests* logged; all the entities of
-a sampled request are logged) hands its response to a bounded queue and returns: it never waits
-for the disk. One background thread per store drains the queue and writes a Parquet file when
-``flush_rows`` rows wait or ``flush_s`` seconds after its last file. When ``queue_rows`` rows are
-already waiting, a lookup's rows are dropped and counted instead (a request of more than
-``queue_rows`` entities is always dropped).
+a sampled request are logged) appends its values to an in-memory buffer and returns: it never
+waits for the disk. One background thread per store takes the buffered rows and writes a Parquet
+file (one per feature list) when ``flush_rows`` rows wait or ``flush_s`` seconds after its last
+write. When ``queue_rows`` rows are already waiting (buffered or being written), a lookup's rows
+are dropped and counted instead (a request of more than ``queue_rows`` entities is always
+dropped).
 
 Durability: a file is written under a temporary name (``.serving-*.parquet.tmp``), synced, and
 renamed into place, so a reader (:func:`read_log`) only ever sees whole files. A killed process
@@ -28,17 +29,17 @@ order, the view version it was served from, as ``view@vN:feature``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,6 +47,7 @@ import pyarrow.parquet as pq
 
 from featurekit.config import ServingLogConfig
 from featurekit.errors import SchemaError, StorageError, WindowError, storage_errors
+from featurekit.references import canonical
 from featurekit.timestamps import utc
 
 if TYPE_CHECKING:
@@ -57,7 +59,6 @@ FEATURES = "__fk_features"
 SERVED = "__fk_served"
 REQUEST_PREFIX = "__fk_request__"
 FILE_PREFIX = "serving-"
-_POLL_S = 0.05  # how often the writer looks at the queue
 _STAMP = pa.timestamp("us", tz="UTC")
 _NAMES = pa.list_(pa.string())
 
@@ -102,36 +103,71 @@ def served_ref(view: str, version: int, feature: str) -> str:
     return f"{view}@v{version}:{feature}"
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """How one lookup recipe's responses become log columns."""
+class _Buffer:
+    """The rows of one lookup recipe waiting for the writer, one Python list per log column.
 
-    keys: list[pa.Field]  # entity keys, with their registered types
-    outputs: list[tuple[str, str, pa.DataType]]  # (response column, log column, type)
-    served: list[str]  # pinned references, in output order
-    request: dict[str, Any]  # request input -> its declared polars dtype
+    Lookups append to the lists (under the log's lock); the writer takes the whole buffer and
+    turns each list into an Arrow array at once, so its own Python work per row stays small
+    (the writer shares the interpreter lock with the lookups).
+    """
 
+    def __init__(self, recipe: LookupRecipe) -> None:
+        self.recipe = recipe  # kept while buffered, so no other recipe can take its id
+        schema = recipe.schema
+        self.keys = [schema.field(k) for k in recipe.entity_keys]
+        names = [name for _, name in recipe.outputs]
+        self.outputs = [(n, c, schema.field(n).type) for n, c in zip(names, log_columns(recipe.served), strict=True)]
+        self.served = [served_ref(*s) for s in recipe.served]
+        self.request = dict(recipe.request)  # request input -> its declared polars dtype
+        self.values: dict[str, list[Any]] = {f.name: [] for f in self.keys}
+        self.values.update({name: [] for name, _, _ in self.outputs})
+        self.requests: dict[str, list[Any]] = {name: [] for name in self.request}
+        self.served_at: list[int] = []
+        self.request_ids: list[int] = []
+        self.feature_ids: list[int] = []
+        self.feature_lists: dict[tuple[Any, ...], int] = {}
+        self.rows = 0
 
-def _layout(recipe: LookupRecipe) -> _Layout:
-    schema = recipe.schema
-    keys = [schema.field(k) for k in recipe.entity_keys]
-    names = [name for _, name in recipe.outputs]
-    columns = log_columns(recipe.served)
-    outputs = [(n, c, schema.field(n).type) for n, c in zip(names, columns, strict=True)]
-    return _Layout(keys, outputs, [served_ref(*s) for s in recipe.served], dict(recipe.request))
+    def add(self, response: OnlineResponse, request_id: int, features: tuple[Any, ...], request: Any) -> None:
+        rows = len(response)
+        columns = response.columns
+        for name, values in self.values.items():
+            values.extend(columns[name])
+        feature_id = self.feature_lists.setdefault(features, len(self.feature_lists))
+        if rows == 1:  # the common case, without building lists
+            self.served_at.append(response.at_us)
+            self.request_ids.append(request_id)
+            self.feature_ids.append(feature_id)
+        else:
+            self.served_at.extend([response.at_us] * rows)
+            self.request_ids.extend([request_id] * rows)
+            self.feature_ids.extend([feature_id] * rows)
+        for name, values in self.requests.items():
+            given = (request or {}).get(name)
+            values.extend(list(given) if isinstance(given, (list, tuple)) else [given] * rows)
+        self.rows += rows
 
-
-class _Record(NamedTuple):
-    recipe: LookupRecipe
-    at_us: int
-    features: list[str]
-    columns: dict[str, list[Any]]
-    request: dict[str, Any] | None
-    rows: int
+    def table(self, token: str) -> pa.Table:
+        """The buffered rows as a log table; request ids are ``token-N`` (``token`` unique per log)."""
+        feature_lists = pa.array([canonical(list(f)) for f in self.feature_lists], _NAMES)
+        sequence = pc.cast(pa.array(self.request_ids, pa.int64()), pa.string())
+        arrays: dict[str, pa.Array] = {
+            SERVED_AT: pa.array(self.served_at, _STAMP),
+            REQUEST_ID: pc.binary_join_element_wise(token, sequence, "-"),
+            FEATURES: feature_lists.take(pa.array(self.feature_ids, pa.int32())),
+            SERVED: pa.repeat(pa.scalar(self.served, _NAMES), self.rows),
+        }
+        for key in self.keys:
+            arrays[key.name] = pa.array(self.values[key.name], key.type)
+        for name, column, dtype in self.outputs:
+            arrays[column] = pa.array(self.values[name], dtype)
+        for name, dtype in self.request.items():
+            arrays[REQUEST_PREFIX + name] = _request_array(self.requests[name], dtype)
+        return pa.table(arrays)
 
 
 class ServingLog:
-    """The log of one store: a bounded queue, one writer thread, and the counters.
+    """The log of one store: bounded buffers, one writer thread, and the counters.
 
     Safe to share across threads; :meth:`offer` is the only method a lookup calls.
     """
@@ -139,18 +175,20 @@ class ServingLog:
     def __init__(self, folder: Path, config: ServingLogConfig) -> None:
         self.folder = folder
         self.config = config
-        self._queue: deque[_Record] = deque()
         self._lock = threading.Lock()
         self._written_cond = threading.Condition(self._lock)
+        self._buffers: dict[int, _Buffer] = {}  # id(recipe) -> its waiting rows
+        self._queued = 0  # rows in the buffers (not yet taken by the writer)
         self._logged = self._written = self._dropped = self._pending = self._failed = self._files = 0
+        self._requests = 0
         self._last_error: str | None = None
-        self._flush_now = threading.Event()
+        self._wake = threading.Event()  # rows to write now (flush_rows reached, flush(), close())
         self._stop = threading.Event()
         self._closed = False
         self._random = random.Random().random  # noqa: S311 -- sampling, not security
-        self._layouts: dict[int, tuple[LookupRecipe, _Layout]] = {}  # the recipe kept: its id stays unique
+        self._token = uuid.uuid4().hex[:12]
         self._sequence = 0
-        with storage_errors(f"cannot create the serving log folder {folder}"):
+        with storage_errors(f"creating the serving log folder {folder}", "the store cannot log lookups"):
             folder.mkdir(parents=True, exist_ok=True)
         self._writer = threading.Thread(target=self._run, name="featurekit-serving-log", daemon=True)
         self._writer.start()
@@ -158,7 +196,7 @@ class ServingLog:
     # -- the lookup's side -----------------------------------------------------------------
 
     def offer(self, response: OnlineResponse, features: Any, request: dict[str, Any] | None) -> None:
-        """Queue a served response (if sampled and there is room); never waits for the writer."""
+        """Take a served response's rows (if sampled and there is room); never waits for the writer."""
         sample = self.config.sample
         if sample < 1.0 and self._random() >= sample:
             return
@@ -166,16 +204,22 @@ class ServingLog:
         if recipe is None:
             return
         rows = len(response)
-        columns = {name: list(values) for name, values in response.columns.items()}
-        names = [features] if isinstance(features, str) else list(features)
-        record = _Record(recipe, response.at_us, names, columns, dict(request) if request else None, rows)
+        names = (features,) if isinstance(features, str) else tuple(features)
         with self._lock:
             if self._closed or self._pending + rows > self.config.queue_rows:
                 self._dropped += rows
                 return
+            buffer = self._buffers.get(id(recipe))
+            if buffer is None:
+                buffer = self._buffers[id(recipe)] = _Buffer(recipe)
+            self._requests += 1
+            buffer.add(response, self._requests, names, request)
             self._pending += rows
             self._logged += rows
-            self._queue.append(record)
+            self._queued += rows
+            full = self._queued >= self.config.flush_rows
+        if full and not self._wake.is_set():
+            self._wake.set()
 
     # -- counters, flush, close ------------------------------------------------------------
 
@@ -193,7 +237,7 @@ class ServingLog:
             )
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Write every row accepted so far now; True when none is pending within ``timeout_s``."""
+        """Write every row taken so far now; True when none is pending within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
             target = self._logged
@@ -201,8 +245,8 @@ class ServingLog:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._writer.is_alive():
                     return False
-                self._flush_now.set()
-                self._written_cond.wait(min(remaining, _POLL_S))
+                self._wake.set()
+                self._written_cond.wait(min(remaining, 0.05))
         return True
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -210,115 +254,77 @@ class ServingLog:
         with self._lock:
             self._closed = True
         self._stop.set()
+        self._wake.set()
         self._writer.join(timeout_s)
 
     # -- the writer ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        buffer: list[_Record] = []
-        buffered = 0
-        last_file = time.monotonic()
+        _batch_priority()
         while True:
-            stopping = self._stop.wait(_POLL_S)
+            self._wake.wait(self.config.flush_s)
+            self._wake.clear()
             with self._lock:
-                while self._queue:
-                    record = self._queue.popleft()
-                    buffer.append(record)
-                    buffered += record.rows
-            now = time.monotonic()
-            due = buffered >= self.config.flush_rows or now - last_file >= self.config.flush_s
-            if buffer and (due or stopping or self._flush_now.is_set()):
-                self._flush_now.clear()
+                buffers, self._buffers, self._queued = self._buffers, {}, 0
+            for buffer in buffers.values():
                 self._write(buffer)
-                buffer, buffered, last_file = [], 0, now
-            elif not buffer:
-                self._flush_now.clear()
-                last_file = now if now - last_file >= self.config.flush_s else last_file
-            if stopping:
+            if self._stop.is_set():
                 with self._lock:
-                    if not self._queue:
+                    if not self._buffers:
                         return
 
-    def _write(self, records: list[_Record]) -> None:
-        """One file per lookup layout among ``records``; a file that cannot be written counts as failed."""
-        groups: dict[int, list[_Record]] = {}
-        for record in records:
-            groups.setdefault(id(record.recipe), []).append(record)
-        for group in groups.values():
-            count = sum(r.rows for r in group)
-            try:
-                self._write_file(self._table(self._layout_of(group[0].recipe), group))
-            except (OSError, pa.ArrowException, ValueError, TypeError, StorageError) as exc:
-                with self._written_cond:
-                    self._failed += count
-                    self._pending -= count
-                    self._last_error = f"serving log {self.folder}: {count} rows not written: {exc}"
-                    self._written_cond.notify_all()
-                continue
+    def _write(self, buffer: _Buffer) -> None:
+        """One file of a buffer's rows; a file that cannot be written counts its rows as failed."""
+        count = buffer.rows
+        try:
+            self._write_file(buffer.table(self._token))
+        except (OSError, pa.ArrowException, ValueError, TypeError, StorageError) as exc:
             with self._written_cond:
-                self._written += count
+                self._failed += count
                 self._pending -= count
-                self._files += 1
+                self._last_error = f"serving log {self.folder}: {count} rows not written: {exc}"
                 self._written_cond.notify_all()
+            return
+        with self._written_cond:
+            self._written += count
+            self._pending -= count
+            self._files += 1
+            self._written_cond.notify_all()
 
     def _write_file(self, table: pa.Table) -> None:
         self._sequence += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        name = f"{FILE_PREFIX}{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{self._sequence:06d}.parquet"
+        name = f"{FILE_PREFIX}{stamp}-{os.getpid()}-{self._token}-{self._sequence:06d}.parquet"
         temporary = self.folder / f".{name}.tmp"
         try:
             with storage_errors(f"writing the serving log file {temporary}", "its rows are counted as failed"):
-                with temporary.open("wb") as out:
-                    pq.write_table(table, out)
-                    out.flush()
-                    os.fsync(out.fileno())
+                # A path, not a Python file object: Arrow then writes without taking the interpreter
+                # lock for every chunk, which would make lookups wait for the writer.
+                pq.write_table(table, str(temporary))
+                descriptor = os.open(temporary, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
                 os.replace(temporary, self.folder / name)
         finally:
             if temporary.exists():  # the write failed half-way
                 temporary.unlink()
 
-    def _layout_of(self, recipe: LookupRecipe) -> _Layout:
-        cached = self._layouts.get(id(recipe))
-        if cached is None:
-            if len(self._layouts) > 1000:  # recipes of old applies: let them go
-                self._layouts.clear()
-            cached = self._layouts[id(recipe)] = (recipe, _layout(recipe))
-        return cached[1]
 
-    @staticmethod
-    def _table(layout: _Layout, records: list[_Record]) -> pa.Table:
-        request_ids: list[str] = []
-        served_at: list[int] = []
-        features: list[list[str]] = []
-        keys: dict[str, list[Any]] = {f.name: [] for f in layout.keys}
-        outputs: dict[str, list[Any]] = {name: [] for name, _, _ in layout.outputs}
-        requests: dict[str, list[Any]] = {name: [] for name in layout.request}
-        for record in records:
-            rows = record.rows
-            request_ids.extend([uuid.uuid4().hex] * rows)
-            served_at.extend([record.at_us] * rows)
-            features.extend([record.features] * rows)
-            for name, values in keys.items():
-                values.extend(record.columns[name])
-            for name, values in outputs.items():
-                values.extend(record.columns[name])
-            for name, values in requests.items():
-                given = (record.request or {}).get(name)
-                values.extend(list(given) if isinstance(given, (list, tuple)) else [given] * rows)
-        count = len(served_at)
-        arrays: dict[str, pa.Array] = {
-            SERVED_AT: pa.array(served_at, _STAMP),
-            REQUEST_ID: pa.array(request_ids, pa.string()),
-            FEATURES: pa.array(features, _NAMES),
-            SERVED: pa.array([layout.served] * count, _NAMES),
-        }
-        for key in layout.keys:
-            arrays[key.name] = pa.array(keys[key.name], key.type)
-        for name, column, dtype in layout.outputs:
-            arrays[column] = pa.array(outputs[name], dtype)
-        for name, dtype in layout.request.items():
-            arrays[REQUEST_PREFIX + name] = _request_array(requests[name], dtype)
-        return pa.table(arrays)
+def _batch_priority() -> None:
+    """Run the calling thread (the writer) under Linux's ``SCHED_BATCH`` where there is one.
+
+    A thread that wakes from a sleep normally preempts the running one; the writer waking up
+    would then interrupt a lookup in the middle. ``SCHED_BATCH`` takes that preference away (it
+    still gets its share of the CPU); elsewhere the writer runs as any thread.
+    """
+    set_scheduler = getattr(os, "sched_setscheduler", None)
+    batch = getattr(os, "SCHED_BATCH", None)
+    if set_scheduler is None or batch is None:
+        return
+    with contextlib.suppress(OSError):  # a sandbox may refuse it: the log works the same, only less politely
+        set_scheduler(0, batch, os.sched_param(0))
 
 
 def _request_array(values: list[Any], dtype: Any) -> pa.Array:
