@@ -154,10 +154,17 @@ def section(record: Result) -> str:
     ]
     if "error" not in off and "error" not in on:
         ratio = on["p99_ms"] / off["p99_ms"]
+        rounds = [b / a for a, b in zip(off["p99_runs_ms"], on["p99_runs_ms"], strict=False)]
+        by_round = statistics.median(rounds)
+        verdict = "met" if ratio <= TARGET else "missed"
+        if (ratio <= TARGET) != (by_round <= TARGET):
+            verdict = "unsettled (the two readings disagree)"
         lines += [
             "",
             f"Target (issue 15): p99 with the log on at sample 1.0 within {TARGET}x of the log off: "
-            f"{ratio:.2f}x (p50 {on['p50_ms'] / off['p50_ms']:.2f}x), {'met' if ratio <= TARGET else 'missed'}.",
+            f"{ratio:.2f}x on the medians over the runs (p50 {on['p50_ms'] / off['p50_ms']:.2f}x); round by round",
+            f"(the two runs next to each other) the p99 ratio has median {by_round:.2f}x, from {min(rounds):.2f}x "
+            f"to {max(rounds):.2f}x: {verdict}.",
         ]
         log = on.get("log")
         if log:
@@ -165,6 +172,13 @@ def section(record: Result) -> str:
                 f"Over the runs the log took {log['logged']:,} rows and wrote {log['written']:,} in "
                 f"{log['files']:,} files; {log['dropped']:,} dropped, {log['failed']:,} failed."
             )
+    if max(load) > machine["cpus"]:
+        lines += [
+            "",
+            "More jobs than cores ran during this run (the load average above): a 1-entity lookup takes",
+            "tens of microseconds, so a p99 then measures the scheduler as much as the log (a run's p99",
+            "moves several-fold between rounds in either mode); the p50s are what the log costs a lookup.",
+        ]
     return "\n".join(lines)
 
 
