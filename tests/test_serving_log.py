@@ -96,6 +96,9 @@ def test_each_served_entity_is_a_row_with_keys_instant_versions_and_features(mak
     assert log.column(SERVED).to_pylist()[0] == ["driver_stats@v1:conv_rate", "driver_stats@v1:avg_trip_km"]
     assert len(set(log.column(REQUEST_ID).to_pylist())) == 2  # one id per request
     assert read_log(store.root / "slog", window=(ts(3, 12), ts(5))).num_rows == 1
+    assert fk.read_log is read_log  # public
+    with pytest.raises(fk.WindowError, match="before its end"):
+        read_log(store.root / "slog", window=(ts(5), ts(3)))
 
 
 def test_two_versions_of_a_view_read_side_by_side_get_a_column_each():

@@ -101,7 +101,7 @@ class ConsistencyReport:
 
     def __str__(self) -> str:
         if not self.rows:
-            return "consistency: the serving log holds no row in this window; nothing was compared"
+            return "consistency: nothing was compared: the serving log holds no row in this window (of these features)"
         lines = [f"consistency of {self.rows} served rows with the training path:"]
         for f in self.features:
             smape = "" if f.smape is None else f", SMAPE {f.smape:.4g}"
