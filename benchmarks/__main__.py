@@ -5,8 +5,9 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 :mod:`benchmarks.shapes`), ``windows`` (window aggregations against hand-written floors, see
 :mod:`benchmarks.windows`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
 ``redis`` (the Redis online store against hand-written redis-py, see :mod:`benchmarks.redis_online`);
-``http`` (the feature server, see :mod:`benchmarks.http_server`);
-``child``, ``redis-child`` and ``materialize-loop`` are the harness's own child processes.
+``http`` (the feature server, see :mod:`benchmarks.http_server`); ``servelog`` (1-entity lookups
+with the serving log off and on, see :mod:`benchmarks.servelog`);
+``child``, ``redis-child``, ``servelog-child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     on_redis.add_argument("--url", default="", help="a Redis to use (its database is flushed); default: start one")
     on_redis.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("redis-child").add_argument("argv", nargs=argparse.REMAINDER)
+    servelog = sub.add_parser("servelog", help="1-entity lookups with the serving log off and on (sample 1.0)")
+    servelog.add_argument("--scale", choices=sorted(SCALES), default="medium")
+    servelog.add_argument("--repeat", type=int, default=6, help="rounds (each: one run with the log off, one on)")
+    servelog.add_argument("--output", type=Path, default=HERE / "results")
+    sub.add_parser("servelog-child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
         "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
@@ -139,6 +145,14 @@ def main() -> None:
         from benchmarks.redis_online import child as redis_child
 
         redis_child(options.argv)
+    elif options.command == "servelog":
+        from benchmarks.servelog import run as run_servelog
+
+        sys.exit(run_servelog(options))
+    elif options.command == "servelog-child":
+        from benchmarks.servelog import child as servelog_child
+
+        servelog_child(options.argv)
     elif options.command == "http":
         from benchmarks.http_server import main as http_main
 

@@ -247,21 +247,50 @@ class Server:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _measure(kind: str, scale: str, url: str, work: Path) -> Result:
-    out = work / f"{kind}.json"
+def run_child(args: list[str], out: Path, timeout: float) -> Result:
+    """``python -m benchmarks ARGS`` in a fresh process that writes its JSON result to ``out``;
+    ``{"error": last line of its output}`` when it fails."""
     out.unlink(missing_ok=True)
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "redis-child", kind, scale, url, str(out)],
+        [sys.executable, "-m", "benchmarks", *args],
         cwd=HERE.parent,
         capture_output=True,
         text=True,
         check=False,
-        timeout=1800,
+        timeout=timeout,
     )
     if done.returncode != 0:
         return {"error": ((done.stderr or done.stdout).strip().splitlines() or ["failed"])[-1]}
     result: Result = json.loads(out.read_text())
     return result
+
+
+def _measure(kind: str, scale: str, url: str, work: Path) -> Result:
+    out = work / f"{kind}.json"
+    return run_child(["redis-child", kind, scale, url, str(out)], out, timeout=1800)
+
+
+def machine(load_before: float) -> Result:
+    """The machine a run ran on, with the load average at its start and now (its end)."""
+    return {
+        "cpus": os.cpu_count() or 0,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def write_record(record: Result, results: Path, name: str, text: str, title: str) -> None:
+    """Write ``record`` as ``results/name`` and ``text`` as RESULTS.md's section ``title`` (the
+    repo's RESULTS.md for the default results folder, else a copy of it in ``results``)."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / name).write_text(json.dumps(record, indent=2))
+    target = HERE / "RESULTS.md"
+    if results != HERE / "results":  # a run elsewhere (the smoke test) writes its own copy
+        target = results / "RESULTS.md"
+        if not target.exists():
+            shutil.copy(HERE / "RESULTS.md", target)
+    replace_section(target, text, HERE / "results" / "NOTES.md", title)
 
 
 def _summary(samples: list[Result]) -> Result:
@@ -310,27 +339,14 @@ def run(options: argparse.Namespace) -> int:
         "scale": {"name": scale.name, "rows": scale.rows, "entities": scale.entities},
         "command": " ".join(["python -m benchmarks redis", *sys.argv[2:]]),
         "started": began.isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count() or 0,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # at the start and the end
-        },
+        "machine": machine(load_before),
         "versions": {**versions, "redis-py": redis.__version__, "featurekit": featurekit.__version__},
         "results": {
             name: {"title": title, **{k: _summary(v) for k, v in samples[name].items() if v}}
             for name, title, *_ in WORKLOADS
         },
     }
-    results = options.output
-    results.mkdir(parents=True, exist_ok=True)
-    (results / RECORD).write_text(json.dumps(record, indent=2))
-    target = HERE / "RESULTS.md"
-    if results != HERE / "results":  # a run elsewhere (the smoke test) writes its own copy
-        target = results / "RESULTS.md"
-        if not target.exists():
-            shutil.copy(HERE / "RESULTS.md", target)
-    replace_section(target, section(record), HERE / "results" / "NOTES.md")
+    write_record(record, options.output, RECORD, section(record), TITLE)
     failed = [n for n, r in record["results"].items() if any("error" in s for s in r.values() if isinstance(s, dict))]
     return 1 if failed else 0
 
@@ -432,12 +448,13 @@ def section(record: Result) -> str:
     return "\n".join(lines)
 
 
-def replace_section(target: Path, text: str, notes: Path) -> None:
-    """Put ``text`` in place of RESULTS.md's Redis section, or before the notes when it has none."""
+def replace_section(target: Path, text: str, notes: Path, title: str = TITLE) -> None:
+    """Put ``text`` in place of RESULTS.md's section headed ``title`` (the Redis one), or before the
+    notes when it has none."""
     current = target.read_text()
-    start = current.find(TITLE)
+    start = current.find(title)
     if start >= 0:
-        end = current.find("\n## ", start + len(TITLE))
+        end = current.find("\n## ", start + len(title))
         updated = current[:start] + text + ("\n" + current[end:] if end >= 0 else "\n")
     else:
         first_note = notes.read_text().splitlines()[0] if notes.exists() else None

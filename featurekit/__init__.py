@@ -60,6 +60,8 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from featurekit.push import PushResult
     from featurekit.quality.check_results import CheckResult, CommitChecks
     from featurekit.quality.checks import CheckWarning
+    from featurekit.quality.consistency import ConsistencyReport
+    from featurekit.quality.serving_log import read_log
     from featurekit.skew import Mismatch, SkewReport
     from featurekit.store import FeatureStore
 
@@ -71,6 +73,7 @@ _LAZY = {
     "Client": "featurekit.client",
     "CommitChecks": "featurekit.quality.check_results",
     "Explanation": "featurekit.offline.explanation",
+    "ConsistencyReport": "featurekit.quality.consistency",
     "FeatureStore": "featurekit.store",
     "IntegrityReport": "featurekit.integrity",
     "Manifest": "featurekit.manifest",
@@ -82,6 +85,7 @@ _LAZY = {
     "SkewReport": "featurekit.skew",
     "TrainingSet": "featurekit.offline.training",
     "ViewInfo": "featurekit.info",
+    "read_log": "featurekit.quality.serving_log",
     "verify_store": "featurekit.integrity",
 }
 
@@ -110,6 +114,7 @@ __all__ = [
     "CommitChecks",
     "ConfigError",
     "ConflictError",
+    "ConsistencyReport",
     "DataError",
     "DefinitionError",
     "Entity",
@@ -152,6 +157,7 @@ __all__ = [
     "check",
     "feature_view",
     "on_demand",
+    "read_log",
     "verify_store",
     "window_view",
 ]

@@ -641,6 +641,31 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None,
     run_server(ctx.repo, host=host, port=port, workers=workers, no_auth=no_auth, quiet=ctx.quiet)
 
 
+@cli.command(short_help="Compare served values (the serving log) with the training path.")
+@click.option("--log", "log_path", type=click.Path(path_type=Path), help="Log folder [default: online.log.path].")
+@click.option("--start", default=None, help="Only rows served at or after this time (ISO-8601).")
+@click.option("--end", default=None, help="Only rows served before this time (ISO-8601).")
+@click.option("-f", "--feature", "features", multiple=True, help="Only this logged feature, view:feature (repeatable).")
+@pass_context
+@reports_errors
+def consistency(
+    ctx: Context, log_path: Path | None, start: str | None, end: str | None, features: tuple[str, ...]
+) -> None:
+    """Recompute each logged served row through the training path at its lookup instant and report,
+    per feature, the match rate, missing and extra values and SMAPE. Exits 1 unless every value matched."""
+    window = None
+    if start is not None or end is not None:
+        window = (
+            _time(start, "--start") if start is not None else datetime(1970, 1, 1, tzinfo=UTC),
+            _time(end, "--end") if end is not None else datetime.max.replace(tzinfo=UTC),
+        )
+    with ctx.store() as store:
+        report = store.consistency(log_path, window=window, features=list(features) or None)
+    click.echo(str(report))
+    if not report.ok:
+        sys.exit(1)
+
+
 def _watermark(info: ViewInfo) -> str | None:
     m = info.materialization
     return m.watermark.isoformat() if m is not None and m.watermark is not None else None

@@ -19,6 +19,12 @@ inside the repo::
       busy_timeout_s: 60          # how long a writer waits for another writer
       mmap_mb: 1024               # SQLite reads the file through a memory map of up to this size (0: off)
       refresh_s: 5                # how often serving looks for a new apply
+      log:                        # opt-in serving log (any online type), see featurekit.quality.serving_log
+        path: serving_log         # a folder, relative to (or inside) the repo root
+        sample: 0.01              # share of lookup requests logged, in (0, 1]
+        queue_rows: 100000        # served rows waiting for the writer; more are dropped and counted
+        flush_rows: 20000         # the writer writes a file when this many rows wait ...
+        flush_s: 5.0              # ... or this long after its last file (what a killed process loses)
     serve:                        # `featurekit serve` (the HTTP feature server)
       host: 127.0.0.1             # loopback unless told otherwise
       port: 6566
@@ -68,12 +74,35 @@ class OfflineConfig(BaseModel):
     lock_wait_s: float = Field(default=30.0, ge=0)  # how long an offline push waits for a view's writer lock
 
 
+class ServingLogConfig(BaseModel):
+    """The opt-in serving log: sampled lookups appended to Parquet files off the lookup's path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = "serving_log"  # a folder relative to the repo root (or an absolute path inside it)
+    sample: float = Field(default=0.01, gt=0, le=1)  # share of lookup requests logged
+    queue_rows: int = Field(default=100_000, ge=1)  # rows accepted but not yet written, at most
+    flush_rows: int = Field(default=20_000, ge=1)
+    flush_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _inside_repo(cls, value: str) -> str:
+        """A relative path may not climb out of the repo (absolute ones are checked by load_config)."""
+        if not value.strip():
+            raise ValueError("the serving log needs a folder, e.g. path: serving_log")
+        if ".." in Path(value).parts:
+            raise ValueError(f"{value!r} leaves the repo; give a folder inside it, e.g. serving_log")
+        return value
+
+
 class _OnlineSettings(BaseModel):
     """What every online store's settings share."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     refresh_s: float = Field(default=5.0, ge=0)  # how often serving checks the registry for a new apply
+    log: ServingLogConfig | None = None  # the serving log; off unless configured
 
 
 class SqliteOnlineConfig(_OnlineSettings):
@@ -175,7 +204,17 @@ def load_config(repo: Path) -> RepoConfig:
     if config.project is None:
         config = config.model_copy(update={"project": repo.resolve().name})
     online = config.online
+    if online.log is not None and not serving_log_folder(repo, online.log).is_relative_to(repo.resolve()):
+        raise ConfigError(
+            f"invalid {path}: online.log.path {online.log.path!r} is outside the repo {repo.resolve()}; "
+            "give a folder inside it (relative paths are relative to the repo root)"
+        )
     if isinstance(online, RedisOnlineConfig) and "key_prefix" not in online.model_fields_set:
         online = online.model_copy(update={"key_prefix": f"fk:{config.project}:"})
         config = config.model_copy(update={"online": online})
     return config
+
+
+def serving_log_folder(repo: Path, config: ServingLogConfig) -> Path:
+    """Where the serving log's files go: ``config.path`` resolved against the repo root."""
+    return (repo / config.path).resolve()

@@ -79,13 +79,18 @@ class SkewReport:
 
 
 def same(a: Any, b: Any, tolerance: float) -> bool:
-    """Equal values; NaN equals NaN; floats within ``tolerance`` (relative) when it is non-zero."""
+    """Equal values; NaN equals NaN (inside lists and structs too); floats within ``tolerance``
+    (relative) when it is non-zero."""
     if a is None or b is None:
         return a is None and b is None
     if isinstance(a, float) and isinstance(b, float):
         if math.isnan(a) or math.isnan(b):
             return math.isnan(a) and math.isnan(b)
         return a == b or (tolerance > 0 and math.isclose(a, b, rel_tol=tolerance))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], tolerance) for k in a)
     return bool(a == b)
 
 
@@ -133,7 +138,7 @@ def check_skew(
     names = plan.output_names(False)
     owners = {n: (v.view, v.version) for (v, _), n in zip(plan.outputs, names, strict=True)}
     columns = {n: trained.column(n).to_pylist() for n in names}
-    allowed = {n: _allowed(v, f, tolerance) for (v, f), n in zip(plan.outputs, names, strict=True)}
+    allowed = {n: allowed_tolerance(v, f, tolerance) for (v, f), n in zip(plan.outputs, names, strict=True)}
     mismatches = compare(keys, columns, served, owners, allowed)
     compared = sum(
         1 for n in names for a, b in zip(columns[n], served[n], strict=True) if a is not None or b is not None
@@ -148,7 +153,7 @@ def check_skew(
     return SkewReport(entities=count, features=names, at=at, mismatches=mismatches, compared=compared)
 
 
-def _allowed(version: ViewVersion, feature: str, tolerance: float) -> float:
+def allowed_tolerance(version: ViewVersion, feature: str, tolerance: float) -> float:
     """The tolerance of one feature: window sums of floats (and means, std, var) may differ in the last bits."""
     if not version.is_window:
         return tolerance

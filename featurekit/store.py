@@ -6,6 +6,7 @@ online store and a DuckDB connection, and delegates each operation to the module
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any, Literal
 
 from featurekit.applied import check_applied
 from featurekit.codebase import Codebase
-from featurekit.config import RepoConfig, load_config
+from featurekit.config import RepoConfig, load_config, serving_log_folder
 from featurekit.errors import (
+    ConfigError,
     ConflictError,
     SchemaError,
     UnknownNameError,
@@ -36,6 +38,8 @@ from featurekit.plan import Plan, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
 from featurekit.quality.check_results import CommitChecks, stored_checks
+from featurekit.quality.consistency import ConsistencyReport
+from featurekit.quality.serving_log import ServingLog
 from featurekit.references import FeatureRequest, resolve
 from featurekit.registry import ActiveView, Registry
 from featurekit.repo import RepoDefinitions, load_repo
@@ -77,6 +81,8 @@ class FeatureStore:
         self._engine: OfflineEngine | None = engine
         self._online: OnlineStore | None = None
         self._server: OnlineReader | None = None
+        self._log: ServingLog | None = None
+        self._log_lock = threading.Lock()
         self._definitions: RepoDefinitions | None = None
         self.codebase = Codebase(self.root, lambda: self.definitions, list(self.config.archive), self.registry)
 
@@ -105,7 +111,9 @@ class FeatureStore:
         return self._definitions
 
     def close(self) -> None:
-        """Release the registry, online store and DuckDB connections."""
+        """Write the serving log's waiting rows; release the registry, online store and DuckDB connections."""
+        if self._log is not None:
+            self._log.close()
         self.registry.close()
         if self._online is not None:
             self._online.close()
@@ -366,7 +374,58 @@ class FeatureStore:
             full_names: name features ``view__feature`` (``view_v1__feature`` for pins), as in
                 :meth:`training_set`.
         """
-        return self._serving().lookup(entities, features, request, at, full_names)
+        response = self._serving().lookup(entities, features, request, at, full_names)
+        log = self._log or self.serving_log
+        if log is not None:
+            log.offer(response, features, request)
+        return response
+
+    @property
+    def serving_log(self) -> ServingLog | None:
+        """The serving log (``online.log`` in ``featurekit.yaml``), or None when it is off.
+
+        ``store.serving_log.counters()`` says how many served rows were logged, written, dropped
+        (the queue was full) and are pending; see :mod:`featurekit.quality.serving_log`.
+        """
+        settings = self.config.online.log
+        if settings is None:
+            return None
+        with self._log_lock:
+            if self._log is None:
+                self._log = ServingLog(serving_log_folder(self.root, settings), settings)
+            return self._log
+
+    def consistency(
+        self,
+        log: str | Path | Any = None,
+        *,
+        window: tuple[datetime | str, datetime | str] | None = None,
+        features: Sequence[str] | None = None,
+    ) -> ConsistencyReport:
+        """Recompute served rows through the training path and compare (see :mod:`featurekit.quality.consistency`).
+
+        Args:
+            log: a serving log folder or file, or a table :func:`~featurekit.quality.serving_log.read_log`
+                returned; default: this repo's ``online.log`` (its waiting rows are written first).
+            window: ``(start, end)``: only rows served in ``[start, end)``.
+            features: only these log columns (``view:feature``), served versions (``view@vN:feature``)
+                or views (``view``, ``view@vN``).
+        """
+        from featurekit.quality.consistency import SPINE_AT, check_consistency
+        from featurekit.quality.serving_log import in_window, read_log
+
+        if log is None:
+            own = self.serving_log
+            if own is None:
+                raise ConfigError("this repo has no serving log: set online.log in featurekit.yaml, or pass log=PATH")
+            own.flush()
+            log = own.folder
+        table = read_log(log, window) if isinstance(log, (str, Path)) else in_window(log, window)
+
+        def training(spine: Any, references: list[str]) -> Any:
+            return self.training_set(spine, references, timestamp_field=SPINE_AT, full_names=True).to_arrow()
+
+        return check_consistency(table, self.registry, training, features)
 
     def verify(
         self,

@@ -76,6 +76,7 @@ class LookupRecipe:
     dtypes: dict[str, Any]  # internal name -> polars dtype of fetched batch features
     key_types: dict[str, KeyType]  # entity key -> its registered type (the first view's that has it)
     schema: pa.Schema  # the response's registered Arrow schema: entity keys, then the outputs
+    served: list[tuple[str, int, str]]  # per output: (view, version, feature) it comes from
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,8 @@ class OnlineResponse:
         self.schema = schema
         self.rows = rows or {}  # per batch view version ("view@v1"): what the store held for each entity
         self.timings: dict[str, float] = {}  # "online_read_s" and "on_demand_s" of the lookup, in seconds
+        self.recipe: LookupRecipe | None = None  # what the lookup read and computed (the serving log's layout)
+        self.at_us = 0  # the lookup instant, microseconds since the epoch
         self._arrow: pa.Table | None = None
 
     def status(self, view: str) -> list[str]:
@@ -326,6 +329,7 @@ class OnlineReader:
             dtypes,
             key_types,
             pa.schema(fields),
+            [(v.view, v.version, f) for v, f in resolved.outputs],
         )
 
     def lookup(
@@ -410,6 +414,8 @@ class OnlineReader:
                 result[name] = values[internal]
         response = OnlineResponse(result, recipe.schema, held)
         response.timings = {"online_read_s": read_s, "on_demand_s": on_demand_s}
+        response.recipe = recipe
+        response.at_us = now_us
         return response
 
     @staticmethod

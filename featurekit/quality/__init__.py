@@ -6,4 +6,6 @@
   the commit.
 * :mod:`.profile` is the profile model (what every statistic means and how two compare);
   :mod:`.drift` compares two profiles.
+* :mod:`.serving_log` appends what ``online_features`` served to Parquet files off the lookup's
+  path (``online.log``); :mod:`.consistency` recomputes those rows through the training path.
 """

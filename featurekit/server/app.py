@@ -43,6 +43,8 @@ def create_app(
     :func:`featurekit.server.run.serve`, which is how the command starts a server.
     """
     counts = metrics or Metrics()
+    if store.config.online.log is not None:
+        counts.watch_serving_log(lambda: None if store.serving_log is None else store.serving_log.counters().as_dict())
     state = ServerState(store, tokens, limits or store.config.serve.limits, counts)
     routes = [
         Route(path, endpoint(state, path, handler, scope), methods=[method]) for path, method, handler, scope in ROUTES

@@ -21,7 +21,11 @@ Metrics:
   on-demand functions took;
 - ``featurekit_feature_freshness_seconds{view,source}`` (gauge): seconds since the newest event
   time of the view version, ``source="served"`` among the rows this server has served,
-  ``source="committed"`` the end of its newest committed window (materialize or offline push).
+  ``source="committed"`` the end of its newest committed window (materialize or offline push);
+- ``featurekit_serving_log_rows_total{outcome}`` (counter) and ``featurekit_serving_log_pending_rows``
+  (gauge), with the serving log on (``online.log``): served rows ``logged`` (accepted), ``written``
+  (in a file), ``dropped`` (the queue was full) and ``failed`` (a write error), and the rows
+  accepted but not yet in a file.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,7 @@ class Metrics:
         self._directory = directory
         self._snapshot = None if directory is None else directory / f"worker-{os.getpid()}.json"
         self._stop = threading.Event()
+        self._log_counts: Callable[[], dict[str, int] | None] | None = None
         if directory is not None:
             threading.Thread(target=self._write_snapshots, name="featurekit-metrics", daemon=True).start()
 
@@ -109,11 +115,17 @@ class Metrics:
                 if event_us > self._served.get(view, -(2**63)):
                     self._served[view] = event_us
 
+    def watch_serving_log(self, counts: Callable[[], dict[str, int] | None]) -> None:
+        """Report the serving log's counters that ``counts`` returns (None: the log is off)."""
+        self._log_counts = counts
+
     # -- exposition ----------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        log = self._log_counts() if self._log_counts is not None else None
         with self._lock:
             return {
+                "serving_log": log,
                 "counters": {n: [[list(k), v] for k, v in s.items()] for n, s in self._counters.items()},
                 "histograms": {n: [[list(k), list(v)] for k, v in s.items()] for n, s in self._histograms.items()},
                 "labels": {n: list(v) for n, v in self._labels.items()},
@@ -152,6 +164,7 @@ class Metrics:
         histograms: dict[str, dict[tuple[str, ...], list[float]]] = {}
         labels: dict[str, tuple[str, ...]] = {}
         served: dict[str, int] = {}
+        logged: dict[str, int] = {}
         states = self._states()
         for state in states:
             labels.update({n: tuple(v) for n, v in state["labels"].items()})
@@ -169,6 +182,8 @@ class Metrics:
                         merged_h[tuple(key)] = [a + b for a, b in zip(current, value, strict=True)]
             for view, event_us in state["served"].items():
                 served[view] = max(event_us, served.get(view, event_us))
+            for outcome, count in (state.get("serving_log") or {}).items():
+                logged[outcome] = logged.get(outcome, 0) + count
         lines: list[str] = []
         for name, series in sorted(counters.items()):
             _header(lines, name)
@@ -199,6 +214,8 @@ class Metrics:
         for view, end in sorted(committed.items()):
             age = (now - end).total_seconds()
             lines.append(f'featurekit_feature_freshness_seconds{{view="{_escape(view)}",source="committed"}} {age!r}')
+        if logged:
+            _serving_log_lines(lines, logged)
         lines.append("# HELP featurekit_workers_reporting Worker processes whose counts this scrape sums.")
         lines.append("# TYPE featurekit_workers_reporting gauge")
         lines.append(f"featurekit_workers_reporting {len(states)}")
@@ -206,6 +223,16 @@ class Metrics:
 
 
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def _serving_log_lines(lines: list[str], counts: dict[str, int]) -> None:
+    lines.append("# HELP featurekit_serving_log_rows_total Served rows by what became of them in the serving log.")
+    lines.append("# TYPE featurekit_serving_log_rows_total counter")
+    for outcome in ("logged", "written", "dropped", "failed"):
+        lines.append(f'featurekit_serving_log_rows_total{{outcome="{outcome}"}} {counts.get(outcome, 0)}')
+    lines.append("# HELP featurekit_serving_log_pending_rows Served rows the serving log holds, not yet in a file.")
+    lines.append("# TYPE featurekit_serving_log_pending_rows gauge")
+    lines.append(f"featurekit_serving_log_pending_rows {counts.get('pending', 0)}")
 
 
 def _buckets(name: str) -> tuple[float, ...]:
