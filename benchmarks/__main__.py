@@ -6,7 +6,8 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 :mod:`benchmarks.windows`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
 ``redis`` (the Redis online store against hand-written redis-py, see :mod:`benchmarks.redis_online`);
 ``http`` (the feature server, see :mod:`benchmarks.http_server`); ``servelog`` (1-entity lookups
-with the serving log off and on, see :mod:`benchmarks.servelog`);
+with the serving log off and on, see :mod:`benchmarks.servelog`); ``load`` (the server under a
+bounded load, idle, during a materialize and through a Redis restart, see :mod:`benchmarks.serving_load`);
 ``child``, ``redis-child``, ``servelog-child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     on_redis.add_argument("--scale", choices=sorted(SCALES), default="medium")
     on_redis.add_argument("--repeat", type=int, default=3)
     on_redis.add_argument("--url", default="", help="a Redis to use (its database is flushed); default: start one")
+    on_redis.add_argument("--no-feast", action="store_true", help="skip Feast's materialize to Redis")
     on_redis.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("redis-child").add_argument("argv", nargs=argparse.REMAINDER)
     servelog = sub.add_parser("servelog", help="1-entity lookups with the serving log off and on (sample 1.0)")
@@ -127,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
         "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
     )
+    under_load = sub.add_parser("load", help="the server under a bounded load: idle, materializing, Redis restarted")
+    under_load.add_argument("--scale", choices=sorted(SCALES), default="medium")
+    under_load.add_argument("--seconds", type=float, default=15.0, help="duration of each phase")
+    under_load.add_argument("--clients", type=int, default=2, help="keep-alive client threads")
+    under_load.add_argument("--rate", type=float, default=250.0, help="requests per second of each client")
+    under_load.add_argument("--output", type=Path, default=HERE / "results")
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
@@ -157,6 +165,10 @@ def main() -> None:
         from benchmarks.http_server import main as http_main
 
         http_main(options.argv)
+    elif options.command == "load":
+        from benchmarks.serving_load import run as run_load
+
+        sys.exit(run_load(options))
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 

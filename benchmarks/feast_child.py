@@ -39,24 +39,36 @@ provider: local
 offline_store:
   type: {offline}
 online_store:
-  type: sqlite
-  path: {repo}/online.db
+{online}
 entity_key_serialization_version: 3
 """
+SQLITE_ONLINE = "  type: sqlite\n  path: {repo}/online.db"
 
 
-def _write_config(repo: Path, offline: str = "duckdb") -> None:
-    (repo / "feature_store.yaml").write_text(YAML.format(repo=repo, offline=offline))
+def _write_config(repo: Path, offline: str = "duckdb", online: str = SQLITE_ONLINE) -> None:
+    text = YAML.format(repo=repo, offline=offline, online=online.format(repo=repo))
+    (repo / "feature_store.yaml").write_text(text)
 
 
-def feast_store(folder: Path, offline: str = "duckdb") -> Any:
+def redis_online(url: str) -> str:
+    """Feast's online store settings for the Redis at ``url`` (``redis://host:port/db``)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    database = parts.path.strip("/") or "0"
+    return f'  type: redis\n  connection_string: "{parts.hostname}:{parts.port},db={database}"'
+
+
+def feast_store(
+    folder: Path, offline: str = "duckdb", repo_name: str = "feast_repo", online: str = SQLITE_ONLINE
+) -> Any:
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource
     from feast.types import Float64
 
-    repo = folder / "feast_repo"
+    repo = folder / repo_name
     fresh = not (repo / "registry.db").exists()
     repo.mkdir(exist_ok=True)
-    _write_config(repo, offline)
+    _write_config(repo, offline, online)
     store = FeatureStore(repo_path=str(repo))
     if fresh:
         driver = Entity(name="driver", join_keys=["driver_id"])
@@ -97,6 +109,19 @@ def materialize(folder: Path) -> dict[str, Any]:
     began = time.perf_counter()
     store.materialize(START, END, feature_views=["stats_a"])
     return {"seconds": time.perf_counter() - began}
+
+
+def materialize_redis(folder: Path, url: str) -> dict[str, Any]:
+    """``materialize`` of stats_a into the Redis at ``url``, flushed first (an empty store, as featurekit's run)."""
+    import redis
+
+    store = feast_store(folder, repo_name="feast_repo_redis", online=redis_online(url))
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    began = time.perf_counter()
+    store.materialize(START, END, feature_views=["stats_a"])
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "online_rows": int(client.dbsize())}
 
 
 def _stats_a(path: str, name: str = "stats_a") -> tuple[Any, Any]:
@@ -189,6 +214,8 @@ def main() -> None:
         result = training(path, int(args[0]), args[1])
     elif workload == "materialize":
         result = materialize(path)
+    elif workload == "materialize_redis":
+        result = materialize_redis(path, args[0])
     elif workload == "materialize_incremental":
         result = materialize_incremental(path, Path(out))
     elif workload == "apply_many":

@@ -12,6 +12,11 @@ Workloads (each measurement a fresh child process, contenders alternating within
 - ``lookup_1`` / ``lookup_100``: ``online_features`` of 1 or 100 random entities (drawn from all
   of them) x 8 features, p50/p99, against the floor's ``HMGET`` (one, or 100 pipelined).
 
+Feast's own ``materialize`` of the same view into the same Redis (flushed first) runs next to
+featurekit's in each round, from the Feast venv (``FEAST_PYTHON``, default
+``/tmp/feast-venv/bin/python``; it needs redis-py there), unless ``--no-feast`` is given or that
+Python is missing.
+
 A ``redis-server`` without persistence is started on a free loopback port for the run (or
 ``--url`` names one; its database is flushed before each featurekit load). The record goes to
 ``results/redis.json`` and its section replaces the "Redis online store" section of RESULTS.md
@@ -203,15 +208,16 @@ def child(argv: list[str]) -> None:
 
 # -- the run ----------------------------------------------------------------------------------
 
-# (workload, title, featurekit child, floor child); the loads run before the lookups, which read
-# what they loaded (featurekit's rows under PREFIX, the floor's hashes under FLOOR_PREFIX).
+# (workload, title, featurekit child, floor child, Feast child); the loads run before the lookups,
+# which read what they loaded (featurekit's rows under PREFIX, the floor's hashes under FLOOR_PREFIX).
 WORKLOADS = [
-    ("materialize", "materialize 1 view to Redis (offline + online)", "fk_materialize", "floor_materialize"),
-    ("materialize_offline", "the same materialize, online=False", "fk_materialize_offline", None),
-    ("load", "online load step into Redis", "fk_load", "floor_load"),
-    ("lookup_1", "lookup 1 entity x 8 features", "fk_lookup_1", "floor_lookup_1"),
-    ("lookup_100", "lookup 100 entities x 8 features", "fk_lookup_100", "floor_lookup_100"),
-]
+    ("materialize", "materialize 1 view to Redis (offline + online)", "fk_materialize", "floor_materialize",
+     "materialize_redis"),
+    ("materialize_offline", "the same materialize, online=False", "fk_materialize_offline", None, None),
+    ("load", "online load step into Redis", "fk_load", "floor_load", None),
+    ("lookup_1", "lookup 1 entity x 8 features", "fk_lookup_1", "floor_lookup_1", None),
+    ("lookup_100", "lookup 100 entities x 8 features", "fk_lookup_100", "floor_lookup_100", None),
+]  # fmt: skip
 
 
 class Server:
@@ -225,11 +231,16 @@ class Server:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.folder = Path(tempfile.mkdtemp(prefix="fk-bench-redis-"))
+        self.binary = binary
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again: on the same port, loading the snapshot a SAVE left in its folder)."""
         options = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.process = subprocess.Popen(
-            [binary, *options, "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [self.binary, *options, "--dir", str(self.folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         for _ in range(500):
             try:
                 if _client(self.url).ping():
@@ -241,23 +252,25 @@ class Server:
     def version(self) -> str:
         return str(_client(self.url).info("server")["redis_version"])
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the process, keeping its folder (a server restarted by :meth:`start` loads its snapshot)."""
         self.process.terminate()
         self.process.wait(10)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def run_child(args: list[str], out: Path, timeout: float) -> Result:
-    """``python -m benchmarks ARGS`` in a fresh process that writes its JSON result to ``out``;
-    ``{"error": last line of its output}`` when it fails."""
+def run_child(
+    args: list[str], out: Path, timeout: float, env: dict[str, str] | None = None, python: str | None = None
+) -> Result:
+    """``python -m benchmarks ARGS`` (or ``python ARGS`` when ``python`` is another interpreter) in a fresh
+    process that writes its JSON result to ``out``; ``{"error": last line of its output}`` when it fails."""
     out.unlink(missing_ok=True)
+    command = [python, *args] if python is not None else [sys.executable, "-m", "benchmarks", *args]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=HERE.parent,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
+        command, cwd=HERE.parent, env=env, capture_output=True, text=True, check=False, timeout=timeout
     )
     if done.returncode != 0:
         return {"error": ((done.stderr or done.stdout).strip().splitlines() or ["failed"])[-1]}
@@ -293,6 +306,19 @@ def write_record(record: Result, results: Path, name: str, text: str, title: str
     replace_section(target, text, HERE / "results" / "NOTES.md", title)
 
 
+def _feast_python(options: argparse.Namespace) -> str | None:
+    from benchmarks.runner import FEAST_PYTHON
+
+    return None if options.no_feast or not Path(FEAST_PYTHON).exists() else FEAST_PYTHON
+
+
+def _measure_feast(python: str, kind: str, folder: Path, url: str, work: Path) -> Result:
+    """One Feast measurement in the Feast venv (``benchmarks.feast_child``)."""
+    out = work / f"feast-{kind}.json"
+    command = [python, "-m", "benchmarks.feast_child", kind, str(folder), str(out), url]
+    return run_child(command[1:], out, 3600, env={**os.environ, "PYTHONPATH": str(HERE.parent)}, python=python)
+
+
 def _summary(samples: list[Result]) -> Result:
     ok = [s for s in samples if "error" not in s]
     if not ok:
@@ -318,16 +344,25 @@ def run(options: argparse.Namespace) -> int:
     server = None if options.url else Server()
     url = server.url if server is not None else options.url
     versions = {"redis-server": server.version() if server is not None else f"external ({options.url})"}
+    feast = _feast_python(options)
+    if feast is not None:
+        from benchmarks.runner import _versions
+
+        versions["feast"] = _versions(feast=True)["feast"]
     began = datetime.now(UTC)
     load_before = os.getloadavg()[0]
-    samples: dict[str, dict[str, list[Result]]] = {name: {"featurekit": [], "floor": []} for name, *_ in WORKLOADS}
+    samples: dict[str, dict[str, list[Result]]] = {
+        name: {"featurekit": [], "floor": [], "feast": []} for name, *_ in WORKLOADS
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="fk-bench-redis-") as tmp:
             for _ in range(options.repeat):
-                for name, _, mine, floor in WORKLOADS:
+                for name, _, mine, floor, theirs in WORKLOADS:
                     samples[name]["featurekit"].append(_measure(mine, scale.name, url, Path(tmp)))
                     if floor is not None:
                         samples[name]["floor"].append(_measure(floor, scale.name, url, Path(tmp)))
+                    if theirs is not None and feast is not None:
+                        samples[name]["feast"].append(_measure_feast(feast, theirs, folder, url, Path(tmp)))
     finally:
         if server is not None:
             server.stop()
@@ -377,6 +412,7 @@ TARGETS = [
     ("materialize", "ratio", 1.5, "materialize to Redis <= 1.5x the hand-written offline write + loader"),
     ("lookup_1", "p99_ms", 0.5, "lookup of 1 entity: p99 <= 0.5 ms"),
     ("lookup_100", "p99_ms", 2.0, "lookup of 100 entities: p99 <= 2 ms"),
+    ("materialize", "feast", 15.0, "materialize to Redis >= 15x faster than Feast's materialize to Redis"),
 ]
 
 
@@ -384,7 +420,12 @@ def _targets(results: Result) -> list[str]:
     lines = []
     for name, measure, bound, text in TARGETS:
         mine, floor = results.get(name, {}).get("featurekit", {}), results.get(name, {}).get("floor")
-        if "error" in mine or not mine or (measure == "ratio" and (floor is None or "error" in floor)):
+        other = results.get(name, {}).get("feast") if measure == "feast" else floor
+        if "error" in mine or not mine or (measure in ("ratio", "feast") and (other is None or "error" in other)):
+            continue
+        if measure == "feast":
+            value = other["median"] / mine["median"]  # type: ignore[index]
+            lines.append(f"- {text}: {value:.2f}x, {'met' if value >= bound else 'missed'}")
             continue
         if measure == "ratio":
             value = mine["median"] / floor["median"]  # type: ignore[index]
@@ -414,13 +455,17 @@ def section(record: Result) -> str:
         "materialize adds the main harness's offline floor (DuckDB reads the window, deltalake writes it).",
         "Lookups by `HMGET` (100: pipelined), keys drawn at random from all entities. Every measurement",
         "is a fresh child process, contenders alternating; seconds are medians (min-max), p50/p99 the",
-        "median over the runs.",
+        "median over the runs. Feast: its own `materialize` of the view into the same Redis (flushed",
+        "first), in its own venv, alternating with featurekit's.",
         "",
-        "| workload | featurekit | floor | fk / floor | peak RSS fk | extra |",
-        "|---|---|---|---|---|---|",
+        "| workload | featurekit | floor | fk / floor | Feast | Feast / fk | peak RSS fk | extra |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in record["results"].values():
-        mine, floor = result.get("featurekit", {}), result.get("floor")
+        mine, floor, feast = result.get("featurekit", {}), result.get("floor"), result.get("feast")
+        theirs = "-"
+        if feast is not None and "error" not in feast and "error" not in mine:
+            theirs = f"{feast['median'] / mine['median']:.2f}x"
         extra = []
         if "cpu_seconds" in mine and "p50_ms" not in mine:  # the client's own CPU; Redis' is not in it
             extra.append(
@@ -432,8 +477,8 @@ def section(record: Result) -> str:
         if "calls" in mine:
             extra.append(f"{mine['calls']:,} calls a run")
         lines.append(
-            f"| {result['title']} | {_cell(mine)} | {_cell(floor)} | {_ratio(mine, floor)} | "
-            f"{mine.get('rss_mb', 0):.0f} MB | {'; '.join(extra)} |"
+            f"| {result['title']} | {_cell(mine)} | {_cell(floor)} | {_ratio(mine, floor)} | {_cell(feast)} | "
+            f"{theirs} | {mine.get('rss_mb', 0):.0f} MB | {'; '.join(extra)} |"
         )
     targets = _targets(record["results"])
     if targets:

@@ -1,8 +1,11 @@
 """One function per route; :func:`endpoint` adds the token check, the error bodies and the metrics.
 
-Lookups of up to :data:`INLINE_ENTITIES` entities run on the event loop's thread: they take from
-tens of microseconds to a millisecond or so, less than handing them to a thread costs (a lookup is
-Python work under the GIL, so a thread would not run it alongside others anyway). Larger lookups,
+Lookups of up to :data:`INLINE_ENTITIES` entities on a local online store (SQLite, memory) run on
+the event loop's thread: they take from tens of microseconds to a millisecond or so, less than
+handing them to a thread costs (a lookup is Python work under the GIL, so a thread would not run it
+alongside others anyway). Lookups on Redis always run in the thread pool: they wait on the network,
+and a Redis that stops answering makes each wait up to its socket timeouts; on the event loop's
+thread those waits queued up every other request, ``/healthz`` included. Larger lookups,
 readiness and metrics (registry reads) and every push (which runs a feature function, may wait for
 a view's writer lock and commit offline) run in Starlette's thread pool, so they never hold up the
 event loop for long. The store is thread-safe, so all of them share it.
@@ -45,10 +48,12 @@ class ServerState:
     metrics: Metrics
     keys: bodies.KeyTypes = field(init=False)
     shapes: responses.Shapes = field(init=False)
+    inline_entities: int = field(init=False)  # lookups of at most this many entities run on the event loop
 
     def __post_init__(self) -> None:
         self.keys = bodies.KeyTypes(self.store)
         self.shapes = responses.Shapes(self.store)
+        self.inline_entities = 0 if self.store.config.online.type == "redis" else INLINE_ENTITIES
 
 
 Handler = Callable[[ServerState, Request], Awaitable[Response]]
@@ -92,7 +97,7 @@ def _lookup(state: ServerState, asked: bodies.LookupBody) -> OnlineResponse:
 async def _run_lookup(state: ServerState, asked: bodies.LookupBody, route: str) -> OnlineResponse:
     check_entities(asked.count, state.limits)
     state.metrics.observe("featurekit_entities_per_request", asked.count, (route,), ("route",))
-    if asked.count <= INLINE_ENTITIES:
+    if asked.count <= state.inline_entities:
         result = _lookup(state, asked)
     else:
         result = await run_in_threadpool(_lookup, state, asked)
