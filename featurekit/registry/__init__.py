@@ -35,7 +35,15 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from featurekit.registry import reads, writes
 from featurekit.registry.connections import Connections
-from featurekit.registry.records import ActiveView, Commit, Materialization, NewVersion, Removal, ViewVersion
+from featurekit.registry.records import (
+    ActiveView,
+    Commit,
+    Materialization,
+    NewVersion,
+    Removal,
+    TrainingSetRecord,
+    ViewVersion,
+)
 from featurekit.registry.schema import SCHEMA_VERSION
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "NewVersion",
     "Registry",
     "Removal",
+    "TrainingSetRecord",
     "ViewVersion",
 ]
 
@@ -172,6 +181,14 @@ class Registry:
         """Every commit, oldest first."""
         return self._read(reads.commits)
 
+    def training_sets(self, as_of: int | None = None) -> list[TrainingSetRecord]:
+        """Every training set written to a file (that existed at registry version ``as_of``), oldest first."""
+        return self._read(reads.training_sets, as_of)
+
+    def training_set(self, record_id: int) -> TrainingSetRecord:
+        """One recorded training set, or :class:`UnknownNameError`."""
+        return self._read(reads.training_set, record_id)
+
     # -- writes -----------------------------------------------------------------------------
 
     def apply(
@@ -240,6 +257,10 @@ class Registry:
     def view_quality(self, version_id: int, kind: str) -> str | None:
         """The version's fixed ``kind`` record (for example its histogram edges), if written yet."""
         return self._read(reads.view_quality, version_id, kind)
+
+    def record_training_set(self, path: str, registry_version: int, manifest: str) -> int:
+        """Record a training set written to ``path`` (built at ``registry_version``) with its manifest JSON."""
+        return self._write(writes.record_training_set, path, registry_version, manifest)
 
     def record_online_load(self, commit_ids: list[int]) -> None:
         """Record that these commits' rows reached the online store (or were kept out of it on purpose)."""

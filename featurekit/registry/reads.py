@@ -17,10 +17,12 @@ from featurekit.registry.records import (
     Commit,
     Materialization,
     Removal,
+    TrainingSetRecord,
     ViewVersion,
     commit_from,
     materialization_from,
     removal_from,
+    training_set_from,
     version_from,
 )
 from featurekit.timestamps import from_micros, to_micros
@@ -36,6 +38,7 @@ MATERIALIZATION_COLUMNS = (
     "m.rows, m.mode, m.entities, m.unique_times"
 )
 COMMIT_COLUMNS = "id, committed_at, kind, git_commit, summary"
+TRAINING_SET_COLUMNS = "id, written_at, registry_version, head_commit, path, manifest"
 _NOW = 2**62  # a registry version after every commit: "as of now"
 _MATERIALIZATIONS = f"SELECT {MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id"
 
@@ -202,3 +205,18 @@ def view_quality(db: sqlite3.Connection, version_id: int, kind: str) -> str | No
     query = "SELECT payload FROM view_quality WHERE version_id = ? AND kind = ?"
     row = db.execute(query, (version_id, kind)).fetchone()
     return None if row is None else str(row[0])
+
+
+def training_sets(db: sqlite3.Connection, as_of: int | None) -> list[TrainingSetRecord]:
+    rows = db.execute(
+        f"SELECT {TRAINING_SET_COLUMNS} FROM training_sets WHERE head_commit <= ? ORDER BY id",
+        (_NOW if as_of is None else as_of,),
+    )
+    return [training_set_from(r) for r in rows]
+
+
+def training_set(db: sqlite3.Connection, record_id: int) -> TrainingSetRecord:
+    row = db.execute(f"SELECT {TRAINING_SET_COLUMNS} FROM training_sets WHERE id = ?", (record_id,)).fetchone()
+    if row is None:
+        raise UnknownNameError(f"no training set {record_id} is recorded in the registry")
+    return training_set_from(row)
