@@ -19,6 +19,7 @@ from featurekit.errors import DataError, SchemaError
 from featurekit.faults import checkpoint
 from featurekit.frames import as_arrow
 from featurekit.manifest import table_digest
+from featurekit.offline.freshness import FreshnessRecorder
 from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, check_output
 from featurekit.online.loading import write_newest
@@ -65,6 +66,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     """Run ``view`` on raw ``rows`` and write the result online (and, if asked, offline)."""
     if to not in ("online", "online_and_offline"):
         raise SchemaError(f"push to= must be 'online' or 'online_and_offline', got {to!r}")
+    freshness = FreshnessRecorder(view.timestamp_field)
     raw = conform(rows, version, view)
     now = datetime.now(UTC)
     out = run_view(view, raw, version.schema)
@@ -74,6 +76,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     out = out.cast(version.schema)
     inspection = Inspection(view, version, materializer.registry, window=_span(out, view, now), mode="push")
     inspection.add(out)
+    freshness.add(out)
     inspection.conclude()  # a failing check: nothing is written, offline or online
     data_version = None
     if to == "online_and_offline" and out.num_rows:
@@ -103,7 +106,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
                 mode="push",
                 summary=f"push {out.num_rows} rows to {view.name} v{version.version}",
                 batch_digest=digest,
-                quality=inspection.records(),
+                quality={**inspection.records(), **freshness.records()},
                 view_quality=inspection.view_records(),
             )
         checkpoint("push.after_offline")
