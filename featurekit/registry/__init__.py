@@ -177,9 +177,13 @@ class Registry:
         """One commit, or :class:`UnknownNameError` naming the range that exists."""
         return self._read(reads.commit, commit_id)
 
-    def commits(self) -> list[Commit]:
-        """Every commit, oldest first."""
-        return self._read(reads.commits)
+    def commits(self, since: int = 0) -> list[Commit]:
+        """Every commit (after registry version ``since``), oldest first."""
+        return self._read(reads.commits, since)
+
+    def last_materializations(self, as_of: int | None = None) -> dict[int, Materialization]:
+        """Each view version's most recent materialization (as of a registry version), by version id, in one read."""
+        return self._read(reads.last_materializations, as_of)
 
     def training_sets(self, as_of: int | None = None) -> list[TrainingSetRecord]:
         """Every training set written to a file (that existed at registry version ``as_of``), oldest first."""
@@ -253,6 +257,12 @@ class Registry:
     def quality(self, version_id: int, kind: str, as_of: int | None = None) -> list[tuple[int, str]]:
         """(commit id, payload) of every ``kind`` quality record of a view version, oldest first."""
         return self._read(reads.quality, version_id, kind, as_of)
+
+    def latest_quality(
+        self, kind: str, as_of: int | None = None, version_id: int | None = None
+    ) -> dict[int, tuple[int, str]]:
+        """The newest ``kind`` record of every view version (or of one): version id -> (commit id, payload)."""
+        return self._read(reads.latest_quality, kind, as_of, version_id)
 
     def view_quality(self, version_id: int, kind: str) -> str | None:
         """The version's fixed ``kind`` record (for example its histogram edges), if written yet."""

@@ -188,8 +188,20 @@ def commit(db: sqlite3.Connection, commit_id: int) -> Commit:
     return commit_from(row)
 
 
-def commits(db: sqlite3.Connection) -> list[Commit]:
-    return [commit_from(r) for r in db.execute(f"SELECT {COMMIT_COLUMNS} FROM commits ORDER BY id")]
+def commits(db: sqlite3.Connection, since: int = 0) -> list[Commit]:
+    rows = db.execute(f"SELECT {COMMIT_COLUMNS} FROM commits WHERE id > ? ORDER BY id", (since,))
+    return [commit_from(r) for r in rows]
+
+
+def last_materializations(db: sqlite3.Connection, as_of: int | None) -> dict[int, Materialization]:
+    """Each view version's newest materialization at ``as_of`` (one query for every version)."""
+    rows = db.execute(
+        _MATERIALIZATIONS + " WHERE m.commit_id IN (SELECT max(commit_id) FROM materializations "
+        "WHERE commit_id <= ? GROUP BY version_id)",
+        (_NOW if as_of is None else as_of,),
+    )
+    found = [materialization_from(r) for r in rows]
+    return {m.version_id: m for m in found}
 
 
 def quality(db: sqlite3.Connection, version_id: int, kind: str, as_of: int | None) -> list[tuple[int, str]]:
@@ -199,6 +211,20 @@ def quality(db: sqlite3.Connection, version_id: int, kind: str, as_of: int | Non
         (version_id, kind, _NOW if as_of is None else as_of),
     ).fetchall()
     return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def latest_quality(
+    db: sqlite3.Connection, kind: str, as_of: int | None, version_id: int | None
+) -> dict[int, tuple[int, str]]:
+    """Each view version's (or one's) newest ``kind`` record at ``as_of``: version id -> (commit id, payload)."""
+    limit = _NOW if as_of is None else as_of
+    query = (
+        "SELECT q.version_id, q.commit_id, q.payload FROM quality q JOIN (SELECT version_id, max(commit_id) AS newest "
+        "FROM quality WHERE kind = ? AND commit_id <= ? AND (? IS NULL OR version_id = ?) GROUP BY version_id) n "
+        "ON q.version_id = n.version_id AND q.commit_id = n.newest WHERE q.kind = ?"
+    )
+    rows = db.execute(query, (kind, limit, version_id, version_id, kind))
+    return {int(r[0]): (int(r[1]), str(r[2])) for r in rows}
 
 
 def view_quality(db: sqlite3.Connection, version_id: int, kind: str) -> str | None:
