@@ -2,9 +2,11 @@
 
 Each materialization and push stores one ``"freshness"`` record with its commit (the registry's
 per-commit quality records, written in the commit's own transaction). The commit time minus
-``started_at`` is how long the run took (source scan, feature function, write and commit); the
-newest ``newest_event`` over a view version's records is the newest event time its committed
-writes held. Both are what the web UI shows as a view's freshness.
+``started_at`` is how long the run took (source scan, feature function, write and commit);
+``newest_event`` is the newest event time the view version's committed writes held so far (this
+commit's output, or an earlier one's if a backfill wrote older rows), so the newest record alone
+answers "how fresh is this view" (``window_newest_event``: this commit's own). Both are what the
+web UI shows as a view's freshness.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurekit.registry import Registry
+
 KIND = "freshness"
 
 
 class FreshnessRecorder:
     """Watches a run's output batches for their newest event time (one ``max`` per batch)."""
 
-    def __init__(self, timestamp_field: str) -> None:
+    def __init__(self, timestamp_field: str, registry: Registry, version_id: int) -> None:
         self.started_at = datetime.now(UTC)
         self._field = timestamp_field
+        self._registry = registry
+        self._version_id = version_id
         self._newest: datetime | None = None
 
     def add(self, table: pa.Table) -> None:
@@ -35,9 +41,19 @@ class FreshnessRecorder:
             self._newest = newest
 
     def records(self) -> dict[str, str]:
-        """The record to store with the commit, JSON by kind."""
-        newest = None if self._newest is None else self._newest.isoformat()
-        return {KIND: json.dumps({"started_at": self.started_at.isoformat(), "newest_event": newest})}
+        """The record to store with the commit, JSON by kind (call it under the view's writer lock)."""
+        previous = self._registry.latest_quality(KIND, version_id=self._version_id).get(self._version_id)
+        before = None if previous is None else Freshness.from_record(*previous).newest_event
+        newest = max((t for t in (before, self._newest) if t is not None), default=None)
+        return {
+            KIND: json.dumps(
+                {
+                    "started_at": self.started_at.isoformat(),
+                    "newest_event": None if newest is None else newest.isoformat(),
+                    "window_newest_event": None if self._newest is None else self._newest.isoformat(),
+                }
+            )
+        }
 
 
 @dataclass(frozen=True)
