@@ -8,6 +8,10 @@ and diff of :mod:`featurekit.timetravel`), read at one registry version: the hea
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +19,7 @@ from featurekit.errors import StorageError, UnknownNameError, did_you_mean
 from featurekit.info import ViewInfo
 from featurekit.offline import freshness as fresh_records
 from featurekit.online.loading import table_name
-from featurekit.registry import Materialization, Registry, ViewVersion
+from featurekit.registry import ActiveView, Commit, Materialization, Registry, ViewVersion
 from featurekit.store import FeatureStore
 from featurekit.timetravel import diff, registry_version
 from featurekit.ui import quality
@@ -24,11 +28,51 @@ HISTORY_PAGE = 200  # commits per page of the history
 TIMELINE = 200  # materializations shown on a view's page (the newest)
 
 
-def moment(registry: Registry, as_of: str | None) -> int:
-    """The registry version a page shows: ``as_of`` (a number or an ISO time), else the head (0: empty)."""
-    if as_of is None:
-        return registry.head_commit()
-    return registry_version(registry, int(as_of) if as_of.isdigit() else as_of)
+class Reader:
+    """What the pages read of one store's registry, with what can never change decoded once.
+
+    The registry never updates or deletes, so the active views at a registry version, and the
+    commits up to it, read the same every time: they are kept (the active sets of the last
+    :data:`KEPT` moments asked for, and every commit), instead of decoding hundreds of view
+    versions' schemas and definitions and thousands of commits on each request. Thread-safe.
+    """
+
+    KEPT = 8
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self.registry = store.registry
+        self._lock = threading.Lock()
+        self._active: OrderedDict[int, dict[str, ActiveView]] = OrderedDict()
+        self._commits: list[Commit] = []
+
+    def moment(self, as_of: str | None) -> int:
+        """The registry version a page shows: ``as_of`` (a number or an ISO time), else the head (0: empty)."""
+        if as_of is None:
+            return self.registry.head_commit()
+        return registry_version(self.registry, int(as_of) if as_of.isdigit() else as_of)
+
+    def active(self, at: int) -> dict[str, ActiveView]:
+        """:meth:`Registry.active` at registry version ``at`` (nothing before the first commit)."""
+        if not at:
+            return {}
+        with self._lock:
+            if at in self._active:
+                self._active.move_to_end(at)
+                return self._active[at]
+        found = self.registry.active(at)
+        with self._lock:
+            self._active[at] = found
+            while len(self._active) > self.KEPT:
+                self._active.popitem(last=False)
+        return found
+
+    def commits(self, at: int) -> list[Commit]:
+        """Every commit up to registry version ``at``, oldest first."""
+        with self._lock:
+            if not self._commits or self._commits[-1].id < at:
+                self._commits.extend(self.registry.commits(self._commits[-1].id if self._commits else 0))
+            return self._commits[: bisect_right(self._commits, at, key=lambda c: c.id)]
 
 
 def kind(version: ViewVersion) -> str:
@@ -65,28 +109,44 @@ def materialization(m: Materialization, fresh: fresh_records.Freshness | None) -
     }
 
 
+def freshness(info: ViewInfo, record: tuple[int, str] | None, now: datetime) -> dict[str, Any] | None:
+    """Newest committed event (and its age at ``now``), watermark, last materialization and its duration.
+
+    ``record``: the version's newest freshness record (see :mod:`featurekit.offline.freshness`).
+    """
+    m = info.materialization
+    if m is None:
+        return None
+    fresh = None if record is None else fresh_records.Freshness.from_record(*record)
+    newest = None if fresh is None else fresh.newest_event
+    return {
+        "newest_event": _iso(newest),
+        "newest_event_age_s": None if newest is None else round((now - newest).total_seconds()),
+        "watermark": _iso(m.watermark),
+        "last_materialization": materialization(
+            m, fresh if fresh is not None and fresh.commit_id == m.commit_id else None
+        ),
+    }
+
+
 def _freshness_records(registry: Registry, version_id: int, at: int) -> dict[int, fresh_records.Freshness]:
     records = registry.quality(version_id, fresh_records.KIND, at)
     return {commit: fresh_records.Freshness.from_record(commit, payload) for commit, payload in records}
 
 
-def freshness(info: ViewInfo, registry: Registry, at: int, now: datetime) -> dict[str, Any] | None:
-    """Newest committed event (and its age at ``now``), watermark, last materialization and its duration."""
-    m = info.materialization
-    if m is None:
-        return None
-    records = _freshness_records(registry, info.version.id, at)
-    events = [r.newest_event for r in records.values() if r.newest_event is not None]
-    newest = max(events) if events else None
-    return {
-        "newest_event": _iso(newest),
-        "newest_event_age_s": None if newest is None else round((now - newest).total_seconds()),
-        "watermark": _iso(m.watermark),
-        "last_materialization": materialization(m, records.get(m.commit_id)),
-    }
+@dataclass(frozen=True)
+class Latest:
+    """The newest quality records of every view version at one registry version, read once per page."""
+
+    freshness: dict[int, tuple[int, str]]
+    checks: dict[int, tuple[int, str]]
+
+    @classmethod
+    def read(cls, registry: Registry, at: int) -> Latest:
+        return cls(registry.latest_quality(fresh_records.KIND, at), quality.latest_checks(registry, at))
 
 
-def view_summary(info: ViewInfo, registry: Registry, at: int, now: datetime) -> dict[str, Any]:
+def view_summary(info: ViewInfo, latest: Latest, now: datetime) -> dict[str, Any]:
     """One view as the views page lists it."""
     v = info.version
     definition = v.definition
@@ -101,8 +161,8 @@ def view_summary(info: ViewInfo, registry: Registry, at: int, now: datetime) -> 
         "owner": info.metadata.get("owner"),
         "tags": info.metadata.get("tags") or {},
         "description": info.metadata.get("description"),
-        "freshness": None if computed else freshness(info, registry, at, now),
-        **_present("checks", quality.checks(registry, v, at)),
+        "freshness": None if computed else freshness(info, latest.freshness.get(v.id), now),
+        **_present("checks", quality.checks(latest.checks.get(v.id))),
     }
 
 
@@ -111,36 +171,40 @@ def _present(key: str, value: dict[str, Any] | None) -> dict[str, Any]:
     return {} if value is None else {key: value}
 
 
-def infos(store: FeatureStore, at: int) -> list[ViewInfo]:
+def infos(reader: Reader, at: int) -> list[ViewInfo]:
     """:meth:`FeatureStore.list_views` as of registry version ``at``."""
-    registry = store.registry
+    last = reader.registry.last_materializations(at)
     return [
-        ViewInfo(name, active.version, active.metadata, registry.last_materialization(active.version.id, at))
-        for name, active in registry.active(at).items()
+        ViewInfo(name, active.version, active.metadata, last.get(active.version.id))
+        for name, active in reader.active(at).items()
     ]
 
 
-def views_page(store: FeatureStore, as_of: str | None, query: str | None) -> dict[str, Any]:
+def views_page(reader: Reader, as_of: str | None, query: str | None) -> dict[str, Any]:
     """Every view, batch, window and on-demand, and feature set; ``query``: only those with a matching feature."""
-    at = moment(store.registry, as_of)
+    at = reader.moment(as_of)
     now = datetime.now(UTC)
-    listed = []
+    latest = Latest.read(reader.registry, at)
     needle = (query or "").strip().lower()
-    for info in infos(store, at) if at else []:
-        if needle and not any(needle in f.lower() for f in info.version.features):
-            continue
-        listed.append(view_summary(info, store.registry, at, now))
+    listed = [
+        view_summary(info, latest, now)
+        for info in infos(reader, at)
+        if not needle or any(needle in f.lower() for f in info.version.features)
+    ]
     return {"registry_version": at, "as_of": as_of, "query": query or None, "now": now.isoformat(), "views": listed}
 
 
-def _find(store: FeatureStore, name: str, at: int) -> ViewInfo:
-    found = next((i for i in infos(store, at) if i.name.lower() == name.lower()), None) if at else None
+def _find(reader: Reader, name: str, at: int) -> ViewInfo:
+    found = next(((n, a) for n, a in reader.active(at).items() if n.lower() == name.lower()), None)
     if found is None:
-        known = [v.view for v in store.registry.versions()]
+        known = {v.view for v in reader.registry.versions()}
         if not any(k.lower() == name.lower() for k in known):
-            raise UnknownNameError(f"no feature view {name!r} in the registry{did_you_mean(name, set(known))}")
+            raise UnknownNameError(f"no feature view {name!r} in the registry{did_you_mean(name, known)}")
         raise UnknownNameError(f"feature view {name!r} was not applied at registry version {at}")
-    return found
+    applied, active = found
+    return ViewInfo(
+        applied, active.version, active.metadata, reader.registry.last_materialization(active.version.id, at)
+    )
 
 
 def online_tables(store: FeatureStore, versions: list[ViewVersion]) -> dict[str, Any]:
@@ -157,14 +221,14 @@ def online_tables(store: FeatureStore, versions: list[ViewVersion]) -> dict[str,
     return {"error": None, "tables": tables}
 
 
-def view_page(store: FeatureStore, name: str, as_of: str | None) -> dict[str, Any]:
+def view_page(reader: Reader, name: str, as_of: str | None) -> dict[str, Any]:
     """One view: its current version, versions over time with their code, materializations, online tables."""
-    registry = store.registry
-    at = moment(registry, as_of)
-    info = _find(store, name, at)
+    registry = reader.registry
+    at = reader.moment(as_of)
+    info = _find(reader, name, at)
     now = datetime.now(UTC)
-    commits = {c.id: c for c in registry.commits() if c.id <= at}
     versions = [v for v in registry.versions(info.name) if v.commit_id <= at]
+    applies = {v.commit_id: registry.commit(v.commit_id) for v in versions}
     timeline = []
     for v in versions:
         records = _freshness_records(registry, v.id, at)
@@ -175,7 +239,7 @@ def view_page(store: FeatureStore, name: str, as_of: str | None) -> dict[str, An
     return {
         "registry_version": at,
         "as_of": as_of,
-        **view_summary(info, registry, at, now),
+        **view_summary(info, Latest.read(registry, at), now),
         "definition": {k: v for k, v in info.version.definition.items() if k != "input_fingerprints"},
         "versions": [
             {
@@ -183,8 +247,8 @@ def view_page(store: FeatureStore, name: str, as_of: str | None) -> dict[str, An
                 "code_hash": v.code_hash,
                 "fingerprint": v.fingerprint,
                 "registry_version": v.commit_id,
-                "applied_at": commits[v.commit_id].committed_at.isoformat(),
-                "git_commit": commits[v.commit_id].git_commit,
+                "applied_at": applies[v.commit_id].committed_at.isoformat(),
+                "git_commit": applies[v.commit_id].git_commit,
                 "location": v.location,
                 "source_text": v.source_text,
             }
@@ -192,15 +256,15 @@ def view_page(store: FeatureStore, name: str, as_of: str | None) -> dict[str, An
         ],
         "materializations_total": len(timeline),
         "materializations": timeline[-TIMELINE:],
-        "online": online_tables(store, versions) if kind(info.version) in ("batch", "window") else None,
-        **_present("profile", quality.profile(store, info.version)),
+        "online": online_tables(reader.store, versions) if kind(info.version) in ("batch", "window") else None,
+        **_present("profile", quality.profile(reader.store, info.version)),
     }
 
 
-def diff_page(store: FeatureStore, name: str, old: int, new: int, as_of: str | None) -> dict[str, Any]:
+def diff_page(reader: Reader, name: str, old: int, new: int, as_of: str | None) -> dict[str, Any]:
     """Two versions of a view: :func:`featurekit.timetravel.diff`, line by line."""
-    registry = store.registry
-    at = moment(registry, as_of)
+    registry = reader.registry
+    at = reader.moment(as_of)
     a, b = registry.version(name, old), registry.version(name, new)
     text = diff(registry, a.view, old, new)
     return {
@@ -213,15 +277,14 @@ def diff_page(store: FeatureStore, name: str, old: int, new: int, as_of: str | N
         "diff": text,
         "old_source": a.source_text,
         "new_source": b.source_text,
-        **_present("drift", quality.drift(store, a.view, old, new)),
+        **_present("drift", quality.drift(reader.store, a.view, old, new)),
     }
 
 
-def history_page(store: FeatureStore, as_of: str | None, page: int) -> dict[str, Any]:
+def history_page(reader: Reader, as_of: str | None, page: int) -> dict[str, Any]:
     """Every registry commit (apply, materialize, push), newest first, :data:`HISTORY_PAGE` a page."""
-    registry = store.registry
-    at = moment(registry, as_of)
-    commits = [c for c in registry.commits() if c.id <= at]
+    at = reader.moment(as_of)
+    commits = reader.commits(at)
     pages = max(1, -(-len(commits) // HISTORY_PAGE))
     if not 1 <= page <= pages:
         raise UnknownNameError(f"history page {page} does not exist; there are pages 1 to {pages}")
@@ -246,9 +309,9 @@ def history_page(store: FeatureStore, as_of: str | None, page: int) -> dict[str,
     }
 
 
-def training_set_page(store: FeatureStore, record_id: int) -> dict[str, Any]:
+def training_set_page(reader: Reader, record_id: int) -> dict[str, Any]:
     """One recorded training set: its file's path, when it was written, and its manifest."""
-    record = store.registry.training_set(record_id)
+    record = reader.registry.training_set(record_id)
     return {
         "id": record.id,
         "path": record.path,

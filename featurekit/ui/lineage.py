@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from featurekit.store import FeatureStore
-from featurekit.ui.data import kind, moment
+from featurekit.ui.data import Reader, kind
 from featurekit.ui.html import Html, Links, esc
 
 COLUMNS = {"source": 0, "batch": 1, "window": 1, "on_demand": 2, "feature_set": 3, "training_set": 4}
@@ -31,10 +30,10 @@ def _view_of(request: str) -> str:
     return request.split(":", 1)[0].split("@", 1)[0]
 
 
-def lineage_page(store: FeatureStore, as_of: str | None) -> dict[str, Any]:
+def lineage_page(reader: Reader, as_of: str | None) -> dict[str, Any]:
     """The graph's nodes (each with its kind and label) and edges, as of ``as_of``."""
-    registry = store.registry
-    at = moment(registry, as_of)
+    registry = reader.registry
+    at = reader.moment(as_of)
     nodes: dict[str, dict[str, Any]] = {}
     edges: list[dict[str, str]] = []
 
@@ -47,7 +46,7 @@ def lineage_page(store: FeatureStore, as_of: str | None) -> dict[str, Any]:
         nodes.setdefault(ident, {"id": ident, "kind": view_kind, "label": name, "view": name})
         return ident
 
-    active = registry.active(at) if at else {}
+    active = reader.active(at)
     for name, applied in active.items():  # first every applied view, with its own kind
         view_node(name, kind(applied.version))
     for name, applied in active.items():

@@ -21,14 +21,19 @@ from featurekit.ui.svg import histogram_svg
 CHECKS = "checks"  # the registry's quality-record kind of check results
 
 
-def checks(registry: Registry, version: ViewVersion, at: int) -> dict[str, Any] | None:
-    """The newest commit's check results of a view version, and whether all passed (None: no checks API)."""
+def latest_checks(registry: Registry, at: int) -> dict[int, tuple[int, str]]:
+    """Every view version's newest check results at ``at`` (one read; nothing without the checks API)."""
+    return registry.latest_quality(CHECKS, at) if hasattr(featurekit, "check") else {}
+
+
+def checks(latest: tuple[int, str] | None) -> dict[str, Any] | None:
+    """A view version's newest check results (its newest ``checks`` record: commit id, payload) and
+    whether all passed; None without the checks API."""
     if not hasattr(featurekit, "check"):
         return None
-    records = registry.quality(version.id, CHECKS, at)
-    if not records:
+    if latest is None:
         return {"status": "none", "registry_version": None, "results": []}
-    commit, payload = records[-1]
+    commit, payload = latest
     results = json.loads(payload)
     items = results if isinstance(results, list) else [results]
     failed = [r for r in items if isinstance(r, dict) and (r.get("ok") is False or r.get("status") == "fail")]

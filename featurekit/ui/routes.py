@@ -41,7 +41,7 @@ HEADERS = {
 }
 STATIC = {"style.css": "text/css; charset=utf-8"}
 
-Build = Callable[[FeatureStore, Request, str | None], dict[str, Any]]
+Build = Callable[[data.Reader, Request, str | None], dict[str, Any]]
 Render = Callable[[dict[str, Any], Links], str]
 
 
@@ -59,32 +59,32 @@ def _name(request: Request, key: str) -> str:
     return value.removesuffix(".json")
 
 
-def _views(store: FeatureStore, request: Request, as_of: str | None) -> dict[str, Any]:
-    return data.views_page(store, as_of, request.query_params.get("q"))
+def _views(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
+    return data.views_page(reader, as_of, request.query_params.get("q"))
 
 
-def _view(store: FeatureStore, request: Request, as_of: str | None) -> dict[str, Any]:
-    return data.view_page(store, _name(request, "name"), as_of)
+def _view(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
+    return data.view_page(reader, _name(request, "name"), as_of)
 
 
-def _diff(store: FeatureStore, request: Request, as_of: str | None) -> dict[str, Any]:
+def _diff(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
     name = _name(request, "name")
-    return data.diff_page(store, name, _number(request, "old"), _number(request, "new"), as_of)
+    return data.diff_page(reader, name, _number(request, "old"), _number(request, "new"), as_of)
 
 
-def _lineage(store: FeatureStore, request: Request, as_of: str | None) -> dict[str, Any]:
-    return lineage.lineage_page(store, as_of)
+def _lineage(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
+    return lineage.lineage_page(reader, as_of)
 
 
-def _history(store: FeatureStore, request: Request, as_of: str | None) -> dict[str, Any]:
-    return data.history_page(store, as_of, _number(request, "page", 1))
+def _history(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
+    return data.history_page(reader, as_of, _number(request, "page", 1))
 
 
-def _training_set(store: FeatureStore, request: Request, as_of: str | None) -> dict[str, Any]:
+def _training_set(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
     ident = _name(request, "ident")
     if not ident.isdigit():
         raise SchemaError(f"training set ids are numbers, got {ident!r}")
-    return data.training_set_page(store, int(ident))
+    return data.training_set_page(reader, int(ident))
 
 
 def _authorized(tokens: Tokens | None, request: Request) -> None:
@@ -99,14 +99,14 @@ def _authorized(tokens: Tokens | None, request: Request) -> None:
         raise AuthError("this token may not read")
 
 
-def _page(store: FeatureStore, tokens: Tokens | None, build: Build, render: Render) -> Callable[..., Awaitable[Any]]:
+def _page(reader: data.Reader, tokens: Tokens | None, build: Build, render: Render) -> Callable[..., Awaitable[Any]]:
     async def answer(request: Request) -> Response:
         as_json = request.url.path.endswith(".json")
         as_of = request.query_params.get("as_of") or None
         links = Links(request.scope.get("root_path", "").rstrip("/"), as_of)
         try:
             _authorized(tokens, request)
-            found = await run_in_threadpool(build, store, request, as_of)
+            found = await run_in_threadpool(build, reader, request, as_of)
         except FeaturekitError as exc:
             status = 404 if isinstance(exc, UnknownNameError) else problems.status_of(exc)  # a page that is not there
             name = problems.public_name(exc)
@@ -128,8 +128,10 @@ def create_ui(store: FeatureStore, *, tokens: Tokens | None) -> Starlette:
     """The UI's routes over ``store``; ``tokens=None`` serves every client (allowed on loopback only,
     which :func:`featurekit.server.run.check_auth` decides)."""
 
+    reader = data.Reader(store)
+
     def routes(path: str, build: Build, render: Render) -> list[Route]:
-        handler = _page(store, tokens, build, render)
+        handler = _page(reader, tokens, build, render)
         return [Route(path, handler, methods=["GET"]), Route(path + ".json", handler, methods=["GET"])]
 
     async def home(request: Request) -> Response:
@@ -162,9 +164,9 @@ def create_ui(store: FeatureStore, *, tokens: Tokens | None) -> Starlette:
             Route("/login", login, methods=["POST"]),
             *routes("/views", _views, pages.views_html),
             *routes("/views/{name}/diff", _diff, pages.diff_html),
-            Route("/views/{name}", _page(store, tokens, _view, pages.view_html), methods=["GET"]),
+            Route("/views/{name}", _page(reader, tokens, _view, pages.view_html), methods=["GET"]),
             *routes("/lineage", _lineage, pages.lineage_html),
             *routes("/history", _history, pages.history_html),
-            Route("/training-sets/{ident}", _page(store, tokens, _training_set, pages.training_set_html)),
+            Route("/training-sets/{ident}", _page(reader, tokens, _training_set, pages.training_set_html)),
         ]
     )
