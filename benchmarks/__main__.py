@@ -5,7 +5,8 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 :mod:`benchmarks.shapes`), ``windows`` (window aggregations against hand-written floors, see
 :mod:`benchmarks.windows`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
 ``redis`` (the Redis online store against hand-written redis-py, see :mod:`benchmarks.redis_online`);
-``http`` (the feature server, see :mod:`benchmarks.http_server`);
+``http`` (the feature server, see :mod:`benchmarks.http_server`); ``ui`` (every web UI page on 500 views
+and 10,000 registry commits, see :mod:`benchmarks.ui_pages`);
 ``child``, ``redis-child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
@@ -121,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
         "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
     )
+    ui = sub.add_parser("ui", help="server time of every web UI page with 500 views and 10,000 registry commits")
+    ui.add_argument("--repeat", type=int, default=20)
+    ui.add_argument("--output", type=Path, default=HERE / "results")
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
@@ -143,6 +147,10 @@ def main() -> None:
         from benchmarks.http_server import main as http_main
 
         http_main(options.argv)
+    elif options.command == "ui":
+        from benchmarks.ui_pages import run as run_ui
+
+        sys.exit(run_ui(options))
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 
