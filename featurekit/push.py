@@ -66,7 +66,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     """Run ``view`` on raw ``rows`` and write the result online (and, if asked, offline)."""
     if to not in ("online", "online_and_offline"):
         raise SchemaError(f"push to= must be 'online' or 'online_and_offline', got {to!r}")
-    freshness = FreshnessRecorder(view.timestamp_field)
+    freshness = FreshnessRecorder(view.timestamp_field, materializer.registry, version.id)
     raw = conform(rows, version, view)
     now = datetime.now(UTC)
     out = run_view(view, raw, version.schema)

@@ -227,7 +227,7 @@ class Materializer:
         states = WindowStates(applied) if applied.is_window else None
         stats = DataStats(list(view.join_keys), applied.schema)  # for the join planner
         inspection = Inspection(view, applied, self.registry, window=(start, end), mode="window")
-        freshness = FreshnessRecorder(view.timestamp_field)
+        freshness = FreshnessRecorder(view.timestamp_field, self.registry, applied.id)
 
         cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
 
