@@ -154,7 +154,8 @@ def create_ui(store: FeatureStore, *, tokens: Tokens | None) -> Starlette:
         except AuthError as exc:
             return Response(login_page(str(exc), Links(prefix)), 401, HEADERS, media_type="text/html")
         response = RedirectResponse(prefix + "/views", 303, headers=HEADERS)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path=prefix or "/")
+        if tokens is not None:  # without auth there is nothing to remember
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path=prefix or "/")
         return response
 
     return Starlette(
