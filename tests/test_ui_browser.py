@@ -256,8 +256,8 @@ def test_hostile_strings_render_as_text_and_no_script_runs(
     context = browser.new_context()
     try:
         page = context.new_page()
-        for path in ("views", "views/hostile", "lineage", "history"):
-            page.goto(f"{server.url}/{path}")
+        for path in ("views", "views/hostile", "views/hostile_set", "lineage", "history"):
+            assert page.goto(f"{server.url}/{path}").status == 200, path
             assert page.evaluate("typeof window.__pwned") == "undefined", path
             assert page.locator("main script, main img").count() == 0, path
             # The same HTML without the server's Content-Security-Policy: escaping alone keeps it inert.

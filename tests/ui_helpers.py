@@ -56,6 +56,9 @@ def hostile(trips: pl.DataFrame) -> pl.DataFrame:
     marker = "{SCRIPT}"  # the code itself holds one too
     return trips.select("driver_id", "event_timestamp", "created", conv_rate=pl.col("accepted") / pl.col("offered"),
                         marked=pl.lit(len(marker)))
+
+
+hostile_set = fk.FeatureSet("hostile_set", features=["hostile:conv_rate"], description="{SCRIPT}", owner='{IMAGE}')
 '''
 
 
