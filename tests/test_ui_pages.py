@@ -87,12 +87,14 @@ def test_errors_are_pages_not_crashes(ui_demo: DemoUi) -> None:
     assert get(ui_demo, "views?as_of=10000").status_code == 404
     assert get(ui_demo, "views/driver_stats/diff?old=1&new=x").status_code == 400
     assert get(ui_demo, "training-sets/7").status_code == 404
+    assert get(ui_demo, "no/such/page").status_code == 404
+    assert httpx.post(f"{ui_demo.url}/views", timeout=30).status_code == 405
     for path in ("static/..%2F..%2Fstore.py", "static/../routes.py", "static/%2Fetc%2Fpasswd"):
         assert get(ui_demo, path).status_code == 404, path
 
 
 def test_every_response_forbids_scripts(ui_demo: DemoUi) -> None:
-    for path in ("views", "views.json", "lineage", "views/nope"):
+    for path in ("views", "views.json", "lineage", "views/nope", "no/such/page"):
         policy = get(ui_demo, path).headers["content-security-policy"]
         assert "default-src 'none'" in policy
         assert "script-src" not in policy  # no script source at all: default-src 'none' applies

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -158,7 +159,14 @@ def create_ui(store: FeatureStore, *, tokens: Tokens | None) -> Starlette:
             response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path=prefix or "/")
         return response
 
+    async def not_routed(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        message = "no such page" if status == 404 else "this page only answers GET"
+        links = Links(request.scope.get("root_path", "").rstrip("/"))
+        return Response(error_page(status, message, links), status, HEADERS, media_type="text/html")
+
     return Starlette(
+        exception_handlers={404: not_routed, 405: not_routed},
         routes=[
             Route("/", home, methods=["GET"]),
             Route("/static/{name}", static, methods=["GET"]),
@@ -169,5 +177,5 @@ def create_ui(store: FeatureStore, *, tokens: Tokens | None) -> Starlette:
             *routes("/lineage", _lineage, pages.lineage_html),
             *routes("/history", _history, pages.history_html),
             Route("/training-sets/{ident}", _page(reader, tokens, _training_set, pages.training_set_html)),
-        ]
+        ],
     )
