@@ -11,6 +11,9 @@ import pyarrow.parquet as pq
 import featurekit as fk
 from featurekit.manifest import load_manifest
 from featurekit.offline.freshness import KIND, Freshness
+from featurekit.ui.data import Reader, history_page
+from featurekit.ui.html import Links
+from featurekit.ui.pages import history_html
 from tests.conftest import RepoFactory, trips_table, ts
 
 TRIPS = [(1, ts(0, 1), ts(0, 1), 1, 2, 1.0), (2, ts(3, 5), ts(3, 5), 2, 4, 2.0), (1, ts(6, 2), ts(6, 2), 3, 4, 3.0)]
@@ -64,3 +67,19 @@ def test_each_training_set_written_is_recorded_at_its_moment(
     assert (a.head_commit, b.head_commit) == (2, 3)  # ... after version 3 was committed
     assert store.registry.training_sets(2) == [a]
     assert store.registry.training_set(b.id) == b
+
+
+def test_history_lists_gc_runs_beside_the_commits(
+    make_repo: RepoFactory, open_store: Callable[[Path], fk.FeatureStore]
+) -> None:
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(TRIPS)}))
+    store.apply()
+    store.materialize(ts(0), ts(7))
+    store.materialize(ts(0), ts(7))  # replaces the window: data version 0 is only history now
+    before = store.registry.head_commit()
+    report = store.gc(keep_days=0, keep_versions=1)
+    reader = Reader(store)
+    (run,) = history_page(reader, None, 1)["gc_runs"]
+    assert run["removed"] == len(report.removed) >= 1
+    assert history_page(reader, None, 1)["total"] == before  # gc records removals, not a commit
+    assert "Garbage collections" in history_html(history_page(reader, None, 1), Links(""))

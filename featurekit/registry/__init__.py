@@ -38,6 +38,7 @@ from featurekit.registry.connections import Connections
 from featurekit.registry.records import (
     ActiveView,
     Commit,
+    GcRun,
     Materialization,
     NewVersion,
     Removal,
@@ -50,6 +51,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ActiveView",
     "Commit",
+    "GcRun",
     "Materialization",
     "NewVersion",
     "Registry",
@@ -172,6 +174,10 @@ class Registry:
     def removals(self) -> set[tuple[int, int]]:
         """Every (view version id, data version) gc removed."""
         return self._read(reads.removals)
+
+    def gc_runs(self) -> list[GcRun]:
+        """Every gc run (gc records its removals, not a commit), oldest first."""
+        return self._read(reads.gc_runs)
 
     def commit(self, commit_id: int) -> Commit:
         """One commit, or :class:`UnknownNameError` naming the range that exists."""

@@ -15,6 +15,7 @@ from featurekit.errors import RegistryError, UnknownNameError, did_you_mean
 from featurekit.registry.records import (
     ActiveView,
     Commit,
+    GcRun,
     Materialization,
     Removal,
     TrainingSetRecord,
@@ -177,6 +178,14 @@ def removal(db: sqlite3.Connection, version_id: int, data_version: int) -> Remov
 
 def removals(db: sqlite3.Connection) -> set[tuple[int, int]]:
     return {(r[0], r[1]) for r in db.execute("SELECT version_id, data_version FROM removed_data")}
+
+
+def gc_runs(db: sqlite3.Connection) -> list[GcRun]:
+    rows = db.execute(
+        "SELECT g.id, g.ran_at, g.policy, count(r.version_id) FROM gc_runs g LEFT JOIN removed_data r "
+        "ON r.gc_run = g.id GROUP BY g.id ORDER BY g.id"
+    )
+    return [GcRun(r[0], from_micros(r[1]), r[2], r[3]) for r in rows]
 
 
 def commit(db: sqlite3.Connection, commit_id: int) -> Commit:

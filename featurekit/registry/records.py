@@ -90,6 +90,16 @@ class Removal:
 
 
 @dataclass(frozen=True)
+class GcRun:
+    """One gc run: when, under which policy, and how many data versions it removed."""
+
+    id: int
+    ran_at: datetime
+    policy: str
+    removed: int
+
+
+@dataclass(frozen=True)
 class TrainingSetRecord:
     """A training set written to a file: where, when, and its manifest (as a JSON-ready dict).
 

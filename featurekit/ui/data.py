@@ -282,7 +282,7 @@ def diff_page(reader: Reader, name: str, old: int, new: int, as_of: str | None) 
 
 
 def history_page(reader: Reader, as_of: str | None, page: int) -> dict[str, Any]:
-    """Every registry commit (apply, materialize, push), newest first, :data:`HISTORY_PAGE` a page."""
+    """Every registry commit (apply, materialize, push), newest first, :data:`HISTORY_PAGE` a page; and the gc runs."""
     at = reader.moment(as_of)
     commits = reader.commits(at)
     pages = max(1, -(-len(commits) // HISTORY_PAGE))
@@ -290,6 +290,8 @@ def history_page(reader: Reader, as_of: str | None, page: int) -> dict[str, Any]
         raise UnknownNameError(f"history page {page} does not exist; there are pages 1 to {pages}")
     end = len(commits) - (page - 1) * HISTORY_PAGE
     shown = commits[max(0, end - HISTORY_PAGE) : end][::-1]
+    until = commits[-1].committed_at if commits else None
+    runs = [g for g in reader.registry.gc_runs() if until is not None and (as_of is None or g.ran_at <= until)]
     return {
         "registry_version": at,
         "as_of": as_of,
@@ -306,6 +308,7 @@ def history_page(reader: Reader, as_of: str | None, page: int) -> dict[str, Any]
             }
             for c in shown
         ],
+        "gc_runs": [{"ran_at": g.ran_at.isoformat(), "policy": g.policy, "removed": g.removed} for g in runs],
     }
 
 

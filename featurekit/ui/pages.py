@@ -248,6 +248,13 @@ def history_html(data: dict[str, Any], links: Links) -> Html:
         )
         + table(["Registry version", "Committed", "Kind", "Summary", "Git"], rows)
         + Html(f'<nav class="pages" aria-label="History pages">{join(steps, " ")}</nav>' if steps else "")
+        + section(
+            "Garbage collections",
+            table(["Ran", "Policy", "Data versions removed"], [[g["ran_at"], g["policy"], g["removed"]] for g in gcs])
+            if (gcs := data["gc_runs"])
+            else Html("<p>No gc run yet.</p>"),
+            "gc",
+        )
     )
     return page("History", body, links, "history", page=page_number if page_number > 1 else None)
 
