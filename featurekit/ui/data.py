@@ -56,13 +56,15 @@ class Reader:
         """:meth:`Registry.active` at registry version ``at`` (nothing before the first commit)."""
         if not at:
             return {}
+        newest_apply = self.registry.head_apply()
+        key = newest_apply if at >= newest_apply else at  # materializations since the last apply change nothing
         with self._lock:
-            if at in self._active:
-                self._active.move_to_end(at)
-                return self._active[at]
+            if key in self._active:
+                self._active.move_to_end(key)
+                return self._active[key]
         found = self.registry.active(at)
         with self._lock:
-            self._active[at] = found
+            self._active[key] = found
             while len(self._active) > self.KEPT:
                 self._active.popitem(last=False)
         return found
