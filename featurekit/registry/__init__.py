@@ -183,9 +183,9 @@ class Registry:
         """One commit, or :class:`UnknownNameError` naming the range that exists."""
         return self._read(reads.commit, commit_id)
 
-    def commits(self, since: int = 0) -> list[Commit]:
-        """Every commit (after registry version ``since``), oldest first."""
-        return self._read(reads.commits, since)
+    def commits(self, since: int = 0, until: int | None = None) -> list[Commit]:
+        """Every commit (after registry version ``since``, up to ``until``), oldest first."""
+        return self._read(reads.commits, since, until)
 
     def last_materializations(self, as_of: int | None = None) -> dict[int, Materialization]:
         """Each view version's most recent materialization (as of a registry version), by version id, in one read."""

@@ -197,8 +197,9 @@ def commit(db: sqlite3.Connection, commit_id: int) -> Commit:
     return commit_from(row)
 
 
-def commits(db: sqlite3.Connection, since: int = 0) -> list[Commit]:
-    rows = db.execute(f"SELECT {COMMIT_COLUMNS} FROM commits WHERE id > ? ORDER BY id", (since,))
+def commits(db: sqlite3.Connection, since: int = 0, until: int | None = None) -> list[Commit]:
+    query = f"SELECT {COMMIT_COLUMNS} FROM commits WHERE id > ? AND id <= ? ORDER BY id"
+    rows = db.execute(query, (since, _NOW if until is None else until))
     return [commit_from(r) for r in rows]
 
 

@@ -9,7 +9,6 @@ and diff of :mod:`featurekit.timetravel`), read at one registry version: the hea
 from __future__ import annotations
 
 import threading
-from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from featurekit.errors import StorageError, UnknownNameError, did_you_mean
 from featurekit.info import ViewInfo
 from featurekit.offline import freshness as fresh_records
 from featurekit.online.loading import table_name
-from featurekit.registry import ActiveView, Commit, Materialization, Registry, ViewVersion
+from featurekit.registry import ActiveView, Materialization, Registry, ViewVersion
 from featurekit.store import FeatureStore
 from featurekit.timetravel import diff, registry_version
 from featurekit.ui import quality
@@ -31,10 +30,9 @@ TIMELINE = 200  # materializations shown on a view's page (the newest)
 class Reader:
     """What the pages read of one store's registry, with what can never change decoded once.
 
-    The registry never updates or deletes, so the active views at a registry version, and the
-    commits up to it, read the same every time: they are kept (the active sets of the last
-    :data:`KEPT` moments asked for, and every commit), instead of decoding hundreds of view
-    versions' schemas and definitions and thousands of commits on each request. Thread-safe.
+    The registry never updates or deletes, so the active views at a registry version read the
+    same every time: the active sets of the last :data:`KEPT` applies asked for are kept, instead
+    of decoding hundreds of view versions' schemas and definitions on each request. Thread-safe.
     """
 
     KEPT = 8
@@ -44,7 +42,6 @@ class Reader:
         self.registry = store.registry
         self._lock = threading.Lock()
         self._active: OrderedDict[int, dict[str, ActiveView]] = OrderedDict()
-        self._commits: list[Commit] = []
 
     def moment(self, as_of: str | None) -> int:
         """The registry version a page shows: ``as_of`` (a number or an ISO time), else the head (0: empty)."""
@@ -68,13 +65,6 @@ class Reader:
             while len(self._active) > self.KEPT:
                 self._active.popitem(last=False)
         return found
-
-    def commits(self, at: int) -> list[Commit]:
-        """Every commit up to registry version ``at``, oldest first."""
-        with self._lock:
-            if not self._commits or self._commits[-1].id < at:
-                self._commits.extend(self.registry.commits(self._commits[-1].id if self._commits else 0))
-            return self._commits[: bisect_right(self._commits, at, key=lambda c: c.id)]
 
 
 def kind(version: ViewVersion) -> str:
@@ -286,20 +276,19 @@ def diff_page(reader: Reader, name: str, old: int, new: int, as_of: str | None) 
 def history_page(reader: Reader, as_of: str | None, page: int) -> dict[str, Any]:
     """Every registry commit (apply, materialize, push), newest first, :data:`HISTORY_PAGE` a page; and the gc runs."""
     at = reader.moment(as_of)
-    commits = reader.commits(at)
-    pages = max(1, -(-len(commits) // HISTORY_PAGE))
+    pages = max(1, -(-at // HISTORY_PAGE))  # registry versions are 1 to the head, without gaps
     if not 1 <= page <= pages:
         raise UnknownNameError(f"history page {page} does not exist; there are pages 1 to {pages}")
-    end = len(commits) - (page - 1) * HISTORY_PAGE
-    shown = commits[max(0, end - HISTORY_PAGE) : end][::-1]
-    until = commits[-1].committed_at if commits else None
+    newest = at - (page - 1) * HISTORY_PAGE
+    shown = reader.registry.commits(since=max(0, newest - HISTORY_PAGE), until=newest)[::-1]
+    until = reader.registry.commit(at).committed_at if at else None
     runs = [g for g in reader.registry.gc_runs() if until is not None and (as_of is None or g.ran_at <= until)]
     return {
         "registry_version": at,
         "as_of": as_of,
         "page": page,
         "pages": pages,
-        "total": len(commits),
+        "total": at,
         "commits": [
             {
                 "registry_version": c.id,
