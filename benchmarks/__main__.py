@@ -8,6 +8,7 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 ``http`` (the feature server, see :mod:`benchmarks.http_server`); ``servelog`` (1-entity lookups
 with the serving log off and on, see :mod:`benchmarks.servelog`); ``load`` (the server under a
 bounded load, idle, during a materialize and through a Redis restart, see :mod:`benchmarks.serving_load`);
+``ui`` (every web UI page on 500 views and 10,000 registry commits, see :mod:`benchmarks.ui_pages`);
 ``child``, ``redis-child``, ``servelog-child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
@@ -135,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     under_load.add_argument("--clients", type=int, default=2, help="keep-alive client threads")
     under_load.add_argument("--rate", type=float, default=250.0, help="requests per second of each client")
     under_load.add_argument("--output", type=Path, default=HERE / "results")
+    ui = sub.add_parser("ui", help="server time of every web UI page with 500 views and 10,000 registry commits")
+    ui.add_argument("--repeat", type=int, default=20)
+    ui.add_argument("--output", type=Path, default=HERE / "results")
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
@@ -169,6 +173,10 @@ def main() -> None:
         from benchmarks.serving_load import run as run_load
 
         sys.exit(run_load(options))
+    elif options.command == "ui":
+        from benchmarks.ui_pages import run as run_ui
+
+        sys.exit(run_ui(options))
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 

@@ -666,6 +666,24 @@ def consistency(
         sys.exit(1)
 
 
+@cli.command(short_help="Browse the registry, lineage and freshness in a web browser.")
+@click.option("--host", default=None, help="Address to listen on [default: serve.host, 127.0.0.1].")
+@click.option("--port", type=int, default=6567, show_default=True, help="Port.")
+@click.option("--no-auth", is_flag=True, help="Serve without tokens (only on a loopback host).")
+@pass_context
+@reports_errors
+def ui(ctx: Context, host: str | None, port: int, no_auth: bool) -> None:
+    """Serve the read-only web UI (views, lineage, history; ?as_of= on every page; .json twins).
+
+    The same auth rules as `featurekit serve`: a token (FEATUREKIT_TOKEN or serve.token_file)
+    unless --no-auth is given on a loopback host. `featurekit serve` also mounts it at /ui.
+    """
+    from featurekit.ui.run import serve_ui
+
+    check_repo(ctx.repo)
+    serve_ui(ctx.repo, host=host, port=port, no_auth=no_auth)
+
+
 def _watermark(info: ViewInfo) -> str | None:
     m = info.materialization
     return m.watermark.isoformat() if m is not None and m.watermark is not None else None

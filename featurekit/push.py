@@ -19,6 +19,7 @@ from featurekit.errors import DataError, SchemaError
 from featurekit.faults import checkpoint
 from featurekit.frames import as_arrow
 from featurekit.manifest import table_digest
+from featurekit.offline.freshness import FreshnessRecorder
 from featurekit.offline.inputs import view_input
 from featurekit.offline.materialize import Materializer, check_output
 from featurekit.online.loading import write_newest
@@ -65,6 +66,7 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     """Run ``view`` on raw ``rows`` and write the result online (and, if asked, offline)."""
     if to not in ("online", "online_and_offline"):
         raise SchemaError(f"push to= must be 'online' or 'online_and_offline', got {to!r}")
+    freshness = FreshnessRecorder(view.timestamp_field, materializer.registry, version.id)
     raw = conform(rows, version, view)
     now = datetime.now(UTC)
     out = run_view(view, raw, version.schema)
@@ -74,8 +76,9 @@ def push(view: FeatureView, version: ViewVersion, rows: Any, to: PushTarget, mat
     out = out.cast(version.schema)
     inspection = Inspection(view, version, materializer.registry, window=_span(out, view, now), mode="push")
     inspection.add(out)
+    freshness.add(out)
     inspection.conclude()  # a failing check: nothing is written, offline or online
-    result = _write(view, version, out, to, materializer, inspection=inspection)
+    result = _write(view, version, out, to, materializer, inspection=inspection, freshness=freshness)
     inspection.committed()  # warns of failed "warn" checks, now that the rows are written
     return result
 
@@ -88,6 +91,7 @@ def _write(
     materializer: Materializer,
     *,
     inspection: Inspection,
+    freshness: FreshnessRecorder,
 ) -> PushResult:
     """Write checked output rows online (and, for ``to="online_and_offline"``, commit them offline first)."""
     data_version = None
@@ -118,7 +122,7 @@ def _write(
                 mode="push",
                 summary=f"push {out.num_rows} rows to {view.name} v{version.version}",
                 batch_digest=digest,
-                quality=inspection.records(),
+                quality={**inspection.records(), **freshness.records()},
                 view_quality=inspection.view_records(),
             )
         checkpoint("push.after_offline")

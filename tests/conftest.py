@@ -13,8 +13,9 @@ import pytest
 
 import featurekit as fk
 from tests.redis_server import own_redis_server, redis_server
+from tests.ui_helpers import ui_demo
 
-__all__ = ["own_redis_server", "redis_server"]  # fixtures of tests/redis_server.py, for every test module
+__all__ = ["own_redis_server", "redis_server", "ui_demo"]  # fixtures of tests/redis_server.py and ui_helpers.py
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

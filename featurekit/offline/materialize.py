@@ -28,6 +28,7 @@ from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError, StorageError
 from featurekit.faults import checkpoint
 from featurekit.offline.engine import Cancel, OfflineEngine
+from featurekit.offline.freshness import FreshnessRecorder
 from featurekit.offline.inputs import view_input
 from featurekit.offline.newest import DataStats, NewestRows
 from featurekit.offline.sources import SourceReader, schema_diff
@@ -226,6 +227,7 @@ class Materializer:
         states = WindowStates(applied) if applied.is_window else None
         stats = DataStats(list(view.join_keys), applied.schema)  # for the join planner
         inspection = Inspection(view, applied, self.registry, window=(start, end), mode="window")
+        freshness = FreshnessRecorder(view.timestamp_field, self.registry, applied.id)
 
         cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
 
@@ -240,6 +242,7 @@ class Materializer:
                     progress.advance(batch.num_rows)
                     stats.add(table)
                     inspection.add(table)
+                    freshness.add(table)
                     if newest is not None:
                         newest.add(table)
                     if fresh is not None and states is not None:
@@ -302,7 +305,7 @@ class Materializer:
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
                 entities=stats.entities if stats.known else None,
-                quality=inspection.records(),
+                quality={**inspection.records(), **freshness.records()},
                 view_quality=inspection.view_records(),
             )
         checkpoint("materialize.after_commit")

@@ -202,7 +202,11 @@ def build_training_set(
     explain_plan = ExplainPlan(
         engine, prepared.spine, prepared.check, as_of, known_at, explained, join.strategies, on_demand
     )
-    return TrainingSet(join, prepared.check, post, manifest, lambda: explain(explain_plan))
+
+    def written(path: Path, made: Manifest) -> None:
+        registry.record_training_set(str(path.resolve()), made.registry_version, made.to_json())
+
+    return TrainingSet(join, prepared.check, post, manifest, explanation=lambda: explain(explain_plan), written=written)
 
 
 def _record(registry: Registry, version: ViewVersion, data_version: int | None, commit: int | None) -> ViewRecord:
@@ -250,7 +254,9 @@ class TrainingSet:
         check: Callable[[], None] = lambda: None,
         post: Callable[[pa.Table], pa.Table] | None = None,
         manifest: Callable[[], Manifest] | None = None,
+        *,
         explanation: Callable[[], Explanation] | None = None,
+        written: Callable[[Path, Manifest], None] | None = None,
     ) -> None:
         self._join = join
         self._check = check  # raises DataError if a spine file changed under the join
@@ -260,6 +266,7 @@ class TrainingSet:
         self._post = post  # on-demand features, computed batch by batch after the join
         self._make_manifest = manifest
         self._manifest: Manifest | None = None
+        self._written = written  # records a file written by to_parquet (the lineage of training sets)
         self._table: pa.Table | None = None
         self._make_explanation = explanation
         self._explanation: Explanation | None = None
@@ -326,7 +333,8 @@ class TrainingSet:
         """Write the training set to a Parquet file, streaming when it was not computed yet.
 
         The file's key-value metadata holds the manifest under ``featurekit.manifest``
-        (read it back with ``featurekit.manifest.load_manifest(path)``).
+        (read it back with ``featurekit.manifest.load_manifest(path)``). The store records the
+        file and its manifest in the registry (``Registry.training_sets``), which lineage shows.
         """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -358,6 +366,8 @@ class TrainingSet:
             temporary.unlink(missing_ok=True)
             raise
         temporary.replace(target)  # readers never see a half-written file
+        if self._written is not None and self._make_manifest is not None:
+            self._written(target, self.manifest_model)
         return target
 
     def iter_batches(self, rows: int = 100_000) -> Iterator[pa.RecordBatch]:

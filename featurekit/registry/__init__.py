@@ -35,17 +35,28 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from featurekit.registry import reads, writes
 from featurekit.registry.connections import Connections
-from featurekit.registry.records import ActiveView, Commit, Materialization, NewVersion, Removal, ViewVersion
+from featurekit.registry.records import (
+    ActiveView,
+    Commit,
+    GcRun,
+    Materialization,
+    NewVersion,
+    Removal,
+    TrainingSetRecord,
+    ViewVersion,
+)
 from featurekit.registry.schema import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
     "ActiveView",
     "Commit",
+    "GcRun",
     "Materialization",
     "NewVersion",
     "Registry",
     "Removal",
+    "TrainingSetRecord",
     "ViewVersion",
 ]
 
@@ -164,13 +175,29 @@ class Registry:
         """Every (view version id, data version) gc removed."""
         return self._read(reads.removals)
 
+    def gc_runs(self) -> list[GcRun]:
+        """Every gc run (gc records its removals, not a commit), oldest first."""
+        return self._read(reads.gc_runs)
+
     def commit(self, commit_id: int) -> Commit:
         """One commit, or :class:`UnknownNameError` naming the range that exists."""
         return self._read(reads.commit, commit_id)
 
-    def commits(self) -> list[Commit]:
-        """Every commit, oldest first."""
-        return self._read(reads.commits)
+    def commits(self, since: int = 0, until: int | None = None) -> list[Commit]:
+        """Every commit (after registry version ``since``, up to ``until``), oldest first."""
+        return self._read(reads.commits, since, until)
+
+    def last_materializations(self, as_of: int | None = None) -> dict[int, Materialization]:
+        """Each view version's most recent materialization (as of a registry version), by version id, in one read."""
+        return self._read(reads.last_materializations, as_of)
+
+    def training_sets(self, as_of: int | None = None) -> list[TrainingSetRecord]:
+        """Every training set written to a file (that existed at registry version ``as_of``), oldest first."""
+        return self._read(reads.training_sets, as_of)
+
+    def training_set(self, record_id: int) -> TrainingSetRecord:
+        """One recorded training set, or :class:`UnknownNameError`."""
+        return self._read(reads.training_set, record_id)
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -237,9 +264,19 @@ class Registry:
         """(commit id, payload) of every ``kind`` quality record of a view version, oldest first."""
         return self._read(reads.quality, version_id, kind, as_of)
 
+    def latest_quality(
+        self, kind: str, as_of: int | None = None, version_id: int | None = None
+    ) -> dict[int, tuple[int, str]]:
+        """The newest ``kind`` record of every view version (or of one): version id -> (commit id, payload)."""
+        return self._read(reads.latest_quality, kind, as_of, version_id)
+
     def view_quality(self, version_id: int, kind: str) -> str | None:
         """The version's fixed ``kind`` record (for example its histogram edges), if written yet."""
         return self._read(reads.view_quality, version_id, kind)
+
+    def record_training_set(self, path: str, registry_version: int, manifest: str) -> int:
+        """Record a training set written to ``path`` (built at ``registry_version``) with its manifest JSON."""
+        return self._write(writes.record_training_set, path, registry_version, manifest)
 
     def record_online_load(self, commit_ids: list[int]) -> None:
         """Record that these commits' rows reached the online store (or were kept out of it on purpose)."""

@@ -15,12 +15,15 @@ from featurekit.errors import RegistryError, UnknownNameError, did_you_mean
 from featurekit.registry.records import (
     ActiveView,
     Commit,
+    GcRun,
     Materialization,
     Removal,
+    TrainingSetRecord,
     ViewVersion,
     commit_from,
     materialization_from,
     removal_from,
+    training_set_from,
     version_from,
 )
 from featurekit.timestamps import from_micros, to_micros
@@ -36,6 +39,7 @@ MATERIALIZATION_COLUMNS = (
     "m.rows, m.mode, m.entities, m.unique_times"
 )
 COMMIT_COLUMNS = "id, committed_at, kind, git_commit, summary"
+TRAINING_SET_COLUMNS = "id, written_at, registry_version, head_commit, path, manifest"
 _NOW = 2**62  # a registry version after every commit: "as of now"
 _MATERIALIZATIONS = f"SELECT {MATERIALIZATION_COLUMNS} FROM materializations m JOIN commits c ON c.id = m.commit_id"
 
@@ -176,6 +180,14 @@ def removals(db: sqlite3.Connection) -> set[tuple[int, int]]:
     return {(r[0], r[1]) for r in db.execute("SELECT version_id, data_version FROM removed_data")}
 
 
+def gc_runs(db: sqlite3.Connection) -> list[GcRun]:
+    rows = db.execute(
+        "SELECT g.id, g.ran_at, g.policy, count(r.version_id) FROM gc_runs g LEFT JOIN removed_data r "
+        "ON r.gc_run = g.id GROUP BY g.id ORDER BY g.id"
+    )
+    return [GcRun(r[0], from_micros(r[1]), r[2], r[3]) for r in rows]
+
+
 def commit(db: sqlite3.Connection, commit_id: int) -> Commit:
     row = db.execute(f"SELECT {COMMIT_COLUMNS} FROM commits WHERE id = ?", (commit_id,)).fetchone()
     if row is None:
@@ -185,8 +197,21 @@ def commit(db: sqlite3.Connection, commit_id: int) -> Commit:
     return commit_from(row)
 
 
-def commits(db: sqlite3.Connection) -> list[Commit]:
-    return [commit_from(r) for r in db.execute(f"SELECT {COMMIT_COLUMNS} FROM commits ORDER BY id")]
+def commits(db: sqlite3.Connection, since: int = 0, until: int | None = None) -> list[Commit]:
+    query = f"SELECT {COMMIT_COLUMNS} FROM commits WHERE id > ? AND id <= ? ORDER BY id"
+    rows = db.execute(query, (since, _NOW if until is None else until))
+    return [commit_from(r) for r in rows]
+
+
+def last_materializations(db: sqlite3.Connection, as_of: int | None) -> dict[int, Materialization]:
+    """Each view version's newest materialization at ``as_of`` (one query for every version)."""
+    rows = db.execute(
+        _MATERIALIZATIONS + " WHERE m.commit_id IN (SELECT max(commit_id) FROM materializations "
+        "WHERE commit_id <= ? GROUP BY version_id)",
+        (_NOW if as_of is None else as_of,),
+    )
+    found = [materialization_from(r) for r in rows]
+    return {m.version_id: m for m in found}
 
 
 def quality(db: sqlite3.Connection, version_id: int, kind: str, as_of: int | None) -> list[tuple[int, str]]:
@@ -198,7 +223,36 @@ def quality(db: sqlite3.Connection, version_id: int, kind: str, as_of: int | Non
     return [(int(r[0]), str(r[1])) for r in rows]
 
 
+def latest_quality(
+    db: sqlite3.Connection, kind: str, as_of: int | None, version_id: int | None
+) -> dict[int, tuple[int, str]]:
+    """Each view version's (or one's) newest ``kind`` record at ``as_of``: version id -> (commit id, payload)."""
+    limit = _NOW if as_of is None else as_of
+    query = (
+        "SELECT q.version_id, q.commit_id, q.payload FROM quality q JOIN (SELECT version_id, max(commit_id) AS newest "
+        "FROM quality WHERE kind = ? AND commit_id <= ? AND (? IS NULL OR version_id = ?) GROUP BY version_id) n "
+        "ON q.version_id = n.version_id AND q.commit_id = n.newest WHERE q.kind = ?"
+    )
+    rows = db.execute(query, (kind, limit, version_id, version_id, kind))
+    return {int(r[0]): (int(r[1]), str(r[2])) for r in rows}
+
+
 def view_quality(db: sqlite3.Connection, version_id: int, kind: str) -> str | None:
     query = "SELECT payload FROM view_quality WHERE version_id = ? AND kind = ?"
     row = db.execute(query, (version_id, kind)).fetchone()
     return None if row is None else str(row[0])
+
+
+def training_sets(db: sqlite3.Connection, as_of: int | None) -> list[TrainingSetRecord]:
+    rows = db.execute(
+        f"SELECT {TRAINING_SET_COLUMNS} FROM training_sets WHERE head_commit <= ? ORDER BY id",
+        (_NOW if as_of is None else as_of,),
+    )
+    return [training_set_from(r) for r in rows]
+
+
+def training_set(db: sqlite3.Connection, record_id: int) -> TrainingSetRecord:
+    row = db.execute(f"SELECT {TRAINING_SET_COLUMNS} FROM training_sets WHERE id = ?", (record_id,)).fetchone()
+    if row is None:
+        raise UnknownNameError(f"no training set {record_id} is recorded in the registry")
+    return training_set_from(row)

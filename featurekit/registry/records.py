@@ -90,6 +90,33 @@ class Removal:
 
 
 @dataclass(frozen=True)
+class GcRun:
+    """One gc run: when, under which policy, and how many data versions it removed."""
+
+    id: int
+    ran_at: datetime
+    policy: str
+    removed: int
+
+
+@dataclass(frozen=True)
+class TrainingSetRecord:
+    """A training set written to a file: where, when, and its manifest (as a JSON-ready dict).
+
+    ``registry_version`` is the one it was built at (older than the head for an ``as_of``
+    rebuild); ``head_commit`` the registry's newest commit when it was written, so that a view
+    of the registry as of a commit shows only the training sets that existed by then.
+    """
+
+    id: int
+    written_at: datetime
+    registry_version: int
+    head_commit: int
+    path: str
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class NewVersion:
     """A view version to register at apply."""
 
@@ -156,3 +183,8 @@ def commit_from(row: tuple[Any, ...]) -> Commit:
 def removal_from(row: tuple[Any, ...]) -> Removal:
     """A :class:`Removal` from a row (version_id, data_version, ran_at, policy)."""
     return Removal(row[0], row[1], from_micros(row[2]), row[3])
+
+
+def training_set_from(row: tuple[Any, ...]) -> TrainingSetRecord:
+    """A :class:`TrainingSetRecord` from a row of :data:`featurekit.registry.reads.TRAINING_SET_COLUMNS`."""
+    return TrainingSetRecord(row[0], from_micros(row[1]), row[2], row[3], row[4], json.loads(row[5]))

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from featurekit.errors import RegistryError
 
-SCHEMA_VERSION = 6  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest; 4: online_loads;
-# 5: materializations.entities and unique_times (statistics the join planner reads); 6: quality, view_quality
+SCHEMA_VERSION = 7  # 2: gc records (gc_runs, removed_data); 3: materializations.batch_digest; 4: online_loads;
+# 5: materializations.entities and unique_times (statistics the join planner reads); 6: quality, view_quality;
+# 7: training_sets (each training set written to a file, with its manifest: what lineage shows)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,6 +75,14 @@ CREATE TABLE IF NOT EXISTS view_quality (
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
     PRIMARY KEY (version_id, kind)
+);
+CREATE TABLE IF NOT EXISTS training_sets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    written_at INTEGER NOT NULL,
+    registry_version INTEGER NOT NULL,
+    head_commit INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    manifest TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS online_loads (
     commit_id INTEGER PRIMARY KEY REFERENCES commits (id)

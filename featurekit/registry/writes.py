@@ -166,3 +166,13 @@ def record_removal(db: sqlite3.Connection, removed: list[tuple[int, int]], polic
         "INSERT OR IGNORE INTO removed_data (version_id, data_version, gc_run) VALUES (?, ?, ?)",
         [(version_id, data_version, cursor.lastrowid) for version_id, data_version in removed],
     )
+
+
+def record_training_set(db: sqlite3.Connection, path: str, registry_version: int, manifest: str) -> int:
+    """Add a written training set (its file's path and manifest JSON); returns its id."""
+    cursor = db.execute(
+        "INSERT INTO training_sets (written_at, registry_version, head_commit, path, manifest) VALUES (?, ?, ?, ?, ?)",
+        (to_micros(datetime.now().astimezone()), registry_version, reads.head(db), path, manifest),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid

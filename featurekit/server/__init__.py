@@ -5,7 +5,8 @@
 ``auth`` (bearer tokens and scopes), ``bodies`` (request bodies into API arguments), ``limits``
 (body size and entity count), ``responses`` (typed JSON bodies, see :mod:`featurekit.wire`),
 ``problems`` (errors as ``application/problem+json``), ``metrics`` (Prometheus text), ``feast``
-(Feast's ``/get-online-features``), ``openapi`` (the spec).
+(Feast's ``/get-online-features``), ``openapi`` (the spec). The web UI (:mod:`featurekit.ui`) is
+mounted at ``/ui`` under the same tokens.
 
 Importing this package imports neither Starlette nor uvicorn; :func:`require` says how to install
 them when they are missing.

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from featurekit.config import ServeLimits
 from featurekit.errors import ConfigError
@@ -46,9 +46,12 @@ def create_app(
     if store.config.online.log is not None:
         counts.watch_serving_log(lambda: None if store.serving_log is None else store.serving_log.counters().as_dict())
     state = ServerState(store, tokens, limits or store.config.serve.limits, counts)
-    routes = [
+    routes: list[Route | Mount] = [
         Route(path, endpoint(state, path, handler, scope), methods=[method]) for path, method, handler, scope in ROUTES
     ]
+    from featurekit.ui.routes import create_ui
+
+    routes.append(Mount("/ui", app=create_ui(store, tokens=tokens)))  # the web UI, under the same tokens
 
     async def not_routed(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
