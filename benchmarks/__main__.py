@@ -5,8 +5,9 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 :mod:`benchmarks.shapes`), ``windows`` (window aggregations against hand-written floors, see
 :mod:`benchmarks.windows`), ``report`` (rewrite RESULTS.md and the charts from the JSON records);
 ``redis`` (the Redis online store against hand-written redis-py, see :mod:`benchmarks.redis_online`);
-``http`` (the feature server, see :mod:`benchmarks.http_server`);
-``child``, ``redis-child`` and ``materialize-loop`` are the harness's own child processes.
+``http`` (the feature server, see :mod:`benchmarks.http_server`); ``quality`` (offline materialize
+with and without the quality pass, see :mod:`benchmarks.quality`);
+``child``, ``redis-child``, ``quality-child`` and ``materialize-loop`` are the harness's own child processes.
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     on_redis.add_argument("--url", default="", help="a Redis to use (its database is flushed); default: start one")
     on_redis.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("redis-child").add_argument("argv", nargs=argparse.REMAINDER)
+    on_quality = sub.add_parser("quality", help="offline materialize with and without the quality pass")
+    on_quality.add_argument("--scale", choices=sorted(SCALES), default="medium")
+    on_quality.add_argument("--repeat", type=int, default=7, help="rounds, each measuring both")
+    on_quality.add_argument("--output", type=Path, default=HERE / "results")
+    sub.add_parser("quality-child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
         "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
@@ -135,6 +141,14 @@ def main() -> None:
         from benchmarks.redis_online import run
 
         sys.exit(run(options))
+    elif options.command == "quality":
+        from benchmarks.quality import run as run_quality
+
+        sys.exit(run_quality(options))
+    elif options.command == "quality-child":
+        from benchmarks.quality import child as quality_child
+
+        quality_child(options.argv)
     elif options.command == "redis-child":
         from benchmarks.redis_online import child as redis_child
 

@@ -432,12 +432,12 @@ def section(record: Result) -> str:
     return "\n".join(lines)
 
 
-def replace_section(target: Path, text: str, notes: Path) -> None:
-    """Put ``text`` in place of RESULTS.md's Redis section, or before the notes when it has none."""
+def replace_section(target: Path, text: str, notes: Path, title: str = TITLE) -> None:
+    """Put ``text`` in place of RESULTS.md's section ``title`` (Redis), or before the notes when it has none."""
     current = target.read_text()
-    start = current.find(TITLE)
+    start = current.find(title)
     if start >= 0:
-        end = current.find("\n## ", start + len(TITLE))
+        end = current.find("\n## ", start + len(title))
         updated = current[:start] + text + ("\n" + current[end:] if end >= 0 else "\n")
     else:
         first_note = notes.read_text().splitlines()[0] if notes.exists() else None

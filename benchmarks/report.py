@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import charts, redis_online, scaling, shapes, windows
+from benchmarks import charts, quality, redis_online, scaling, shapes, windows
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ["small", "medium", "large", "xlarge"]
@@ -201,6 +201,7 @@ def write_report(results: Path, target: Path) -> None:
     window_path = results / windows.RECORD
     sections.append(windows.section(json.loads(window_path.read_text()) if window_path.exists() else None))
     sections.append(redis_online.record_section(results))
+    sections.append(quality.record_section(results))
     notes = results / "NOTES.md"
     if notes.exists():
         sections.append(notes.read_text())
