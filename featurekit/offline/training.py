@@ -206,7 +206,8 @@ def _profiler(
     for item in plan.batch:
         if not item.version.is_window:  # a window view's edges are of its events, not of its aggregates
             stored = version_edges(registry, item.version) or {}
-            edges |= {final[(item.version.id, f)]: stored[f] for f in item.features if f in stored}
+            # (features fetched only as inputs of on-demand views are not columns of the result)
+            edges |= {final[(item.version.id, f)]: stored[f] for f in stored if (item.version.id, f) in final}
     columns = list(final.values())
     return lambda: RowsProfiler(columns, edges, "training set")
 

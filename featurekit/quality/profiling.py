@@ -23,6 +23,7 @@ its bucket's boundary, with open-ended outer bins.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,6 +76,7 @@ def feature_columns(version: ViewVersion) -> list[str]:
 
 
 _BLOCK = 262_144
+_BACKGROUND_ROWS = 65_536  # smaller batches (pushes, small windows) are profiled right away
 _KEY_SHIFT = np.uint64(52 - MANTISSA_BITS)
 
 
@@ -142,7 +144,10 @@ class ColumnState:
         with np.errstate(all="ignore"):  # infinities: the moments become inf/nan, as in SQL
             first = float(values[0])
             shifted = values - first  # deviations from a value of the data: little cancellation
-            total, squares = float(shifted.sum()), float(shifted @ shifted)
+            total = float(shifted.sum())
+            # Squared in place and summed, not `shifted @ shifted`: BLAS threads spin against each
+            # other on a busy machine (14 ms instead of 0.3 ms for 262k values).
+            squares = float(np.square(shifted, out=shifted).sum())
             self._merge_moments(count, first + total / count, squares - total * total / count)
         keys = bucket_keys(values) if keys is None else keys
         self.buckets = self.buckets.merge(ValueBuckets.of(keys, bucket_key(low)))
@@ -372,18 +377,43 @@ def merge(profiles: list[ProfileState]) -> ProfileState:
 
 
 class ProfileBuilder:
-    """Accumulates one commit's profile state, batch by batch, in the materialization's own pass."""
+    """Accumulates one commit's profile state, batch by batch, in the materialization's own pass.
+
+    A large batch is profiled on a worker thread while the materialization goes on producing and
+    writing the next one (numpy releases the GIL in its loops), so the pass costs little time on
+    a machine with a spare core. At most one batch is in flight: memory stays bounded.
+    """
 
     def __init__(self, version: ViewVersion, registry: Registry) -> None:
         self.version = version
         self.registry = registry
         self.state = ProfileState.empty(version.schema, feature_columns(version))
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def add(self, table: pa.Table) -> None:
-        self.state.add(table)
+        self._wait()
+        if table.num_rows < _BACKGROUND_ROWS:
+            self.state.add(table)
+            return
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-profile")
+        self._pending = self._worker.submit(self.state.add, table)
+
+    def _wait(self) -> None:
+        """Let the batch in flight finish (its error, if any, is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def records(self) -> dict[str, str]:
         """The commit's record: its rows' mergeable state (kind ``"profile"``)."""
+        try:
+            self._wait()
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True)
+                self._worker = None
         return {"profile": self.state.to_json()}
 
     def view_records(self) -> dict[str, str]:

@@ -203,9 +203,12 @@ class DistinctSketch:
         if not len(hashes):
             return self
         if len(hashes) > 4 * DISTINCT_CAP:
-            # The smallest hashes with their repeats: enough unless few values repeat a lot, and
-            # then a hash-based unique of all of them is cheap.
-            smallest = np.unique(np.partition(hashes, 4 * DISTINCT_CAP)[: 4 * DISTINCT_CAP + 1])
+            # Hashes are uniform: of n distinct values about 4 * cap fall below 4 * cap / n of the
+            # range. That cut is one cheap pass; it holds the cap smallest distinct hashes whenever
+            # it keeps at least cap distinct ones (else: few values repeat, and a hash-based unique
+            # of them all is cheap).
+            cut = np.uint64(min(_U64 - 1, _U64 * 4 * DISTINCT_CAP / len(hashes)))
+            smallest = np.unique(hashes[hashes < cut])
             hashes = smallest if len(smallest) >= DISTINCT_CAP else pd.unique(hashes)
         return DistinctSketch(np.unique(np.concatenate([self.hashes, hashes]))[:DISTINCT_CAP])
 
