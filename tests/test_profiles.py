@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -307,6 +308,11 @@ def test_a_window_view_profiles_the_events_it_commits(make_repo, open_store):
     files, edges = committed(store, "activity")
     assert list(profile.columns) == ["distance_km"]
     assert_column(profile.columns["distance_km"], oracle(files, "distance_km", edges["distance_km"]))
+    spine = pa.table({"driver_id": [1, 2, 3], "event_timestamp": pa.array([ts(5)] * 3, pa.timestamp("us", tz="UTC"))})
+    training = store.training_set(spine, ["activity"])
+    feature = training.profile().columns["distance_km_sum_1d"]
+    assert feature.rows == 3
+    assert feature.min == pc.min(training.to_arrow().column("distance_km_sum_1d")).as_py()
 
 
 # -- the mergeable state --------------------------------------------------------------------------

@@ -91,7 +91,11 @@ class ValueBuckets:
     @classmethod
     def of(cls, keys: np.ndarray, low: int) -> ValueBuckets:
         """The buckets of values with these keys, none below ``low``."""
-        return cls(low, np.bincount(keys - low).astype(np.int64)) if len(keys) else cls.empty()
+        if not len(keys):
+            return cls.empty()
+        if low >= 0:  # counted from key 0 and cut: no pass to subtract ``low`` (keys stay below 2^19)
+            return cls(low, np.bincount(keys)[low:].astype(np.int64, copy=False))
+        return cls(low, np.bincount(keys - low).astype(np.int64, copy=False))
 
     def merge(self, other: ValueBuckets) -> ValueBuckets:
         if not len(self.counts):
