@@ -178,17 +178,31 @@ def snap_to_buckets(values: list[float]) -> tuple[float, ...]:
 # -- distinct values ----------------------------------------------------------------------------
 
 
-def hash_bits(bits: np.ndarray) -> np.ndarray:
-    """A bijective 64-bit mix (an xor-shift, then an odd multiplier) of value patterns: distinct
-    values never collide. Two passes over the data: the profile's cost is its passes."""
-    mixed: np.ndarray = bits ^ (bits >> _HASH_SHIFT)
-    mixed *= _HASH_MULTIPLIER
+def hash_bits(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A bijective 64-bit mix of value patterns (an xor-shift, then an odd multiplier): distinct
+    values never collide. Written into ``out`` when given (no allocation per block)."""
+    mixed: np.ndarray = np.right_shift(bits, _HASH_SHIFT, out=out)
+    np.bitwise_xor(mixed, bits, out=mixed)
+    np.multiply(mixed, _HASH_MULTIPLIER, out=mixed)
     return mixed
 
 
 def hash_objects(values: np.ndarray) -> np.ndarray:
     """64-bit hashes of strings or other objects (pandas' SipHash; collisions about n^2 / 2^65)."""
     return np.asarray(pd.util.hash_array(values, categorize=False), dtype=np.uint64)
+
+
+def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending: a sort and a neighbour test (numpy's hash-based ``unique``
+    takes five times as long on a few thousand hashes)."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    kept: np.ndarray = ordered[keep]
+    return kept
 
 
 @dataclass
@@ -212,9 +226,9 @@ class DistinctSketch:
             # it keeps at least cap distinct ones (else: few values repeat, and a hash-based unique
             # of them all is cheap).
             cut = np.uint64(min(_U64 - 1, _U64 * 4 * DISTINCT_CAP / len(hashes)))
-            smallest = np.unique(hashes[hashes < cut])
+            smallest = _distinct_sorted(hashes[hashes < cut])
             hashes = smallest if len(smallest) >= DISTINCT_CAP else pd.unique(hashes)
-        return DistinctSketch(np.unique(np.concatenate([self.hashes, hashes]))[:DISTINCT_CAP])
+        return DistinctSketch(_distinct_sorted(np.concatenate([self.hashes, hashes]))[:DISTINCT_CAP])
 
     def merge(self, other: DistinctSketch) -> DistinctSketch:
         return self.add(other.hashes)
