@@ -108,6 +108,7 @@ class ColumnState:
     buckets: ValueBuckets = field(default_factory=ValueBuckets.empty)
     distinct: DistinctSketch = field(default_factory=DistinctSketch.empty)
     counts: ValueCounts = field(default_factory=lambda: ValueCounts({}))
+    integers: bool = False  # an integer column (its small values get exact percentiles)
 
     def add(self, array: pa.Array) -> None:
         self.rows += len(array)
@@ -134,6 +135,7 @@ class ColumnState:
         for begin in range(0, len(raw), _BLOCK):
             block = raw[begin : begin + _BLOCK]
             if not floating:
+                self.integers = True
                 values = block.astype(np.float64)
                 bits = block.astype(np.int64, copy=False).view(np.uint64)
                 self._add_block(values, bits, float(values.min()), None, scratch)
@@ -209,6 +211,7 @@ class ColumnState:
             buckets=self.buckets.merge(other.buckets),
             distinct=self.distinct.merge(other.distinct),
             counts=self.counts.merge(other.counts),
+            integers=self.integers or other.integers,
         )
         merged._merge_moments(other.count, other.mean, other.squares)
         return merged
@@ -231,7 +234,7 @@ class ColumnState:
         fractions = tuple(p / 100 for p in PERCENTILES)
         quantiles = []
         if count and self.low is not None and self.high is not None:
-            quantiles = self.buckets.quantiles(fractions, self.low, self.high)
+            quantiles = self.buckets.quantiles(fractions, self.low, self.high, integers=self.integers)
         return ColumnProfile(
             **common,
             nans=self.nans,
@@ -252,6 +255,7 @@ class ColumnState:
         data |= {"nans": self.nans, "count": self.count, "distinct": self.distinct.to_json()}
         if self.kind == "numeric":
             data |= {"min": self.low, "max": self.high, "mean": self.mean, "squares": self.squares}
+            data["integers"] = self.integers
             data["buckets"] = self.buckets.to_json()
         else:
             data["counts"] = self.counts.to_json()
@@ -268,6 +272,7 @@ class ColumnState:
             state.low, state.high = data["min"], data["max"]
             state.mean, state.squares = float(data["mean"]), float(data["squares"])
             state.buckets = ValueBuckets.from_json(data["buckets"])
+            state.integers = bool(data.get("integers", False))
         else:
             state.counts = ValueCounts.from_json(data["counts"])
         return state

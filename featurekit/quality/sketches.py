@@ -118,17 +118,26 @@ class ValueBuckets:
     def total(self) -> int:
         return int(self.counts.sum())
 
-    def order_statistics(self, ranks: np.ndarray, low: float, high: float) -> np.ndarray:
-        """Estimates of the values at 0-based ``ranks``: their bucket's middle, within ``[low, high]``."""
+    def order_statistics(self, ranks: np.ndarray, low: float, high: float, *, integers: bool = False) -> np.ndarray:
+        """Estimates of the values at 0-based ``ranks``: their bucket's middle, within ``[low, high]``.
+
+        ``integers``: the values are integers, so a bucket at most 1 wide holds one value, which
+        is then exact (counts and other small integers get exact percentiles).
+        """
         keys = np.searchsorted(np.cumsum(self.counts), ranks, side="right") + self.low
         bottom = bucket_low(keys)
         with np.errstate(all="ignore"):  # the bucket of infinity has no top
-            middle = (bottom + bucket_low(keys + 1)) / 2
+            top = bucket_low(keys + 1)
+            middle = (bottom + top) / 2
+            if integers:
+                middle = np.where(top - bottom <= 1, np.ceil(bottom), middle)
         # The buckets of infinity (no top) and of zero (which holds only subnormals besides it)
         middle = np.where(np.isinf(bottom) | (keys == 0), bottom, middle)
         return np.clip(middle, low, high)
 
-    def quantiles(self, fractions: tuple[float, ...], low: float, high: float) -> list[float]:
+    def quantiles(
+        self, fractions: tuple[float, ...], low: float, high: float, *, integers: bool = False
+    ) -> list[float]:
         """Linear-interpolated quantiles (DuckDB's ``quantile_cont``), each within relative error
         :data:`RELATIVE_ERROR` of the larger of the two order statistics it interpolates between."""
         n = self.total
@@ -136,8 +145,8 @@ class ValueBuckets:
             return []
         position = np.asarray(fractions, dtype=np.float64) * (n - 1)
         below = np.floor(position)
-        lower = self.order_statistics(below.astype(np.int64), low, high)
-        upper = self.order_statistics(np.minimum(below + 1, n - 1).astype(np.int64), low, high)
+        lower = self.order_statistics(below.astype(np.int64), low, high, integers=integers)
+        upper = self.order_statistics(np.minimum(below + 1, n - 1).astype(np.int64), low, high, integers=integers)
         estimate = lower + (position - below) * (upper - lower)
         return [float(v) for v in estimate]
 
