@@ -8,8 +8,10 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 ``http`` (the feature server, see :mod:`benchmarks.http_server`); ``servelog`` (1-entity lookups
 with the serving log off and on, see :mod:`benchmarks.servelog`); ``load`` (the server under a
 bounded load, idle, during a materialize and through a Redis restart, see :mod:`benchmarks.serving_load`);
+``quality`` (offline materialize with and without the quality pass, see :mod:`benchmarks.quality`);
 ``ui`` (every web UI page on 500 views and 10,000 registry commits, see :mod:`benchmarks.ui_pages`);
-``child``, ``redis-child``, ``servelog-child`` and ``materialize-loop`` are the harness's own child processes.
+``child``, ``redis-child``, ``servelog-child``, ``quality-child`` and ``materialize-loop`` are the
+harness's own child processes.
 """
 
 from __future__ import annotations
@@ -126,6 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     servelog.add_argument("--repeat", type=int, default=6, help="rounds (each: one run with the log off, one on)")
     servelog.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("servelog-child").add_argument("argv", nargs=argparse.REMAINDER)
+    on_quality = sub.add_parser("quality", help="offline materialize with and without the quality pass")
+    on_quality.add_argument("--scale", choices=sorted(SCALES), default="medium")
+    on_quality.add_argument("--repeat", type=int, default=7, help="rounds, each measuring both")
+    on_quality.add_argument("--output", type=Path, default=HERE / "results")
+    sub.add_parser("quality-child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
         "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
@@ -153,6 +160,14 @@ def main() -> None:
         from benchmarks.redis_online import run
 
         sys.exit(run(options))
+    elif options.command == "quality":
+        from benchmarks.quality import run as run_quality
+
+        sys.exit(run_quality(options))
+    elif options.command == "quality-child":
+        from benchmarks.quality import child as quality_child
+
+        quality_child(options.argv)
     elif options.command == "redis-child":
         from benchmarks.redis_online import child as redis_child
 

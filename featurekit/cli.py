@@ -407,6 +407,26 @@ def checks(ctx: Context, view: str, version: int | None, as_json: bool) -> None:
             click.echo(json.dumps(commit.to_dict(), sort_keys=True) if as_json else str(commit))
 
 
+@cli.command(short_help="Profile a view's committed data.")
+@click.argument("view")
+@click.option("--start", default=None, help="Profile only rows from this event time (ISO-8601; naive = UTC).")
+@click.option("--end", default=None, help="... up to this one, exclusive (with --start).")
+@click.option("--as-of", default=None, help="As of a registry version (number) or a time (ISO-8601).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_context
+@reports_errors
+def profile(ctx: Context, view: str, start: str | None, end: str | None, as_of: str | None, as_json: bool) -> None:
+    """Statistics of VIEW's (or VIEW@vN's) current data version, or of one window of it."""
+    from featurekit.quality.display import profile_text
+
+    if (start is None) != (end is None):
+        raise SchemaError("pass --start and --end together (or neither, for the whole data version)")
+    window = None if start is None or end is None else (_time(start, "--start"), _time(end, "--end"))
+    with ctx.store() as store:
+        found = store.profile(view, window=window, as_of=_as_of(as_of))
+    click.echo(json.dumps(found.to_dict()) if as_json else profile_text(found))
+
+
 @cli.command(short_help="List applies and materializations.")
 @click.argument("view", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per line).")

@@ -60,6 +60,7 @@ class Manifest(BaseModel):
     spine_rows: int
     spine_columns: list[str]
     views: list[ViewRecord]
+    profile: dict[str, Any] | None = None  # of the feature columns (featurekit.quality.profile.Profile.to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -80,7 +81,7 @@ def load_manifest(value: Any) -> Manifest:
             raise ManifestError(f"{where} does not exist; pass a manifest dict, JSON, or a training-set file")
         if path.suffix == ".parquet":
             try:
-                metadata = pq.read_schema(path).metadata or {}
+                metadata = pq.read_metadata(path).metadata or {}  # the file's, not only the schema's
             except (OSError, pa.ArrowInvalid) as exc:
                 raise ManifestError(f"{where} is not a readable Parquet file: {exc}") from exc
             raw = metadata.get(METADATA_KEY.encode())

@@ -39,6 +39,7 @@ from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
 from featurekit.quality.check_results import CommitChecks, stored_checks
 from featurekit.quality.consistency import ConsistencyReport
+from featurekit.quality.profile import Profile
 from featurekit.quality.serving_log import ServingLog
 from featurekit.references import FeatureRequest, resolve
 from featurekit.registry import ActiveView, Registry
@@ -323,6 +324,31 @@ class FeatureStore:
         if asked.expected is not None:
             check_reproduction(asked.expected, built.manifest_model)
         return built
+
+    def profile(
+        self,
+        view: str,
+        *,
+        window: tuple[datetime | str, datetime | str] | None = None,
+        as_of: AsOf | None = None,
+    ) -> Profile:
+        """The profile of a view version's committed data (``"view"`` or ``"view@v1"``).
+
+        Without ``window``: the current data version's (as of ``as_of``), from the records its
+        commits stored (see :mod:`featurekit.quality.data_profiles`). With ``window=(start, end)``:
+        the committed rows with event times in it, read through the engine; histograms use the
+        version's fixed edges either way.
+        """
+        from featurekit.quality.data_profiles import data_version_profile, resolve_version, window_profile
+
+        at = registry_version(self.registry, as_of)
+        version = resolve_version(self.registry, view, at)
+        if window is None:
+            return data_version_profile(self.registry, self.tables, self.engine, version, as_of=at)
+        start, end = utc(window[0], "window start"), utc(window[1], "window end")
+        if start >= end:
+            raise WindowError(f"window start {start.isoformat()} must be before its end {end.isoformat()}")
+        return window_profile(self.registry, self.tables, self.engine, version, (start, end), as_of=at)
 
     # -- history, retention, integrity ------------------------------------------------------
 

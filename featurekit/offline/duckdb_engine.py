@@ -346,6 +346,22 @@ class DuckDBEngine:
             found.append((column, total, total - int(count), int(distinct), low, high, mean, std))
         return _summary(found)
 
+    def committed_rows(
+        self, view: ViewInput, windows: list[tuple[datetime, datetime]] | None, columns: list[str], rows: int
+    ) -> Iterator[pa.Table]:
+        if not view.files or windows == []:
+            return
+        ts = quote(view.timestamp_field)
+        where = " OR ".join(f"({ts} >= ? AND {ts} < ?)" for _ in windows or ())
+        params: list[Any] = [[local_path(f) for f in view.files], *(t for w in windows or () for t in w)]
+        select = ", ".join([quote(c) for c in columns]) if columns else "NULL AS __fk_none"
+        with self._cursor() as con, reading_offline():
+            reader = con.sql(
+                f"SELECT {select} FROM read_parquet(?)" + (f" WHERE {where}" if where else ""), params=params
+            ).to_arrow_reader(rows)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+
 
 @contextmanager
 def _interruptible(con: duckdb.DuckDBPyConnection, cancel: Cancel | None) -> Iterator[None]:

@@ -267,6 +267,13 @@ class OfflineEngine(Protocol):
         """
         ...
 
+    def committed_rows(
+        self, view: ViewInput, windows: list[tuple[datetime, datetime]] | None, columns: list[str], rows: int
+    ) -> Iterator[pa.Table]:
+        """``columns`` of the view's rows whose event time lies in one of ``windows`` (None: every
+        row), in batches of about ``rows`` rows (for profiles of committed data)."""
+        ...
+
     def close(self) -> None: ...
 
 

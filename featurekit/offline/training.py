@@ -27,6 +27,8 @@ from featurekit.offline.inputs import view_input
 from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
 from featurekit.ondemand import OnDemandStep, needed_columns, run_steps
+from featurekit.quality.profile import Profile
+from featurekit.quality.profiling import RowsProfiler, version_edges
 from featurekit.references import ResolvedFeatures, canonical, internal_name
 from featurekit.registry import Registry, ViewVersion
 from featurekit.timestamps import utc
@@ -206,7 +208,29 @@ def build_training_set(
     def written(path: Path, made: Manifest) -> None:
         registry.record_training_set(str(path.resolve()), made.registry_version, made.to_json())
 
-    return TrainingSet(join, prepared.check, post, manifest, explanation=lambda: explain(explain_plan), written=written)
+    return TrainingSet(
+        join,
+        prepared.check,
+        post,
+        manifest,
+        explanation=lambda: explain(explain_plan),
+        written=written,
+        profiler=_profiler(registry, plan, final),
+    )
+
+
+def _profiler(
+    registry: Registry, plan: ResolvedFeatures, final: dict[tuple[int, str], str]
+) -> Callable[[], RowsProfiler]:
+    """A profiler of the training set's feature columns; batch views' on their versions' edges."""
+    edges: dict[str, tuple[float, ...]] = {}
+    for item in plan.batch:
+        if not item.version.is_window:  # a window view's edges are of its events, not of its aggregates
+            stored = version_edges(registry, item.version) or {}
+            # (features fetched only as inputs of on-demand views are not columns of the result)
+            edges |= {final[(item.version.id, f)]: stored[f] for f in stored if (item.version.id, f) in final}
+    columns = list(final.values())
+    return lambda: RowsProfiler(columns, edges, "training set")
 
 
 def _record(registry: Registry, version: ViewVersion, data_version: int | None, commit: int | None) -> ViewRecord:
@@ -257,6 +281,7 @@ class TrainingSet:
         *,
         explanation: Callable[[], Explanation] | None = None,
         written: Callable[[Path, Manifest], None] | None = None,
+        profiler: Callable[[], RowsProfiler] | None = None,
     ) -> None:
         self._join = join
         self._check = check  # raises DataError if a spine file changed under the join
@@ -270,6 +295,8 @@ class TrainingSet:
         self._table: pa.Table | None = None
         self._make_explanation = explanation
         self._explanation: Explanation | None = None
+        self._profiler = profiler  # the feature columns' profile, taken when the rows are first produced
+        self._profile: Profile | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -285,8 +312,20 @@ class TrainingSet:
         if self._manifest is None:
             if self._make_manifest is None:
                 raise AssertionError("this training set was built without a manifest")
-            self._manifest = self._make_manifest()
+            manifest = self._make_manifest()
+            profile = self.profile()
+            self._manifest = manifest.model_copy(update={"profile": profile.to_dict()}) if profile else manifest
         return self._manifest
+
+    def profile(self) -> Profile | None:
+        """The profile of the feature columns (the model's reference for drift); also in the manifest.
+
+        Taken in the pass that produces the rows (``to_arrow``, ``to_parquet``); asked for first,
+        it computes the training set in memory. None for a training set built without one.
+        """
+        if self._profile is None and self._profiler is not None:
+            self.to_arrow()
+        return self._profile
 
     @property
     def description(self) -> str:
@@ -317,6 +356,10 @@ class TrainingSet:
             table = self._join.to_arrow()
             self._check()
             self._table = self._post(table) if self._post is not None else table
+            if self._profiler is not None and self._profile is None:
+                profiler = self._profiler()
+                profiler.add(self._table)
+                self._profile = profiler.result()
         return self._table
 
     def to_pandas(self) -> Any:
@@ -339,27 +382,19 @@ class TrainingSet:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.partial")
-        manifest = self.manifest_model.to_json() if self._make_manifest is not None else None
-        metadata = {METADATA_KEY: manifest} if manifest is not None else {}
         if self._table is not None:
-            pq.write_table(
-                self._table.replace_schema_metadata({**(self._table.schema.metadata or {}), **metadata}), temporary
-            )
-        elif self._post is None:
-            self._join.to_parquet(temporary, metadata)
+            pq.write_table(self._table.replace_schema_metadata(self._metadata(self._table.schema)), temporary)
         else:
-            writer: pq.ParquetWriter | None = None
+            # Streamed through this process (not the engine's own writer), so that the profile in
+            # the manifest is taken in the same pass; the manifest goes into the footer at the end.
             try:
-                for batch in self.iter_batches():
-                    if writer is None:
-                        writer = pq.ParquetWriter(temporary, batch.schema.with_metadata(metadata))
-                    writer.write_batch(batch)
-            finally:
-                if writer is not None:
-                    writer.close()
-            if writer is None:  # an empty spine: no batch came
+                written = self._stream(temporary)
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
+            if not written:  # an empty spine: no batch came
                 table = self.to_arrow()
-                pq.write_table(table.replace_schema_metadata(metadata), temporary)
+                pq.write_table(table.replace_schema_metadata(self._metadata(table.schema)), temporary)
         try:
             self._check()
         except DataError:
@@ -369,6 +404,33 @@ class TrainingSet:
         if self._written is not None and self._make_manifest is not None:
             self._written(target, self.manifest_model)
         return target
+
+    def _stream(self, path: Path) -> bool:
+        """Write the batches to ``path``, profiling them; the manifest goes into the footer. False: none came."""
+        profiler = self._profiler() if self._profiler is not None else None
+        writer: pq.ParquetWriter | None = None
+        try:
+            for batch in self.iter_batches():
+                if writer is None:
+                    writer = pq.ParquetWriter(path, batch.schema)
+                writer.write_batch(batch)
+                if profiler is not None:
+                    profiler.add(pa.Table.from_batches([batch]))
+            if writer is not None:
+                if profiler is not None:
+                    self._profile = profiler.result()
+                writer.add_key_value_metadata(self._metadata(writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+        return writer is not None
+
+    def _metadata(self, schema: pa.Schema) -> dict[str, str]:
+        """The file's key-value metadata: the schema's own, and the manifest (with the profile)."""
+        metadata = {key.decode(): value.decode() for key, value in (schema.metadata or {}).items()}
+        if self._make_manifest is not None:
+            metadata[METADATA_KEY] = self.manifest_model.to_json()
+        return metadata
 
     def iter_batches(self, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Stream the training set as Arrow record batches."""

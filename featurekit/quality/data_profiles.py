@@ -1,0 +1,177 @@
+"""Profiles of committed data: a data version's from the records of its commits, a window's by a read.
+
+A data version holds the rows of its commits that later ones did not replace: a materialization
+of ``[start, end)`` replaces every committed row in that window (whoever wrote it), a push adds
+rows. Following the commits in order, each commit's rows are live where no later
+materialization's window covered them. The data version's profile is then
+
+* the merge of the stored states of the commits whose rows are all live (no read), and
+* for the commits that lost only part of their rows (a re-materialized window inside an earlier,
+  longer one) or have no stored state (committed before profiles existed): a profile of the
+  committed rows in what is left of their windows, read through the engine. Other live commits
+  whose windows overlap that read (pushes) are read with it instead of merged, so no row counts
+  twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from featurekit.errors import RetentionError
+from featurekit.offline.engine import OfflineEngine
+from featurekit.offline.inputs import view_input
+from featurekit.offline.tables import OfflineTables
+from featurekit.quality.profile import Profile
+from featurekit.quality.profiling import ProfileState, choose_edges, feature_columns, version_edges
+from featurekit.registry import Materialization, Registry, ViewVersion
+
+Interval = tuple[datetime, datetime]
+READ_ROWS = 1_000_000
+
+
+def subtract(intervals: list[Interval], cut: Interval) -> list[Interval]:
+    """``intervals`` less ``cut`` (half-open intervals)."""
+    kept = []
+    for start, end in intervals:
+        if end <= cut[0] or cut[1] <= start:
+            kept.append((start, end))
+            continue
+        if start < cut[0]:
+            kept.append((start, cut[0]))
+        if cut[1] < end:
+            kept.append((cut[1], end))
+    return kept
+
+
+def _overlaps(a: Iterable[Interval], b: Iterable[Interval]) -> bool:
+    b = list(b)
+    return any(s < e2 and s2 < e for s, e in a for s2, e2 in b)
+
+
+@dataclass
+class Segment:
+    """One commit's rows still in the data version: where they can be, and whether all are."""
+
+    commit: Materialization
+    live: list[Interval]
+    whole: bool = True
+
+
+def live_segments(commits: list[Materialization], removed: dict[int, datetime]) -> list[Segment]:
+    """The commits whose rows the last one's data version holds (``removed``: when gc removed data versions).
+
+    A materialization whose base data version gc had removed rewrote the whole table (its rows
+    then being the only ones).
+    """
+    segments: list[Segment] = []
+    previous: Materialization | None = None
+    for commit in commits:
+        window = (commit.window_start, commit.window_end)
+        gone = removed.get(previous.data_version) if previous is not None else None
+        if gone is not None and gone <= commit.committed_at and commit.mode != "push":
+            segments = []
+        if commit.mode != "push":
+            for segment in segments:
+                kept = subtract(segment.live, window)
+                if kept != segment.live:
+                    segment.live, segment.whole = kept, False
+            segments = [s for s in segments if s.live]
+        segments.append(Segment(commit, [window]))
+        previous = commit
+    return segments
+
+
+def data_version_profile(
+    registry: Registry,
+    tables: OfflineTables,
+    engine: OfflineEngine,
+    version: ViewVersion,
+    *,
+    as_of: int | None = None,
+) -> Profile:
+    """The profile of the version's current data version (as of registry version ``as_of``)."""
+    commits = [m for m in registry.materializations(version.id) if as_of is None or m.commit_id <= as_of]
+    columns = feature_columns(version)
+    empty = ProfileState.empty(version.schema, columns)
+    if not commits:
+        return empty.profile({}, f"{version.view} v{version.version}: nothing materialized")
+    last = commits[-1]
+    if registry.removal(version.id, last.data_version) is not None:
+        raise RetentionError(
+            f"data version {last.data_version} of feature view '{version.view}' v{version.version} was removed "
+            "by gc; its profile stays in the registry, but profiles are read for data that exists: "
+            "pass a later as_of"
+        )
+    removed = {}
+    for data_version in sorted(dv for vid, dv in registry.removals() if vid == version.id):
+        removal = registry.removal(version.id, data_version)
+        if removal is not None:
+            removed[data_version] = removal.removed_at
+    stored = dict(registry.quality(version.id, "profile", as_of))
+    segments = live_segments(commits, removed)
+    to_read = [s for s in segments if not s.whole or s.commit.commit_id not in stored]
+    read = [interval for s in to_read for interval in s.live]
+    merged = [s for s in segments if s not in to_read]
+    while True:  # a merged commit overlapping the read is read instead (its rows are in the read)
+        overlapping = [s for s in merged if _overlaps(s.live, read)]
+        if not overlapping:
+            break
+        merged = [s for s in merged if s not in overlapping]
+        read += [interval for s in overlapping for interval in s.live]
+    state = empty
+    for segment in merged:
+        state = state.merge(ProfileState.from_json(stored[segment.commit.commit_id]))
+    if read:
+        files = tables.files(version.view, version.version, last.data_version)
+        for batch in engine.committed_rows(view_input(version, files), read, columns, READ_ROWS):
+            state.add(batch)
+    edges = version_edges(registry, version)
+    source = f"{version.view} v{version.version} data version {last.data_version}"
+    return state.profile(edges if edges is not None else choose_edges(state), source)
+
+
+def window_profile(
+    registry: Registry,
+    tables: OfflineTables,
+    engine: OfflineEngine,
+    version: ViewVersion,
+    window: Interval,
+    *,
+    as_of: int | None = None,
+) -> Profile:
+    """The profile of the committed rows with event times in ``window``, read through the engine."""
+    last = registry.last_materialization(version.id, as_of)
+    columns = feature_columns(version)
+    state = ProfileState.empty(version.schema, columns)
+    data_version = None if last is None else last.data_version
+    if last is not None:
+        if registry.removal(version.id, last.data_version) is not None:
+            raise RetentionError(
+                f"data version {last.data_version} of feature view '{version.view}' v{version.version} was "
+                "removed by gc; pass a later as_of"
+            )
+        files = tables.files(version.view, version.version, last.data_version)
+        for batch in engine.committed_rows(view_input(version, files), [window], columns, READ_ROWS):
+            state.add(batch)
+    edges = version_edges(registry, version)
+    span = f"[{window[0].isoformat()}, {window[1].isoformat()})"
+    source = f"{version.view} v{version.version} data version {data_version} {span}"
+    return state.profile(edges if edges is not None else choose_edges(state), source)
+
+
+def resolve_version(registry: Registry, view: str, at: int) -> ViewVersion:
+    """``"name"`` (the version active at registry version ``at``) or ``"name@vN"``."""
+    from featurekit.errors import UnknownNameError, did_you_mean
+
+    name, _, pinned = view.partition("@v")
+    if pinned:
+        if not pinned.isdigit():
+            raise UnknownNameError(f"cannot read {view!r}; write VIEW or VIEW@vN")
+        return registry.version(name, int(pinned))
+    active = registry.active(at)
+    found = next((a.version for n, a in active.items() if n.lower() == name.lower()), None)
+    if found is None:
+        raise UnknownNameError(f"no applied feature view {name!r}{did_you_mean(name, active)}")
+    return found
