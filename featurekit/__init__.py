@@ -61,7 +61,10 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from featurekit.quality.check_results import CheckResult, CommitChecks
     from featurekit.quality.checks import CheckWarning
     from featurekit.quality.consistency import ConsistencyReport
+    from featurekit.quality.drift import DriftReport, Thresholds
+    from featurekit.quality.profile import Profile
     from featurekit.quality.serving_log import read_log
+    from featurekit.quality.sides import ServedValues, ViewData
     from featurekit.skew import Mismatch, SkewReport
     from featurekit.store import FeatureStore
 
@@ -71,6 +74,11 @@ _LAZY = {
     "CheckResult": "featurekit.quality.check_results",
     "CheckWarning": "featurekit.quality.checks",
     "Client": "featurekit.client",
+    "DriftReport": "featurekit.quality.drift",
+    "Profile": "featurekit.quality.profile",
+    "ServedValues": "featurekit.quality.sides",
+    "Thresholds": "featurekit.quality.drift",
+    "ViewData": "featurekit.quality.sides",
     "CommitChecks": "featurekit.quality.check_results",
     "Explanation": "featurekit.offline.explanation",
     "ConsistencyReport": "featurekit.quality.consistency",
@@ -117,6 +125,7 @@ __all__ = [
     "ConsistencyReport",
     "DataError",
     "DefinitionError",
+    "DriftReport",
     "Entity",
     "Explanation",
     "FeatureFunctionError",
@@ -137,18 +146,22 @@ __all__ = [
     "OnlineHistoryError",
     "OnlineResponse",
     "Plan",
+    "Profile",
     "PushResult",
     "RegistryError",
     "RequestError",
     "RetentionError",
     "SchemaError",
+    "ServedValues",
     "ServerError",
     "SkewReport",
     "SourceError",
     "SqlSource",
     "StorageError",
+    "Thresholds",
     "TrainingSet",
     "UnknownNameError",
+    "ViewData",
     "ViewInfo",
     "WindowError",
     "WindowView",

@@ -711,6 +711,8 @@ def _watermark(info: ViewInfo) -> str | None:
 
 def main() -> None:
     """Console-script entry point."""
+    import featurekit.cli_quality  # noqa: F401  (registers the quality commands)
+
     cli(prog_name="featurekit")
 
 

@@ -39,8 +39,10 @@ from featurekit.progress import Progress, make_progress
 from featurekit.push import PushResult, PushTarget, push
 from featurekit.quality.check_results import CommitChecks, stored_checks
 from featurekit.quality.consistency import ConsistencyReport
+from featurekit.quality.drift import DriftReport, Thresholds
 from featurekit.quality.profile import Profile
 from featurekit.quality.serving_log import ServingLog
+from featurekit.quality.sides import measure as measure_drift
 from featurekit.references import FeatureRequest, resolve
 from featurekit.registry import ActiveView, Registry
 from featurekit.repo import RepoDefinitions, load_repo
@@ -331,24 +333,28 @@ class FeatureStore:
         *,
         window: tuple[datetime | str, datetime | str] | None = None,
         as_of: AsOf | None = None,
+        edges: dict[str, tuple[float, ...]] | None = None,
     ) -> Profile:
         """The profile of a view version's committed data (``"view"`` or ``"view@v1"``).
 
         Without ``window``: the current data version's (as of ``as_of``), from the records its
         commits stored (see :mod:`featurekit.quality.data_profiles`). With ``window=(start, end)``:
         the committed rows with event times in it, read through the engine; histograms use the
-        version's fixed edges either way.
+        version's fixed edges either way, or ``edges`` (column -> edges) when given, which reads
+        the rows (drift profiles one side on the other's bins this way).
         """
         from featurekit.quality.data_profiles import data_version_profile, resolve_version, window_profile
 
         at = registry_version(self.registry, as_of)
         version = resolve_version(self.registry, view, at)
-        if window is None:
+        if window is None and edges is None:
             return data_version_profile(self.registry, self.tables, self.engine, version, as_of=at)
+        if window is None:
+            return window_profile(self.registry, self.tables, self.engine, version, None, as_of=at, edges=edges)
         start, end = utc(window[0], "window start"), utc(window[1], "window end")
         if start >= end:
             raise WindowError(f"window start {start.isoformat()} must be before its end {end.isoformat()}")
-        return window_profile(self.registry, self.tables, self.engine, version, (start, end), as_of=at)
+        return window_profile(self.registry, self.tables, self.engine, version, (start, end), as_of=at, edges=edges)
 
     # -- history, retention, integrity ------------------------------------------------------
 
@@ -452,6 +458,28 @@ class FeatureStore:
             return self.training_set(spine, references, timestamp_field=SPINE_AT, full_names=True).to_arrow()
 
         return check_consistency(table, self.registry, training, features)
+
+    def drift(
+        self,
+        features: Sequence[str] | None = None,
+        *,
+        reference: Any,
+        current: Any,
+        thresholds: Thresholds | None = None,
+    ) -> DriftReport:
+        """Did ``features`` drift from ``reference`` to ``current``?
+
+        Each side is a view version's committed data (``"driver_stats@v1"``, or
+        ``("driver_stats@v1", start, end)`` for a window of it), a training set (the object or its
+        Parquet file, whose manifest holds its profile), ``fk.ServedValues()`` (the serving log),
+        an Arrow table of feature values, or a :class:`~featurekit.quality.profile.Profile`. The
+        current side is profiled on the reference's histogram bins (reading its rows when its
+        stored profile has other bins). Per feature: PSI, Jensen-Shannon distance, the
+        Kolmogorov-Smirnov statistic (numerics) or L-infinity distance and new categories
+        (categoricals), and the null-rate change, each with its threshold, noise level and status
+        (:mod:`featurekit.quality.drift`). ``features`` default to every column both sides profile.
+        """
+        return measure_drift(self, list(features) if features is not None else None, reference, current, thresholds)
 
     def verify(
         self,

@@ -24,7 +24,7 @@ from featurekit.offline.engine import OfflineEngine
 from featurekit.offline.inputs import view_input
 from featurekit.offline.tables import OfflineTables
 from featurekit.quality.profile import Profile
-from featurekit.quality.profiling import ProfileState, choose_edges, feature_columns, version_edges
+from featurekit.quality.profiling import Edges, ProfileState, choose_edges, feature_columns, version_edges
 from featurekit.registry import Materialization, Registry, ViewVersion
 
 Interval = tuple[datetime, datetime]
@@ -137,11 +137,16 @@ def window_profile(
     tables: OfflineTables,
     engine: OfflineEngine,
     version: ViewVersion,
-    window: Interval,
+    window: Interval | None,
     *,
     as_of: int | None = None,
+    edges: Edges | None = None,
 ) -> Profile:
-    """The profile of the committed rows with event times in ``window``, read through the engine."""
+    """The profile of the committed rows with event times in ``window`` (None: all), read through the engine.
+
+    ``edges``: histogram edges to use instead of the version's (drift profiles one side on the
+    other side's bins).
+    """
     last = registry.last_materialization(version.id, as_of)
     columns = feature_columns(version)
     state = ProfileState.empty(version.schema, columns)
@@ -153,11 +158,14 @@ def window_profile(
                 "removed by gc; pass a later as_of"
             )
         files = tables.files(version.view, version.version, last.data_version)
-        for batch in engine.committed_rows(view_input(version, files), [window], columns, READ_ROWS):
+        for batch in engine.committed_rows(
+            view_input(version, files), None if window is None else [window], columns, READ_ROWS
+        ):
             state.add(batch)
-    edges = version_edges(registry, version)
-    span = f"[{window[0].isoformat()}, {window[1].isoformat()})"
-    source = f"{version.view} v{version.version} data version {data_version} {span}"
+    if edges is None:
+        edges = version_edges(registry, version)
+    span = "" if window is None else f"[{window[0].isoformat()}, {window[1].isoformat()})"
+    source = f"{version.view} v{version.version} data version {data_version} {span}".rstrip()
     return state.profile(edges if edges is not None else choose_edges(state), source)
 
 
