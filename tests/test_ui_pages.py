@@ -124,3 +124,21 @@ def test_no_auth_is_refused_beyond_loopback(ui_demo: DemoUi) -> None:
     )
     assert done.returncode == 1
     assert "only allowed on a loopback address" in done.stderr
+
+
+def test_a_view_page_shows_its_checks_profile_and_drift_as_the_api_has_them(
+    ui_demo: DemoUi, store: fk.FeatureStore
+) -> None:
+    view = get(ui_demo, "views/driver_stats.json").json()
+    newest = store.check_results("driver_stats")[-1]
+    assert view["checks"]["status"] == ("passed" if newest.passed else "failed")
+    assert [r["check"] for r in view["checks"]["results"]] == [r.check for r in newest.results]
+    profile = store.profile("driver_stats")
+    shown = {c["name"]: c for c in view["profile"]["columns"]}
+    assert set(shown) == set(profile.columns)
+    for name, column in profile.columns.items():
+        assert shown[name]["rows"] == column.rows
+        assert shown[name]["histogram"] == list(column.histogram)
+    page = get(ui_demo, "views/driver_stats").text
+    assert 'id="checks"' in page
+    assert 'id="profile"' in page

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import featurekit
+from featurekit.quality.check_results import CheckResult
 from featurekit.registry import Registry, ViewVersion
 from featurekit.store import FeatureStore
 from featurekit.ui.html import Html, esc, section, table
@@ -34,10 +35,14 @@ def checks(latest: tuple[int, str] | None) -> dict[str, Any] | None:
     if latest is None:
         return {"status": "none", "registry_version": None, "results": []}
     commit, payload = latest
-    results = json.loads(payload)
-    items = results if isinstance(results, list) else [results]
-    failed = [r for r in items if isinstance(r, dict) and (r.get("ok") is False or r.get("status") == "fail")]
-    return {"status": "failed" if failed else "passed", "registry_version": commit, "results": items}
+    record = json.loads(payload)  # featurekit.quality.check_results.CommitChecks.to_json
+    items = [CheckResult.from_dict(r) for r in record.get("results", [])]
+    failed = [r for r in items if r.passed is False]
+    return {
+        "status": "failed" if failed else "passed",
+        "registry_version": commit,
+        "results": [{"status": r.status, **r.to_dict()} for r in items],
+    }
 
 
 def profile(store: FeatureStore, version: ViewVersion) -> dict[str, Any] | None:
