@@ -11,13 +11,34 @@ from pathlib import Path
 from featurekit.offline.duckdb_engine import DuckDBEngine
 from featurekit.offline.engine import OfflineEngine
 
-ENGINES = ["duckdb"]
+ENGINES = ["duckdb", "spark"]
 # (entities, unique_times) that select each plan: no statistic, the ASOF plan; a huge entity count
 # (few spine rows per entity), the range plan; no ties recorded, ASOF carrying the row itself.
 PLANS: dict[str, tuple[int | None, bool]] = {"asof": (None, False), "range": (10**12, False), "asof_rows": (None, True)}
 
 
+_SPARK: list[object] = []  # one Spark session per test session (start-up takes 10-20 s)
+
+
+def spark_session() -> object:
+    if not _SPARK:
+        from featurekit.offline.spark_engine import build_session
+
+        _SPARK.append(build_session("local[2]", {"spark.sql.shuffle.partitions": "4"}))
+        # pyspark imports IPython (when installed) on its first DataFrame call, which raises the
+        # recursion limit; inside a hypothesis test that is an error, so let it happen now.
+        import contextlib
+
+        with contextlib.suppress(ImportError):
+            import IPython  # noqa: F401
+    return _SPARK[0]
+
+
 def make_engine(name: str, root: Path) -> OfflineEngine:
     if name == "duckdb":
         return DuckDBEngine(root)
+    if name == "spark":
+        from featurekit.offline.spark_engine import SparkEngine
+
+        return SparkEngine(spark_session())  # type: ignore[arg-type]
     raise AssertionError(f"unknown engine {name}")

@@ -71,13 +71,15 @@ def scan(kind: str, location: str) -> SourceScan:
 
 
 @pytest.fixture(params=["parquet", "csv", "sql"])
-def source(request: pytest.FixtureRequest, tmp_path: Path) -> SourceScan:
+def source(request: pytest.FixtureRequest, tmp_path: Path, engine: OfflineEngine) -> SourceScan:
     table = rows(100)
     if request.param == "csv":
         pcsv.write_csv(table, tmp_path / "rows.csv")
         return scan("csv", str(tmp_path / "rows.csv"))
     pq.write_table(table, tmp_path / "rows.parquet")
-    if request.param == "sql":
+    if request.param == "sql":  # in the engine's own SQL
+        if engine.name == "spark":
+            return scan("sql", f"SELECT * FROM parquet.`{tmp_path / 'rows.parquet'}`")
         return scan("sql", f"SELECT * FROM read_parquet('{tmp_path / 'rows.parquet'}')")
     return scan("parquet", str(tmp_path / "rows.parquet"))
 

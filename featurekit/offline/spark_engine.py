@@ -1,0 +1,538 @@
+"""The Spark engine: the offline engine protocol over a Spark session, for data that outgrows one machine.
+
+Every Spark call of featurekit lives in this module. It reads the same Parquet files the registry
+resolves (so time travel and manifests hold) and implements the rules of
+:mod:`featurekit.offline.engine` exactly as the DuckDB engine does; ``tests/test_engine_contract.py``
+runs the same suite on both.
+
+**The point-in-time join** is one plan that holds on every data shape: the spine's rows and the
+view's rows are unioned per key and ordered by (time, feature rows before spine rows at equal
+times, then the tie-break order); each spine row takes the last feature row before it with
+``last(..., ignorenulls)`` over a running window, and the TTL is tested on that match. Its cost
+is a sort of spine + feature rows per key, never a pairing of rows per key, so dense logs and few
+keys with long histories stay linear.
+
+Timestamps: the session's time zone is UTC; a naive Parquet timestamp is read as TIMESTAMP_NTZ and
+taken as UTC; a nanosecond timestamp is read as its integer and truncated toward the past to the
+microsecond, as the DuckDB engine does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from featurekit.errors import ConfigError, SourceError, StorageError, WindowError
+from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+ROW = "__fk_row"
+TS = "__fk_ts"
+_KIND = "__fk_kind"  # 0: a feature row, 1: a spine row (after feature rows of the same instant)
+_MATCH = "__fk_m"
+DEFAULT_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+}
+# A session featurekit builds binds to loopback unless the configuration says otherwise.
+LOCAL_CONF = {"spark.driver.bindAddress": "127.0.0.1", "spark.driver.host": "127.0.0.1"}
+
+
+def _spark() -> Any:
+    try:
+        import pyspark.sql
+    except ImportError as exc:
+        raise ConfigError(
+            "the Spark engine needs pyspark: pip install 'featurekit[spark]' (and a Java runtime, 17 or newer)"
+        ) from exc
+    return pyspark.sql
+
+
+def build_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
+    """A Spark session for featurekit: UTC, Arrow transfers, nanosecond timestamps as integers."""
+    sql = _spark()
+    builder = sql.SparkSession.builder.master(master).appName("featurekit")
+    for key, value in {**DEFAULT_CONF, **LOCAL_CONF, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    try:
+        session: SparkSession = builder.getOrCreate()
+        session.sparkContext.setLogLevel("ERROR")
+    except Exception as exc:  # py4j and Java failures arrive as many types
+        raise ConfigError(
+            f"cannot start Spark (master {master!r}): {_first_line(exc)}; check Java and the master URL"
+        ) from exc
+    return session
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """The exception types a failed Spark call raises (Spark's own and py4j's bridge errors)."""
+    from py4j.protocol import Py4JError  # type: ignore[import-untyped]
+    from pyspark.errors import PySparkException
+
+    return (PySparkException, Py4JError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class SparkEngine:
+    """The offline engine over Spark. Safe to call from many threads (Spark sessions are)."""
+
+    name = "spark"
+
+    def __init__(
+        self, session: SparkSession | None = None, *, master: str = "local[2]", conf: dict[str, str] | None = None
+    ) -> None:
+        self._owned = session is None
+        self.spark = session if session is not None else build_session(master, conf)
+        for key, value in DEFAULT_CONF.items():
+            if key.startswith("spark.sql."):
+                self.spark.conf.set(key, value)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        if self._owned:
+            self.spark.stop()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read(self, paths: list[str], label: str) -> DataFrame:
+        try:
+            return self.spark.read.parquet(*paths)
+        except _errors() as exc:
+            raise StorageError(f"cannot read {label}: {_first_line(exc)}") from exc
+
+    def _source(self, scan: SourceScan) -> DataFrame:
+        try:
+            if scan.kind == "sql":
+                return self.spark.sql(scan.location)
+            if scan.kind == "csv":
+                return self.spark.read.csv(scan.location, header=True, inferSchema=True)
+            return self.spark.read.parquet(scan.location)
+        except _errors() as exc:
+            raise SourceError(f"cannot read {scan.label}: {_first_line(exc)}") from exc
+
+    def _arrow_schema(self, scan: SourceScan) -> pa.Schema | None:
+        """The Parquet files' own schema (what DuckDB reports), for Parquet sources."""
+        if scan.kind != "parquet":
+            return None
+        import glob
+
+        files = sorted(glob.glob(local_path(scan.location))) or [local_path(scan.location)]
+        try:
+            return pq.read_schema(files[0])
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise SourceError(f"cannot read {scan.label}: {exc}") from exc
+
+    def source_schema(self, scan: SourceScan) -> pa.Schema:
+        schema = self._arrow_schema(scan)
+        if schema is not None:
+            return pa.schema([pa.field(f.name, f.type) for f in schema])
+        return _to_arrow_schema(self._run(lambda: self._source(scan).limit(0).toArrow(), scan.label).schema)
+
+    def _instants(self, df: DataFrame, columns: list[str], schema: pa.Schema | None) -> DataFrame:
+        """``columns`` as UTC instants at microsecond precision (naive = UTC, nanoseconds floored)."""
+        fn = _spark().functions
+        for name in columns:
+            if name not in df.columns:
+                continue
+            dtype = schema.field(name).type if schema is not None and name in schema.names else None
+            df = df.withColumn(name, _instant(fn, fn.col(name), df.schema[name].dataType.typeName(), dtype))
+        return df
+
+    def _scan(self, scan: SourceScan, window: tuple[datetime, datetime] | None) -> DataFrame:
+        fn = _spark().functions
+        df = self._instants(self._source(scan), list(scan.timestamp_columns), self._arrow_schema(scan))
+        if window is not None:
+            ts = fn.col(scan.timestamp_field)
+            df = df.filter((ts >= fn.lit(window[0])) & (ts < fn.lit(window[1])))
+        return df
+
+    def _run(self, work: Any, label: str) -> Any:
+        try:
+            return work()
+        except _errors() as exc:
+            raise SourceError(f"cannot read {label}: {_first_line(exc)}") from exc
+
+    def source_count(self, scan: SourceScan, window: tuple[datetime, datetime] | None) -> int:
+        return int(self._run(lambda: self._scan(scan, window).count(), scan.label))
+
+    def source_min_time(self, scan: SourceScan) -> datetime | None:
+        fn = _spark().functions
+        table = self._run(
+            lambda: self._scan(scan, None).agg(fn.min(scan.timestamp_field).alias("m")).toArrow(), scan.label
+        )
+        value: datetime | None = table.column(0)[0].as_py()
+        return value
+
+    def source_null_times(self, scan: SourceScan, sample: int) -> tuple[int, pa.Table]:
+        fn = _spark().functions
+        nulls = self._source(scan).filter(fn.col(scan.timestamp_field).isNull())
+        count = int(self._run(nulls.count, scan.label))
+        rows = self._run(lambda: nulls.limit(sample).toArrow(), scan.label) if count else pa.table({})
+        return count, rows
+
+    def source_batches(
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        cancel: Cancel | None = None,
+    ) -> Iterator[pa.Table]:
+        fn = _spark().functions
+        df = self._scan(scan, window)
+        schema = self.source_schema(scan)
+        if partitions <= 1 or not keys:
+            yield _conform(self._run(df.toArrow, scan.label), schema, scan)
+            return
+        bucket = "__fk_bucket"
+        tagged = df.withColumn(bucket, fn.pmod(fn.xxhash64(*[fn.col(k) for k in keys]), fn.lit(partitions))).persist()
+        try:
+            for index in range(partitions):
+                if cancel is not None and cancel.is_set:
+                    return
+                part = self._run(lambda i=index: tagged.filter(fn.col(bucket) == i).drop(bucket).toArrow(), scan.label)
+                if part.num_rows:
+                    yield _conform(part, schema, scan)
+        finally:
+            tagged.unpersist()
+
+    # -- the point-in-time join -------------------------------------------------------------
+
+    def point_in_time(
+        self, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None = None
+    ) -> SparkJoin:
+        return SparkJoin(self, spine, views, order)
+
+    def view_frame(self, view: ViewInput) -> DataFrame:
+        """The view's rows with event and created times as instants (``known_at`` applied)."""
+        fn = _spark().functions
+        if view.files:
+            df = self._read([local_path(f) for f in view.files], f"feature view '{view.name}'")
+        else:
+            df = self.spark.createDataFrame(view.schema.empty_table())
+        times = [view.timestamp_field] + ([view.created_field] if view.created_field else [])
+        df = self._instants(df, times, view.schema)
+        if view.known_at is not None:
+            assert view.created_field is not None
+            df = df.filter(fn.col(view.created_field) <= fn.lit(view.known_at))
+        for key in view.join_keys:
+            df = df.filter(fn.col(key).isNotNull())
+        return df
+
+    def newest_rows(
+        self, view: ViewInput, window: tuple[datetime, datetime] | None = None, rows: pa.Table | None = None
+    ) -> pa.Table:
+        if view.window is not None:
+            raise WindowError(f"window view '{view.name}': newest rows are not defined for window views")
+        sql = _spark()
+        fn, frames = sql.functions, sql.Window
+        if rows is not None:
+            df = self._instants(
+                self.spark.createDataFrame(rows),
+                [view.timestamp_field] + ([view.created_field] if view.created_field else []),
+                rows.schema,
+            )
+            for key in view.join_keys:
+                df = df.filter(fn.col(key).isNotNull())
+        else:
+            df = self.view_frame(view)
+        ts = fn.col(view.timestamp_field)
+        if window is not None:
+            df = df.filter(ts >= fn.lit(window[0]))
+            entities = df.groupBy(*view.join_keys).agg(fn.min(view.timestamp_field).alias("__fk_first"))
+            entities = entities.filter(fn.col("__fk_first") < fn.lit(window[1])).select(*view.join_keys)
+            df = df.join(entities, on=list(view.join_keys), how="inner")
+        ranked = df.withColumn(
+            "__fk_rank", fn.row_number().over(frames.partitionBy(*view.join_keys).orderBy(*_newest_first(fn, view)))
+        )
+        created = fn.unix_micros(fn.col(view.created_field)) if view.created_field else fn.lit(None).cast("bigint")
+        picked = (
+            ranked.filter(fn.col("__fk_rank") == 1)
+            .select(
+                *[fn.col(k) for k in view.join_keys],
+                fn.unix_micros(ts).alias("__fk_event"),
+                created.alias("__fk_created"),
+                *[fn.col(c).alias(out) for c, out in view.features],
+            )
+            .orderBy(*view.join_keys)
+        )
+        table = self._run(picked.toArrow, f"feature view '{view.name}'")
+        return _cast_like(table, _newest_schema(view))
+
+    def window_events(
+        self,
+        view: ViewInput,
+        window: tuple[datetime, datetime],
+        since: datetime,
+        touched_files: list[str] | None = None,
+    ) -> pa.Table:
+        raise WindowError(
+            f"window view '{view.name}': the Spark engine does not compute window views yet; use engine: duckdb"
+        )
+
+    def summarize(self, files: list[str], columns: list[str]) -> pa.Table:
+        fn = _spark().functions
+        names = ["column", "rows", "nulls", "distinct", "min", "max", "mean", "std"]
+        types = [
+            pa.string(),
+            pa.int64(),
+            pa.int64(),
+            pa.int64(),
+            pa.float64(),
+            pa.float64(),
+            pa.float64(),
+            pa.float64(),
+        ]
+        if not files:
+            empty: dict[str, list[Any]] = {
+                n: [0 if t == pa.int64() else None] * len(columns) for n, t in zip(names, types, strict=True)
+            }
+            empty["column"] = list(columns)
+            return pa.table({n: pa.array(empty[n], t) for n, t in zip(names, types, strict=True)})
+        df = self._read([local_path(f) for f in files], "feature data")
+        parts: list[Column] = [fn.count(fn.lit(1)).alias("rows")]
+        numeric = {
+            f.name
+            for f in df.schema.fields
+            if f.dataType.typeName() in ("byte", "short", "integer", "long", "float", "double", "decimal")
+        }
+        for i, column in enumerate(columns):
+            c = fn.col(column)
+            parts += [fn.count(c).alias(f"c{i}"), fn.approx_count_distinct(c).alias(f"d{i}")]
+            if column in numeric:
+                parts += [
+                    fn.min(c).cast("double").alias(f"lo{i}"),
+                    fn.max(c).cast("double").alias(f"hi{i}"),
+                    fn.avg(c).alias(f"m{i}"),
+                    fn.stddev_samp(c).alias(f"s{i}"),
+                ]
+        row = self._run(lambda: df.agg(*parts).collect()[0], "feature data")
+        total = int(row["rows"])
+        out: dict[str, list[Any]] = {n: [] for n in names}
+        for i, column in enumerate(columns):
+            out["column"].append(column)
+            out["rows"].append(total)
+            out["nulls"].append(total - int(row[f"c{i}"]))
+            out["distinct"].append(int(row[f"d{i}"]))
+            for key, field in (("min", "lo"), ("max", "hi"), ("mean", "m"), ("std", "s")):
+                out[key].append(row[f"{field}{i}"] if column in numeric else None)
+        return pa.table({n: pa.array(out[n], t) for n, t in zip(names, types, strict=True)})
+
+
+def _instant(fn: Any, column: Column, spark_type: str, arrow_type: pa.DataType | None) -> Column:
+    if arrow_type is not None and pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
+        # exact: a decimal quotient of a multiple of 1000 (a double would round large instants)
+        micros = (column - fn.pmod(column, fn.lit(1000))).cast("decimal(20,0)") / fn.lit(1000)
+        floored: Column = fn.timestamp_micros(micros.cast("bigint"))
+        return floored
+    if spark_type == "timestamp_ntz":
+        return column.cast("timestamp")
+    if spark_type == "date":
+        return column.cast("timestamp")
+    return column
+
+
+def _order_columns(fn: Any, view: ViewInput, *, ascending: bool) -> list[Column]:
+    """The tie-break order after the event time: created (null loses), then each feature (non-null, value)."""
+    order: list[Column] = []
+    if view.created_field:
+        c = fn.col(view.created_field)
+        order.append(c.asc_nulls_first() if ascending else c.desc_nulls_last())
+    for column, _ in view.features:
+        present = fn.col(column).isNotNull()
+        value = fn.col(column)
+        order += [
+            present.asc() if ascending else present.desc(),
+            value.asc_nulls_first() if ascending else value.desc_nulls_last(),
+        ]
+    return order
+
+
+def _newest_first(fn: Any, view: ViewInput) -> list[Column]:
+    return [fn.col(view.timestamp_field).desc(), *_order_columns(fn, view, ascending=False)]
+
+
+def _newest_schema(view: ViewInput) -> pa.Schema:
+    fields = [view.schema.field(k) for k in view.join_keys]
+    fields += [pa.field("__fk_event", pa.int64()), pa.field("__fk_created", pa.int64())]
+    fields += [pa.field(out, view.schema.field(c).type) for c, out in view.features]
+    return pa.schema(fields)
+
+
+def _cast_like(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Spark's Arrow output in the types the DuckDB engine returns (Spark widens and renames some)."""
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        columns.append(column.cast(field.type) if column.type != field.type else column)
+    return pa.table(columns, schema=schema)
+
+
+def _conform(table: pa.Table, schema: pa.Schema, scan: SourceScan) -> pa.Table:
+    """A source batch with the source's own column types (timestamps as UTC microsecond instants)."""
+    fields = []
+    for field in schema:
+        if field.name in scan.timestamp_columns:
+            fields.append(pa.field(field.name, pa.timestamp("us", tz="UTC")))
+        else:
+            fields.append(field)
+    return _cast_like(table.select([f.name for f in fields]), pa.schema(fields))
+
+
+def _to_arrow_schema(schema: pa.Schema) -> pa.Schema:
+    return schema
+
+
+class SparkJoin:
+    """One planned training-set join on Spark; nothing runs until a result is asked for."""
+
+    def __init__(
+        self, engine: SparkEngine, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None
+    ) -> None:
+        for view in views:
+            if view.window is not None:
+                raise WindowError(
+                    f"window view '{view.name}': the Spark engine does not compute window views yet; use engine: duckdb"
+                )
+        self.engine = engine
+        self.spine = spine
+        self.views = views
+        self.order = order or [(v, f) for v, view in enumerate(views) for f in range(len(view.features))]
+        self._frame: DataFrame | None = None
+
+    @property
+    def description(self) -> str:
+        return "spark: " + ", ".join(f"{v.name}: running last match" for v in self.views)
+
+    def _spine_frame(self) -> DataFrame:
+        fn = _spark().functions
+        spark = self.engine.spark
+        if self.spine.file is not None:
+            df = self.engine._read([str(self.spine.file)], f"spine {self.spine.file}").withColumn(
+                ROW, fn.monotonically_increasing_id()
+            )
+        else:
+            assert self.spine.table is not None
+            import numpy as np
+
+            numbered = self.spine.table.append_column(ROW, pa.array(np.arange(self.spine.rows, dtype=np.int64)))
+            df = spark.createDataFrame(numbered)
+        ts = self.spine.timestamp_field
+        return self.engine._instants(df.withColumn(TS, fn.col(ts)), [TS], self.spine.schema)
+
+    def _join_view(self, spine: DataFrame, view: ViewInput) -> DataFrame:
+        sql = _spark()
+        fn, frames = sql.functions, sql.Window
+        features = self.engine.view_frame(view)
+        keys = list(view.join_keys)
+        payload = fn.struct(
+            fn.col(view.timestamp_field).alias("__e"),
+            *[fn.col(c).alias(f"v{i}") for i, (c, _) in enumerate(view.features)],
+        )
+        order_cols = ([view.created_field] if view.created_field else []) + [c for c, _ in view.features]
+        rows = features.select(
+            *[fn.col(k) for k in keys],
+            fn.col(view.timestamp_field).alias(TS),
+            fn.lit(0).alias(_KIND),
+            fn.lit(None).cast("bigint").alias(ROW),
+            payload.alias(_MATCH),
+            *[fn.col(c).alias(f"__o{i}") for i, c in enumerate(order_cols)],
+        )
+        points = spine.select(
+            *[fn.col(k) for k in keys],
+            fn.col(TS),
+            fn.lit(1).alias(_KIND),
+            fn.col(ROW),
+            fn.lit(None).cast(payload_type(features, view)).alias(_MATCH),
+            *[fn.lit(None).cast(features.schema[c].dataType).alias(f"__o{i}") for i, c in enumerate(order_cols)],
+        )
+        tie = []
+        for i, c in enumerate(order_cols):
+            col = fn.col(f"__o{i}")
+            if c == view.created_field:
+                tie.append(col.asc_nulls_first())
+            else:
+                tie += [col.isNotNull().asc(), col.asc_nulls_first()]
+        frame = (
+            frames.partitionBy(*keys)
+            .orderBy(fn.col(TS), fn.col(_KIND), *tie)
+            .rowsBetween(frames.unboundedPreceding, frames.currentRow)
+        )
+        matched = (
+            rows.unionByName(points)
+            .withColumn(_MATCH, fn.last(_MATCH, ignorenulls=True).over(frame))
+            .filter(fn.col(_KIND) == 1)
+        )
+        inside = fn.col(_MATCH).isNotNull()
+        ttl = view.ttl_us
+        if ttl is not None:
+            inside = inside & (fn.unix_micros(fn.col(f"{_MATCH}.__e")) >= fn.unix_micros(fn.col(TS)) - fn.lit(ttl))
+        return matched.select(
+            fn.col(ROW), *[fn.when(inside, fn.col(f"{_MATCH}.v{i}")).alias(f"v{i}") for i in range(len(view.features))]
+        )
+
+    def frame(self) -> DataFrame:
+        if self._frame is None:
+            fn = _spark().functions
+            spine = self._spine_frame()
+            result = spine
+            for index, view in enumerate(self.views):
+                joined = self._join_view(spine, view)
+                renamed = joined.select(
+                    fn.col(ROW), *[fn.col(f"v{i}").alias(f"__j{index}_{i}") for i in range(len(view.features))]
+                )
+                result = result.join(renamed, on=ROW, how="left")
+            columns = [fn.col(c) for c in self.spine.columns]
+            columns += [fn.col(f"__j{v}_{f}").alias(self.views[v].features[f][1]) for v, f in self.order]
+            self._frame = result.orderBy(ROW).select(*columns)
+        return self._frame
+
+    def _schema(self) -> pa.Schema:
+        fields = list(self.spine.schema)
+        for v, f in self.order:
+            view = self.views[v]
+            column, out = view.features[f]
+            fields.append(pa.field(out, view.schema.field(column).type))
+        return pa.schema(fields)
+
+    def to_arrow(self) -> pa.Table:
+        try:
+            table = self.frame().toArrow()
+        except _errors() as exc:
+            raise StorageError(f"the training-set join failed on Spark: {_first_line(exc)}") from exc
+        return _cast_like(table, self._schema())
+
+    def to_batches(self, rows: int) -> Iterator[pa.RecordBatch]:
+        yield from self.to_arrow().to_batches(max_chunksize=rows)
+
+    def to_parquet(self, path: Path, metadata: dict[str, str]) -> None:
+        table = self.to_arrow()
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
+        )
+        pq.write_table(table, path)
+
+    def close(self) -> None:
+        self._frame = None
+
+
+def payload_type(features: DataFrame, view: ViewInput) -> Any:
+    types = _spark().types
+    fields = [types.StructField("__e", features.schema[view.timestamp_field].dataType)]
+    fields += [types.StructField(f"v{i}", features.schema[c].dataType) for i, (c, _) in enumerate(view.features)]
+    return types.StructType(fields)
