@@ -36,7 +36,7 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -207,6 +207,20 @@ class DuckDBEngine:
             bucket = f"hash({key_list}) % {int(partitions)} AS {BUCKET}"
             relation = self._source_sql(con, scan, f"{select}, {bucket}", where, params)
             yield from _cut_at_buckets(relation.order(BUCKET).to_arrow_reader(_STREAM_ROWS))
+
+    def transformed_batches(
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        *,
+        transform: Callable[[pa.Table], pa.Table],
+        output: pa.Schema,
+        cancel: Cancel | None = None,
+    ) -> Iterator[tuple[int | None, pa.Table]]:
+        for batch in self.source_batches(scan, window, partitions, keys, cancel):
+            yield batch.num_rows, transform(batch)
 
     # -- the point-in-time join -------------------------------------------------------------
 

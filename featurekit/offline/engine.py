@@ -218,6 +218,24 @@ class OfflineEngine(Protocol):
         """
         ...
 
+    def transformed_batches(
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        *,
+        transform: Callable[[pa.Table], pa.Table],
+        output: pa.Schema,
+        cancel: Cancel | None = None,
+    ) -> Iterator[tuple[int | None, pa.Table]]:
+        """:meth:`source_batches` with each batch passed through ``transform`` (whose output is ``output``).
+
+        ``transform`` is picklable: an engine may run it in other processes or on other machines
+        (Spark runs it on its executors). Yields (source rows of the batch if known, output).
+        """
+        ...
+
     def point_in_time(
         self,
         spine: Spine,

@@ -10,6 +10,7 @@ state as readers saw it.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -234,12 +235,15 @@ class Materializer:
         def outputs() -> Iterator[pa.RecordBatch]:
             nonlocal written
             try:
-                for batch in reader.batches(start, end, partitions, partition_keys, cancel):
+                transform = functools.partial(run_view, view, expected=applied.schema)
+                for source_rows_in, output in reader.transformed(
+                    start, end, partitions, partition_keys, transform=transform, output=applied.schema, cancel=cancel
+                ):
                     if cancel.is_set:
                         raise KeyboardInterrupt
-                    table = check_output(view, run_view(view, batch, applied.schema), start, end).cast(applied.schema)
+                    table = check_output(view, output, start, end).cast(applied.schema)
                     written += table.num_rows
-                    progress.advance(batch.num_rows)
+                    progress.advance(source_rows_in if source_rows_in is not None else table.num_rows)
                     stats.add(table)
                     inspection.add(table)
                     freshness.add(table)

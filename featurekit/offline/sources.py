@@ -9,7 +9,7 @@ stores naive or zoned timestamps (naive = UTC, see :mod:`featurekit.timestamps`)
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -87,6 +87,23 @@ class SourceReader:
         """The window's rows in ``partitions`` batches; all rows of one entity land in the same batch."""
         self._checked()
         return self.engine.source_batches(self.scan, (start, end), partitions, partition_keys, cancel)
+
+    def transformed(
+        self,
+        start: datetime,
+        end: datetime,
+        partitions: int,
+        partition_keys: list[str],
+        *,
+        transform: Callable[[pa.Table], pa.Table],
+        output: pa.Schema,
+        cancel: Cancel | None = None,
+    ) -> Iterator[tuple[int | None, pa.Table]]:
+        """:meth:`batches`, each run through ``transform`` where the engine runs it (see the engine protocol)."""
+        self._checked()
+        return self.engine.transformed_batches(
+            self.scan, (start, end), partitions, partition_keys, transform=transform, output=output, cancel=cancel
+        )
 
 
 def schema_diff(old: pa.Schema, new: pa.Schema) -> list[str]:
