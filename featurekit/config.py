@@ -9,6 +9,8 @@ inside the repo::
     archive: ["archive/*.py"]     # modules with old versions' code (run only to rebuild those versions)
     pins: []                      # versions gc must keep, e.g. ["driver_stats@v1"] (a model in production)
     offline:
+      engine: duckdb              # or "spark" (pip install 'featurekit[spark]')
+      spark: {master: "local[2]", conf: {}}   # the session the Spark engine builds
       batch_rows: 2000000         # source rows per batch handed to a feature function
       memory_limit: null          # DuckDB memory limit, e.g. "4GB"
       threads: null               # DuckDB threads (default: all cores)
@@ -63,11 +65,22 @@ from featurekit.errors import ConfigError
 CONFIG_FILE = "featurekit.yaml"
 
 
-class OfflineConfig(BaseModel):
-    """Settings of the offline engine (DuckDB) and materialization batching."""
+class SparkConfig(BaseModel):
+    """The Spark session featurekit builds when no session is handed to the store."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    master: str = "local[2]"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class OfflineConfig(BaseModel):
+    """Settings of the offline engine (DuckDB or Spark) and materialization batching."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark: SparkConfig = Field(default_factory=SparkConfig)
     batch_rows: int = Field(default=2_000_000, ge=1)
     memory_limit: str | None = None
     threads: int | None = Field(default=None, ge=1)

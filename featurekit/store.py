@@ -62,8 +62,11 @@ class FeatureStore:
         progress: ``"auto"`` (a bar on stderr when it is a terminal), ``True``, ``False``, or an
             object with ``start/advance/finish`` methods.
         engine: the offline engine (an :class:`~featurekit.offline.engine.OfflineEngine`); default:
-            DuckDB in this process, configured by ``offline:`` in ``featurekit.yaml``. The store
-            closes it in :meth:`close`.
+            DuckDB in this process, or Spark with ``offline: {engine: spark}``, configured by
+            ``offline:`` in ``featurekit.yaml``. The store closes it in :meth:`close`.
+        spark: a SparkSession for the Spark engine (implies it); default: one built from
+            ``offline.spark`` in the config when the engine is Spark. A session handed in is
+            not stopped by :meth:`close`.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class FeatureStore:
         *,
         progress: bool | Literal["auto"] | Progress = "auto",
         engine: OfflineEngine | None = None,
+        spark: Any = None,
     ) -> None:
         self.root = Path(repo)
         if not self.root.is_dir():
@@ -82,6 +86,7 @@ class FeatureStore:
         self.registry = Registry(self.store_root / "registry.db")
         self._progress = make_progress(progress)
         self._engine: OfflineEngine | None = engine
+        self._spark = spark
         self._online: OnlineStore | None = None
         self._server: OnlineReader | None = None
         self._log: ServingLog | None = None
@@ -96,7 +101,13 @@ class FeatureStore:
         """The offline engine (default: DuckDB, in-process) that scans sources and builds training sets."""
         if self._engine is None:
             offline = self.config.offline
-            self._engine = DuckDBEngine(self.root, threads=offline.threads, memory_limit=offline.memory_limit)
+            if offline.engine == "spark" or self._spark is not None:
+                from featurekit.offline.spark_engine import SparkEngine
+
+                settings = offline.spark
+                self._engine = SparkEngine(self._spark, master=settings.master, conf=dict(settings.conf))
+            else:
+                self._engine = DuckDBEngine(self.root, threads=offline.threads, memory_limit=offline.memory_limit)
         return self._engine
 
     @property

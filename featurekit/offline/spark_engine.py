@@ -19,8 +19,10 @@ microsecond, as the DuckDB engine does.
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +31,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurekit.errors import ConfigError, SourceError, StorageError, WindowError
-from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
+from featurekit.offline.engine import (
+    SPINE_INSTANT,
+    Cancel,
+    JoinStrategy,
+    SourceScan,
+    Spine,
+    ViewInput,
+    local_path,
+    matched_created,
+    matched_event,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -211,12 +223,56 @@ class SparkEngine:
         finally:
             tagged.unpersist()
 
+    def transformed_batches(
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        *,
+        transform: Callable[[pa.Table], pa.Table],
+        output: pa.Schema,
+        cancel: Cancel | None = None,
+    ) -> Iterator[tuple[int | None, pa.Table]]:
+        """Run ``transform`` on the executors, one call per entity partition (all its rows at once)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        fn = _spark().functions
+        schema = self.source_schema(scan)
+        df = self._scan(scan, window)
+        df = df.repartition(partitions, *[fn.col(k) for k in keys]) if keys and partitions > 1 else df.coalesce(1)
+        ship_user_modules(transform)
+        run = _PartitionRun(transform, schema, scan)
+        result = df.mapInArrow(run, from_arrow_schema(output)).withColumn(_PART, fn.spark_partition_id()).persist()
+        try:
+            for index in range(max(partitions, 1) if keys else 1):
+                if cancel is not None and cancel.is_set:
+                    return
+                chosen = result.filter(fn.col(_PART) == index).drop(_PART)
+                part = self._executed(chosen.toArrow)
+                if part.num_rows:
+                    yield None, _cast_like(part, output)
+        finally:
+            result.unpersist()
+
+    def _executed(self, work: Callable[[], pa.Table]) -> pa.Table:
+        """Run a job that calls featurekit code on executors; its featurekit error comes back as itself."""
+        try:
+            return work()
+        except _errors() as exc:
+            raise _featurekit_error(exc) from None
+
     # -- the point-in-time join -------------------------------------------------------------
 
     def point_in_time(
-        self, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None = None
+        self,
+        spine: Spine,
+        views: list[ViewInput],
+        order: list[tuple[int, int]] | None = None,
+        *,
+        matched: bool = False,
     ) -> SparkJoin:
-        return SparkJoin(self, spine, views, order)
+        return SparkJoin(self, spine, views, order, matched=matched)
 
     def view_frame(self, view: ViewInput) -> DataFrame:
         """The view's rows with event and created times as instants (``known_at`` applied)."""
@@ -334,6 +390,60 @@ class SparkEngine:
         return pa.table({n: pa.array(out[n], t) for n, t in zip(names, types, strict=True)})
 
 
+_PART = "__fk_partition"
+
+
+def ship_user_modules(transform: Callable[[pa.Table], pa.Table]) -> None:
+    """Pickle the feature repo modules ``transform`` calls by value, so executors need no copy of the repo.
+
+    ``transform`` is ``functools.partial(run_view, view, ...)``; the view's function lives in a
+    module the repo loader imported from the repo folder, which executors cannot import by name.
+    featurekit itself must be installed where the executors run.
+    """
+    from pyspark import cloudpickle
+
+    for argument in getattr(transform, "args", ()):
+        function = getattr(argument, "function", None)
+        module = sys.modules.get(getattr(function, "__module__", "") or "")
+        if module is not None and not module.__name__.startswith("featurekit"):
+            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+
+
+class _PartitionRun:
+    """What an executor runs for one partition: its rows as one Arrow table, through ``transform``.
+
+    Picklable (Spark ships it to the executors); the view function inside it is pickled by value
+    when its module is a feature repo's (see :func:`ship_repo_modules`).
+    """
+
+    def __init__(self, transform: Callable[[pa.Table], pa.Table], schema: pa.Schema, scan: SourceScan) -> None:
+        self.transform = transform
+        self.schema = schema
+        self.scan = scan
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        gathered = list(batches)
+        if not gathered or not sum(b.num_rows for b in gathered):
+            return
+        rows = _conform(pa.Table.from_batches(gathered), self.schema, self.scan)
+        yield from self.transform(rows).to_batches()
+
+
+_ERROR_LINE = re.compile(r"featurekit\.errors\.(\w+): (.+)")
+
+
+def _featurekit_error(exc: BaseException) -> Exception:
+    """The featurekit error an executor raised (Spark returns it as text), or a StorageError."""
+    from featurekit import errors
+
+    found = _ERROR_LINE.search(str(exc))
+    if found is not None:
+        kind = getattr(errors, found.group(1), None)
+        if isinstance(kind, type) and issubclass(kind, errors.FeaturekitError):
+            return kind(found.group(2).strip())
+    return StorageError(f"a Spark job failed: {_first_line(exc)}")
+
+
 def _instant(fn: Any, column: Column, spark_type: str, arrow_type: pa.DataType | None) -> Column:
     if arrow_type is not None and pa.types.is_timestamp(arrow_type) and arrow_type.unit == "ns":
         # exact: a decimal quotient of a multiple of 1000 (a double would round large instants)
@@ -402,8 +512,15 @@ class SparkJoin:
     """One planned training-set join on Spark; nothing runs until a result is asked for."""
 
     def __init__(
-        self, engine: SparkEngine, spine: Spine, views: list[ViewInput], order: list[tuple[int, int]] | None
+        self,
+        engine: SparkEngine,
+        spine: Spine,
+        views: list[ViewInput],
+        order: list[tuple[int, int]] | None,
+        *,
+        matched: bool = False,
     ) -> None:
+        self.matched = matched
         for view in views:
             if view.window is not None:
                 raise WindowError(
@@ -418,6 +535,11 @@ class SparkJoin:
     @property
     def description(self) -> str:
         return "spark: " + ", ".join(f"{v.name}: running last match" for v in self.views)
+
+    @property
+    def strategies(self) -> list[JoinStrategy]:
+        reason = "one plan on every data shape: spine and feature rows sorted per key, the last match taken"
+        return [JoinStrategy(v.name, "running_last", reason) for v in self.views]
 
     def _spine_frame(self) -> DataFrame:
         fn = _spark().functions
@@ -440,8 +562,10 @@ class SparkJoin:
         fn, frames = sql.functions, sql.Window
         features = self.engine.view_frame(view)
         keys = list(view.join_keys)
+        created = fn.col(view.created_field) if view.created_field else fn.lit(None).cast("timestamp")
         payload = fn.struct(
             fn.col(view.timestamp_field).alias("__e"),
+            created.alias("__c"),
             *[fn.col(c).alias(f"v{i}") for i, (c, _) in enumerate(view.features)],
         )
         order_cols = ([view.created_field] if view.created_field else []) + [c for c, _ in view.features]
@@ -483,7 +607,10 @@ class SparkJoin:
         if ttl is not None:
             inside = inside & (fn.unix_micros(fn.col(f"{_MATCH}.__e")) >= fn.unix_micros(fn.col(TS)) - fn.lit(ttl))
         return matched.select(
-            fn.col(ROW), *[fn.when(inside, fn.col(f"{_MATCH}.v{i}")).alias(f"v{i}") for i in range(len(view.features))]
+            fn.col(ROW),
+            fn.when(inside, fn.col(f"{_MATCH}.__e")).alias("__e"),
+            fn.when(inside, fn.col(f"{_MATCH}.__c")).alias("__c"),
+            *[fn.when(inside, fn.col(f"{_MATCH}.v{i}")).alias(f"v{i}") for i in range(len(view.features))],
         )
 
     def frame(self) -> DataFrame:
@@ -494,11 +621,18 @@ class SparkJoin:
             for index, view in enumerate(self.views):
                 joined = self._join_view(spine, view)
                 renamed = joined.select(
-                    fn.col(ROW), *[fn.col(f"v{i}").alias(f"__j{index}_{i}") for i in range(len(view.features))]
+                    fn.col(ROW),
+                    fn.col("__e").alias(matched_event(index)),
+                    fn.col("__c").alias(matched_created(index)),
+                    *[fn.col(f"v{i}").alias(f"__j{index}_{i}") for i in range(len(view.features))],
                 )
                 result = result.join(renamed, on=ROW, how="left")
             columns = [fn.col(c) for c in self.spine.columns]
             columns += [fn.col(f"__j{v}_{f}").alias(self.views[v].features[f][1]) for v, f in self.order]
+            if self.matched:
+                columns.append(fn.col(TS).alias(SPINE_INSTANT))
+                for index in range(len(self.views)):
+                    columns += [fn.col(matched_event(index)), fn.col(matched_created(index))]
             self._frame = result.orderBy(ROW).select(*columns)
         return self._frame
 
@@ -508,6 +642,11 @@ class SparkJoin:
             view = self.views[v]
             column, out = view.features[f]
             fields.append(pa.field(out, view.schema.field(column).type))
+        if self.matched:
+            instant = pa.timestamp("us", tz="UTC")
+            fields.append(pa.field(SPINE_INSTANT, instant))
+            for index in range(len(self.views)):
+                fields += [pa.field(matched_event(index), instant), pa.field(matched_created(index), instant)]
         return pa.schema(fields)
 
     def to_arrow(self) -> pa.Table:
@@ -533,6 +672,9 @@ class SparkJoin:
 
 def payload_type(features: DataFrame, view: ViewInput) -> Any:
     types = _spark().types
-    fields = [types.StructField("__e", features.schema[view.timestamp_field].dataType)]
+    fields = [
+        types.StructField("__e", features.schema[view.timestamp_field].dataType),
+        types.StructField("__c", types.TimestampType()),
+    ]
     fields += [types.StructField(f"v{i}", features.schema[c].dataType) for i, (c, _) in enumerate(view.features)]
     return types.StructType(fields)
