@@ -106,6 +106,6 @@ def test_a_failing_view_function_on_an_executor_is_its_featurekit_error(make_rep
     root = make_repo(features=broken, data={"data/trips.parquet": trips_table(rows(50))})
     with open_with(root, "spark") as store:
         store.apply()
-        with pytest.raises(FeatureFunctionError, match="driver_stats.*boom on an executor"):
+        with pytest.raises(FeatureFunctionError, match=r"driver_stats.*boom on an executor"):
             store.materialize(ts(0), ts(0) + timedelta(days=10))
         assert store.registry.materializations() == []
