@@ -42,6 +42,8 @@ from featurekit.offline.engine import (
     matched_created,
     matched_event,
 )
+from featurekit.online.window_state import CREATED, ORDER, state_schema
+from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec, feature_type
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -95,6 +97,12 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (PySparkException, Py4JError)
 
 
+def _spark_reason(exc: BaseException) -> str:
+    """The useful line of a Spark failure: its innermost cause, not py4j's "error calling o61"."""
+    causes = re.findall(r"(?:Caused by|SparkException|Exception): (\[[A-Z_.]+\][^\n]*)", str(exc))
+    return causes[-1].strip() if causes else _first_line(exc)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -125,7 +133,10 @@ class SparkEngine:
         try:
             return self.spark.read.parquet(*paths)
         except _errors() as exc:
-            raise StorageError(f"cannot read {label}: {_first_line(exc)}") from exc
+            raise StorageError(
+                f"reading {label} failed: {_spark_reason(exc)}; run `featurekit verify` to find damaged files "
+                "(other versions stay readable)"
+            ) from exc
 
     def _source(self, scan: SourceScan) -> DataFrame:
         try:
@@ -337,9 +348,31 @@ class SparkEngine:
         since: datetime,
         touched_files: list[str] | None = None,
     ) -> pa.Table:
-        raise WindowError(
-            f"window view '{view.name}': the Spark engine does not compute window views yet; use engine: duckdb"
+        assert view.window is not None
+        if not view.files:
+            return pa.table({})
+        fn = _spark().functions
+        keys = list(view.join_keys)
+        rows = self.view_frame(view)
+        ts = fn.col(view.timestamp_field)
+        inside = (ts >= fn.lit(window[0])) & (ts < fn.lit(window[1]))
+        touched = rows.filter(inside).select(*keys).distinct()
+        if touched_files:
+            earlier = self.view_frame(ViewInput(**{**view.__dict__, "files": touched_files, "known_at": None}))
+            touched = touched.unionByName(earlier.filter(inside).select(*keys).distinct()).distinct()
+        created = fn.lit(0).cast("bigint")
+        if view.created_field:
+            created = fn.coalesce(fn.unix_micros(fn.col(view.created_field)), fn.lit(NULL_CREATED_US))
+        recent = rows.filter(ts >= fn.lit(since)).select(
+            *keys, fn.unix_micros(ts).alias(ORDER), created.alias(CREATED), *view.window.columns
         )
+        before = rows.filter(ts < fn.lit(since)).groupBy(*keys).agg(fn.max(fn.unix_micros(ts)).alias("__fk_before"))
+        found = touched.join(recent, on=keys, how="left").join(before, on=keys, how="left")
+        table = self._run(found.toArrow, f"feature view '{view.name}'")
+        fields = [view.schema.field(k) for k in keys]
+        fields += [pa.field(ORDER, pa.int64()), pa.field(CREATED, pa.int64())]
+        fields += [view.schema.field(c) for c in view.window.columns] + [pa.field("__fk_before", pa.int64())]
+        return _cast_like(table, pa.schema(fields))
 
     def summarize(self, files: list[str], columns: list[str]) -> pa.Table:
         fn = _spark().functions
@@ -508,6 +541,35 @@ def _to_arrow_schema(schema: pa.Schema) -> pa.Schema:
     return schema
 
 
+class _WindowRun:
+    """What an executor runs for one key: its events and its spine rows, all windows at once."""
+
+    def __init__(
+        self, features: list[WindowFeature], order: list[int], delay_us: int, layout: pa.Schema, output: pa.Schema
+    ) -> None:
+        self.features = features
+        self.order = order
+        self.delay_us = delay_us
+        self.layout = layout
+        self.output = output
+
+    def compute(self, events: pa.Table, points: pa.Table) -> pa.Table:
+        """One key's windows."""
+        from featurekit.online.window_values import WindowValues
+
+        if not points.num_rows:
+            return self.output.empty_table()
+        sort = [(ORDER, "ascending")] + ([(CREATED, "ascending")] if CREATED in self.layout.names else [])
+        ordered = events.select(self.layout.names).cast(self.layout).sort_by(sort).combine_chunks()
+        batch = ordered.to_batches()[0] if ordered.num_rows else pa.RecordBatch.from_pylist([], schema=self.layout)
+        values = WindowValues(self.features, self.delay_us, self.layout).at_instants(
+            batch, points.column("__fk_t").to_numpy()
+        )
+        columns = [points.column(ROW)]
+        columns += [pa.array(values[j], self.output.field(i + 1).type) for i, j in enumerate(self.order)]
+        return pa.table(columns, schema=self.output)
+
+
 class SparkJoin:
     """One planned training-set join on Spark; nothing runs until a result is asked for."""
 
@@ -521,11 +583,6 @@ class SparkJoin:
         matched: bool = False,
     ) -> None:
         self.matched = matched
-        for view in views:
-            if view.window is not None:
-                raise WindowError(
-                    f"window view '{view.name}': the Spark engine does not compute window views yet; use engine: duckdb"
-                )
         self.engine = engine
         self.spine = spine
         self.views = views
@@ -538,8 +595,14 @@ class SparkJoin:
 
     @property
     def strategies(self) -> list[JoinStrategy]:
-        reason = "one plan on every data shape: spine and feature rows sorted per key, the last match taken"
-        return [JoinStrategy(v.name, "running_last", reason) for v in self.views]
+        rows = "one plan on every data shape: spine and feature rows sorted per key, the last match taken"
+        windows = "each key's events and spine rows meet in one executor call (the online lookups' code)"
+        return [
+            JoinStrategy(v.name, "window(per key)", windows)
+            if v.window is not None
+            else JoinStrategy(v.name, "running_last", rows)
+            for v in self.views
+        ]
 
     def _spine_frame(self) -> DataFrame:
         fn = _spark().functions
@@ -613,12 +676,50 @@ class SparkJoin:
             *[fn.when(inside, fn.col(f"{_MATCH}.v{i}")).alias(f"v{i}") for i in range(len(view.features))],
         )
 
+    def _window_view(self, spine: DataFrame, view: ViewInput, spec: WindowSpec) -> DataFrame:
+        """A window view's features: each key's events and spine rows meet in one executor call,
+        which computes every window with the online lookups' own code (:class:`WindowValues`)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        fn = _spark().functions
+        keys = list(view.join_keys)
+        events = self.engine.view_frame(view)
+        created = None
+        if view.created_field:
+            created = fn.coalesce(fn.unix_micros(fn.col(view.created_field)), fn.lit(NULL_CREATED_US))
+        picked = [*[fn.col(k) for k in keys], fn.unix_micros(fn.col(view.timestamp_field)).alias(ORDER)]
+        picked += [created.alias(CREATED)] if created is not None else []
+        events = events.select(*picked, *[fn.col(c) for c in spec.columns])
+        points = spine.select(*[fn.col(k) for k in keys], fn.col(ROW), fn.unix_micros(fn.col(TS)).alias("__fk_t"))
+        wanted = dict(view.features)
+        features = [f for f in spec.features if f.name in wanted]
+        order = [next(i for i, f in enumerate(features) if f.name == name) for name, _ in view.features]
+        layout = state_schema(spec, view.schema, view.created_field is not None)
+        output = pa.schema(
+            [pa.field(ROW, pa.int64())]
+            + [pa.field(f"v{i}", feature_type(features[j], view.schema)) for i, j in enumerate(order)]
+        )
+        runner = _WindowRun(features, order, spec.delay_us, layout, output)
+
+        def run(events: pa.Table, points: pa.Table) -> pa.Table:  # Spark reads its arity: a function
+            return runner.compute(events, points)
+
+        grouped = events.groupBy(*keys).cogroup(points.groupBy(*keys))
+        return grouped.applyInArrow(run, from_arrow_schema(output))
+
     def frame(self) -> DataFrame:
         if self._frame is None:
             fn = _spark().functions
             spine = self._spine_frame()
             result = spine
             for index, view in enumerate(self.views):
+                if view.window is not None:
+                    joined = self._window_view(spine, view, view.window)
+                    renamed = joined.select(
+                        fn.col(ROW), *[fn.col(f"v{i}").alias(f"__j{index}_{i}") for i in range(len(view.features))]
+                    )
+                    result = result.join(renamed, on=ROW, how="left")
+                    continue
                 joined = self._join_view(spine, view)
                 renamed = joined.select(
                     fn.col(ROW),
@@ -631,8 +732,9 @@ class SparkJoin:
             columns += [fn.col(f"__j{v}_{f}").alias(self.views[v].features[f][1]) for v, f in self.order]
             if self.matched:
                 columns.append(fn.col(TS).alias(SPINE_INSTANT))
-                for index in range(len(self.views)):
-                    columns += [fn.col(matched_event(index)), fn.col(matched_created(index))]
+                for index, view in enumerate(self.views):
+                    if view.window is None:
+                        columns += [fn.col(matched_event(index)), fn.col(matched_created(index))]
             self._frame = result.orderBy(ROW).select(*columns)
         return self._frame
 
@@ -641,19 +743,27 @@ class SparkJoin:
         for v, f in self.order:
             view = self.views[v]
             column, out = view.features[f]
-            fields.append(pa.field(out, view.schema.field(column).type))
+            if view.window is not None:
+                feature = next(w for w in view.window.features if w.name == column)
+                fields.append(pa.field(out, feature_type(feature, view.schema)))
+            else:
+                fields.append(pa.field(out, view.schema.field(column).type))
         if self.matched:
             instant = pa.timestamp("us", tz="UTC")
             fields.append(pa.field(SPINE_INSTANT, instant))
-            for index in range(len(self.views)):
-                fields += [pa.field(matched_event(index), instant), pa.field(matched_created(index), instant)]
+            for index, view in enumerate(self.views):
+                if view.window is None:
+                    fields += [pa.field(matched_event(index), instant), pa.field(matched_created(index), instant)]
         return pa.schema(fields)
 
     def to_arrow(self) -> pa.Table:
         try:
             table = self.frame().toArrow()
         except _errors() as exc:
-            raise StorageError(f"the training-set join failed on Spark: {_first_line(exc)}") from exc
+            raise StorageError(
+                f"the training-set join failed on Spark: {_spark_reason(exc)}; run `featurekit verify` to find "
+                "damaged files"
+            ) from exc
         return _cast_like(table, self._schema())
 
     def to_batches(self, rows: int) -> Iterator[pa.RecordBatch]:

@@ -101,6 +101,26 @@ class WindowValues:
                 column[index] = value
         return columns
 
+    def at_instants(self, events: pa.RecordBatch, instants_us: np.ndarray) -> list[list[Any]]:
+        """Per feature, one value per instant, over one entity's events (sorted by time).
+
+        The offline path of engines that aggregate per entity (Spark) computes a spine's windows
+        this way: the same code as an online lookup, so the two agree as lookups and the DuckDB
+        engine do (exactly, or within :data:`~featurekit.windows.FLOAT_TOLERANCE`).
+        """
+        if not len(instants_us):
+            return [[] for _ in self.features]
+        if not events.num_rows:
+            return [[value] * len(instants_us) for value in self.empty]
+        data = {name: events.column(i) for i, name in enumerate(self.layout.names)}
+        order = data[ORDER].to_numpy()
+        end = np.asarray(instants_us, dtype=np.int64) - self.delay_us
+        high = np.searchsorted(order, end, "left").astype(np.int64)
+        lows = {
+            w: np.searchsorted(order, end - w, "left").astype(np.int64) for w in {f.window_us for f in self.features}
+        }
+        return self._features(data, high, lows)
+
     def _compute(self, batches: list[pa.RecordBatch], at_us: int) -> list[list[Any]]:
         if len(batches) == 1:
             data = {name: batches[0].column(i) for i, name in enumerate(self.layout.names)}
@@ -112,6 +132,9 @@ class WindowValues:
         end = at_us - self.delay_us
         high = _search(order, starts, sizes, end)
         lows = {w: _search(order, starts, sizes, end - w) for w in {f.window_us for f in self.features}}
+        return self._features(data, high, lows)
+
+    def _features(self, data: dict[str, pa.Array], high: np.ndarray, lows: dict[int, np.ndarray]) -> list[list[Any]]:
         cache: dict[str, _Column] = {}
         results = []
         for feature in self.features:
