@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import featurekit as fk
+from tests.engines import ENGINES, make_engine
 from tests.redis_server import ONLINE_KINDS, online_yaml
 from tests.windows_oracle import (
     Agg,
@@ -243,6 +244,7 @@ def make_store(
     delay: timedelta | None,
     config: str = "",
     kind: str = "int",
+    engine_name: str = "duckdb",
 ):
     root = base / "repo"
     (root / "data").mkdir(parents=True)
@@ -250,7 +252,8 @@ def make_store(
     if config:
         (root / "featurekit.yaml").write_text(config)
     pq.write_table(source_table(raw, kind), root / "data" / "tx.parquet")
-    store = fk.FeatureStore(root, progress=False)
+    engine = make_engine(engine_name, root) if engine_name != "duckdb" else None
+    store = fk.FeatureStore(root, progress=False, engine=engine)
     store.apply()
     return store
 
@@ -473,11 +476,44 @@ def test_the_oracle_by_hand():
 def test_training_set_matches_the_oracle(
     tmp_path_factory, raw, spine, edges, windows, delay, zone_index, split, known_at, kind
 ):
+    check_training(tmp_path_factory, "duckdb", raw, spine, edges, windows, delay, zone_index, split, known_at, kind)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_name", [e for e in ENGINES if e != "duckdb"])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    raw=event_logs(),
+    spine=st.lists(spine_row, min_size=1, max_size=12),
+    edges=EDGE_ROWS,
+    windows=windows_strategy,
+    delay=st.sampled_from(DELAYS),
+    zone_index=st.integers(0, len(ZONES) - 1),
+    split=st.integers(1, EVENT_SLOTS - 1),
+    known_at=st.one_of(st.none(), st.tuples(st.integers(0, EVENT_SLOTS + 4), st.integers(0, len(OFFSETS) - 1))),
+    kind=st.sampled_from(KEY_KINDS),
+)
+def test_training_set_matches_the_oracle_on_other_engines(
+    tmp_path_factory, engine_started, engine_name, raw, spine, edges, windows, delay, zone_index, split, known_at, kind
+):
+    """The same oracle on engines whose every query is a job (Spark): fewer examples."""
+    check_training(tmp_path_factory, engine_name, raw, spine, edges, windows, delay, zone_index, split, known_at, kind)
+
+
+@pytest.fixture
+def engine_started(engine_name: str, tmp_path: Path) -> None:
+    """Start the engine before hypothesis runs (pyspark changes the recursion limit when it starts)."""
+    make_engine(engine_name, tmp_path).close()
+
+
+def check_training(
+    tmp_path_factory, engine_name, raw, spine, edges, windows, delay, zone_index, split, known_at, kind
+) -> None:
     features = features_of(AGGREGATIONS, windows)
     events = oracle_events(raw)
     spine = grid_spine(spine) + edge_spine(events, windows, delay, edges)
     known_at_us = None if known_at is None else event_us(*known_at)
-    with make_store(tmp_path_factory.mktemp("train"), raw, windows, delay, kind=kind) as store:
+    with make_store(tmp_path_factory.mktemp("train"), raw, windows, delay, kind=kind, engine_name=engine_name) as store:
         split_at = BASE + timedelta(microseconds=split * SLOT_US)
         store.materialize(BASE, split_at)  # two committed windows
         store.materialize(split_at, END)

@@ -254,7 +254,8 @@ class SparkEngine:
         df = df.repartition(partitions, *[fn.col(k) for k in keys]) if keys and partitions > 1 else df.coalesce(1)
         ship_user_modules(transform)
         run = _PartitionRun(transform, schema, scan)
-        result = df.mapInArrow(run, from_arrow_schema(output)).withColumn(_PART, fn.spark_partition_id()).persist()
+        result = df.mapInArrow(run, from_arrow_schema(spark_schema(output)))
+        result = result.withColumn(_PART, fn.spark_partition_id()).persist()
         try:
             for index in range(max(partitions, 1) if keys else 1):
                 if cancel is not None and cancel.is_set:
@@ -426,6 +427,23 @@ class SparkEngine:
 _PART = "__fk_partition"
 
 
+def spark_type(dtype: pa.DataType) -> pa.DataType:
+    """The Arrow type Spark exchanges for ``dtype`` (no large variants; lists name their item "element")."""
+    if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return pa.string()
+    if pa.types.is_large_binary(dtype):
+        return pa.binary()
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return pa.list_(pa.field("element", spark_type(dtype.value_type)))
+    if pa.types.is_struct(dtype):
+        return pa.struct([pa.field(f.name, spark_type(f.type), f.nullable) for f in dtype])
+    return dtype
+
+
+def spark_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, spark_type(f.type), f.nullable) for f in schema])
+
+
 def ship_user_modules(transform: Callable[[pa.Table], pa.Table]) -> None:
     """Pickle the feature repo modules ``transform`` calls by value, so executors need no copy of the repo.
 
@@ -459,7 +477,8 @@ class _PartitionRun:
         if not gathered or not sum(b.num_rows for b in gathered):
             return
         rows = _conform(pa.Table.from_batches(gathered), self.schema, self.scan)
-        yield from self.transform(rows).to_batches()
+        output = self.transform(rows)
+        yield from output.cast(spark_schema(output.schema)).to_batches()
 
 
 _ERROR_LINE = re.compile(r"featurekit\.errors\.(\w+): (.+)")
@@ -697,7 +716,7 @@ class SparkJoin:
         layout = state_schema(spec, view.schema, view.created_field is not None)
         output = pa.schema(
             [pa.field(ROW, pa.int64())]
-            + [pa.field(f"v{i}", feature_type(features[j], view.schema)) for i, j in enumerate(order)]
+            + [pa.field(f"v{i}", spark_type(feature_type(features[j], view.schema))) for i, j in enumerate(order)]
         )
         runner = _WindowRun(features, order, spec.delay_us, layout, output)
 
