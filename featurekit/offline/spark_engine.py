@@ -375,6 +375,27 @@ class SparkEngine:
         fields += [view.schema.field(c) for c in view.window.columns] + [pa.field("__fk_before", pa.int64())]
         return _cast_like(table, pa.schema(fields))
 
+    def committed_rows(
+        self, view: ViewInput, windows: list[tuple[datetime, datetime]] | None, columns: list[str], rows: int
+    ) -> Iterator[pa.Table]:
+        if not view.files or windows == []:
+            return
+        fn = _spark().functions
+        df = self._read([local_path(f) for f in view.files], f"feature view '{view.name}'")
+        df = self._instants(df, [view.timestamp_field], view.schema)
+        if windows:
+            ts = fn.col(view.timestamp_field)
+            parts = [(ts >= fn.lit(low)) & (ts < fn.lit(high)) for low, high in windows]
+            inside = parts[0]
+            for part in parts[1:]:
+                inside = inside | part
+            df = df.filter(inside)
+        picked = df.select(*columns) if columns else df.select(fn.lit(None).alias("__fk_none"))
+        table = self._run(picked.toArrow, f"feature view '{view.name}'")
+        if columns:
+            table = _cast_like(table, pa.schema([view.schema.field(c) for c in columns]))
+        yield from (pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=rows))
+
     def summarize(self, files: list[str], columns: list[str]) -> pa.Table:
         fn = _spark().functions
         names = ["column", "rows", "nulls", "distinct", "min", "max", "mean", "std"]
