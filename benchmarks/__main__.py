@@ -9,8 +9,9 @@ Subcommands: ``run`` (one scale, see :mod:`benchmarks.runner`), ``scaling`` (the
 with the serving log off and on, see :mod:`benchmarks.servelog`); ``load`` (the server under a
 bounded load, idle, during a materialize and through a Redis restart, see :mod:`benchmarks.serving_load`);
 ``quality`` (offline materialize with and without the quality pass, see :mod:`benchmarks.quality`);
+``drift`` (a drift report between two 10M-row view versions, see :mod:`benchmarks.drift`);
 ``ui`` (every web UI page on 500 views and 10,000 registry commits, see :mod:`benchmarks.ui_pages`);
-``child``, ``redis-child``, ``servelog-child``, ``quality-child`` and ``materialize-loop`` are the
+``child``, ``redis-child``, ``servelog-child``, ``quality-child``, ``drift-child`` and ``materialize-loop`` are the
 harness's own child processes.
 """
 
@@ -133,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     on_quality.add_argument("--repeat", type=int, default=7, help="rounds, each measuring both")
     on_quality.add_argument("--output", type=Path, default=HERE / "results")
     sub.add_parser("quality-child").add_argument("argv", nargs=argparse.REMAINDER)
+    on_drift = sub.add_parser("drift", help="a drift report between two 10M-row view versions")
+    on_drift.add_argument("--rows", type=int, default=10_000_000)
+    on_drift.add_argument("--repeat", type=int, default=5, help="rounds, each measuring every contender")
+    on_drift.add_argument("--output", type=Path, default=HERE / "results")
+    sub.add_parser("drift-child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("child").add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("http", help="the HTTP feature server vs a bare ASGI floor and feast serve").add_argument(
         "argv", nargs=argparse.REMAINDER, help="the scale (default medium)"
@@ -164,6 +170,14 @@ def main() -> None:
         from benchmarks.quality import run as run_quality
 
         sys.exit(run_quality(options))
+    elif options.command == "drift":
+        from benchmarks.drift import run as run_drift
+
+        sys.exit(run_drift(options))
+    elif options.command == "drift-child":
+        from benchmarks.drift import child as drift_child
+
+        drift_child(options.argv)
     elif options.command == "quality-child":
         from benchmarks.quality import child as quality_child
 

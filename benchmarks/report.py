@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import charts, quality, redis_online, scaling, servelog, serving_load, shapes, ui_pages, windows
+from benchmarks import charts, drift, quality, redis_online, scaling, servelog, serving_load, shapes, ui_pages, windows
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ["small", "medium", "large", "xlarge"]
@@ -205,6 +205,7 @@ def write_report(results: Path, target: Path) -> None:
     sections.append(serving_load.record_section(results))
     sections.append(ui_pages.record_section(results))
     sections.append(quality.record_section(results))
+    sections.append(drift.record_section(results))
     notes = results / "NOTES.md"
     if notes.exists():
         sections.append(notes.read_text())
