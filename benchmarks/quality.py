@@ -44,6 +44,9 @@ class _NoInspection:
     def conclude(self) -> None:
         return None
 
+    def committed(self) -> None:
+        return None
+
     def records(self) -> dict[str, str]:
         return {}
 

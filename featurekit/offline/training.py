@@ -308,13 +308,19 @@ class TrainingSet:
 
     @property
     def manifest_model(self) -> Manifest:
-        """The manifest as a :class:`~featurekit.manifest.Manifest` (computed once: it hashes the spine)."""
+        """The manifest as a :class:`~featurekit.manifest.Manifest` (computed once: it hashes the spine).
+
+        It holds the feature columns' profile once the rows were produced (``to_arrow``,
+        ``to_parquet``, ``profile()``); asking for the manifest alone reads no feature data.
+        """
         if self._manifest is None:
             if self._make_manifest is None:
                 raise AssertionError("this training set was built without a manifest")
-            manifest = self._make_manifest()
-            profile = self.profile()
-            self._manifest = manifest.model_copy(update={"profile": profile.to_dict()}) if profile else manifest
+            self._manifest = self._make_manifest()
+        if self._manifest.profile is None and self._profile is not None:
+            # The profile is taken in the pass that produces the rows; the manifest never reads the
+            # data itself (a manifest must stay available to rebuild from after gc removed the data).
+            self._manifest = self._manifest.model_copy(update={"profile": self._profile.to_dict()})
         return self._manifest
 
     def profile(self) -> Profile | None:

@@ -26,6 +26,7 @@ its bucket's boundary, with open-ended outer bins.
 from __future__ import annotations
 
 import json
+import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -329,7 +330,9 @@ def choose_edges(state: ProfileState) -> Edges:
     edges: Edges = {}
     for name, column in state.columns.items():
         if column.kind == "numeric" and column.count and column.low is not None and column.high is not None:
-            edges[name] = snap_to_buckets(column.buckets.quantiles(EDGE_FRACTIONS, column.low, column.high))
+            found = column.buckets.quantiles(EDGE_FRACTIONS, column.low, column.high)
+            # infinite values are counted in the open-ended outer bins; an edge is always finite
+            edges[name] = snap_to_buckets([v for v in found if math.isfinite(v)])
     return edges
 
 

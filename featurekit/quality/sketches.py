@@ -147,7 +147,8 @@ class ValueBuckets:
         below = np.floor(position)
         lower = self.order_statistics(below.astype(np.int64), low, high, integers=integers)
         upper = self.order_statistics(np.minimum(below + 1, n - 1).astype(np.int64), low, high, integers=integers)
-        estimate = lower + (position - below) * (upper - lower)
+        with np.errstate(invalid="ignore"):  # equal infinite neighbours: inf - inf, kept as the value
+            estimate = np.where(lower == upper, lower, lower + (position - below) * (upper - lower))
         return [float(v) for v in estimate]
 
     def histogram(self, edges: tuple[float, ...]) -> tuple[int, ...] | None:
