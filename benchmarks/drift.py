@@ -2,8 +2,9 @@
 
 A repo of one view over ``--rows`` generated trips (200k drivers; four float features, one
 integer, one string category) is applied and materialized as v1, then its function changes (the
-distances scaled by 1.0001) and it is materialized again as v2. The two versions chose their own
-histogram edges, so ``store.drift(reference="trips_stats@v1", current="trips_stats@v2")`` must
+distances scaled by 1.05, enough to move its histogram edges) and it is materialized again as
+v2. The two versions chose their own histogram edges, so
+``store.drift(reference="trips_stats@v1", current="trips_stats@v2")`` must
 read v2's committed rows and profile them on v1's bins: the worst case of a drift report (a
 report between windows or commits of one version reads nothing; it merges stored profiles).
 
@@ -101,7 +102,7 @@ def prepare(rows: int) -> Path:
     (root / "data").mkdir(parents=True)
     pq.write_table(_source(rows), root / "data" / "trips.parquet")
     end = START + timedelta(days=DAYS)
-    for scale in ("1.0", "1.0001"):
+    for scale in ("1.0", "1.05"):
         (root / "features.py").write_text(textwrap.dedent(FEATURES).replace("SCALE", scale))
         with fk.FeatureStore(root, progress=False) as store:
             store.apply()
