@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import featurekit
+from featurekit.errors import FeaturekitError
 from featurekit.quality.check_results import CheckResult
 from featurekit.registry import Registry, ViewVersion
 from featurekit.store import FeatureStore
@@ -51,7 +52,10 @@ def profile(store: FeatureStore, version: ViewVersion) -> dict[str, Any] | None:
         return None
     if not _materialized(store.registry, version):
         return None
-    made: Any = store.profile(f"{version.view}@v{version.version}")
+    try:
+        made: Any = store.profile(f"{version.view}@v{version.version}")
+    except FeaturekitError as exc:  # the page still shows everything else, and says why
+        return {"error": str(exc)}
     return dict(made.to_dict())
 
 
@@ -64,7 +68,10 @@ def drift(store: FeatureStore, view: str, old: int, new: int) -> dict[str, Any] 
     if computed or not (_materialized(store.registry, a) and _materialized(store.registry, b)):
         return None
     shared = [f"{view}:{f}" for f in a.features if f in b.features]
-    report: Any = store.drift(shared, reference=f"{view}@v{old}", current=f"{view}@v{new}")
+    try:
+        report: Any = store.drift(shared, reference=f"{view}@v{old}", current=f"{view}@v{new}")
+    except FeaturekitError as exc:
+        return {"error": str(exc)}
     return dict(report.to_dict())
 
 
@@ -95,9 +102,15 @@ def checks_html(found: dict[str, Any] | None) -> Html:
     return section("Checks", Html(head + _generic(found["results"])), "checks")
 
 
+def _unavailable(title: str, anchor: str, found: dict[str, Any]) -> Html:
+    return section(title, Html(f"<p>Not available: {esc(found['error'])}</p>"), anchor)
+
+
 def profile_html(found: dict[str, Any] | None) -> Html:
     if found is None:
         return Html("")
+    if "error" in found:
+        return _unavailable("Profile", "profile", found)
     rows = []
     for column in found.get("columns") or []:
         counts = [int(c) for c in column.get("histogram") or []]
@@ -115,5 +128,7 @@ def profile_html(found: dict[str, Any] | None) -> Html:
 def drift_html(found: dict[str, Any] | None) -> Html:
     if found is None:
         return Html("")
+    if "error" in found:
+        return _unavailable("Drift", "drift", found)
     features = found.get("features") or []
     return section("Drift", _generic(features if isinstance(features, list) else [features]), "drift")
