@@ -391,42 +391,6 @@ def show(ctx: Context, view: str) -> None:
         click.echo(text)
 
 
-@cli.command(short_help="Show a view's check results per data version.")
-@click.argument("view")
-@click.option("--version", type=int, default=None, help="A registered version [default: the applied one].")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per commit and line).")
-@pass_context
-@reports_errors
-def checks(ctx: Context, view: str, version: int | None, as_json: bool) -> None:
-    """Show the check results stored with each materialization and offline push of VIEW, oldest first."""
-    with ctx.store() as store:
-        found = store.check_results(view, version)
-        if not found and not as_json:
-            click.echo(f"{view}: no check results stored (no checks declared, or none ran since they were)")
-        for commit in found:
-            click.echo(json.dumps(commit.to_dict(), sort_keys=True) if as_json else str(commit))
-
-
-@cli.command(short_help="Profile a view's committed data.")
-@click.argument("view")
-@click.option("--start", default=None, help="Profile only rows from this event time (ISO-8601; naive = UTC).")
-@click.option("--end", default=None, help="... up to this one, exclusive (with --start).")
-@click.option("--as-of", default=None, help="As of a registry version (number) or a time (ISO-8601).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@pass_context
-@reports_errors
-def profile(ctx: Context, view: str, start: str | None, end: str | None, as_of: str | None, as_json: bool) -> None:
-    """Statistics of VIEW's (or VIEW@vN's) current data version, or of one window of it."""
-    from featurekit.quality.display import profile_text
-
-    if (start is None) != (end is None):
-        raise SchemaError("pass --start and --end together (or neither, for the whole data version)")
-    window = None if start is None or end is None else (_time(start, "--start"), _time(end, "--end"))
-    with ctx.store() as store:
-        found = store.profile(view, window=window, as_of=_as_of(as_of))
-    click.echo(json.dumps(found.to_dict()) if as_json else profile_text(found))
-
-
 @cli.command(short_help="List applies and materializations.")
 @click.argument("view", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per line).")
@@ -661,31 +625,6 @@ def serve(ctx: Context, host: str | None, port: int | None, workers: int | None,
     run_server(ctx.repo, host=host, port=port, workers=workers, no_auth=no_auth, quiet=ctx.quiet)
 
 
-@cli.command(short_help="Compare served values (the serving log) with the training path.")
-@click.option("--log", "log_path", type=click.Path(path_type=Path), help="Log folder [default: online.log.path].")
-@click.option("--start", default=None, help="Only rows served at or after this time (ISO-8601).")
-@click.option("--end", default=None, help="Only rows served before this time (ISO-8601).")
-@click.option("-f", "--feature", "features", multiple=True, help="Only this logged feature, view:feature (repeatable).")
-@pass_context
-@reports_errors
-def consistency(
-    ctx: Context, log_path: Path | None, start: str | None, end: str | None, features: tuple[str, ...]
-) -> None:
-    """Recompute each logged served row through the training path at its lookup instant and report,
-    per feature, the match rate, missing and extra values and SMAPE. Exits 1 unless every value matched."""
-    window = None
-    if start is not None or end is not None:
-        window = (
-            _time(start, "--start") if start is not None else datetime(1970, 1, 1, tzinfo=UTC),
-            _time(end, "--end") if end is not None else datetime.max.replace(tzinfo=UTC),
-        )
-    with ctx.store() as store:
-        report = store.consistency(log_path, window=window, features=list(features) or None)
-    click.echo(str(report))
-    if not report.ok:
-        sys.exit(1)
-
-
 @cli.command(short_help="Browse the registry, lineage and freshness in a web browser.")
 @click.option("--host", default=None, help="Address to listen on [default: serve.host, 127.0.0.1].")
 @click.option("--port", type=int, default=6567, show_default=True, help="Port.")
@@ -711,10 +650,14 @@ def _watermark(info: ViewInfo) -> str | None:
 
 def main() -> None:
     """Console-script entry point."""
-    import featurekit.cli_quality  # noqa: F401  (registers the quality commands)
-
     cli(prog_name="featurekit")
 
 
-if __name__ == "__main__":
-    main()
+# The quality commands (checks, profile, drift, consistency) live in their own module; importing
+# it here registers them on `cli` wherever `cli` is imported from.
+from featurekit import cli_quality as _quality_commands  # noqa: E402,F401
+
+if __name__ == "__main__":  # `python -m featurekit.cli`: run the imported module's group, which has every command
+    from featurekit.cli import main as imported_main
+
+    imported_main()

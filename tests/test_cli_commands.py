@@ -281,3 +281,14 @@ def test_a_real_process_exits_non_zero_with_one_line(repo: Path):
     )
     assert ok.returncode == 0
     assert "+ driver_stats v1" in ok.stdout
+
+
+def test_every_command_is_there_however_the_cli_is_started():
+    """The quality commands live in featurekit.cli_quality; the console script, `python -m featurekit.cli`
+    and an import of `featurekit.cli.cli` (as these tests do) all offer them."""
+    quality = {"checks", "profile", "drift", "consistency"}
+    assert quality <= set(cli.commands)
+    for command in ([sys.executable, "-m", "featurekit.cli", "--help"], ["featurekit", "--help"]):
+        listed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        names = {line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line.startswith("  ")}
+        assert quality <= names, command
