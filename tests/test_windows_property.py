@@ -433,6 +433,20 @@ def test_the_oracle_by_hand():
 # -- training sets ---------------------------------------------------------------------------
 
 
+# The training-set property's inputs, shared by the DuckDB test and the other engines' variant.
+TRAINING_CASES: dict[str, st.SearchStrategy[Any]] = {
+    "raw": event_logs(),
+    "spine": st.lists(spine_row, min_size=1, max_size=12),
+    "edges": EDGE_ROWS,
+    "windows": windows_strategy,
+    "delay": st.sampled_from(DELAYS),
+    "zone_index": st.integers(0, len(ZONES) - 1),
+    "split": st.integers(1, EVENT_SLOTS - 1),
+    "known_at": st.one_of(st.none(), st.tuples(st.integers(0, EVENT_SLOTS + 4), st.integers(0, len(OFFSETS) - 1))),
+    "kind": st.sampled_from(KEY_KINDS),
+}
+
+
 @SETTINGS
 @example(  # events exactly at t - delay - w (in) and at t - delay (out), 1 us either side
     raw=[
@@ -462,17 +476,7 @@ def test_the_oracle_by_hand():
     edges=[],
     kind="int",
 )
-@given(
-    raw=event_logs(),
-    spine=st.lists(spine_row, min_size=1, max_size=12),
-    edges=EDGE_ROWS,
-    windows=windows_strategy,
-    delay=st.sampled_from(DELAYS),
-    zone_index=st.integers(0, len(ZONES) - 1),
-    split=st.integers(1, EVENT_SLOTS - 1),
-    known_at=st.one_of(st.none(), st.tuples(st.integers(0, EVENT_SLOTS + 4), st.integers(0, len(OFFSETS) - 1))),
-    kind=st.sampled_from(KEY_KINDS),
-)
+@given(**TRAINING_CASES)
 def test_training_set_matches_the_oracle(
     tmp_path_factory, raw, spine, edges, windows, delay, zone_index, split, known_at, kind
 ):
@@ -482,17 +486,7 @@ def test_training_set_matches_the_oracle(
 @pytest.mark.slow
 @pytest.mark.parametrize("engine_name", [e for e in ENGINES if e != "duckdb"])
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    raw=event_logs(),
-    spine=st.lists(spine_row, min_size=1, max_size=12),
-    edges=EDGE_ROWS,
-    windows=windows_strategy,
-    delay=st.sampled_from(DELAYS),
-    zone_index=st.integers(0, len(ZONES) - 1),
-    split=st.integers(1, EVENT_SLOTS - 1),
-    known_at=st.one_of(st.none(), st.tuples(st.integers(0, EVENT_SLOTS + 4), st.integers(0, len(OFFSETS) - 1))),
-    kind=st.sampled_from(KEY_KINDS),
-)
+@given(**TRAINING_CASES)
 def test_training_set_matches_the_oracle_on_other_engines(
     tmp_path_factory, engine_started, engine_name, raw, spine, edges, windows, delay, zone_index, split, known_at, kind
 ):
