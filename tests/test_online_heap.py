@@ -21,7 +21,10 @@ import pytest
 
 import featurekit as fk
 
-pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the trim threshold is glibc's")
+pytestmark = [
+    pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the trim threshold is glibc's"),
+    pytest.mark.skipif(any(k.startswith("MALLOC_") for k in os.environ), reason="malloc tuned by the environment"),
+]
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +106,7 @@ with fk.FeatureStore({root!r}, progress=False) as store:
 """
 
 
+@pytest.mark.slow
 def test_hot_window_entity_lookups_in_a_fresh_process_do_not_fault_in_their_state(make_repo, tmp_path):
     events = 130_000  # a 2 MB state: time and amount of each event
     rng = np.random.default_rng(3)
