@@ -147,5 +147,6 @@ def test_windows_smoke_run(tmp_path: Path) -> None:
         assert entry[contender]["runs"] == 1, contender
         assert contender in entry["check"], contender
     assert entry["lookups"]["typical"]["calls"] == 50
+    assert entry["lookups"]["hot"]["cpu_ms_per_call"] > 0
     assert entry["lookups"]["online_check"][0].startswith("21 entities equal the oracle")
     assert "## Window aggregations (issue 13)" in (tmp_path / "RESULTS.md").read_text()

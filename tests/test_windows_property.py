@@ -565,6 +565,10 @@ def check_online(
     want = expected_rows(features, online_events, [(k, t_us) for k in ONLINE_KEYS], delay)
     assert mismatches(want, served.to_dict()) == [], f"online at {at.isoformat()}"
     check_types(served.to_arrow().schema, features)
+    for index, key in enumerate(ONLINE_KEYS[:3]):  # one entity a lookup: its own (scalar) path
+        alone = {k: v[index : index + 1] for k, v in entities.items()}
+        one = store.online_features(alone, ["customer_spend"], at=at).to_dict()
+        assert mismatches(want[index : index + 1], one) == [], f"online at {at.isoformat()}, entity {key} alone"
     if training:
         spine = pa.table(
             {**key_columns(kind, ONLINE_KEYS), "event_timestamp": pa.array([from_us(t_us)] * len(ONLINE_KEYS))}

@@ -22,6 +22,7 @@ from featurekit.codebase import Codebase
 from featurekit.errors import NotAppliedError, OnlineHistoryError, SchemaError, UnknownNameError
 from featurekit.frames import arrow_to_polars
 from featurekit.ondemand import OnDemandStep, build_steps, needed_columns, request_inputs, run_steps
+from featurekit.online import heap
 from featurekit.online.base import OnlineStore
 from featurekit.online.codecs import NAN, Decoder, decoder, is_float
 from featurekit.online.keys import KeyType, encode_keys, typed_values
@@ -238,6 +239,7 @@ class OnlineReader:
         self._recipes: dict[tuple[Any, ...], LookupRecipe] = {}
         self._head = -1
         self._checked = -1e18
+        heap.settle()  # hot entities' window states: see featurekit/online/heap.py
 
     def _fresh(self) -> None:
         now = time.monotonic()

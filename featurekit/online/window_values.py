@@ -6,7 +6,10 @@ Counts and integer sums are differences of running totals (exact); float sums, m
 are ``ufunc.reduceat`` over the slices (every value added once, never a difference of running
 float totals); variances take a second pass over each slice around its own mean. The ordered
 aggregations (``first``, ``last``, ``last_n``) and ``count_distinct`` look at their slices one by
-one. Values match the offline engine's: exactly, or within
+one. A lookup of one entity (most lookups) skips the per-entity arrays: each aggregation reduces
+its slice of that entity's events directly, with the same reductions (so the same values) as a
+lookup of several entities that reads a single slice; a column's slice sum is computed once for
+its ``sum``, ``mean``, ``std`` and ``var``. Values match the offline engine's: exactly, or within
 :data:`featurekit.windows.FLOAT_TOLERANCE` for float sums, means, std and var.
 """
 
@@ -41,6 +44,8 @@ class _Column:
         self.valid = array.is_valid().to_numpy(zero_copy_only=False) if array.null_count else None
         self._valid_totals: np.ndarray | None = None
         self._values: np.ndarray | None = None
+        self._padded: dict[str, np.ndarray] = {}  # per reduction: the values with one trailing element
+        self._reduced: dict[tuple[str, int], np.ndarray] = {}  # per (reduction, window): one value per slice
 
     @property
     def values(self) -> np.ndarray:
@@ -60,18 +65,36 @@ class _Column:
         counted: np.ndarray = totals[high] - totals[low]
         return counted
 
+    def reduce(
+        self, ufunc: np.ufunc, values: np.ndarray, slices: tuple[np.ndarray, np.ndarray], window_us: int
+    ) -> np.ndarray:
+        """``ufunc`` over each slice of ``values`` (a function of this column), once per window:
+        ``sum`` and ``mean`` share their sums, and the padded copy is made once per reduction."""
+        key = (ufunc.__name__, window_us)
+        found = self._reduced.get(key)
+        if found is None:
+            padded = self._padded.get(ufunc.__name__)
+            if padded is None and len(slices[0]) > 1:
+                padded = np.append(values, values[:1] if len(values) else np.zeros(1, values.dtype))
+                self._padded[ufunc.__name__] = padded
+            found = self._reduced[key] = _reduce(ufunc, values, *slices, padded)
+        return found
 
-def _reduce(ufunc: np.ufunc, values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """``ufunc`` over each slice ``values[low[i]:high[i]]`` (ordered, disjoint across entities).
+
+def _reduce(
+    ufunc: np.ufunc, values: np.ndarray, low: np.ndarray, high: np.ndarray, padded: np.ndarray | None = None
+) -> np.ndarray:
+    """``ufunc`` over each slice ``values[low[i]:high[i]]`` (ordered); ``padded``: ``values`` plus one element.
 
     An empty slice gives an arbitrary value: callers mask it with the slice's count.
     """
-    if len(low) == 1:  # one entity (most lookups): reduce the slice itself, no copy
+    if len(low) == 1:  # one slice: reduce the slice itself, no copy
         a, b = int(low[0]), int(high[0])
         if b <= a:
             return np.zeros(1, dtype=values.dtype)
         return np.array([ufunc.reduce(values[a:b])])
-    padded = np.append(values, values[:1] if len(values) else np.zeros(1, values.dtype))
+    if padded is None:
+        padded = np.append(values, values[:1] if len(values) else np.zeros(1, values.dtype))
     bounds = np.empty(2 * len(low), dtype=np.int64)
     bounds[0::2] = low
     bounds[1::2] = high
@@ -95,6 +118,13 @@ class WindowValues:
         if not present:
             return columns
         with np.errstate(all="ignore"):  # inf and NaN values give inf and NaN, as in SQL
+            if len(present) == 1:  # one entity (most lookups): scalars, none of the per-entity arrays
+                index = present[0]
+                state = states[index]
+                assert state is not None
+                for column, value in zip(columns, self._one(state, at_us), strict=True):
+                    column[index] = value
+                return columns
             found = self._compute([states[i] for i in present], at_us)
         for column, values in zip(columns, found, strict=True):
             for index, value in zip(present, values, strict=True):
@@ -120,6 +150,34 @@ class WindowValues:
             w: np.searchsorted(order, end - w, "left").astype(np.int64) for w in {f.window_us for f in self.features}
         }
         return self._features(data, high, lows)
+
+    def _one(self, batch: pa.RecordBatch, at_us: int) -> list[Any]:
+        """Per feature, its value over one entity's events: the same reductions over the same slices as
+        :meth:`_compute` (so the same values, bit for bit), each slice's shared by its aggregations."""
+        data = {name: batch.column(i) for i, name in enumerate(self.layout.names)}
+        order = data[ORDER].to_numpy()
+        end = at_us - self.delay_us
+        high = int(order.searchsorted(end, "left"))
+        lows: dict[int, int] = {}
+        columns: dict[str, _Column] = {}
+        sums: dict[tuple[str, int], float] = {}  # the float sum of a column's slice: sum, mean, std, var share it
+        found: list[Any] = []
+        for feature in self.features:
+            low = lows.get(feature.window_us)
+            if low is None:
+                low = lows[feature.window_us] = int(order.searchsorted(end - feature.window_us, "left"))
+            if feature.column is None:
+                found.append(high - low)
+                continue
+            column = columns.get(feature.column)
+            if column is None:
+                column = columns[feature.column] = _Column(data[feature.column])
+            if feature.fn in _NUMERIC or (feature.fn in ("min", "max") and column.numeric):
+                found.append(_one_numeric(feature, column, low, high, sums))
+            else:  # the ordered aggregations, count_distinct and non-numeric extremes look at one slice anyway
+                bounds = np.array([low], dtype=np.int64), np.array([high], dtype=np.int64)
+                found.append(self._feature(feature, column, *bounds, data)[0])
+        return found
 
     def _compute(self, batches: list[pa.RecordBatch], at_us: int) -> list[list[Any]]:
         if len(batches) == 1:
@@ -156,7 +214,7 @@ class WindowValues:
         if fn == "count":
             return list(counts.tolist())
         if fn in ("sum", "mean", "std", "var") or (fn in ("min", "max") and column.numeric):
-            return _numeric(fn, column, low, high, counts)
+            return _numeric(fn, column, (low, high), counts, feature.window_us)
         if fn in ("min", "max"):
             return [
                 None if n == 0 else getattr(pc, fn)(column.array.slice(a, b - a)).as_py()
@@ -192,21 +250,22 @@ def _search(order: np.ndarray, starts: np.ndarray, sizes: np.ndarray, instant: i
     return found
 
 
-def _numeric(fn: str, column: _Column, low: np.ndarray, high: np.ndarray, counts: np.ndarray) -> list[Any]:
+def _numeric(
+    fn: str, column: _Column, slices: tuple[np.ndarray, np.ndarray], counts: np.ndarray, window_us: int
+) -> list[Any]:
+    low, high = slices
     values = column.values
     empty = counts == 0
     if fn in ("min", "max"):
         if column.valid is not None:
-            info = np.iinfo(values.dtype) if column.integer else None
-            fill = (info.max if fn == "min" else info.min) if info is not None else (np.inf if fn == "min" else -np.inf)
-            values = np.where(column.valid, values, fill)
-        found = _reduce(np.minimum if fn == "min" else np.maximum, values, low, high)
+            values = np.where(column.valid, values, _never_wins(fn, values.dtype, column.integer))
+        found = column.reduce(np.minimum if fn == "min" else np.maximum, values, slices, window_us)
         return [None if e else v for e, v in zip(empty.tolist(), found.tolist(), strict=True)]
     if column.integer and fn == "sum":  # running totals of integers: exact differences
         totals = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
         return list((totals[high] - totals[low]).tolist())
     floats = values.astype(np.float64, copy=False)
-    sums = np.where(empty, 0.0, _reduce(np.add, floats, low, high))
+    sums = np.where(empty, 0.0, column.reduce(np.add, floats, slices, window_us))
     if fn == "sum":
         return list(sums.tolist())
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -223,6 +282,54 @@ def _numeric(fn: str, column: _Column, low: np.ndarray, high: np.ndarray, counts
         variances = squares / (counts - 1)
     result = variances if fn == "var" else np.sqrt(variances)
     return [None if n < 2 else v for n, v in zip(counts.tolist(), result.tolist(), strict=True)]
+
+
+def _never_wins(fn: str, dtype: np.dtype, integer: bool) -> Any:
+    """The value a null takes in a ``min`` (``max``): the largest (smallest) of its type."""
+    if integer:
+        info = np.iinfo(dtype)
+        return info.max if fn == "min" else info.min
+    return np.inf if fn == "min" else -np.inf
+
+
+_NUMERIC = ("count", "sum", "mean", "std", "var")
+
+
+def _one_numeric(
+    feature: WindowFeature, column: _Column, low: int, high: int, sums: dict[tuple[str, int], float]
+) -> Any:
+    """``count``, ``sum``, ``mean``, ``std``, ``var``, numeric ``min``/``max`` of one slice, as :func:`_numeric`."""
+    fn = feature.fn
+    valid = None if column.valid is None else column.valid[low:high]
+    count = high - low if valid is None else int(np.count_nonzero(valid))
+    if fn == "count":
+        return count
+    values = column.values[low:high]
+    if fn in ("min", "max"):
+        if count == 0:
+            return None
+        if valid is not None:  # nulls as the extreme that never wins, as _numeric does (the same -0.0 or 0.0)
+            values = np.where(valid, values, _never_wins(fn, values.dtype, column.integer))
+        return (np.minimum if fn == "min" else np.maximum).reduce(values).item()
+    if column.integer and fn == "sum":  # int64 wraps as the running totals of _numeric do
+        return int(np.add.reduce(values, dtype=np.int64)) if high > low else 0
+    floats = values.astype(np.float64, copy=False)
+    cache_key = (str(feature.column), feature.window_us)
+    total = sums.get(cache_key)
+    if total is None:
+        total = sums[cache_key] = float(np.add.reduce(floats)) if count else 0.0
+    if fn == "sum":
+        return total
+    if count == 0 or (fn != "mean" and count < 2):
+        return None
+    mean = float(np.float64(total) / np.float64(count))
+    if fn == "mean":
+        return mean
+    part = floats - mean
+    if valid is not None:
+        part = part[valid]
+    variance = np.float64(float(np.dot(part, part))) / np.float64(count - 1)
+    return float(variance if fn == "var" else np.sqrt(variance))
 
 
 def _ordered(
