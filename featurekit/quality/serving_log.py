@@ -358,7 +358,7 @@ class ServingLog:
 def _prepare_writer() -> None:
     """Run the writer's conversions and a Parquet write once, on a one-row table, into memory.
 
-    Their one-time set-up (Arrow's first conversion of a Python list imports pandas: a quarter of
+    Their one-time set-up (Arrow's first conversion of a Python list imports pandas: tenths of
     a second holding the interpreter lock in a fresh process) then happens here, when the log is
     opened, and not in the writer's first file while lookups wait for the lock.
     """
