@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 import featurekit as fk
 from featurekit.cli import cli
 from featurekit.offline.tables import OfflineTables
+from featurekit.quality.inspection import BACKGROUND_ROWS
 from tests.conftest import T0, RepoFactory, trips_table, ts
 
 HEAD = """
@@ -420,6 +421,32 @@ def test_a_failing_check_leaves_the_store_as_it_was(
     assert_unchanged(before, store_state(store))
     if operation == "first window":
         assert not (store.store_root / "offline").exists()  # the aborted first write's folders are gone too
+
+
+def test_a_large_batch_is_checked_and_profiled_beside_the_write(make_repo: RepoFactory, open_store: Any) -> None:
+    # A batch of BACKGROUND_ROWS rows or more is checked and profiled on the inspection's worker
+    # thread while Delta writes it: its verdicts, errors and profile are the same as inline.
+    n = BACKGROUND_ROWS + 4_000
+    rows = [good(2 * i / n, 1 + i % 5_000, km=float(i % 97)) for i in range(n)]
+    checks = 'fk.check.between("avg_trip_km", 0, 100), fk.check.unique_keys(), fk.check.row_count(min=1000)'
+    store = store_with(make_repo, open_store, checks, rows)
+    (result,) = store.materialize(ts(0), ts(3))
+    assert result.rows == n
+    (stored,) = store.check_results("driver_stats")
+    assert [(r.observed, r.passed) for r in stored.results] == [(0, True), (0, True), (n, True)]
+    profile = store.profile("driver_stats").columns["avg_trip_km"]
+    assert (profile.rows, profile.min, profile.max, profile.distinct) == (n, 0.0, 96.0, 97)
+
+    rewrite(store, [*rows, BAD])
+    before = store_state(store)
+    with pytest.raises(fk.CheckError, match=r"between\(avg_trip_km.*observed 1"):
+        store.materialize(ts(0), ts(3))
+    assert_unchanged(before, store_state(store))
+
+    store = store_with(make_repo, open_store, "fk.check.custom(lambda df: df['nope'], name='broken')", rows)
+    with pytest.raises(fk.FeatureFunctionError, match=r"check custom\(broken\) of feature view 'driver_stats'"):
+        store.materialize(ts(0), ts(3))
+    assert not store.check_results("driver_stats")
 
 
 def test_an_aborted_write_removes_exactly_the_files_it_created(tmp_path: Path) -> None:

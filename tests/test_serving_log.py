@@ -21,7 +21,16 @@ from click.testing import CliRunner
 
 import featurekit as fk
 from featurekit.cli import cli
-from featurekit.quality.serving_log import FEATURES, REQUEST_ID, SERVED, SERVED_AT, log_columns, log_files, read_log
+from featurekit.quality.serving_log import (
+    CHUNK_ROWS,
+    FEATURES,
+    REQUEST_ID,
+    SERVED,
+    SERVED_AT,
+    log_columns,
+    log_files,
+    read_log,
+)
 from tests.conftest import BASIC_FEATURES, trips_table, ts
 from tests.redis_server import RedisServer, redis_config
 from tests.server_helpers import AT, READ_WRITE, SERVER_FEATURES, TRIPS, items_table, start_server
@@ -99,6 +108,33 @@ def test_each_served_entity_is_a_row_with_keys_instant_versions_and_features(mak
     assert fk.read_log is read_log  # public
     with pytest.raises(fk.WindowError, match="before its end"):
         read_log(store.root / "slog", window=(ts(5), ts(3)))
+
+
+def test_a_file_of_many_buffered_chunks_holds_every_row_in_the_order_served(make_repo, open_store):
+    # Lookups append to chunks of CHUNK_ROWS rows (so a lookup never waits for a long list to
+    # grow); the writer joins them into one file (one per feature list), every row in order.
+    store = materialized(open_store, make_repo(data=DATA, config=log_yaml(flush_rows=100_000, flush_s=600)))
+    keys, conv, calls = [], [], 3 * CHUNK_ROWS // 2
+    for call in range(calls):
+        entities = [1 + call % 3, 77][: 1 + call % 2]
+        conv += store.online_features({"driver_id": entities}, ["driver_stats"], at=ts(3)).to_dict()["conv_rate"]
+        keys += entities
+    log = store.serving_log
+    assert log is not None
+    assert log.flush()
+    assert log.counters().files == 1
+    (file,) = log_files(store.root / "slog")
+    table = pq.read_table(file)
+    assert table.num_rows == len(keys) > 2 * CHUNK_ROWS
+    assert table.column("driver_id").to_pylist() == keys
+    assert table.column("driver_stats:conv_rate").to_pylist() == conv
+    ids = table.column(REQUEST_ID).to_pylist()
+    assert len(set(ids)) == calls
+    assert ids[1] == ids[2] != ids[0]  # the second call served two entities
+    assert set(map(tuple, table.column(FEATURES).to_pylist())) == {("driver_stats",)}
+    assert set(map(tuple, table.column(SERVED).to_pylist())) == {
+        ("driver_stats@v1:conv_rate", "driver_stats@v1:avg_trip_km")
+    }
 
 
 def test_two_versions_of_a_view_read_side_by_side_get_a_column_each():

@@ -4,10 +4,16 @@
 after the last batch and before the commit (a failing ``"fail"`` check raises
 :class:`~featurekit.errors.CheckError` there, so nothing is committed), and ``records`` returns
 the JSON the registry stores in the commit's own transaction.
+
+A large batch is checked and profiled on a worker thread while the materialization goes on
+writing it (numpy, pyarrow and polars release the GIL in their loops), so the pass costs little
+time on a machine with a spare core. At most one batch is in flight, so memory stays bounded,
+and the worker's error, if any, is raised by the next ``add`` or by ``conclude``.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 import pyarrow as pa
@@ -16,6 +22,8 @@ from featurekit.definitions import FeatureView
 from featurekit.quality.checks import CheckRun
 from featurekit.quality.profiling import ProfileBuilder
 from featurekit.registry import Registry, ViewVersion
+
+BACKGROUND_ROWS = 65_536  # smaller batches (pushes, small windows) are inspected right away
 
 
 class Inspection:
@@ -32,14 +40,48 @@ class Inspection:
     ) -> None:
         self.checks = CheckRun(view, version, window=window, mode=mode)
         self.profile = ProfileBuilder(version, registry)
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+        self._records: Future[dict[str, str]] | None = None
 
     def add(self, table: pa.Table) -> None:
+        self._wait()
+        if table.num_rows < BACKGROUND_ROWS:
+            self._inspect(table)
+            return
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-inspect")
+        self._pending = self._worker.submit(self._inspect, table)
+
+    def _inspect(self, table: pa.Table) -> None:
         self.checks.add(table)
         self.profile.add(table)
 
+    def _wait(self) -> None:
+        """Let the batch in flight finish (its error, if any, is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except BaseException:
+                self._close()
+                raise
+
+    def _close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
+
     def conclude(self) -> None:
         """After the last batch: raise :class:`~featurekit.errors.CheckError` if a ``"fail"`` check failed."""
-        self.checks.conclude()
+        self._wait()
+        try:
+            self.checks.conclude()
+        except BaseException:
+            self._close()
+            raise
+        if self._worker is not None:  # serialized while the write finishes its files and commit
+            self._records = self._worker.submit(self.profile.records)
 
     def committed(self) -> None:
         """After the commit: warn (:class:`~featurekit.quality.checks.CheckWarning`) of ``"warn"`` failures.
@@ -50,8 +92,14 @@ class Inspection:
         self.checks.warn()
 
     def records(self) -> dict[str, str]:
-        """The commit's quality records, JSON by kind."""
-        return {**self.checks.records(), **self.profile.records()}
+        """The commit's quality records, JSON by kind (after :meth:`conclude`)."""
+        try:
+            self._wait()
+            profile = self._records.result() if self._records is not None else self.profile.records()
+        finally:
+            self._records = None
+            self._close()
+        return {**self.checks.records(), **profile}
 
     def view_records(self) -> dict[str, str]:
         """Records fixed once per view version (the first materialization's histogram edges)."""

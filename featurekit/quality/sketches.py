@@ -89,13 +89,18 @@ class ValueBuckets:
         return cls(0, np.empty(0, np.int64))
 
     @classmethod
-    def of(cls, keys: np.ndarray, low: int) -> ValueBuckets:
-        """The buckets of values with these keys, none below ``low``."""
+    def of(cls, keys: np.ndarray, low: int, *, overwrite: bool = False) -> ValueBuckets:
+        """The buckets of values with these keys (int64), none below ``low``.
+
+        ``overwrite``: ``keys`` may be changed in place (work space of the caller's), which saves
+        an array. Counted from ``low``, not from key 0: the counts then span the values' own
+        range (a few thousand buckets for values within a few powers of two), where counting from
+        0 would allocate and clear up to 2^19 of them per call.
+        """
         if not len(keys):
             return cls.empty()
-        if low >= 0:  # counted from key 0 and cut: no pass to subtract ``low`` (keys stay below 2^19)
-            return cls(low, np.bincount(keys)[low:].astype(np.int64, copy=False))
-        return cls(low, np.bincount(keys - low).astype(np.int64, copy=False))
+        offsets = np.subtract(keys, low, out=keys if overwrite else None)
+        return cls(low, np.bincount(offsets).astype(np.int64, copy=False))
 
     def merge(self, other: ValueBuckets) -> ValueBuckets:
         if not len(self.counts):
