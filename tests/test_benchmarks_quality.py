@@ -24,4 +24,6 @@ def test_quality_harness_records_both_modes_and_its_section(tmp_path: Path) -> N
     assert on["rows"] == off["rows"] == 20_000
     assert on["record_bytes"] > 0  # the pass stored a profile with the commit
     assert off["record_bytes"] == 0  # the baseline stored none
+    assert on["checks_passed"] == 18  # every declared check ran and passed
+    assert off["checks_passed"] == 0  # the baseline ran none
     assert "## Quality pass (issue 15)" in (tmp_path / "RESULTS.md").read_text()
