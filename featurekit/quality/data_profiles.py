@@ -11,13 +11,21 @@ materialization's window covered them. The data version's profile is then
   committed rows in what is left of their windows, read through the engine. Other live commits
   whose windows overlap that read (pushes) are read with it instead of merged, so no row counts
   twice.
+
+Merging hundreds of commits' states on each read would be slow (a few milliseconds each for
+high-cardinality columns), so every :data:`CHECKPOINT_EVERY`-th commit whose data version is all
+whole stored states also stores their merge (kind :data:`CHECKPOINT`, with the ids of the commits
+it merged): a profile then starts from the newest checkpoint whose commits are the first of the
+ones it merges and merges fewer than :data:`CHECKPOINT_EVERY` more, in the same order, so the
+result is the same to the bit.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from featurekit.errors import RetentionError
 from featurekit.offline.engine import OfflineEngine
@@ -29,6 +37,9 @@ from featurekit.registry import Materialization, Registry, ViewVersion
 
 Interval = tuple[datetime, datetime]
 READ_ROWS = 1_000_000
+PROFILE = "profile"  # the quality-record kind of one commit's profile state
+CHECKPOINT = "data_profile"  # the kind of a data version's merged state, stored with its commit
+CHECKPOINT_EVERY = 8
 
 
 def subtract(intervals: list[Interval], cut: Interval) -> list[Interval]:
@@ -83,6 +94,56 @@ def live_segments(commits: list[Materialization], removed: dict[int, datetime]) 
     return segments
 
 
+def _removed(registry: Registry, version: ViewVersion) -> dict[int, datetime]:
+    """When gc removed each of the version's removed data versions."""
+    removed = {}
+    for data_version in sorted(dv for vid, dv in registry.removals() if vid == version.id):
+        removal = registry.removal(version.id, data_version)
+        if removal is not None:
+            removed[data_version] = removal.removed_at
+    return removed
+
+
+def _plan(segments: list[Segment], stored: set[int]) -> tuple[list[Segment], list[Interval]]:
+    """Which segments' stored states are merged (in order) and which intervals are read (see the
+    module docstring; ``stored``: the commits with a stored state)."""
+    to_read = [s for s in segments if not s.whole or s.commit.commit_id not in stored]
+    read = [interval for s in to_read for interval in s.live]
+    merged = [s for s in segments if s not in to_read]
+    while True:  # a merged commit overlapping the read is read instead (its rows are in the read)
+        overlapping = [s for s in merged if _overlaps(s.live, read)]
+        if not overlapping:
+            break
+        merged = [s for s in merged if s not in overlapping]
+        read += [interval for s in overlapping for interval in s.live]
+    return merged, read
+
+
+def _merge_stored(
+    registry: Registry, version: ViewVersion, segments: list[Segment], as_of: int | None
+) -> tuple[ProfileState, list[Segment], list[Interval], int]:
+    """The merge of the stored states :func:`_plan` picks, from the newest checkpoint that merged
+    the first of them; the intervals to read; and how many states were merged after the checkpoint."""
+    empty = ProfileState.empty(version.schema, feature_columns(version))
+    newest = max((s.commit.commit_id for s in segments), default=0)
+    found = registry.latest_quality(CHECKPOINT, newest, version.id).get(version.id) if segments else None
+    data = None if found is None else json.loads(found[1])
+    chain = [] if found is None or data is None else [*data["commits"], found[0]]
+    older = [s.commit.commit_id for s in segments if s.whole and found is not None and s.commit.commit_id < found[0]]
+    if any(c not in chain for c in older):
+        found, data, chain = None, None, []  # an older commit it did not merge may be merged now
+    stored = dict(registry.quality(version.id, PROFILE, as_of, since=None if found is None else found[0]))
+    merged, read = _plan(segments, {*stored, *chain})  # a checkpoint's commits all have stored states
+    state, rest = empty, merged
+    if data is not None and [s.commit.commit_id for s in merged[: len(chain)]] == chain:
+        state, rest = ProfileState.from_dict(data), merged[len(chain) :]
+    elif found is not None:  # the checkpoint merged rows that are gone or read now: merge them all
+        stored = dict(registry.quality(version.id, PROFILE, as_of))
+    for segment in rest:
+        state = state.merge(ProfileState.from_json(stored[segment.commit.commit_id]))
+    return state, merged, read, len(rest)
+
+
 def data_version_profile(
     registry: Registry,
     tables: OfflineTables,
@@ -94,8 +155,8 @@ def data_version_profile(
     """The profile of the version's current data version (as of registry version ``as_of``)."""
     commits = [m for m in registry.materializations(version.id) if as_of is None or m.commit_id <= as_of]
     columns = feature_columns(version)
-    empty = ProfileState.empty(version.schema, columns)
     if not commits:
+        empty = ProfileState.empty(version.schema, columns)
         return empty.profile({}, f"{version.view} v{version.version}: nothing materialized")
     last = commits[-1]
     if registry.removal(version.id, last.data_version) is not None:
@@ -104,25 +165,8 @@ def data_version_profile(
             "by gc; its profile stays in the registry, but profiles are read for data that exists: "
             "pass a later as_of"
         )
-    removed = {}
-    for data_version in sorted(dv for vid, dv in registry.removals() if vid == version.id):
-        removal = registry.removal(version.id, data_version)
-        if removal is not None:
-            removed[data_version] = removal.removed_at
-    stored = dict(registry.quality(version.id, "profile", as_of))
-    segments = live_segments(commits, removed)
-    to_read = [s for s in segments if not s.whole or s.commit.commit_id not in stored]
-    read = [interval for s in to_read for interval in s.live]
-    merged = [s for s in segments if s not in to_read]
-    while True:  # a merged commit overlapping the read is read instead (its rows are in the read)
-        overlapping = [s for s in merged if _overlaps(s.live, read)]
-        if not overlapping:
-            break
-        merged = [s for s in merged if s not in overlapping]
-        read += [interval for s in overlapping for interval in s.live]
-    state = empty
-    for segment in merged:
-        state = state.merge(ProfileState.from_json(stored[segment.commit.commit_id]))
+    segments = live_segments(commits, _removed(registry, version))
+    state, _, read, _ = _merge_stored(registry, version, segments, as_of)
     if read:
         files = tables.files(version.view, version.version, last.data_version)
         for batch in engine.committed_rows(view_input(version, files), read, columns, READ_ROWS):
@@ -130,6 +174,27 @@ def data_version_profile(
     edges = version_edges(registry, version)
     source = f"{version.view} v{version.version} data version {last.data_version}"
     return state.profile(edges if edges is not None else choose_edges(state), source)
+
+
+def checkpoint_records(
+    registry: Registry, version: ViewVersion, window: Interval, mode: str, own: ProfileState
+) -> dict[str, str]:
+    """The :data:`CHECKPOINT` record of a commit about to be made (``own``: its rows' state), or nothing.
+
+    Due when the new data version's profile would merge at least :data:`CHECKPOINT_EVERY`
+    stored states after the newest checkpoint (this commit's own among them).
+    """
+    commits = registry.materializations(version.id)
+    if len(commits) + 1 < CHECKPOINT_EVERY:
+        return {}
+    pending = Materialization(
+        commits[-1].commit_id + 1, datetime.now(UTC), version.id, -1, window[0], window[1], None, own.rows, mode
+    )  # fmt: skip
+    kept = live_segments([*commits, pending], _removed(registry, version))[:-1]
+    state, merged, read, after = _merge_stored(registry, version, kept, None)
+    if after + 1 < CHECKPOINT_EVERY or _overlaps([window], read):  # not due, or this commit's rows are read too
+        return {}
+    return {CHECKPOINT: state.merge(own).to_json(commits=[s.commit.commit_id for s in merged])}
 
 
 def window_profile(

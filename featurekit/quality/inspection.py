@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from featurekit.definitions import FeatureView
 from featurekit.quality.checks import CheckRun
+from featurekit.quality.data_profiles import checkpoint_records
 from featurekit.quality.profiling import ProfileBuilder
 from featurekit.registry import Registry, ViewVersion
 
@@ -32,6 +33,7 @@ class Inspection:
     ) -> None:
         self.checks = CheckRun(view, version, window=window, mode=mode)
         self.profile = ProfileBuilder(version, registry)
+        self.version, self.registry, self.window, self.mode = version, registry, window, mode
 
     def add(self, table: pa.Table) -> None:
         self.checks.add(table)
@@ -50,8 +52,11 @@ class Inspection:
         self.checks.warn()
 
     def records(self) -> dict[str, str]:
-        """The commit's quality records, JSON by kind."""
-        return {**self.checks.records(), **self.profile.records()}
+        """The commit's quality records, JSON by kind (with its data version's merged profile state
+        when due: see :mod:`featurekit.quality.data_profiles`)."""
+        records = {**self.checks.records(), **self.profile.records()}
+        merged = checkpoint_records(self.registry, self.version, self.window, self.mode, self.profile.state)
+        return {**records, **merged}
 
     def view_records(self) -> dict[str, str]:
         """Records fixed once per view version (the first materialization's histogram edges)."""
