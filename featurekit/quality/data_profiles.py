@@ -151,13 +151,19 @@ def data_version_profile(
     version: ViewVersion,
     *,
     as_of: int | None = None,
+    edges: Edges | None = None,
 ) -> Profile:
-    """The profile of the version's current data version (as of registry version ``as_of``)."""
+    """The profile of the version's current data version (as of registry version ``as_of``).
+
+    ``edges``: histogram edges to use instead of the version's; each must be a bucket boundary
+    (:func:`~featurekit.quality.sketches.on_bucket_grid`), as every view version's are, so the
+    histograms are read off the merged buckets, exactly.
+    """
     commits = [m for m in registry.materializations(version.id) if as_of is None or m.commit_id <= as_of]
     columns = feature_columns(version)
     if not commits:
         empty = ProfileState.empty(version.schema, columns)
-        return empty.profile({}, f"{version.view} v{version.version}: nothing materialized")
+        return empty.profile(edges or {}, f"{version.view} v{version.version}: nothing materialized")
     last = commits[-1]
     if registry.removal(version.id, last.data_version) is not None:
         raise RetentionError(
@@ -171,7 +177,8 @@ def data_version_profile(
         files = tables.files(version.view, version.version, last.data_version)
         for batch in engine.committed_rows(view_input(version, files), read, columns, READ_ROWS):
             state.add(batch)
-    edges = version_edges(registry, version)
+    if edges is None:
+        edges = version_edges(registry, version)
     source = f"{version.view} v{version.version} data version {last.data_version}"
     return state.profile(edges if edges is not None else choose_edges(state), source)
 
