@@ -27,6 +27,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from featurekit.errors import RetentionError
 from featurekit.offline.engine import OfflineEngine
@@ -151,12 +152,28 @@ def _plan(segments: list[Segment], stored: set[int]) -> tuple[list[Segment], lis
     return merged, read
 
 
-def _merge_stored(
-    registry: Registry, version: ViewVersion, segments: list[Segment], as_of: int | None
-) -> tuple[ProfileState, list[Segment], list[Interval], int]:
-    """The merge of the stored states :func:`_plan` picks, from the newest checkpoint that merged
-    the first of them; the intervals to read; and how many states were merged after the checkpoint."""
-    empty = ProfileState.empty(version.schema, feature_columns(version))
+@dataclass
+class _Merge:
+    """Which stored states a data version's profile merges: after ``start`` (the checkpoint that
+    merged the first of them, if one did), ``rest``, in order; and the intervals to read."""
+
+    start: dict[str, Any] | None
+    rest: list[Segment]
+    merged: list[Segment]
+    read: list[Interval]
+    stored: dict[int, str]
+
+    def state(self, version: ViewVersion) -> ProfileState:
+        state = ProfileState.empty(version.schema, feature_columns(version))
+        if self.start is not None:
+            state = ProfileState.from_dict(self.start)
+        for segment in self.rest:
+            state = state.merge(ProfileState.from_json(self.stored[segment.commit.commit_id]))
+        return state
+
+
+def _merge_stored(registry: Registry, version: ViewVersion, segments: list[Segment], as_of: int | None) -> _Merge:
+    """The stored states :func:`_plan` picks, from the newest checkpoint that merged the first of them."""
     newest = max((s.commit.commit_id for s in segments), default=0)
     found = registry.latest_quality(CHECKPOINT, newest, version.id).get(version.id) if segments else None
     data = None if found is None else json.loads(found[1])
@@ -166,14 +183,11 @@ def _merge_stored(
         found, data, chain = None, None, []  # an older commit it did not merge may be merged now
     stored = dict(registry.quality(version.id, PROFILE, as_of, since=None if found is None else found[0]))
     merged, read = _plan(segments, {*stored, *chain})  # a checkpoint's commits all have stored states
-    state, rest = empty, merged
     if data is not None and [s.commit.commit_id for s in merged[: len(chain)]] == chain:
-        state, rest = ProfileState.from_dict(data), merged[len(chain) :]
-    elif found is not None:  # the checkpoint merged rows that are gone or read now: merge them all
+        return _Merge(data, merged[len(chain) :], merged, read, stored)
+    if found is not None:  # the checkpoint merged rows that are gone or read now: merge them all
         stored = dict(registry.quality(version.id, PROFILE, as_of))
-    for segment in rest:
-        state = state.merge(ProfileState.from_json(stored[segment.commit.commit_id]))
-    return state, merged, read, len(rest)
+    return _Merge(None, merged, merged, read, stored)
 
 
 def data_version_profile(
@@ -205,10 +219,11 @@ def data_version_profile(
             "pass a later as_of"
         )
     segments = live_segments(commits, _removed(registry, version))
-    state, _, read, _ = _merge_stored(registry, version, segments, as_of)
-    if read:
+    plan = _merge_stored(registry, version, segments, as_of)
+    state = plan.state(version)
+    if plan.read:
         files = tables.files(version.view, version.version, last.data_version)
-        for batch in engine.committed_rows(view_input(version, files), read, columns, READ_ROWS):
+        for batch in engine.committed_rows(view_input(version, files), plan.read, columns, READ_ROWS):
             state.add(batch)
     fixed = version_edges(registry, version)
     if edges is not None:  # the columns they leave out keep the version's
@@ -234,10 +249,11 @@ def checkpoint_records(
         commits[-1].commit_id + 1, datetime.now(UTC), version.id, -1, window[0], window[1], None, own.rows, mode
     )  # fmt: skip
     kept = live_segments([*commits, pending], _removed(registry, version))[:-1]
-    state, merged, read, after = _merge_stored(registry, version, kept, None)
-    if after + 1 < CHECKPOINT_EVERY or _overlaps([window], read):  # not due, or this commit's rows are read too
+    plan = _merge_stored(registry, version, kept, None)
+    if len(plan.rest) + 1 < CHECKPOINT_EVERY or _overlaps([window], plan.read):  # not due, or its rows are read
         return {}
-    return {CHECKPOINT: state.merge(own).to_json(commits=[s.commit.commit_id for s in merged])}
+    merged = plan.state(version).merge(own)
+    return {CHECKPOINT: merged.to_json(commits=[s.commit.commit_id for s in plan.merged])}
 
 
 def window_profile(
