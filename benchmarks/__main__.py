@@ -151,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     under_load.add_argument("--output", type=Path, default=HERE / "results")
     ui = sub.add_parser("ui", help="server time of every web UI page with 500 views and 10,000 registry commits")
     ui.add_argument("--repeat", type=int, default=20)
+    ui.add_argument("--cold", type=int, default=5, help="first requests on this many new readers")
     ui.add_argument("--output", type=Path, default=HERE / "results")
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)

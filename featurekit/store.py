@@ -351,15 +351,18 @@ class FeatureStore:
         Without ``window``: the current data version's (as of ``as_of``), from the records its
         commits stored (see :mod:`featurekit.quality.data_profiles`). With ``window=(start, end)``:
         the committed rows with event times in it, read through the engine; histograms use the
-        version's fixed edges either way, or ``edges`` (column -> edges) when given, which reads
-        the rows (drift profiles one side on the other's bins this way).
+        version's fixed edges either way, or ``edges`` (column -> edges) when given (drift profiles
+        one side on the other's bins this way), which reads the rows only when the data version's
+        stored states cannot count them exactly (edges off their bucket grid, which no view
+        version's edges are).
         """
         from featurekit.quality.data_profiles import data_version_profile, resolve_version, window_profile
+        from featurekit.quality.sketches import on_bucket_grid
 
         at = registry_version(self.registry, as_of)
         version = resolve_version(self.registry, view, at)
-        if window is None and edges is None:
-            return data_version_profile(self.registry, self.tables, self.engine, version, as_of=at)
+        if window is None and (edges is None or all(on_bucket_grid(e) for e in edges.values())):
+            return data_version_profile(self.registry, self.tables, self.engine, version, as_of=at, edges=edges)
         if window is None:
             return window_profile(self.registry, self.tables, self.engine, version, None, as_of=at, edges=edges)
         start, end = utc(window[0], "window start"), utc(window[1], "window end")

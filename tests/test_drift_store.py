@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import featurekit as fk
 from featurekit.errors import DataError
 from tests.conftest import ts
-from tests.test_profiles import FEATURES, trips, write_source
+from tests.test_profiles import FEATURES, reads_no_data, trips, write_source
 
 
 @pytest.fixture
@@ -73,6 +73,22 @@ def test_an_other_version_is_profiled_on_the_references_bins(store, open_store):
     assert v1.columns["km"].edges != v2.columns["km"].edges  # each version fixed its own edges
     report = store.drift(["km", "conv_rate"], reference="driver_stats@v1", current="driver_stats@v2")
     assert by_feature(report) == {"km": "ok", "conv_rate": "ok"}  # comparable: the current side was re-binned
+
+    # v1's edges are bucket boundaries: v2's stored states count its rows on them exactly, no read
+    edges = {name: column.edges for name, column in v1.columns.items() if column.edges}
+    whole = (ts(-1), ts(21))
+    read = store.profile("driver_stats@v2", window=whole, edges=edges)  # a window is always read
+    quiet = open_store(root)
+    reads_no_data(quiet)
+    merged = quiet.profile("driver_stats@v2", edges=edges)
+    for name, bins in edges.items():
+        assert merged.columns[name].histogram == read.columns[name].histogram
+        assert merged.columns[name].edges == bins
+    stored = quiet.drift(["km", "conv_rate"], reference="driver_stats@v1", current="driver_stats@v2")
+    from_read = store.drift(["km", "conv_rate"], reference="driver_stats@v1", current=read)
+    for a, b in zip(stored.features, from_read.features, strict=True):
+        assert (a.feature, a.status) == (b.feature, b.status)
+        assert [s.value for s in a.statistics] == pytest.approx([s.value for s in b.statistics], rel=1e-9, abs=1e-12)
 
 
 def test_the_serving_log_is_a_side(make_repo, open_store):

@@ -22,9 +22,11 @@ import featurekit as fk
 from featurekit.cli import cli
 from featurekit.manifest import load_manifest
 from featurekit.offline.engine import local_path
+from featurekit.quality import data_profiles
 from featurekit.quality.profile import PERCENTILES, ColumnProfile, Profile
 from featurekit.quality.profiling import ProfileState, choose_edges, merge, profile_table
 from featurekit.quality.sketches import COUNTS_CAP, DISTINCT_CAP, RELATIVE_ERROR
+from featurekit.registry import Materialization
 from tests.conftest import T0, ts
 
 FEATURES = """
@@ -217,6 +219,48 @@ def test_profiles_follow_windows_rematerializations_backfills_and_pushes(repo, o
     assert_profile(other, other.profile("driver_stats", window=window), window)
 
 
+def test_checkpoints_bound_the_merge_and_give_the_profile_every_state_merged_gives(make_repo, open_store, monkeypatch):
+    root = make_repo(FEATURES, {"data/trips.parquet": trips(1, (0, 40), 8000)})
+    store = open_store(root)
+    store.apply()
+    version = store.registry.active()["driver_stats"].version
+
+    def without_checkpoints() -> dict:
+        with monkeypatch.context() as patched:
+            patched.setattr(data_profiles, "CHECKPOINT", "no such kind")
+            return store.profile("driver_stats").to_dict()
+
+    def checkpoints() -> list[int]:
+        return [c for c, _ in store.registry.quality(version.id, data_profiles.CHECKPOINT)]
+
+    commits = [store.materialize(ts(day), ts(day + 1))[0].registry_version for day in range(20)]
+    every = data_profiles.CHECKPOINT_EVERY
+    assert checkpoints() == [commits[every - 1], commits[2 * every - 1]]
+    quiet = open_store(root)
+    reads_no_data(quiet)  # whole windows: the checkpoint and the stored states after it suffice
+    decoded: list[str] = []
+    real = ProfileState.from_json
+    with monkeypatch.context() as counted:
+        counted.setattr(ProfileState, "from_json", lambda text: decoded.append(text) or real(text))
+        profile = quiet.profile("driver_stats").to_dict()
+    assert len(decoded) == 20 - 2 * every  # the commits after the newest checkpoint, not all 20
+    assert profile == without_checkpoints()
+    assert_profile(store, store.profile("driver_stats"))
+    early = store.profile("driver_stats", as_of=commits[every + 2])
+    assert early.rows == sum(r.rows for r in store.registry.materializations(version.id)[: every + 3])
+
+    # A window inside two days cuts their commits (their kept rows are read): the checkpoints
+    # that merged them no longer apply, and the next ones merge what is still whole.
+    cut = store.materialize(ts(4.5), ts(5.5))[0].registry_version
+    assert checkpoints()[-1] == cut
+    store.push("driver_stats", trips(5, (12, 13), 40), to="online_and_offline")
+    for day in range(20, 30):
+        store.materialize(ts(day), ts(day + 1))
+    assert len(checkpoints()) == 4
+    assert store.profile("driver_stats").to_dict() == without_checkpoints()
+    assert_profile(store, store.profile("driver_stats"))
+
+
 def test_profile_as_of_an_earlier_registry_version_and_of_a_pinned_version(repo, open_store):
     store = open_store(repo)
     store.apply()
@@ -338,6 +382,45 @@ def test_high_cardinality_columns_stay_within_their_bounds():
     slack = 200_000 / (COUNTS_CAP + 1)
     for value, count in profile.columns["word"].top:
         assert counts[value] - slack <= count <= counts[value]
+
+
+def plain_live_segments(commits: list[Materialization], removed: dict[int, Any]) -> list[data_profiles.Segment]:
+    """The definition, commit by commit: every materialization's window cuts every earlier commit's rows."""
+    segments: list[data_profiles.Segment] = []
+    previous = None
+    for commit in commits:
+        window = (commit.window_start, commit.window_end)
+        gone = removed.get(previous.data_version) if previous is not None else None
+        if gone is not None and gone <= commit.committed_at and commit.mode != "push":
+            segments = []
+        if commit.mode != "push":
+            for segment in segments:
+                kept = data_profiles.subtract(segment.live, window)
+                if kept != segment.live:
+                    segment.live, segment.whole = kept, False
+            segments = [s for s in segments if s.live]
+        segments.append(data_profiles.Segment(commit, [window]))
+        previous = commit
+    return segments
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    windows=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(1, 12), st.sampled_from(["window", "push"])), max_size=40
+    ),
+    gone=st.dictionaries(st.integers(0, 40), st.integers(0, 40), max_size=3),
+)
+def test_live_segments_follow_the_definition(windows, gone):
+    """Windows over and inside each other, pushes anywhere, gc'd bases: the same live rows as the definition."""
+    commits = [
+        Materialization(n + 1, ts(0, n), 1, n, ts(start), ts(start + length), None, 1, mode)
+        for n, (start, length, mode) in enumerate(windows)
+    ]
+    removed = {version: ts(0, hour) for version, hour in gone.items()}
+    fast = data_profiles.live_segments(commits, removed)
+    plain = plain_live_segments(commits, removed)
+    assert [(s.commit, s.live, s.whole) for s in fast] == [(s.commit, s.live, s.whole) for s in plain]
 
 
 values = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=False, width=32), st.integers(-5, 5))

@@ -179,6 +179,32 @@ def test_a_view_page_shows_its_materializations_and_online_tables(
     assert page.locator("#online tbody tr").count() == len(tables)
 
 
+def test_a_view_page_shows_the_profile_and_its_diff_the_drift_the_api_has(
+    ui_demo: DemoUi, page: Any, store: fk.FeatureStore
+) -> None:
+    """The panels read the demo's real materializations' stored profiles (and the second visit the kept ones)."""
+    profile = store.profile("driver_stats")
+    for _ in range(2):
+        page.goto(f"{ui_demo.url}/views/driver_stats")
+        columns = page.locator("#profile .profile-column")
+        assert columns.locator("h3").all_inner_texts() == list(profile.columns)
+        for name, column in profile.columns.items():
+            shown = columns.filter(has=page.locator("h3", has_text=name)).first
+            assert shown.locator("p").inner_text().startswith(f"{column.rows} rows, {column.nulls} nulls")
+            bins = shown.locator("svg.histogram rect.bin")
+            assert bins.count() == (len(column.histogram) if column.histogram else 0)
+            if column.histogram:
+                assert shown.locator("svg.histogram").get_attribute("aria-label") == (
+                    f"Histogram of {name}: {len(column.histogram)} bins"
+                )
+    report = store.drift(reference="driver_stats@v1", current="driver_stats@v2")
+    page.goto(f"{ui_demo.url}/views/driver_stats/diff?old=1&new=2")
+    rows = page.locator("#drift table tbody tr")
+    assert rows.count() == len(report.features)
+    cells = [r.locator("td").all_inner_texts()[:3] for r in rows.all()]
+    assert cells == [[f.feature, f.kind, f.status] for f in report.features]
+
+
 def test_history_lists_every_commit_and_as_of_travels_back(ui_demo: DemoUi, page: Any, store: fk.FeatureStore) -> None:
     page.goto(f"{ui_demo.url}/history")
     commits = store.registry.commits()

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from featurekit.definitions import FeatureView
 from featurekit.quality.checks import CheckRun
+from featurekit.quality.data_profiles import checkpoint_records
 from featurekit.quality.profiling import ProfileBuilder
 from featurekit.registry import Registry, ViewVersion
 
@@ -40,6 +41,7 @@ class Inspection:
     ) -> None:
         self.checks = CheckRun(view, version, window=window, mode=mode)
         self.profile = ProfileBuilder(version, registry)
+        self.version, self.registry, self.window, self.mode = version, registry, window, mode
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
         self._records: Future[dict[str, str]] | None = None
@@ -92,14 +94,16 @@ class Inspection:
         self.checks.warn()
 
     def records(self) -> dict[str, str]:
-        """The commit's quality records, JSON by kind (after :meth:`conclude`)."""
+        """The commit's quality records, JSON by kind (after :meth:`conclude`), with its data version's
+        merged profile state when due (see :mod:`featurekit.quality.data_profiles`)."""
         try:
             self._wait()
             profile = self._records.result() if self._records is not None else self.profile.records()
         finally:
             self._records = None
             self._close()
-        return {**self.checks.records(), **profile}
+        merged = checkpoint_records(self.registry, self.version, self.window, self.mode, self.profile.state)
+        return {**self.checks.records(), **profile, **merged}
 
     def view_records(self) -> dict[str, str]:
         """Records fixed once per view version (the first materialization's histogram edges)."""

@@ -319,13 +319,17 @@ class ProfileState:
         columns = {name: state.profile(name, edges.get(name, ())) for name, state in self.columns.items()}
         return Profile(rows=self.rows, columns=columns, source=source)
 
-    def to_json(self) -> str:
+    def to_json(self, **extra: Any) -> str:
+        """The state as JSON text (``extra``: more keys beside it, which :meth:`from_dict` ignores)."""
         columns = {name: state.to_json() for name, state in self.columns.items()}
-        return json.dumps({"format": STATE_FORMAT, "rows": self.rows, "columns": columns})
+        return json.dumps({"format": STATE_FORMAT, "rows": self.rows, "columns": columns, **extra})
 
     @classmethod
     def from_json(cls, text: str) -> ProfileState:
-        data = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProfileState:
         return cls(int(data["rows"]), {n: ColumnState.from_json(c) for n, c in data["columns"].items()})
 
 

@@ -108,6 +108,8 @@ def profile_of(store: FeatureStore, side: Side, columns: list[str] | None, edges
         return profile_table(_only(_by_feature(side), columns), edges=edges, source="table")
     if isinstance(side, ViewData):
         window = _window(side.start, side.end)
+        if window is None:  # a data version's stored states count it on any version's edges
+            return _renamed(store.profile(side.view, edges=edges), side.describe())
         stored = store.profile(side.view, window=window)
         if edges is None or _same_edges(stored, edges):
             return _renamed(stored, side.describe())

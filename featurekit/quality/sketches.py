@@ -160,7 +160,7 @@ class ValueBuckets:
         """Counts per bin of ``edges`` (see :mod:`featurekit.quality.profile`), or None if an edge is
         not a bucket boundary (the buckets then cannot tell which side of it a value is on)."""
         edge_array = np.asarray(edges, dtype=np.float64)
-        if len(edge_array) and not np.array_equal(bucket_low(bucket_keys(edge_array)), edge_array):
+        if not on_bucket_grid(edges):
             return None
         present = np.flatnonzero(self.counts)
         bins = np.searchsorted(edge_array, bucket_low(present + self.low), side="right")
@@ -180,6 +180,12 @@ class ValueBuckets:
         dense = np.zeros(int(keys[-1] - keys[0]) + 1, dtype=np.int64)
         dense[keys - keys[0]] = counts
         return cls(int(keys[0]), dense)
+
+
+def on_bucket_grid(edges: tuple[float, ...]) -> bool:
+    """Whether every edge is a bucket boundary (so histograms on them can be read off the buckets)."""
+    edge_array = np.asarray(edges, dtype=np.float64)
+    return not len(edge_array) or bool(np.array_equal(bucket_low(bucket_keys(edge_array)), edge_array))
 
 
 def snap_to_buckets(values: list[float]) -> tuple[float, ...]:

@@ -260,9 +260,12 @@ class Registry:
             view_quality=view_quality,
         )
 
-    def quality(self, version_id: int, kind: str, as_of: int | None = None) -> list[tuple[int, str]]:
-        """(commit id, payload) of every ``kind`` quality record of a view version, oldest first."""
-        return self._read(reads.quality, version_id, kind, as_of)
+    def quality(
+        self, version_id: int, kind: str, as_of: int | None = None, *, since: int | None = None
+    ) -> list[tuple[int, str]]:
+        """(commit id, payload) of every ``kind`` quality record of a view version, oldest first
+        (``since``: only those of later commits)."""
+        return self._read(reads.quality, version_id, kind, as_of, since)
 
     def latest_quality(
         self, kind: str, as_of: int | None = None, version_id: int | None = None

@@ -214,11 +214,13 @@ def last_materializations(db: sqlite3.Connection, as_of: int | None) -> dict[int
     return {m.version_id: m for m in found}
 
 
-def quality(db: sqlite3.Connection, version_id: int, kind: str, as_of: int | None) -> list[tuple[int, str]]:
+def quality(
+    db: sqlite3.Connection, version_id: int, kind: str, as_of: int | None, since: int | None
+) -> list[tuple[int, str]]:
     rows = db.execute(
         "SELECT commit_id, payload FROM quality WHERE version_id = ? AND kind = ? AND commit_id <= ? "
-        "ORDER BY commit_id",
-        (version_id, kind, _NOW if as_of is None else as_of),
+        "AND commit_id > ? ORDER BY commit_id",
+        (version_id, kind, _NOW if as_of is None else as_of, 0 if since is None else since),
     ).fetchall()
     return [(int(r[0]), str(r[1])) for r in rows]
 

@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from featurekit.errors import StorageError, UnknownNameError, did_you_mean
 from featurekit.info import ViewInfo
@@ -27,21 +27,53 @@ HISTORY_PAGE = 200  # commits per page of the history
 TIMELINE = 200  # materializations shown on a view's page (the newest)
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Kept(Generic[K, V]):
+    """The values of the last ``size`` keys asked for (least recently used first out). Thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._values: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            if key not in self._values:
+                return None
+            self._values.move_to_end(key)
+            return self._values[key]
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._values[key] = value
+            self._values.move_to_end(key)
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+
+
 class Reader:
     """What the pages read of one store's registry, with what can never change decoded once.
 
     The registry never updates or deletes, so the active views at a registry version read the
     same every time: the active sets of the last :data:`KEPT` applies asked for are kept, instead
-    of decoding hundreds of view versions' schemas and definitions on each request. Thread-safe.
+    of decoding hundreds of view versions' schemas and definitions on each request. So do a data
+    version's profile (merged from its commits' stored states) and the drift between two data
+    versions: the last :data:`KEPT_QUALITY` of each are kept, by the commits that made the data
+    versions. Thread-safe: requests on several threads share one reader.
     """
 
     KEPT = 8
+    KEPT_QUALITY = 64
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self.registry = store.registry
-        self._lock = threading.Lock()
-        self._active: OrderedDict[int, dict[str, ActiveView]] = OrderedDict()
+        self._active: _Kept[int, dict[str, ActiveView]] = _Kept(self.KEPT)
+        self._profiles: _Kept[tuple[int, int], dict[str, Any]] = _Kept(self.KEPT_QUALITY)
+        self._drifts: _Kept[tuple[int, int, int, int], dict[str, Any]] = _Kept(self.KEPT_QUALITY)
 
     def moment(self, as_of: str | None) -> int:
         """The registry version a page shows: ``as_of`` (a number or an ISO time), else the head (0: empty)."""
@@ -55,15 +87,44 @@ class Reader:
             return {}
         newest_apply = self.registry.head_apply()
         key = newest_apply if at >= newest_apply else at  # materializations since the last apply change nothing
-        with self._lock:
-            if key in self._active:
-                self._active.move_to_end(key)
-                return self._active[key]
-        found = self.registry.active(at)
-        with self._lock:
-            self._active[key] = found
-            while len(self._active) > self.KEPT:
-                self._active.popitem(last=False)
+        found = self._active.get(key)
+        if found is None:
+            found = self.registry.active(at)
+            self._active.put(key, found)
+        return found
+
+    def _current(self, version: ViewVersion, at: int | None) -> Materialization | None:
+        """The commit that made the version's data version at ``at`` (None: none yet, or gc removed it)."""
+        last = self.registry.last_materialization(version.id, at)
+        if last is None or self.registry.removal(version.id, last.data_version) is not None:
+            return None  # the store says why, on every request
+        return last
+
+    def profile(self, version: ViewVersion, at: int) -> dict[str, Any] | None:
+        """:func:`featurekit.ui.quality.profile` of the version's data version at ``at``, kept once made."""
+        last = self._current(version, at)
+        if last is None:
+            return quality.profile(self.store, version, at)
+        key = (version.id, last.commit_id)
+        found = self._profiles.get(key)
+        if found is None:
+            found = quality.profile(self.store, version, at)
+            if found is not None and "error" not in found:  # an error may pass (a locked file, say)
+                self._profiles.put(key, found)
+        return found
+
+    def drift(self, view: str, old: int, new: int) -> dict[str, Any] | None:
+        """:func:`featurekit.ui.quality.drift` between two versions' current data versions, kept once made."""
+        reference, current = self.registry.version(view, old), self.registry.version(view, new)
+        a, b = self._current(reference, None), self._current(current, None)
+        if a is None or b is None:
+            return quality.drift(self.store, view, old, new)
+        key = (reference.id, current.id, a.commit_id, b.commit_id)
+        found = self._drifts.get(key)
+        if found is None:
+            found = quality.drift(self.store, view, old, new)
+            if found is not None and "error" not in found:
+                self._drifts.put(key, found)
         return found
 
 
@@ -249,7 +310,7 @@ def view_page(reader: Reader, name: str, as_of: str | None) -> dict[str, Any]:
         "materializations_total": len(timeline),
         "materializations": timeline[-TIMELINE:],
         "online": online_tables(reader.store, versions) if kind(info.version) in ("batch", "window") else None,
-        **_present("profile", quality.profile(reader.store, info.version)),
+        **_present("profile", reader.profile(info.version, at)),
     }
 
 
@@ -269,7 +330,7 @@ def diff_page(reader: Reader, name: str, old: int, new: int, as_of: str | None) 
         "diff": text,
         "old_source": a.source_text,
         "new_source": b.source_text,
-        **_present("drift", quality.drift(reader.store, a.view, old, new)),
+        **_present("drift", reader.drift(a.view, old, new)),
     }
 
 

@@ -46,14 +46,15 @@ def checks(latest: tuple[int, str] | None) -> dict[str, Any] | None:
     }
 
 
-def profile(store: FeatureStore, version: ViewVersion) -> dict[str, Any] | None:
-    """The view version's profile (``FeatureStore.profile``), None without that API or for computed views."""
+def profile(store: FeatureStore, version: ViewVersion, at: int | None = None) -> dict[str, Any] | None:
+    """The view version's profile as of registry version ``at`` (``FeatureStore.profile``), None
+    without that API, for computed views, or before the version's first materialization."""
     if not hasattr(store, "profile") or version.definition.get("kind") in ("on_demand", "feature_set"):
         return None
-    if not _materialized(store.registry, version):
+    if not _materialized(store.registry, version, at):
         return None
     try:
-        made: Any = store.profile(f"{version.view}@v{version.version}")
+        made: Any = store.profile(f"{version.view}@v{version.version}", as_of=at)
     except FeaturekitError as exc:  # the page still shows everything else, and says why
         return {"error": str(exc)}
     return dict(made.to_dict())
@@ -75,8 +76,8 @@ def drift(store: FeatureStore, view: str, old: int, new: int) -> dict[str, Any] 
     return dict(report.to_dict())
 
 
-def _materialized(registry: Registry, version: ViewVersion) -> bool:
-    return registry.last_materialization(version.id) is not None
+def _materialized(registry: Registry, version: ViewVersion, at: int | None = None) -> bool:
+    return registry.last_materialization(version.id, at) is not None
 
 
 def _generic(items: list[Any]) -> Html:
