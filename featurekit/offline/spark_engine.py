@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurekit.errors import ConfigError, SourceError, StorageError, WindowError
+from featurekit.errors import ConfigError, FeatureFunctionError, SourceError, StorageError, WindowError
 from featurekit.offline.engine import (
     SPINE_INSTANT,
     Cancel,
@@ -76,6 +75,7 @@ def _spark() -> Any:
 def build_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
     """A Spark session for featurekit: UTC, Arrow transfers, nanosecond timestamps as integers."""
     sql = _spark()
+    _reach_master(master)
     builder = sql.SparkSession.builder.master(master).appName("featurekit")
     for key, value in {**DEFAULT_CONF, **LOCAL_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
@@ -87,6 +87,37 @@ def build_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
             f"cannot start Spark (master {master!r}): {_first_line(exc)}; check Java and the master URL"
         ) from exc
     return session
+
+
+MASTER_TIMEOUT_S = 5.0  # how long a standalone master may take to accept a connection
+
+
+def _reach_master(master: str, timeout: float = MASTER_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` when a standalone master (``spark://host:port[,host:port]``) does not answer.
+
+    Spark itself would start the session, retry registering for a minute and leave every job
+    waiting for executors; a closed port is an answer to give at once.
+    """
+    import socket
+
+    if not master.startswith("spark://"):
+        return
+    reasons = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+                return
+        except ValueError:
+            raise ConfigError(
+                f"Spark master {master!r}: {address!r} is not host:port; fix offline.spark.master"
+            ) from None
+        except OSError as exc:
+            reasons.append(f"{address}: {exc.strerror or type(exc).__name__}")
+    raise StorageError(
+        f"the Spark master {master} does not answer ({'; '.join(reasons)}); start it (`start-master.sh`) or "
+        "fix offline.spark.master in featurekit.yaml (or hand a running session: FeatureStore(repo, spark=...))"
+    )
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -121,7 +152,6 @@ class SparkEngine:
         for key, value in DEFAULT_CONF.items():
             if key.startswith("spark.sql."):
                 self.spark.conf.set(key, value)
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._owned:
@@ -253,6 +283,7 @@ class SparkEngine:
         df = self._scan(scan, window)
         df = df.repartition(partitions, *[fn.col(k) for k in keys]) if keys and partitions > 1 else df.coalesce(1)
         ship_user_modules(transform)
+        label = _function_label(transform)
         run = _PartitionRun(transform, schema, scan)
         result = df.mapInArrow(run, from_arrow_schema(spark_schema(output)))
         result = result.withColumn(_PART, fn.spark_partition_id()).persist()
@@ -261,18 +292,18 @@ class SparkEngine:
                 if cancel is not None and cancel.is_set:
                     return
                 chosen = result.filter(fn.col(_PART) == index).drop(_PART)
-                part = self._executed(chosen.toArrow)
+                part = self._executed(chosen.toArrow, label)
                 if part.num_rows:
                     yield None, _cast_like(part, output)
         finally:
             result.unpersist()
 
-    def _executed(self, work: Callable[[], pa.Table]) -> pa.Table:
+    def _executed(self, work: Callable[[], pa.Table], label: str) -> pa.Table:
         """Run a job that calls featurekit code on executors; its featurekit error comes back as itself."""
         try:
             return work()
         except _errors() as exc:
-            raise _featurekit_error(exc) from None
+            raise _featurekit_error(exc, label) from None
 
     # -- the point-in-time join -------------------------------------------------------------
 
@@ -469,23 +500,43 @@ def ship_user_modules(transform: Callable[[pa.Table], pa.Table]) -> None:
     """Pickle the feature repo modules ``transform`` calls by value, so executors need no copy of the repo.
 
     ``transform`` is ``functools.partial(run_view, view, ...)``; the view's function lives in a
-    module the repo loader imported from the repo folder, which executors cannot import by name.
-    featurekit itself must be installed where the executors run.
+    module the repo loader imported from the repo folder, which executors cannot import by name,
+    and so do the helper modules of that folder it imports (``from helpers import ratio``). Other
+    modules are pickled by name: they (and featurekit) must be installed where the executors run.
     """
     from pyspark import cloudpickle
+
+    from featurekit.versioning import in_repo
 
     for argument in getattr(transform, "args", ()):
         function = getattr(argument, "function", None)
         module = sys.modules.get(getattr(function, "__module__", "") or "")
-        if module is not None and not module.__name__.startswith("featurekit"):
-            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+        if module is None or module.__name__.startswith("featurekit"):
+            continue
+        cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        folder = Path(file).resolve().parent
+        for other in list(sys.modules.values()):
+            if other is not module and in_repo(getattr(other, "__file__", None), folder):
+                cloudpickle.register_pickle_by_value(other)  # type: ignore[no-untyped-call]
+
+
+def _function_label(transform: Callable[[pa.Table], pa.Table]) -> str:
+    """How errors name the function ``transform`` runs: "feature view 'x' (features.py:12)"."""
+    for argument in getattr(transform, "args", ()):
+        name, location = getattr(argument, "name", None), getattr(argument, "location", None)
+        if name is not None and location is not None:
+            return f"feature view '{name}' ({location})"
+    return "the feature function"
 
 
 class _PartitionRun:
     """What an executor runs for one partition: its rows as one Arrow table, through ``transform``.
 
     Picklable (Spark ships it to the executors); the view function inside it is pickled by value
-    when its module is a feature repo's (see :func:`ship_repo_modules`).
+    when its module is a feature repo's (see :func:`ship_user_modules`).
     """
 
     def __init__(self, transform: Callable[[pa.Table], pa.Table], schema: pa.Schema, scan: SourceScan) -> None:
@@ -503,18 +554,28 @@ class _PartitionRun:
 
 
 _ERROR_LINE = re.compile(r"featurekit\.errors\.(\w+): (.+)")
+# An executor that cannot unpickle the function: a module it refers to by name is not installed there.
+_IMPORT_LINE = re.compile(r"^(?:ModuleNotFoundError|ImportError): (.+)$", re.MULTILINE)
 
 
-def _featurekit_error(exc: BaseException) -> Exception:
+def _featurekit_error(exc: BaseException, label: str = "the feature function") -> Exception:
     """The featurekit error an executor raised (Spark returns it as text), or a StorageError."""
     from featurekit import errors
 
-    found = _ERROR_LINE.search(str(exc))
+    text = str(exc)
+    found = _ERROR_LINE.search(text)
     if found is not None:
         kind = getattr(errors, found.group(1), None)
         if isinstance(kind, type) and issubclass(kind, errors.FeaturekitError):
             return kind(found.group(2).strip())
-    return StorageError(f"a Spark job failed: {_first_line(exc)}")
+    missing = _IMPORT_LINE.search(text)
+    if missing is not None:
+        return FeatureFunctionError(
+            f"{label} cannot be loaded on Spark's executors ({missing.group(1).strip()}): install that module "
+            "where the executors run (their Python environment, or `spark.submit.pyFiles`), or move it into "
+            "the feature repo folder, whose modules featurekit ships with the function; nothing was committed"
+        )
+    return StorageError(f"a Spark job failed: {_spark_reason(exc)}")
 
 
 def _instant(fn: Any, column: Column, spark_type: str, arrow_type: pa.DataType | None) -> Column:
