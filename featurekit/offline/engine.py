@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import pyarrow as pa
 
@@ -121,13 +121,15 @@ class ViewInput:
 
 @dataclass(frozen=True)
 class Spine:
-    """A checked spine: an Arrow table in memory, or a Parquet file the engine scans itself."""
+    """A checked spine: an Arrow table in memory, a Parquet file the engine scans itself, or an
+    engine's own frame (a Spark DataFrame for the Spark engine, numbered in its order)."""
 
     schema: pa.Schema
     timestamp_field: str
     rows: int
     table: pa.Table | None = None
     file: Path | None = None
+    frame: Any = None
 
     @property
     def columns(self) -> list[str]:

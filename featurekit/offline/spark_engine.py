@@ -55,6 +55,7 @@ DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.legacy.parquet.nanosAsLong": "true",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # not INT96: instants any reader reads
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
 }
@@ -671,6 +672,49 @@ class _WindowRun:
         return pa.table(columns, schema=self.output)
 
 
+def collect_frame(frame: DataFrame, what: str) -> pa.Table:
+    """A Spark DataFrame's rows as one Arrow table on the driver (for an engine that is not Spark)."""
+    try:
+        table: pa.Table = frame.toArrow()
+    except _errors() as exc:
+        raise StorageError(f"collecting the {what} from Spark failed: {_spark_reason(exc)}") from exc
+    return table
+
+
+def spark_frame_of(session: SparkSession, table: pa.Table) -> DataFrame:
+    """An Arrow table as a Spark DataFrame of ``session``."""
+    try:
+        frame: DataFrame = session.createDataFrame(table)
+    except _errors() as exc:
+        raise StorageError(f"handing the training set to Spark failed: {_spark_reason(exc)}") from exc
+    return frame
+
+
+class NumberedSpine:
+    """A Spark DataFrame spine, numbered in its own order and cached, so every branch of the join
+    (one per view, and the spine's own columns) sees the same row numbers."""
+
+    def __init__(self, frame: DataFrame) -> None:
+        fn = _spark().functions
+        try:
+            self.schema = frame.limit(0).toArrow().schema
+            self.frame = frame.withColumn(ROW, fn.monotonically_increasing_id()).persist()
+            self.rows = int(self.frame.count())
+        except _errors() as exc:
+            raise StorageError(f"reading the spine (a Spark DataFrame) failed: {_spark_reason(exc)}") from exc
+
+    def digest(self) -> str:
+        """The manifest's digest of the spine, one column on the driver at a time (as of a spine file)."""
+        from featurekit.manifest import columns_digest
+
+        ordered = self.frame.orderBy(ROW)
+
+        def column(name: str) -> pa.ChunkedArray:
+            return collect_frame(ordered.select(name), "spine").column(0)
+
+        return columns_digest(self.rows, ((name, column(name)) for name in self.schema.names))
+
+
 class SparkJoin:
     """One planned training-set join on Spark; nothing runs until a result is asked for."""
 
@@ -708,7 +752,9 @@ class SparkJoin:
     def _spine_frame(self) -> DataFrame:
         fn = _spark().functions
         spark = self.engine.spark
-        if self.spine.file is not None:
+        if self.spine.frame is not None:
+            df = self.spine.frame
+        elif self.spine.file is not None:
             df = self.engine._read([str(self.spine.file)], f"spine {self.spine.file}").withColumn(
                 ROW, fn.monotonically_increasing_id()
             )
@@ -877,8 +923,31 @@ class SparkJoin:
         )
         pq.write_table(table, path)
 
+    @property
+    def session(self) -> SparkSession:
+        return self.engine.spark
+
+    def spark_frame(self) -> DataFrame:
+        """The training set as Spark computes it (Spark's column types; nothing runs until it is used)."""
+        return self.frame()
+
+    def write_parts(self, directory: Path) -> Iterator[pa.Table]:
+        """Have the executors write the training set into ``directory`` (a new folder) as Parquet parts,
+        in row order by part name; then yield the written rows back, in the result's types, batch by batch."""
+        try:
+            self.frame().write.parquet(str(directory))
+        except _errors() as exc:
+            reason = _spark_reason(exc)
+            raise StorageError(f"writing the training set to {directory} on Spark failed: {reason}") from exc
+        schema = self._schema()
+        for part in sorted(directory.glob("part-*.parquet")):
+            for batch in pq.ParquetFile(part).iter_batches():
+                yield _cast_like(pa.Table.from_batches([batch]), schema)
+
     def close(self) -> None:
         self._frame = None
+        if self.spine.frame is not None:
+            self.spine.frame.unpersist()
 
 
 def payload_type(features: DataFrame, view: ViewInput) -> Any:
