@@ -51,12 +51,12 @@ def prepare_spine(
     are collected into Arrow, so a training set is the same whichever engine builds it.
     """
     if is_spark_frame(spine):
-        from featurekit.offline import spark_engine
+        from featurekit.offline import spark_join
 
         if not spark:
-            spine = spark_engine.collect_frame(spine, "spine")  # then an Arrow spine like any other
+            spine = spark_join.collect_frame(spine, "spine")  # then an Arrow spine like any other
         else:
-            numbered = spark_engine.NumberedSpine(spine)
+            numbered = spark_join.NumberedSpine(spine)
             _check(numbered.schema, timestamp_field, keys, "spine (a Spark DataFrame)")
             described = Spine(numbered.schema, timestamp_field, numbered.rows, frame=numbered.frame)
             return PreparedSpine(described, numbered.digest, _nothing)

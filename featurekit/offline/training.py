@@ -448,7 +448,7 @@ class TrainingSet:
                 "to: ts.to_spark(spark); or build it on Spark (offline: {engine: spark}, or "
                 "FeatureStore(repo, spark=spark))"
             )
-        from featurekit.offline.spark_engine import spark_frame_of
+        from featurekit.offline.spark_join import spark_frame_of
 
         return spark_frame_of(session, self.to_arrow())
 
