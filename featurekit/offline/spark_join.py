@@ -44,7 +44,7 @@ from featurekit.online.window_state import CREATED, ORDER, state_schema
 from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec, feature_type
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from featurekit.offline.spark_engine import SparkEngine
 
@@ -139,6 +139,7 @@ class SparkJoin:
         self.views = views
         self.order = order or [(v, f) for v, view in enumerate(views) for f in range(len(view.features))]
         self._frame: DataFrame | None = None
+        self._slices: tuple[int, int] | None = None
 
     @property
     def description(self) -> str:
@@ -208,16 +209,19 @@ class SparkJoin:
                 tie.append(col.asc_nulls_first())
             else:
                 tie += [col.isNotNull().asc(), col.asc_nulls_first()]
-        frame = (
-            frames.partitionBy(*keys)
-            .orderBy(fn.col(TS), fn.col(_KIND), *tie)
-            .rowsBetween(frames.unboundedPreceding, frames.currentRow)
-        )
-        matched = (
-            rows.unionByName(points)
-            .withColumn(_MATCH, fn.last(_MATCH, ignorenulls=True).over(frame))
-            .filter(fn.col(_KIND) == 1)
-        )
+        united = rows.unionByName(points)
+        salt = self._salt()
+        if salt is None:
+            frame = (
+                frames.partitionBy(*keys)
+                .orderBy(fn.col(TS), fn.col(_KIND), *tie)
+                .rowsBetween(frames.unboundedPreceding, frames.currentRow)
+            )
+            matched = united.withColumn(_MATCH, fn.last(_MATCH, ignorenulls=True).over(frame)).filter(
+                fn.col(_KIND) == 1
+            )
+        else:
+            matched = _salted_last_match(united, keys, tie, *salt)
         inside = fn.col(_MATCH).isNotNull()
         ttl = view.ttl_us
         if ttl is not None:
@@ -228,6 +232,28 @@ class SparkJoin:
             fn.when(inside, fn.col(f"{_MATCH}.__c")).alias("__c"),
             *[fn.when(inside, fn.col(f"{_MATCH}.v{i}")).alias(f"v{i}") for i in range(len(view.features))],
         )
+
+    def _salt(self) -> tuple[int, int] | None:
+        """The time slices of the salted join: (origin, width) in microseconds, or None (one slice).
+
+        ``featurekit.join.slices`` slices of the spine's time span (a Spark conf; default 1: off,
+        since slicing costs a second pass: small joins took up to twice as long, and it pays only for
+        hot keys).
+        """
+        if self._slices is None:
+            slices = int(self.engine.spark.conf.get("featurekit.join.slices", None) or 1)
+            self._slices = (0, 0)
+            if slices > 1:
+                fn = _spark().functions
+                spine = self._spine_frame()
+                span = spine.agg(fn.min(fn.unix_micros(TS)).alias("lo"), fn.max(fn.unix_micros(TS)).alias("hi"))
+                try:
+                    low, high = span.collect()[0]
+                except _errors() as exc:
+                    raise StorageError(f"reading the spine on Spark failed: {_spark_reason(exc)}") from exc
+                if low is not None and high > low:
+                    self._slices = (int(low), max(1, -(-(int(high) - int(low) + 1) // slices)))
+        return None if self._slices == (0, 0) else self._slices
 
     def _window_view(self, spine: DataFrame, view: ViewInput, spec: WindowSpec) -> DataFrame:
         """A window view's features: each key's events and spine rows meet in one executor call,
@@ -354,6 +380,37 @@ class SparkJoin:
         self._frame = None
         if self.spine.frame is not None:
             self.spine.frame.unpersist()
+
+
+_SLICE = "__fk_slice"
+_SLICE_LAST = "__fk_slice_last"
+_BEFORE = "__fk_before"
+
+
+def _salted_last_match(united: DataFrame, keys: list[str], tie: list[Column], origin: int, width: int) -> DataFrame:
+    """The running last match of :meth:`SparkJoin._join_view`, with each key's rows cut into time slices.
+
+    A key holding a tenth of all rows would otherwise be one task's sort. Each (key, slice) is
+    sorted apart: a spine row takes the last feature row before it in its slice, or else the
+    last feature row of the key's latest earlier slice that has one (from a table of one row per
+    key and slice). Equal instants fall in one slice, so the order within an instant holds.
+    """
+    sql = _spark()
+    fn, frames = sql.functions, sql.Window
+    ts = fn.unix_micros(fn.col(TS))
+    sliced = united.withColumn(_SLICE, fn.floor((ts - fn.lit(origin)) / fn.lit(width)).cast("bigint"))
+    ordered = frames.partitionBy(*keys, _SLICE).orderBy(fn.col(TS), fn.col(_KIND), *tie)
+    running = ordered.rowsBetween(frames.unboundedPreceding, frames.currentRow)
+    whole = ordered.rowsBetween(frames.unboundedPreceding, frames.unboundedFollowing)
+    within = sliced.withColumn(_SLICE_LAST, fn.last(_MATCH, ignorenulls=True).over(whole)).withColumn(
+        _MATCH, fn.last(_MATCH, ignorenulls=True).over(running)
+    )
+    slices = within.groupBy(*keys, _SLICE).agg(fn.first(_SLICE_LAST).alias(_SLICE_LAST))
+    earlier = frames.partitionBy(*keys).orderBy(_SLICE).rowsBetween(frames.unboundedPreceding, -1)
+    carried = slices.select(*keys, _SLICE, fn.last(_SLICE_LAST, ignorenulls=True).over(earlier).alias(_BEFORE))
+    points = within.filter(fn.col(_KIND) == 1).drop(_SLICE_LAST)
+    joined = points.join(carried, on=[*keys, _SLICE], how="left")
+    return joined.withColumn(_MATCH, fn.coalesce(fn.col(_MATCH), fn.col(_BEFORE))).drop(_SLICE, _BEFORE)
 
 
 def payload_type(features: DataFrame, view: ViewInput) -> Any:
