@@ -24,6 +24,7 @@ from featurekit.config import validation_problems
 from featurekit.errors import ManifestError
 
 METADATA_KEY = "featurekit.manifest"
+MANIFEST_FILE = "_featurekit_manifest.json"  # beside the parts of a training set written to a folder
 FORMAT = 1
 
 
@@ -70,13 +71,16 @@ class Manifest(BaseModel):
 
 
 def load_manifest(value: Any) -> Manifest:
-    """A manifest from a :class:`Manifest`, a dict, JSON text, or a ``.json`` / ``.parquet`` file."""
+    """A manifest from a :class:`Manifest`, a dict, JSON text, a ``.json`` / ``.parquet`` file, or a
+    training set's folder of parts."""
     if isinstance(value, Manifest):
         return value
     where = "manifest"
     if isinstance(value, Path) or (isinstance(value, str) and not value.lstrip().startswith("{")):
         path = Path(value)
         where = f"manifest {path}"
+        if path.is_dir():  # a training set written as a folder of parts
+            path = path / MANIFEST_FILE
         if not path.is_file():
             raise ManifestError(f"{where} does not exist; pass a manifest dict, JSON, or a training-set file")
         if path.suffix == ".parquet":

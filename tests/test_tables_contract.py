@@ -138,3 +138,51 @@ def test_the_writer_lock_excludes_waits_and_names_its_holder(tables: TableFormat
             assert time.monotonic() - began > 0.2
     finally:
         holder.join(30)
+
+
+def commit_parts(tables: TableFormat, parts: list[pa.Table], scope: str) -> int:
+    """Parts written by someone else (an engine's executors), committed by the table format."""
+    with tables.staged("v", 1) as folder:
+        folder.mkdir(parents=True)
+        for index, part in enumerate(parts):
+            pq.write_table(part, folder / f"part-{index:05d}.parquet")
+        return tables.commit_parts("v", 1, folder, schema=SCHEMA, note={"t": "1"}, scope=scope)  # type: ignore[arg-type]
+
+
+def test_parts_written_elsewhere_commit_as_one_version_that_reads_back(tables: TableFormat):
+    first = commit_parts(tables, [day_rows(0, 1.0), day_rows(1, 1.5), day_rows(2, 0.0, n=0)], "all")  # a new table
+    second = commit_parts(tables, [day_rows(3, 2.0)], "append")
+    third = commit_parts(tables, [day_rows(0, 3.0)], "all")  # replaces every row
+    fourth = write(tables, day_rows(1, 4.0), 1)  # a window replacement after committed parts
+    assert first < second < third < fourth
+    assert sorted({r[2] for r in read(tables, first)}) == [1.0, 1.5]
+    assert sorted({r[2] for r in read(tables, second)}) == [1.0, 1.5, 2.0]
+    assert sorted({r[2] for r in read(tables, third)}) == [3.0]
+    assert sorted({r[2] for r in read(tables, fourth)}) == [3.0, 4.0]
+    assert not list(tables.path("v", 1).glob("staged-*"))  # the staging folder is gone
+    assert len(tables.files("v", 1, first)) == 2  # an empty part is not committed
+
+
+def test_parts_of_a_failed_write_leave_nothing_behind(tables: TableFormat):
+    kept = commit_parts(tables, [day_rows(0, 1.0)], "all")
+    before = sorted(p for p in tables.path("v", 1).rglob("*") if p.is_file())
+
+    def failing_write() -> None:
+        with tables.staged("v", 1) as folder:
+            folder.mkdir(parents=True)
+            pq.write_table(day_rows(1, 9.0), folder / "part-00000.parquet")
+            raise RuntimeError("a check failed")  # after the parts were written, before the commit
+
+    with pytest.raises(RuntimeError, match="a check failed"):
+        failing_write()
+    assert sorted(p for p in tables.path("v", 1).rglob("*") if p.is_file()) == before
+    assert tables.stray_files("v", 1, {f.path for f in tables.data_files("v", 1, kept)}) == []
+
+
+def test_parts_a_killed_process_left_staged_are_stray_files_for_gc(tables: TableFormat):
+    kept = commit_parts(tables, [day_rows(0, 1.0)], "all")
+    left = tables.path("v", 1) / "staged-0123abcd" / "_temporary" / "0"
+    left.mkdir(parents=True)  # what a writer killed before its commit leaves behind
+    pq.write_table(day_rows(1, 9.0), left / "part-00000.parquet")
+    stray = tables.stray_files("v", 1, {f.path for f in tables.data_files("v", 1, kept)})
+    assert stray == [left / "part-00000.parquet"]

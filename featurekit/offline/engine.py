@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -121,13 +121,15 @@ class ViewInput:
 
 @dataclass(frozen=True)
 class Spine:
-    """A checked spine: an Arrow table in memory, or a Parquet file the engine scans itself."""
+    """A checked spine: an Arrow table in memory, a Parquet file the engine scans itself, or an
+    engine's own frame (a Spark DataFrame for the Spark engine, numbered in its order)."""
 
     schema: pa.Schema
     timestamp_field: str
     rows: int
     table: pa.Table | None = None
     file: Path | None = None
+    frame: Any = None
 
     @property
     def columns(self) -> list[str]:
@@ -293,6 +295,37 @@ class OfflineEngine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PartWriter(Protocol):
+    """An engine that can write a materialization's output itself (Spark: its executors write).
+
+    featurekit stays the only committer: the engine writes Parquet parts into a new folder the
+    table format hands out, then yields every written row back (in ``output``'s types) for the
+    checks and statistics, and the table format commits the parts as one transaction.
+    """
+
+    def transformed_parts(
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        *,
+        transform: Callable[[pa.Table], pa.Table],
+        output: pa.Schema,
+        directory: Path,
+        cancel: Cancel | None = None,
+    ) -> Iterator[pa.Table]:
+        """:meth:`OfflineEngine.transformed_batches`, written as ``part-*.parquet`` files into the new
+        folder ``directory`` (all of them before the first row is yielded back). Asked only when
+        :meth:`writes_parts_of` holds for ``output``."""
+        ...
+
+    def writes_parts_of(self, output: pa.Schema) -> bool:
+        """Whether the engine's Parquet parts of ``output`` read back as exactly ``output``'s types."""
+        ...
 
 
 def local_path(uri: str) -> str:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError, StorageError
 from featurekit.faults import checkpoint
-from featurekit.offline.engine import Cancel, OfflineEngine
+from featurekit.offline.engine import Cancel, OfflineEngine, PartWriter
 from featurekit.offline.freshness import FreshnessRecorder
 from featurekit.offline.inputs import view_input
 from featurekit.offline.newest import DataStats, NewestRows
@@ -232,13 +232,12 @@ class Materializer:
 
         cancel = Cancel()  # set by Ctrl-C in the calling thread; stops the scan and the function runs
 
-        def outputs() -> Iterator[pa.RecordBatch]:
+        transform = functools.partial(run_view, view, expected=applied.schema)
+
+        def outputs(produced: Iterator[tuple[int | None, pa.Table]]) -> Iterator[pa.RecordBatch]:
             nonlocal written
             try:
-                transform = functools.partial(run_view, view, expected=applied.schema)
-                for source_rows_in, output in reader.transformed(
-                    start, end, partitions, partition_keys, transform=transform, output=applied.schema, cancel=cancel
-                ):
+                for source_rows_in, output in produced:
                     if cancel.is_set:
                         raise KeyboardInterrupt
                     table = check_output(view, output, start, end).cast(applied.schema)
@@ -272,20 +271,40 @@ class Materializer:
             elif online and (span is None or span[1] <= end):  # nothing committed after the window
                 newest = NewestRows(self.engine, view_input(applied, []))
             progress.start(source_rows, f"{view.name} v{applied.version}")
-            try:
-                data_version = _interruptibly(
-                    lambda: self.tables.write_window(
-                        view.name,
-                        applied.version,
-                        pa.RecordBatchReader.from_batches(applied.schema, outputs()),
-                        timestamp_field=view.timestamp_field,
-                        window=(start, end),
-                        note={"featurekit.view": view.name, "featurekit.version": str(applied.version)},
-                        scope=scope,
-                    ),
-                    cancel,
-                    f"materializing {view.name} v{applied.version}",
+            note = {"featurekit.view": view.name, "featurekit.version": str(applied.version)}
+            writer = self.engine if isinstance(self.engine, PartWriter) else None
+
+            def write() -> int:
+                if writer is not None and scope != "window" and writer.writes_parts_of(applied.schema):
+                    # The engine writes the parts (Spark: its executors); every row is read back
+                    # through the same pass, and featurekit commits the parts as one transaction.
+                    with self.tables.staged(view.name, applied.version) as folder:
+                        produced = reader.written_parts(
+                            writer, start, end, partitions, partition_keys,
+                            transform=transform, output=applied.schema, directory=folder, cancel=cancel,
+                        )  # fmt: skip
+                        for _ in outputs(produced):
+                            pass
+                        if cancel.is_set:  # the read-back stopped early: commit nothing
+                            raise KeyboardInterrupt
+                        return self.tables.commit_parts(
+                            view.name, applied.version, folder, schema=applied.schema, note=note, scope=scope
+                        )
+                produced = reader.transformed(
+                    start, end, partitions, partition_keys, transform=transform, output=applied.schema, cancel=cancel
                 )
+                return self.tables.write_window(
+                    view.name,
+                    applied.version,
+                    pa.RecordBatchReader.from_batches(applied.schema, outputs(produced)),
+                    timestamp_field=view.timestamp_field,
+                    window=(start, end),
+                    note=note,
+                    scope=scope,
+                )
+
+            try:
+                data_version = _interruptibly(write, cancel, f"materializing {view.name} v{applied.version}")
                 newest_rows = newest.result() if newest is not None else None
             except Exception as exc:
                 if cancel.is_set:

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from featurekit.definitions import FileSource, Source
 from featurekit.errors import DataError, SourceError
-from featurekit.offline.engine import Cancel, OfflineEngine
+from featurekit.offline.engine import Cancel, OfflineEngine, PartWriter
 from featurekit.offline.inputs import source_scan
 from featurekit.timestamps import check_timestamp_type
 
@@ -104,6 +104,27 @@ class SourceReader:
         return self.engine.transformed_batches(
             self.scan, (start, end), partitions, partition_keys, transform=transform, output=output, cancel=cancel
         )
+
+    def written_parts(
+        self,
+        writer: PartWriter,
+        start: datetime,
+        end: datetime,
+        partitions: int,
+        partition_keys: list[str],
+        *,
+        transform: Callable[[pa.Table], pa.Table],
+        output: pa.Schema,
+        directory: Path,
+        cancel: Cancel | None = None,
+    ) -> Iterator[tuple[int | None, pa.Table]]:
+        """:meth:`transformed`, written as Parquet parts into ``directory`` by the engine, then read back."""
+        self._checked()
+        for table in writer.transformed_parts(
+            self.scan, (start, end), partitions, partition_keys,
+            transform=transform, output=output, directory=directory, cancel=cancel,
+        ):  # fmt: skip
+            yield None, table
 
 
 def schema_diff(old: pa.Schema, new: pa.Schema) -> list[str]:

@@ -1,16 +1,12 @@
 """The Spark engine: the offline engine protocol over a Spark session, for data that outgrows one machine.
 
-Every Spark call of featurekit lives in this module. It reads the same Parquet files the registry
+It reads the same Parquet files the registry
 resolves (so time travel and manifests hold) and implements the rules of
 :mod:`featurekit.offline.engine` exactly as the DuckDB engine does; ``tests/test_engine_contract.py``
 runs the same suite on both.
 
-**The point-in-time join** is one plan that holds on every data shape: the spine's rows and the
-view's rows are unioned per key and ordered by (time, feature rows before spine rows at equal
-times, then the tie-break order); each spine row takes the last feature row before it with
-``last(..., ignorenulls)`` over a running window, and the TTL is tested on that match. Its cost
-is a sort of spine + feature rows per key, never a pairing of rows per key, so dense logs and few
-keys with long histories stay linear.
+The training-set join is :mod:`featurekit.offline.spark_join`'s; the two modules hold every
+Spark call of featurekit.
 
 Timestamps: the session's time zone is UTC; a naive Parquet timestamp is read as TIMESTAMP_NTZ and
 taken as UTC; a nanosecond timestamp is read as its integer and truncated toward the past to the
@@ -21,7 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,23 +26,21 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurekit.errors import ConfigError, SourceError, StorageError, WindowError
+from featurekit.errors import ConfigError, FeatureFunctionError, SourceError, StorageError, WindowError
 from featurekit.offline.engine import (
-    SPINE_INSTANT,
     Cancel,
-    JoinStrategy,
     SourceScan,
     Spine,
     ViewInput,
     local_path,
-    matched_created,
-    matched_event,
 )
-from featurekit.online.window_state import CREATED, ORDER, state_schema
-from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec, feature_type
+from featurekit.online.window_state import CREATED, ORDER
+from featurekit.windows import NULL_CREATED_US
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+
+    from featurekit.offline.spark_join import SparkJoin
 
 ROW = "__fk_row"
 TS = "__fk_ts"
@@ -56,6 +50,7 @@ DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.legacy.parquet.nanosAsLong": "true",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # not INT96: instants any reader reads
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
 }
@@ -76,6 +71,7 @@ def _spark() -> Any:
 def build_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
     """A Spark session for featurekit: UTC, Arrow transfers, nanosecond timestamps as integers."""
     sql = _spark()
+    _reach_master(master)
     builder = sql.SparkSession.builder.master(master).appName("featurekit")
     for key, value in {**DEFAULT_CONF, **LOCAL_CONF, **(conf or {})}.items():
         builder = builder.config(key, value)
@@ -87,6 +83,37 @@ def build_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
             f"cannot start Spark (master {master!r}): {_first_line(exc)}; check Java and the master URL"
         ) from exc
     return session
+
+
+MASTER_TIMEOUT_S = 5.0  # how long a standalone master may take to accept a connection
+
+
+def _reach_master(master: str, timeout: float = MASTER_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` when a standalone master (``spark://host:port[,host:port]``) does not answer.
+
+    Spark itself would start the session, retry registering for a minute and leave every job
+    waiting for executors; a closed port is an answer to give at once.
+    """
+    import socket
+
+    if not master.startswith("spark://"):
+        return
+    reasons = []
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+                return
+        except ValueError:
+            raise ConfigError(
+                f"Spark master {master!r}: {address!r} is not host:port; fix offline.spark.master"
+            ) from None
+        except OSError as exc:
+            reasons.append(f"{address}: {exc.strerror or type(exc).__name__}")
+    raise StorageError(
+        f"the Spark master {master} does not answer ({'; '.join(reasons)}); start it (`start-master.sh`) or "
+        "fix offline.spark.master in featurekit.yaml (or hand a running session: FeatureStore(repo, spark=...))"
+    )
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -121,7 +148,6 @@ class SparkEngine:
         for key, value in DEFAULT_CONF.items():
             if key.startswith("spark.sql."):
                 self.spark.conf.set(key, value)
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._owned:
@@ -253,6 +279,7 @@ class SparkEngine:
         df = self._scan(scan, window)
         df = df.repartition(partitions, *[fn.col(k) for k in keys]) if keys and partitions > 1 else df.coalesce(1)
         ship_user_modules(transform)
+        label = _function_label(transform)
         run = _PartitionRun(transform, schema, scan)
         result = df.mapInArrow(run, from_arrow_schema(spark_schema(output)))
         result = result.withColumn(_PART, fn.spark_partition_id()).persist()
@@ -261,18 +288,63 @@ class SparkEngine:
                 if cancel is not None and cancel.is_set:
                     return
                 chosen = result.filter(fn.col(_PART) == index).drop(_PART)
-                part = self._executed(chosen.toArrow)
+                part = self._executed(chosen.toArrow, label)
                 if part.num_rows:
                     yield None, _cast_like(part, output)
         finally:
             result.unpersist()
 
-    def _executed(self, work: Callable[[], pa.Table]) -> pa.Table:
+    def writes_parts_of(self, output: pa.Schema) -> bool:
+        """Spark's Parquet parts read back as ``output`` when every column is of a type Spark writes
+        unchanged (signed integers, floats, booleans, strings, binary, dates, microsecond
+        timestamps, decimals; not lists, whose item Spark names "element", nor unsigned integers)."""
+        return all(_round_trips(f.type) for f in output)
+
+    def transformed_parts(
+        self,
+        scan: SourceScan,
+        window: tuple[datetime, datetime],
+        partitions: int,
+        keys: list[str],
+        *,
+        transform: Callable[[pa.Table], pa.Table],
+        output: pa.Schema,
+        directory: Path,
+        cancel: Cancel | None = None,
+    ) -> Iterator[pa.Table]:
+        """Run ``transform`` on the executors and have them write its output as Parquet parts into
+        ``directory`` (one Spark job, cancelled when ``cancel`` is set); then read every part back."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        fn = _spark().functions
+        schema = self.source_schema(scan)
+        df = self._scan(scan, window)
+        df = df.repartition(partitions, *[fn.col(k) for k in keys]) if keys and partitions > 1 else df.coalesce(1)
+        ship_user_modules(transform)
+        label = _function_label(transform)
+        result = df.mapInArrow(_PartitionRun(transform, schema, scan), from_arrow_schema(spark_schema(output)))
+        context = self.spark.sparkContext
+        group = f"featurekit-{uuid.uuid4().hex}"
+        context.setJobGroup(group, f"featurekit: {label}", interruptOnCancel=True)
+        remove = cancel.on_cancel(lambda: context.cancelJobGroup(group)) if cancel is not None else None
+        try:
+            self._executed(lambda: result.write.parquet(str(directory)), label)
+        finally:
+            if remove is not None:
+                remove()
+            context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        for part in sorted(directory.glob("part-*.parquet")):
+            for batch in pq.ParquetFile(part).iter_batches():
+                if cancel is not None and cancel.is_set:
+                    return
+                yield _cast_like(pa.Table.from_batches([batch]), output)
+
+    def _executed(self, work: Callable[[], Any], label: str) -> Any:
         """Run a job that calls featurekit code on executors; its featurekit error comes back as itself."""
         try:
             return work()
         except _errors() as exc:
-            raise _featurekit_error(exc) from None
+            raise _featurekit_error(exc, label) from None
 
     # -- the point-in-time join -------------------------------------------------------------
 
@@ -284,6 +356,8 @@ class SparkEngine:
         *,
         matched: bool = False,
     ) -> SparkJoin:
+        from featurekit.offline.spark_join import SparkJoin
+
         return SparkJoin(self, spine, views, order, matched=matched)
 
     def view_frame(self, view: ViewInput) -> DataFrame:
@@ -448,6 +522,22 @@ class SparkEngine:
 _PART = "__fk_partition"
 
 
+def _round_trips(dtype: pa.DataType) -> bool:
+    t = pa.types
+    if t.is_timestamp(dtype):
+        return bool(dtype.unit == "us")
+    return bool(
+        t.is_signed_integer(dtype)
+        or t.is_float32(dtype)
+        or t.is_float64(dtype)
+        or t.is_boolean(dtype)
+        or t.is_string(dtype)
+        or t.is_binary(dtype)
+        or t.is_date32(dtype)
+        or t.is_decimal128(dtype)
+    )
+
+
 def spark_type(dtype: pa.DataType) -> pa.DataType:
     """The Arrow type Spark exchanges for ``dtype`` (no large variants; lists name their item "element")."""
     if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
@@ -469,23 +559,43 @@ def ship_user_modules(transform: Callable[[pa.Table], pa.Table]) -> None:
     """Pickle the feature repo modules ``transform`` calls by value, so executors need no copy of the repo.
 
     ``transform`` is ``functools.partial(run_view, view, ...)``; the view's function lives in a
-    module the repo loader imported from the repo folder, which executors cannot import by name.
-    featurekit itself must be installed where the executors run.
+    module the repo loader imported from the repo folder, which executors cannot import by name,
+    and so do the helper modules of that folder it imports (``from helpers import ratio``). Other
+    modules are pickled by name: they (and featurekit) must be installed where the executors run.
     """
     from pyspark import cloudpickle
+
+    from featurekit.versioning import in_repo
 
     for argument in getattr(transform, "args", ()):
         function = getattr(argument, "function", None)
         module = sys.modules.get(getattr(function, "__module__", "") or "")
-        if module is not None and not module.__name__.startswith("featurekit"):
-            cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+        if module is None or module.__name__.startswith("featurekit"):
+            continue
+        cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        folder = Path(file).resolve().parent
+        for other in list(sys.modules.values()):
+            if other is not module and in_repo(getattr(other, "__file__", None), folder):
+                cloudpickle.register_pickle_by_value(other)  # type: ignore[no-untyped-call]
+
+
+def _function_label(transform: Callable[[pa.Table], pa.Table]) -> str:
+    """How errors name the function ``transform`` runs: "feature view 'x' (features.py:12)"."""
+    for argument in getattr(transform, "args", ()):
+        name, location = getattr(argument, "name", None), getattr(argument, "location", None)
+        if name is not None and location is not None:
+            return f"feature view '{name}' ({location})"
+    return "the feature function"
 
 
 class _PartitionRun:
     """What an executor runs for one partition: its rows as one Arrow table, through ``transform``.
 
     Picklable (Spark ships it to the executors); the view function inside it is pickled by value
-    when its module is a feature repo's (see :func:`ship_repo_modules`).
+    when its module is a feature repo's (see :func:`ship_user_modules`).
     """
 
     def __init__(self, transform: Callable[[pa.Table], pa.Table], schema: pa.Schema, scan: SourceScan) -> None:
@@ -503,18 +613,28 @@ class _PartitionRun:
 
 
 _ERROR_LINE = re.compile(r"featurekit\.errors\.(\w+): (.+)")
+# An executor that cannot unpickle the function: a module it refers to by name is not installed there.
+_IMPORT_LINE = re.compile(r"^(?:ModuleNotFoundError|ImportError): (.+)$", re.MULTILINE)
 
 
-def _featurekit_error(exc: BaseException) -> Exception:
+def _featurekit_error(exc: BaseException, label: str = "the feature function") -> Exception:
     """The featurekit error an executor raised (Spark returns it as text), or a StorageError."""
     from featurekit import errors
 
-    found = _ERROR_LINE.search(str(exc))
+    text = str(exc)
+    found = _ERROR_LINE.search(text)
     if found is not None:
         kind = getattr(errors, found.group(1), None)
         if isinstance(kind, type) and issubclass(kind, errors.FeaturekitError):
             return kind(found.group(2).strip())
-    return StorageError(f"a Spark job failed: {_first_line(exc)}")
+    missing = _IMPORT_LINE.search(text)
+    if missing is not None:
+        return FeatureFunctionError(
+            f"{label} cannot be loaded on Spark's executors ({missing.group(1).strip()}): install that module "
+            "where the executors run (their Python environment, or `spark.submit.pyFiles`), or move it into "
+            "the feature repo folder, whose modules featurekit ships with the function; nothing was committed"
+        )
+    return StorageError(f"a Spark job failed: {_spark_reason(exc)}")
 
 
 def _instant(fn: Any, column: Column, spark_type: str, arrow_type: pa.DataType | None) -> Column:
@@ -579,252 +699,3 @@ def _conform(table: pa.Table, schema: pa.Schema, scan: SourceScan) -> pa.Table:
 
 def _to_arrow_schema(schema: pa.Schema) -> pa.Schema:
     return schema
-
-
-class _WindowRun:
-    """What an executor runs for one key: its events and its spine rows, all windows at once."""
-
-    def __init__(
-        self, features: list[WindowFeature], order: list[int], delay_us: int, layout: pa.Schema, output: pa.Schema
-    ) -> None:
-        self.features = features
-        self.order = order
-        self.delay_us = delay_us
-        self.layout = layout
-        self.output = output
-
-    def compute(self, events: pa.Table, points: pa.Table) -> pa.Table:
-        """One key's windows."""
-        from featurekit.online.window_values import WindowValues
-
-        if not points.num_rows:
-            return self.output.empty_table()
-        sort = [(ORDER, "ascending")] + ([(CREATED, "ascending")] if CREATED in self.layout.names else [])
-        ordered = events.select(self.layout.names).cast(self.layout).sort_by(sort).combine_chunks()
-        batch = ordered.to_batches()[0] if ordered.num_rows else pa.RecordBatch.from_pylist([], schema=self.layout)
-        values = WindowValues(self.features, self.delay_us, self.layout).at_instants(
-            batch, points.column("__fk_t").to_numpy()
-        )
-        columns = [points.column(ROW)]
-        columns += [pa.array(values[j], self.output.field(i + 1).type) for i, j in enumerate(self.order)]
-        return pa.table(columns, schema=self.output)
-
-
-class SparkJoin:
-    """One planned training-set join on Spark; nothing runs until a result is asked for."""
-
-    def __init__(
-        self,
-        engine: SparkEngine,
-        spine: Spine,
-        views: list[ViewInput],
-        order: list[tuple[int, int]] | None,
-        *,
-        matched: bool = False,
-    ) -> None:
-        self.matched = matched
-        self.engine = engine
-        self.spine = spine
-        self.views = views
-        self.order = order or [(v, f) for v, view in enumerate(views) for f in range(len(view.features))]
-        self._frame: DataFrame | None = None
-
-    @property
-    def description(self) -> str:
-        return "spark: " + ", ".join(f"{v.name}: running last match" for v in self.views)
-
-    @property
-    def strategies(self) -> list[JoinStrategy]:
-        rows = "one plan on every data shape: spine and feature rows sorted per key, the last match taken"
-        windows = "each key's events and spine rows meet in one executor call (the online lookups' code)"
-        return [
-            JoinStrategy(v.name, "window(per key)", windows)
-            if v.window is not None
-            else JoinStrategy(v.name, "running_last", rows)
-            for v in self.views
-        ]
-
-    def _spine_frame(self) -> DataFrame:
-        fn = _spark().functions
-        spark = self.engine.spark
-        if self.spine.file is not None:
-            df = self.engine._read([str(self.spine.file)], f"spine {self.spine.file}").withColumn(
-                ROW, fn.monotonically_increasing_id()
-            )
-        else:
-            assert self.spine.table is not None
-            import numpy as np
-
-            numbered = self.spine.table.append_column(ROW, pa.array(np.arange(self.spine.rows, dtype=np.int64)))
-            df = spark.createDataFrame(numbered)
-        ts = self.spine.timestamp_field
-        return self.engine._instants(df.withColumn(TS, fn.col(ts)), [TS], self.spine.schema)
-
-    def _join_view(self, spine: DataFrame, view: ViewInput) -> DataFrame:
-        sql = _spark()
-        fn, frames = sql.functions, sql.Window
-        features = self.engine.view_frame(view)
-        keys = list(view.join_keys)
-        created = fn.col(view.created_field) if view.created_field else fn.lit(None).cast("timestamp")
-        payload = fn.struct(
-            fn.col(view.timestamp_field).alias("__e"),
-            created.alias("__c"),
-            *[fn.col(c).alias(f"v{i}") for i, (c, _) in enumerate(view.features)],
-        )
-        order_cols = ([view.created_field] if view.created_field else []) + [c for c, _ in view.features]
-        rows = features.select(
-            *[fn.col(k) for k in keys],
-            fn.col(view.timestamp_field).alias(TS),
-            fn.lit(0).alias(_KIND),
-            fn.lit(None).cast("bigint").alias(ROW),
-            payload.alias(_MATCH),
-            *[fn.col(c).alias(f"__o{i}") for i, c in enumerate(order_cols)],
-        )
-        points = spine.select(
-            *[fn.col(k) for k in keys],
-            fn.col(TS),
-            fn.lit(1).alias(_KIND),
-            fn.col(ROW),
-            fn.lit(None).cast(payload_type(features, view)).alias(_MATCH),
-            *[fn.lit(None).cast(features.schema[c].dataType).alias(f"__o{i}") for i, c in enumerate(order_cols)],
-        )
-        tie = []
-        for i, c in enumerate(order_cols):
-            col = fn.col(f"__o{i}")
-            if c == view.created_field:
-                tie.append(col.asc_nulls_first())
-            else:
-                tie += [col.isNotNull().asc(), col.asc_nulls_first()]
-        frame = (
-            frames.partitionBy(*keys)
-            .orderBy(fn.col(TS), fn.col(_KIND), *tie)
-            .rowsBetween(frames.unboundedPreceding, frames.currentRow)
-        )
-        matched = (
-            rows.unionByName(points)
-            .withColumn(_MATCH, fn.last(_MATCH, ignorenulls=True).over(frame))
-            .filter(fn.col(_KIND) == 1)
-        )
-        inside = fn.col(_MATCH).isNotNull()
-        ttl = view.ttl_us
-        if ttl is not None:
-            inside = inside & (fn.unix_micros(fn.col(f"{_MATCH}.__e")) >= fn.unix_micros(fn.col(TS)) - fn.lit(ttl))
-        return matched.select(
-            fn.col(ROW),
-            fn.when(inside, fn.col(f"{_MATCH}.__e")).alias("__e"),
-            fn.when(inside, fn.col(f"{_MATCH}.__c")).alias("__c"),
-            *[fn.when(inside, fn.col(f"{_MATCH}.v{i}")).alias(f"v{i}") for i in range(len(view.features))],
-        )
-
-    def _window_view(self, spine: DataFrame, view: ViewInput, spec: WindowSpec) -> DataFrame:
-        """A window view's features: each key's events and spine rows meet in one executor call,
-        which computes every window with the online lookups' own code (:class:`WindowValues`)."""
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        fn = _spark().functions
-        keys = list(view.join_keys)
-        events = self.engine.view_frame(view)
-        created = None
-        if view.created_field:
-            created = fn.coalesce(fn.unix_micros(fn.col(view.created_field)), fn.lit(NULL_CREATED_US))
-        picked = [*[fn.col(k) for k in keys], fn.unix_micros(fn.col(view.timestamp_field)).alias(ORDER)]
-        picked += [created.alias(CREATED)] if created is not None else []
-        events = events.select(*picked, *[fn.col(c) for c in spec.columns])
-        points = spine.select(*[fn.col(k) for k in keys], fn.col(ROW), fn.unix_micros(fn.col(TS)).alias("__fk_t"))
-        wanted = dict(view.features)
-        features = [f for f in spec.features if f.name in wanted]
-        order = [next(i for i, f in enumerate(features) if f.name == name) for name, _ in view.features]
-        layout = state_schema(spec, view.schema, view.created_field is not None)
-        output = pa.schema(
-            [pa.field(ROW, pa.int64())]
-            + [pa.field(f"v{i}", spark_type(feature_type(features[j], view.schema))) for i, j in enumerate(order)]
-        )
-        runner = _WindowRun(features, order, spec.delay_us, layout, output)
-
-        def run(events: pa.Table, points: pa.Table) -> pa.Table:  # Spark reads its arity: a function
-            return runner.compute(events, points)
-
-        grouped = events.groupBy(*keys).cogroup(points.groupBy(*keys))
-        return grouped.applyInArrow(run, from_arrow_schema(output))
-
-    def frame(self) -> DataFrame:
-        if self._frame is None:
-            fn = _spark().functions
-            spine = self._spine_frame()
-            result = spine
-            for index, view in enumerate(self.views):
-                if view.window is not None:
-                    joined = self._window_view(spine, view, view.window)
-                    renamed = joined.select(
-                        fn.col(ROW), *[fn.col(f"v{i}").alias(f"__j{index}_{i}") for i in range(len(view.features))]
-                    )
-                    result = result.join(renamed, on=ROW, how="left")
-                    continue
-                joined = self._join_view(spine, view)
-                renamed = joined.select(
-                    fn.col(ROW),
-                    fn.col("__e").alias(matched_event(index)),
-                    fn.col("__c").alias(matched_created(index)),
-                    *[fn.col(f"v{i}").alias(f"__j{index}_{i}") for i in range(len(view.features))],
-                )
-                result = result.join(renamed, on=ROW, how="left")
-            columns = [fn.col(c) for c in self.spine.columns]
-            columns += [fn.col(f"__j{v}_{f}").alias(self.views[v].features[f][1]) for v, f in self.order]
-            if self.matched:
-                columns.append(fn.col(TS).alias(SPINE_INSTANT))
-                for index, view in enumerate(self.views):
-                    if view.window is None:
-                        columns += [fn.col(matched_event(index)), fn.col(matched_created(index))]
-            self._frame = result.orderBy(ROW).select(*columns)
-        return self._frame
-
-    def _schema(self) -> pa.Schema:
-        fields = list(self.spine.schema)
-        for v, f in self.order:
-            view = self.views[v]
-            column, out = view.features[f]
-            if view.window is not None:
-                feature = next(w for w in view.window.features if w.name == column)
-                fields.append(pa.field(out, feature_type(feature, view.schema)))
-            else:
-                fields.append(pa.field(out, view.schema.field(column).type))
-        if self.matched:
-            instant = pa.timestamp("us", tz="UTC")
-            fields.append(pa.field(SPINE_INSTANT, instant))
-            for index, view in enumerate(self.views):
-                if view.window is None:
-                    fields += [pa.field(matched_event(index), instant), pa.field(matched_created(index), instant)]
-        return pa.schema(fields)
-
-    def to_arrow(self) -> pa.Table:
-        try:
-            table = self.frame().toArrow()
-        except _errors() as exc:
-            raise StorageError(
-                f"the training-set join failed on Spark: {_spark_reason(exc)}; run `featurekit verify` to find "
-                "damaged files"
-            ) from exc
-        return _cast_like(table, self._schema())
-
-    def to_batches(self, rows: int) -> Iterator[pa.RecordBatch]:
-        yield from self.to_arrow().to_batches(max_chunksize=rows)
-
-    def to_parquet(self, path: Path, metadata: dict[str, str]) -> None:
-        table = self.to_arrow()
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
-        )
-        pq.write_table(table, path)
-
-    def close(self) -> None:
-        self._frame = None
-
-
-def payload_type(features: DataFrame, view: ViewInput) -> Any:
-    types = _spark().types
-    fields = [
-        types.StructField("__e", features.schema[view.timestamp_field].dataType),
-        types.StructField("__c", types.TimestampType()),
-    ]
-    fields += [types.StructField(f"v{i}", features.schema[c].dataType) for i, (c, _) in enumerate(view.features)]
-    return types.StructType(fields)

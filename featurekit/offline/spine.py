@@ -42,8 +42,24 @@ class PreparedSpine:
     check: Callable[[], None]  # raises DataError if the rows the engine scanned may no longer be the spine's
 
 
-def prepare_spine(spine: Any, timestamp_field: str, keys: dict[str, pa.DataType]) -> PreparedSpine:
-    """Check the spine (columns, timestamp type, key kinds) and describe it for the engine."""
+def prepare_spine(
+    spine: Any, timestamp_field: str, keys: dict[str, pa.DataType], *, spark: bool = False
+) -> PreparedSpine:
+    """Check the spine (columns, timestamp type, key kinds) and describe it for the engine.
+
+    A Spark DataFrame stays on Spark for the Spark engine (``spark``); for another engine its rows
+    are collected into Arrow, so a training set is the same whichever engine builds it.
+    """
+    if is_spark_frame(spine):
+        from featurekit.offline import spark_join
+
+        if not spark:
+            spine = spark_join.collect_frame(spine, "spine")  # then an Arrow spine like any other
+        else:
+            numbered = spark_join.NumberedSpine(spine)
+            _check(numbered.schema, timestamp_field, keys, "spine (a Spark DataFrame)")
+            described = Spine(numbered.schema, timestamp_field, numbered.rows, frame=numbered.frame)
+            return PreparedSpine(described, numbered.digest, _nothing)
     if isinstance(spine, (str, Path)):
         spine_file = _SpineFile(Path(spine))
         schema, rows = spine_file.footer()
@@ -61,6 +77,11 @@ def prepare_spine(spine: Any, timestamp_field: str, keys: dict[str, pa.DataType]
 
 def _nothing() -> None:
     pass
+
+
+def is_spark_frame(value: Any) -> bool:
+    """Whether ``value`` is a Spark DataFrame (told without importing pyspark)."""
+    return type(value).__module__.startswith("pyspark.sql") and type(value).__name__ == "DataFrame"
 
 
 class _SpineFile:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -35,8 +36,10 @@ from typing import IO, Literal, Protocol
 from urllib.parse import unquote
 
 import pyarrow as pa
-from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties, write_deltalake
+import pyarrow.parquet as pq
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, Schema, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from featurekit.errors import ConfigError, ConflictError, RegistryError, storage_errors
 from featurekit.names import quote
@@ -141,6 +144,12 @@ class TableFormat(Protocol):
     ) -> int: ...
 
     def append(self, view: str, version: int, rows: pa.Table | pa.RecordBatchReader, note: dict[str, str]) -> int: ...
+
+    def staged(self, view: str, version: int) -> contextlib.AbstractContextManager[Path]: ...
+
+    def commit_parts(
+        self, view: str, version: int, folder: Path, *, schema: pa.Schema, note: dict[str, str], scope: WriteScope
+    ) -> int: ...
 
     def files(self, view: str, version: int, data_version: int) -> list[str]: ...
 
@@ -285,6 +294,64 @@ class OfflineTables:
         except CommitFailedError as exc:
             raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
         return DeltaTable(path).version()
+
+    @contextmanager
+    def staged(self, view: str, version: int) -> Iterator[Path]:
+        """A new folder inside the version's table folder for an engine to write Parquet parts into.
+
+        :meth:`commit_parts` commits them; whatever else happens, the folder is gone afterwards,
+        and a failure before the commit removes every file the write created (as a failed
+        :meth:`write_window` does). A killed process leaves the folder behind: no reader sees it
+        (readers follow the log) and gc removes it as stray files.
+        """
+        folder = self.path(view, version) / f"staged-{uuid.uuid4().hex}"
+        with (
+            storage_errors(f"writing the offline table {self.path(view, version)}", _NOT_COMMITTED),
+            self._undone_if_aborted(view, version),
+        ):
+            try:
+                yield folder
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def commit_parts(
+        self, view: str, version: int, folder: Path, *, schema: pa.Schema, note: dict[str, str], scope: WriteScope
+    ) -> int:
+        """Commit the Parquet parts an engine wrote into ``folder`` (from :meth:`staged`) as one Delta
+        transaction; return its version.
+
+        Each part moves to a unique name in the table folder, then one commit adds them all:
+        ``scope="append"`` keeps the table's files, ``"all"`` replaces them. (``"window"``, a
+        replacement by predicate, rewrites files that also hold rows outside the window: use
+        :meth:`write_window`.) The files must be of ``schema``'s types.
+        """
+        if scope == "window":
+            raise ValueError("commit_parts replaces whole tables or appends; a window replacement is write_window's")
+        path = self.path(view, version)
+        actions: list[AddAction | RemoveAction] = []
+        for index, part in enumerate(sorted(folder.glob("part-*.parquet"))):
+            rows = pq.read_metadata(part).num_rows
+            if not rows:
+                continue
+            name = f"part-{index:05d}-{uuid.uuid4()}.snappy.parquet"
+            part.rename(path / name)
+            stat = (path / name).stat()
+            stats = json.dumps({"numRecords": rows})
+            actions.append(AddAction(name, stat.st_size, {}, int(stat.st_mtime * 1000), True, stats))
+        properties = CommitProperties(custom_metadata=note)
+        try:
+            if DeltaTable.is_deltatable(str(path)):
+                mode = "overwrite" if scope == "all" else "append"
+                DeltaTable(str(path)).create_write_transaction(actions, mode, schema, commit_properties=properties)
+            else:
+                adds = [a for a in actions if isinstance(a, AddAction)]
+                create_table_with_add_actions(
+                    str(path), Schema.from_arrow(schema), adds, configuration=_TABLE_CONFIG,
+                    commit_properties=properties,
+                )  # fmt: skip
+        except CommitFailedError as exc:
+            raise ConflictError(f"another writer committed to feature view '{view}' first: {exc}") from exc
+        return DeltaTable(str(path)).version()
 
     @contextmanager
     def _undone_if_aborted(self, view: str, version: int) -> Iterator[None]:

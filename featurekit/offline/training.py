@@ -7,6 +7,8 @@ gives the same result bit for bit, and the manifest records exactly what was rea
 
 from __future__ import annotations
 
+import os
+import shutil
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,8 +20,16 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featurekit.errors import DataError, ManifestError, RetentionError, SchemaError, UnknownNameError
-from featurekit.manifest import METADATA_KEY, Manifest, ViewRecord, load_manifest
+from featurekit.errors import (
+    ConfigError,
+    DataError,
+    ManifestError,
+    RetentionError,
+    SchemaError,
+    StorageError,
+    UnknownNameError,
+)
+from featurekit.manifest import MANIFEST_FILE, METADATA_KEY, Manifest, ViewRecord, load_manifest
 from featurekit.offline.engine import JoinResult, OfflineEngine
 from featurekit.offline.explain import ExplainedView, ExplainPlan, explain
 from featurekit.offline.explanation import Explanation
@@ -32,6 +42,8 @@ from featurekit.quality.profiling import RowsProfiler, version_edges
 from featurekit.references import ResolvedFeatures, canonical, internal_name
 from featurekit.registry import Registry, ViewVersion
 from featurekit.timestamps import utc
+
+PART_ROWS = 1_000_000  # rows per Parquet part of a training set written to a folder (by this process)
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,7 @@ def build_training_set(
         explained.append(ExplainedView(version, materialized, inputs[-1], outputs))
     records += [_record(registry, item.version, None, None) for item in plan.on_demand]
     records += [_record(registry, version, None, None) for version in plan.sets]  # the model's feature set
-    prepared = prepare_spine(spine, options.timestamp_field, keys)
+    prepared = prepare_spine(spine, options.timestamp_field, keys, spark=engine.name == "spark")
     spine_columns = prepared.spine.columns
     overlap = sorted(n for n in names if n in spine_columns)
     if overlap:
@@ -384,9 +396,16 @@ class TrainingSet:
         The file's key-value metadata holds the manifest under ``featurekit.manifest``
         (read it back with ``featurekit.manifest.load_manifest(path)``). The store records the
         file and its manifest in the registry (``Registry.training_sets``), which lineage shows.
+
+        A ``path`` ending in ``/`` (or an existing folder) gets a folder of Parquet parts, in row
+        order by name, with the manifest beside them in ``_featurekit_manifest.json`` (Parquet
+        readers skip it); on the Spark engine the executors write the parts. The folder appears
+        whole or not at all; a folder written before is replaced.
         """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if str(path).endswith(("/", os.sep)) or target.is_dir():
+            return self._to_directory(target)
         temporary = target.with_name(f".{target.name}.partial")
         if self._table is not None:
             pq.write_table(self._table.replace_schema_metadata(self._metadata(self._table.schema)), temporary)
@@ -407,6 +426,71 @@ class TrainingSet:
             temporary.unlink(missing_ok=True)
             raise
         temporary.replace(target)  # readers never see a half-written file
+        if self._written is not None and self._make_manifest is not None:
+            self._written(target, self.manifest_model)
+        return target
+
+    def to_spark(self, session: Any = None) -> Any:
+        """The training set as a Spark DataFrame.
+
+        Built on the Spark engine, it is the join's own DataFrame: Spark computes it where it is
+        used, and no row passes through this process (so no profile is taken, and a spine file
+        replaced meanwhile is not noticed). Built on DuckDB (or with on-demand features), the rows
+        are computed here and handed to ``session`` (on DuckDB it is required).
+        """
+        native = getattr(self._join, "spark_frame", None)  # only the Spark engine's join has one
+        if native is not None and self._post is None:
+            return native()
+        session = session if session is not None else getattr(self._join, "session", None)
+        if session is None:
+            raise ConfigError(
+                "to_spark() on a training set built by the DuckDB engine needs a Spark session to hand the rows "
+                "to: ts.to_spark(spark); or build it on Spark (offline: {engine: spark}, or "
+                "FeatureStore(repo, spark=spark))"
+            )
+        from featurekit.offline.spark_join import spark_frame_of
+
+        return spark_frame_of(session, self.to_arrow())
+
+    def _to_directory(self, target: Path) -> Path:
+        """:meth:`to_parquet` into a folder: Parquet parts in row order by name, the manifest beside them."""
+        temporary = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(temporary, ignore_errors=True)
+        kept = list(target.iterdir()) if target.is_dir() else []
+        if kept and not (target / MANIFEST_FILE).is_file():
+            raise StorageError(
+                f"{target} is a folder holding files that are not a training set ({kept[0].name}, ...); "
+                "pass a new or empty folder"
+            )
+        profiler = self._profiler() if self._profiler is not None else None
+        parts = getattr(self._join, "write_parts", None)  # the Spark engine's executors write the parts
+        try:
+            if parts is not None and self._post is None and self._table is None:
+                for table in parts(temporary):
+                    if profiler is not None:
+                        profiler.add(table)
+            else:
+                temporary.mkdir(parents=True)
+                batches = self._table.to_batches(PART_ROWS) if self._table is not None else self.iter_batches(PART_ROWS)
+                index = -1
+                for index, batch in enumerate(batches):
+                    pq.write_table(pa.Table.from_batches([batch]), temporary / f"part-{index:05d}.parquet")
+                    if profiler is not None:
+                        profiler.add(pa.Table.from_batches([batch]))
+                if index < 0:  # an empty spine: one empty part keeps the columns
+                    pq.write_table(self.to_arrow(), temporary / "part-00000.parquet")
+            if profiler is not None and self._profile is None:
+                self._profile = profiler.result()
+            self._check()
+            (temporary / MANIFEST_FILE).write_text(self.manifest_model.to_json())
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        replaced = target.with_name(f".{target.name}.replaced")
+        if target.exists():
+            target.rename(replaced)
+        temporary.rename(target)  # readers see the old folder or the new one, never a half-written one
+        shutil.rmtree(replaced, ignore_errors=True)
         if self._written is not None and self._make_manifest is not None:
             self._written(target, self.manifest_model)
         return target

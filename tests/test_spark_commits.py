@@ -1,0 +1,119 @@
+"""Spark's executors write a materialization's Parquet parts; featurekit alone commits them.
+
+The parts are written by Spark (parquet-mr), every row goes through the checks before the one
+Delta commit featurekit makes, and a check that fails, or a Spark job killed mid-way, leaves the
+registry and the table as they were (no part in the table folder that a reader could see, none
+left on disk at all). The session is the test session's one (tests/engines.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from featurekit.errors import CheckError, StorageError
+from featurekit.offline.engine import local_path
+from tests.conftest import BASIC_FEATURES, trips_table, ts
+from tests.engines import spark_session
+from tests.test_spark_engine import open_with, rows
+
+pytestmark = pytest.mark.slow
+
+
+def table_folder(root: Path) -> Path:
+    return root / ".featurekit" / "offline" / "driver_stats" / "v1"
+
+
+def data_files(root: Path) -> list[Path]:
+    folder = table_folder(root)
+    return (
+        sorted(p for p in folder.rglob("*") if p.is_file() and "_delta_log" not in p.parts) if folder.exists() else []
+    )
+
+
+def test_the_executors_write_the_parts_and_featurekit_commits_them(make_repo):
+    root = make_repo(data={"data/trips.parquet": trips_table(rows())})
+    with open_with(root, "spark") as store:
+        store.apply()
+        first = store.materialize(ts(0), ts(0) + timedelta(days=4))[0]  # a new table
+        second = store.materialize(ts(0) + timedelta(days=4), ts(0) + timedelta(days=10))[0]  # appended
+        assert (first.data_version, second.data_version) == (0, 1)
+        version = store.registry.active()["driver_stats"].version
+        files = store.tables.files("driver_stats", 1, second.data_version)
+        assert files
+        assert all("parquet-mr" in pq.read_metadata(local_path(f)).created_by for f in files)
+        assert sorted(Path(local_path(f)) for f in files) == data_files(root)  # nothing staged is left
+        assert sum(pq.read_metadata(local_path(f)).num_rows for f in files) == len(rows())
+        last = store.registry.last_materialization(version.id)
+        assert last is not None
+        assert last.rows == second.rows
+
+
+def test_a_failing_check_blocks_the_commit_of_the_executors_parts(make_repo):
+    checked = BASIC_FEATURES.replace(
+        "ttl=timedelta(days=7))", "ttl=timedelta(days=7), checks=[fk.check.between('avg_trip_km', 0, 50)])"
+    )
+    root = make_repo(features=checked, data={"data/trips.parquet": trips_table(rows())})  # km up to 133
+    with open_with(root, "spark") as store:
+        store.apply()
+        with pytest.raises(CheckError, match="avg_trip_km"):
+            store.materialize(ts(0), ts(0) + timedelta(days=10))
+        assert store.registry.materializations() == []
+    assert data_files(root) == []
+    assert not (table_folder(root) / "_delta_log").exists()
+
+
+SLOW_FEATURES = BASIC_FEATURES.replace(
+    "    return trips.select(", "    import time\n    time.sleep(3)\n    return trips.select("
+)
+
+
+def test_a_spark_job_killed_mid_way_commits_nothing_and_leaves_no_parts(make_repo):
+    spark: Any = spark_session()
+    root = make_repo(features=SLOW_FEATURES, data={"data/trips.parquet": trips_table(rows())})
+    with open_with(root, "spark") as store:
+        store.apply()
+        store.materialize(ts(0), ts(0) + timedelta(days=4))
+        committed, before = store.registry.materializations(), data_files(root)
+        failures: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                store.materialize(ts(0) + timedelta(days=4), ts(0) + timedelta(days=10))
+            except BaseException as exc:  # noqa: BLE001 -- the test inspects it
+                failures.append(exc)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while not list(table_folder(root).glob("staged-*")):  # Spark's job is writing the parts
+            assert time.monotonic() < deadline, "the write job never started"
+            time.sleep(0.05)
+        time.sleep(1.0)  # the executors are inside the view function
+        spark.sparkContext.cancelAllJobs()  # as an operator killing the job
+        worker.join(120)
+        assert len(failures) == 1
+        assert isinstance(failures[0], StorageError), failures
+        assert store.registry.materializations() == committed
+        assert data_files(root) == before
+
+
+def test_a_re_materialized_inner_window_is_replaced_in_place(make_repo):
+    from tests.test_spark_engine import spine
+
+    root = make_repo(data={"data/trips.parquet": trips_table(rows())})
+    with open_with(root, "spark") as store:
+        store.apply()
+        store.materialize(ts(0), ts(0) + timedelta(days=10))
+        before = store.training_set(spine(), ["driver_stats:conv_rate", "driver_stats:avg_trip_km"]).to_arrow()
+        again = store.materialize(ts(0) + timedelta(days=2), ts(0) + timedelta(days=4))[0]  # rows after it stay
+        after = store.training_set(spine(), ["driver_stats:conv_rate", "driver_stats:avg_trip_km"]).to_arrow()
+        files = store.tables.files("driver_stats", 1, again.data_version)
+    assert after.equals(before)
+    assert sum(pq.read_metadata(local_path(f)).num_rows for f in files) == len(rows())
