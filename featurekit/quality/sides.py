@@ -28,18 +28,21 @@ Edges = dict[str, tuple[float, ...]]
 
 @dataclass(frozen=True)
 class ViewData:
-    """A view version's committed rows (``"driver_stats"``, ``"driver_stats@v1"``), optionally in [start, end)."""
+    """A view version's committed rows (``"driver_stats"``, ``"driver_stats@v1"``), optionally in
+    [start, end); ``as_of`` (a registry version or a time): its data version as it was then."""
 
     view: str
     start: datetime | None = None
     end: datetime | None = None
+    as_of: int | datetime | None = None
 
     def describe(self) -> str:
+        moment = "" if self.as_of is None else f" as of {self.as_of}"
         if self.start is None and self.end is None:
-            return self.view
+            return self.view + moment
         low = self.start.isoformat() if self.start else "the first row"
         high = self.end.isoformat() if self.end else "the last row"
-        return f"{self.view} [{low}, {high})"
+        return f"{self.view} [{low}, {high}){moment}"
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,11 @@ def profile_of(store: FeatureStore, side: Side, columns: list[str] | None, edges
     if isinstance(side, ViewData):
         window = _window(side.start, side.end)
         if window is None:  # a data version's stored states count it on any version's edges
-            return _renamed(store.profile(side.view, edges=edges), side.describe())
-        stored = store.profile(side.view, window=window)
+            return _renamed(store.profile(side.view, as_of=side.as_of, edges=edges), side.describe())
+        stored = store.profile(side.view, window=window, as_of=side.as_of)
         if edges is None or _same_edges(stored, edges):
             return _renamed(stored, side.describe())
-        return _renamed(store.profile(side.view, window=window, edges=edges), side.describe())
+        return _renamed(store.profile(side.view, window=window, as_of=side.as_of, edges=edges), side.describe())
     if isinstance(side, ServedValues):
         from featurekit.quality.serving_log import read_log
 

@@ -23,6 +23,7 @@ from featurekit.errors import ConfigError
 from featurekit.server import problems
 from featurekit.server.auth import Tokens
 from featurekit.server.metrics import METRICS_DIR_ENV, Metrics
+from featurekit.server.process import settle
 from featurekit.server.routes import ROUTES, ServerState, endpoint
 from featurekit.store import FeatureStore
 
@@ -63,6 +64,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settle(store)  # before the first request: see featurekit.server.process
         try:
             yield
         finally:

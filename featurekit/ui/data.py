@@ -113,16 +113,17 @@ class Reader:
                 self._profiles.put(key, found)
         return found
 
-    def drift(self, view: str, old: int, new: int) -> dict[str, Any] | None:
-        """:func:`featurekit.ui.quality.drift` between two versions' current data versions, kept once made."""
+    def drift(self, view: str, old: int, new: int, at: int) -> dict[str, Any] | None:
+        """:func:`featurekit.ui.quality.drift` between two versions' data versions at registry
+        version ``at``, kept once made (per the two commits that made those data versions)."""
         reference, current = self.registry.version(view, old), self.registry.version(view, new)
-        a, b = self._current(reference, None), self._current(current, None)
+        a, b = self._current(reference, at), self._current(current, at)
         if a is None or b is None:
-            return quality.drift(self.store, view, old, new)
+            return quality.drift(self.store, view, old, new, at)
         key = (reference.id, current.id, a.commit_id, b.commit_id)
         found = self._drifts.get(key)
         if found is None:
-            found = quality.drift(self.store, view, old, new)
+            found = quality.drift(self.store, view, old, new, at)
             if found is not None and "error" not in found:
                 self._drifts.put(key, found)
         return found
@@ -330,7 +331,7 @@ def diff_page(reader: Reader, name: str, old: int, new: int, as_of: str | None) 
         "diff": text,
         "old_source": a.source_text,
         "new_source": b.source_text,
-        **_present("drift", reader.drift(a.view, old, new)),
+        **_present("drift", reader.drift(a.view, old, new, at)),
     }
 
 

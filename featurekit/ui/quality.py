@@ -15,6 +15,7 @@ from typing import Any
 import featurekit
 from featurekit.errors import FeaturekitError
 from featurekit.quality.check_results import CheckResult
+from featurekit.quality.sides import ViewData
 from featurekit.registry import Registry, ViewVersion
 from featurekit.store import FeatureStore
 from featurekit.ui.html import Html, esc, section, table
@@ -60,17 +61,20 @@ def profile(store: FeatureStore, version: ViewVersion, at: int | None = None) ->
     return dict(made.to_dict())
 
 
-def drift(store: FeatureStore, view: str, old: int, new: int) -> dict[str, Any] | None:
-    """Drift of a view's features from version ``old`` to ``new`` (``FeatureStore.drift``), None without it."""
+def drift(store: FeatureStore, view: str, old: int, new: int, at: int | None = None) -> dict[str, Any] | None:
+    """Drift of a view's features from version ``old`` to ``new`` (``FeatureStore.drift``), each
+    version's data as it was at registry version ``at`` (default: now); None without data."""
     if not hasattr(store, "drift"):
         return None
     a, b = store.registry.version(view, old), store.registry.version(view, new)
     computed = a.definition.get("kind") in ("on_demand", "feature_set")
-    if computed or not (_materialized(store.registry, a) and _materialized(store.registry, b)):
+    if computed or not (_materialized(store.registry, a, at) and _materialized(store.registry, b, at)):
         return None
     shared = [f"{view}:{f}" for f in a.features if f in b.features]
+    moment = None if at is None or at >= store.registry.head_commit() else at  # the head: the data as it is
+    reference, current = ViewData(f"{view}@v{old}", as_of=moment), ViewData(f"{view}@v{new}", as_of=moment)
     try:
-        report: Any = store.drift(shared, reference=f"{view}@v{old}", current=f"{view}@v{new}")
+        report: Any = store.drift(shared, reference=reference, current=current)
     except FeaturekitError as exc:
         return {"error": str(exc)}
     return dict(report.to_dict())

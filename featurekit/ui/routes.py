@@ -9,8 +9,9 @@ foreign resources (Content-Security-Policy), so even a string that escaped escap
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from featurekit.errors import AuthError, FeaturekitError, SchemaError, UnknownNameError
 from featurekit.server import problems
 from featurekit.server.auth import Tokens
+from featurekit.server.process import settle
 from featurekit.store import FeatureStore
 from featurekit.ui import data, lineage, pages
 from featurekit.ui.html import Links, error_page, login_page
@@ -165,7 +167,13 @@ def create_ui(store: FeatureStore, *, tokens: Tokens | None) -> Starlette:
         links = Links(request.scope.get("root_path", "").rstrip("/"))
         return Response(error_page(status, message, links), status, HEADERS, media_type="text/html")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settle(store)  # run when the UI is the top-level app (`featurekit ui`); the server's own does it under /ui
+        yield
+
     return Starlette(
+        lifespan=lifespan,
         exception_handlers={404: not_routed, 405: not_routed},
         routes=[
             Route("/", home, methods=["GET"]),
