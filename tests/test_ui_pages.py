@@ -142,3 +142,27 @@ def test_a_view_page_shows_its_checks_profile_and_drift_as_the_api_has_them(
     page = get(ui_demo, "views/driver_stats").text
     assert 'id="checks"' in page
     assert 'id="profile"' in page
+
+
+def test_the_window_drift_page_over_http_and_its_bad_input(ui_demo: DemoUi, store: fk.FeatureStore) -> None:
+    view = next(name for name, info in store.registry.active().items() if info.version.definition["kind"] == "batch")
+    page = get(ui_demo, f"views/{view}.json").json()
+    span = page["materializations"]
+    start, end = span[0]["window_start"], span[-1]["window_end"]
+    query = {"reference_start": start, "reference_end": end, "current_start": start, "current_end": end}
+    found = httpx.get(f"{ui_demo.url}/views/{view}/drift.json", params=query, timeout=30)
+    assert found.status_code == 200, found.text
+    drift = found.json()["drift"]
+    assert drift.get("error") is None
+    assert all(f["status"] == "ok" for f in drift["features"])  # a window against itself does not drift
+    shown = httpx.get(f"{ui_demo.url}/views/{view}/drift", params=query, timeout=30)
+    assert shown.status_code == 200
+    assert "drift between two windows" in shown.text
+    bad = httpx.get(f"{ui_demo.url}/views/{view}/drift.json", params={**query, "current_end": "soon"}, timeout=30)
+    assert bad.status_code == 400
+    assert "?current_end= must be an ISO-8601 time" in bad.json()["detail"]
+    backwards = httpx.get(
+        f"{ui_demo.url}/views/{view}/drift.json", params={**query, "reference_end": start}, timeout=30
+    )
+    assert backwards.status_code == 400
+    assert "must end after it starts" in backwards.json()["detail"]

@@ -335,6 +335,26 @@ def diff_page(reader: Reader, name: str, old: int, new: int, as_of: str | None) 
     }
 
 
+Windows = tuple[tuple[datetime, datetime], tuple[datetime, datetime]]
+
+
+def window_drift_page(reader: Reader, name: str, windows: Windows, as_of: str | None) -> dict[str, Any]:
+    """Drift of a view's features between two windows of its data: ``windows`` is (reference, current),
+    each [start, end) of event times, read from the view version's data version at the page's moment."""
+    at = reader.moment(as_of)
+    info = _find(reader, name, at)
+    reference, current = windows
+    return {
+        "registry_version": at,
+        "as_of": as_of,
+        "view": info.name,
+        "version": info.version.version,
+        "reference": [reference[0].isoformat(), reference[1].isoformat()],
+        "current": [current[0].isoformat(), current[1].isoformat()],
+        **_present("drift", quality.window_drift(reader.store, info.version, reference, current, at)),
+    }
+
+
 def history_page(reader: Reader, as_of: str | None, page: int) -> dict[str, Any]:
     """Every registry commit (apply, materialize, push), newest first, :data:`HISTORY_PAGE` a page; and the gc runs."""
     at = reader.moment(as_of)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from featurekit.ui import quality
@@ -92,6 +93,33 @@ def _diff_form(view: str, versions: list[int], old: int, new: int, links: Links)
     )
 
 
+def _window_form(view: str, reference: list[str], current: list[str], links: Links) -> Html:
+    """A form for the drift between two windows of a view's data (ISO-8601 times, [start, end))."""
+
+    def field(name: str, value: str) -> str:
+        label = name.replace("_", " ")
+        return f'<label for="{name}">{label}</label> <input id="{name}" name="{name}" value="{esc(value)}" size="25">'
+
+    hidden = f'<input type="hidden" name="as_of" value="{esc(links.as_of)}">' if links.as_of else ""
+    fields = [("reference_start", reference[0]), ("reference_end", reference[1])]
+    fields += [("current_start", current[0]), ("current_end", current[1])]
+    return Html(
+        f'<form class="drift-form" method="get" action="{esc(links.to(f"views/{view}/drift", keep_as_of=False))}">'
+        + " ".join(field(n, v) for n, v in fields)
+        + f'{hidden} <button type="submit">Compare windows</button></form>'
+    )
+
+
+def _halves(timeline: list[dict[str, Any]]) -> tuple[list[str], list[str]] | None:
+    """The materialized span split in two halves: the window form's default (None: nothing materialized)."""
+    if not timeline:
+        return None
+    start = min(datetime.fromisoformat(m["window_start"]) for m in timeline)
+    end = max(datetime.fromisoformat(m["window_end"]) for m in timeline)
+    middle = start + (end - start) / 2
+    return [start.isoformat(), middle.isoformat()], [middle.isoformat(), end.isoformat()]
+
+
 def view_html(data: dict[str, Any], links: Links) -> Html:
     name = data["view"]
     computed = data["kind"] in ("on_demand", "feature_set")
@@ -110,6 +138,9 @@ def view_html(data: dict[str, Any], links: Links) -> Html:
     parts = [section("Summary", summary + _features(data["features"]), "summary")]
     parts.append(quality.checks_html(data.get("checks")))
     parts.append(quality.profile_html(data.get("profile")))
+    halves = None if computed else _halves(data.get("materializations") or [])
+    if halves is not None:
+        parts.append(section("Drift between two windows", _window_form(name, *halves, links), "window-drift"))
     versions = data["versions"]
     numbers = [v["version"] for v in versions]
     rows = []
@@ -197,6 +228,26 @@ def diff_html(data: dict[str, Any], links: Links) -> Html:
         + quality.drift_html(data.get("drift"))
     )
     return page(f"{name}: v{old} → v{new}", body, links, f"views/{name}/diff", old=old, new=new)
+
+
+def window_drift_html(data: dict[str, Any], links: Links) -> Html:
+    name, reference, current = data["view"], data["reference"], data["current"]
+    body = (
+        Html(f"<p>{link(links.to(f'views/{name}'), f'Back to {name}')}</p>")
+        + Html(
+            f"<p>v{data['version']}: rows with event times in [{esc(reference[0])}, {esc(reference[1])}) "
+            f"against [{esc(current[0])}, {esc(current[1])}).</p>"
+        )
+        + _window_form(name, reference, current, links)
+        + quality.drift_html(data.get("drift"))
+    )
+    query = {
+        "reference_start": reference[0],
+        "reference_end": reference[1],
+        "current_start": current[0],
+        "current_end": current[1],
+    }
+    return page(f"{name}: drift between two windows", body, links, f"views/{name}/drift", **query)
 
 
 def lineage_html(data: dict[str, Any], links: Links) -> Html:

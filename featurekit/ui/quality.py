@@ -10,6 +10,7 @@ never shown as an empty placeholder. The data parts return JSON-ready dicts (or 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import featurekit
@@ -75,6 +76,31 @@ def drift(store: FeatureStore, view: str, old: int, new: int, at: int | None = N
     reference, current = ViewData(f"{view}@v{old}", as_of=moment), ViewData(f"{view}@v{new}", as_of=moment)
     try:
         report: Any = store.drift(shared, reference=reference, current=current)
+    except FeaturekitError as exc:
+        return {"error": str(exc)}
+    return dict(report.to_dict())
+
+
+def window_drift(
+    store: FeatureStore,
+    version: ViewVersion,
+    reference: tuple[datetime, datetime],
+    current: tuple[datetime, datetime],
+    at: int,
+) -> dict[str, Any] | None:
+    """Drift of a view version's features from one window of its data to another (each
+    [start, end) of event times; ``FeatureStore.drift`` reads their rows), None without data."""
+    if not hasattr(store, "drift"):
+        return None
+    if version.definition.get("kind") in ("on_demand", "feature_set") or not _materialized(store.registry, version, at):
+        return None
+    moment = None if at >= store.registry.head_commit() else at  # the head: the data as it is
+    named = f"{version.view}@v{version.version}"
+    try:
+        report: Any = store.drift(
+            reference=ViewData(named, reference[0], reference[1], as_of=moment),
+            current=ViewData(named, current[0], current[1], as_of=moment),
+        )
     except FeaturekitError as exc:
         return {"error": str(exc)}
     return dict(report.to_dict())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
@@ -73,6 +74,26 @@ def _view(reader: data.Reader, request: Request, as_of: str | None) -> dict[str,
 def _diff(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
     name = _name(request, "name")
     return data.diff_page(reader, name, _number(request, "old"), _number(request, "new"), as_of)
+
+
+def _instant(request: Request, name: str) -> datetime:
+    """An ISO-8601 query parameter as a UTC time (naive: UTC); the error names the parameter."""
+    value = request.query_params.get(name)
+    try:
+        parsed = datetime.fromisoformat(value or "")
+    except ValueError:
+        raise SchemaError(f"?{name}= must be an ISO-8601 time such as 2026-01-31T00:00, got {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _window_drift(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
+    windows = []
+    for side in ("reference", "current"):
+        start, end = _instant(request, f"{side}_start"), _instant(request, f"{side}_end")
+        if start >= end:
+            raise SchemaError(f"the {side} window must end after it starts: [{start.isoformat()}, {end.isoformat()})")
+        windows.append((start, end))
+    return data.window_drift_page(reader, _name(request, "name"), (windows[0], windows[1]), as_of)
 
 
 def _lineage(reader: data.Reader, request: Request, as_of: str | None) -> dict[str, Any]:
@@ -181,6 +202,7 @@ def create_ui(store: FeatureStore, *, tokens: Tokens | None) -> Starlette:
             Route("/login", login, methods=["POST"]),
             *routes("/views", _views, pages.views_html),
             *routes("/views/{name}/diff", _diff, pages.diff_html),
+            *routes("/views/{name}/drift", _window_drift, pages.window_drift_html),
             Route("/views/{name}", _page(reader, tokens, _view, pages.view_html), methods=["GET"]),
             *routes("/lineage", _lineage, pages.lineage_html),
             *routes("/history", _history, pages.history_html),

@@ -1,14 +1,18 @@
-"""The diff page's drift follows ``?as_of=``: each version's data as it was then, like every other page."""
+"""Drift in the UI: the diff page's follows ``?as_of=`` (each version's data as it was then, like every
+other page), and a view's page links to the drift between two windows of its data."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
 import featurekit as fk
 from featurekit.example import trips
 from featurekit.quality.sides import ViewData
-from featurekit.ui import data
+from featurekit.ui import data, pages
+from featurekit.ui.html import Links
 from tests.conftest import BASIC_FEATURES, RepoFactory, ts
 
 
@@ -44,3 +48,29 @@ def test_the_diff_pages_drift_is_the_drift_as_of_the_pages_registry_version(make
         assert _canonical(then) != _canonical(now)  # v2 had 3 days of rows then, 10 now
         # kept per data version: asked again, the same answers
         assert _canonical(data.diff_page(reader, "driver_stats", 1, 2, str(early))["drift"]) == _canonical(then)
+
+
+def test_the_window_drift_page_is_the_drift_between_two_windows_of_the_views_data(
+    make_repo: RepoFactory,
+) -> None:
+    root: Path = make_repo(data={"data/trips.parquet": trips(drivers=30, days=30, per_day=6)})
+    with fk.FeatureStore(root, progress=False) as store:
+        store.apply()
+        store.materialize(ts(0), ts(20))
+        reader = data.Reader(store)
+        windows = ((ts(0), ts(10)), (ts(10), ts(20)))
+        found = data.window_drift_page(reader, "driver_stats", windows, None)
+        expected = store.drift(
+            reference=ViewData("driver_stats@v1", ts(0), ts(10)), current=ViewData("driver_stats@v1", ts(10), ts(20))
+        )
+        assert _canonical(found["drift"]) == _canonical(expected.to_dict())
+        assert found["reference"] == [ts(0).isoformat(), ts(10).isoformat()]
+        assert found["version"] == 1
+        # the view page offers the form, defaulting to the two halves of what was materialized
+        html = pages.view_html(data.view_page(reader, "driver_stats", None), Links(""))
+        assert 'action="/views/driver_stats/drift"' in html
+        assert f'value="{ts(10).isoformat()}"' in html
+        shown = pages.window_drift_html(found, Links(""))
+        assert "drift between two windows" in shown
+        with pytest.raises(fk.UnknownNameError):
+            data.window_drift_page(reader, "no_such_view", windows, None)
