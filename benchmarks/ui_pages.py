@@ -209,6 +209,11 @@ Pages = dict[str, tuple[Callable[[data.Reader], dict[str, Any]], Callable[..., s
 
 def _pages(store: fk.FeatureStore) -> Pages:
     middle = str(store.registry.head_commit() // 2)
+    busiest = store.registry.active()["busiest"].version
+    last = store.registry.last_materialization(busiest.id)
+    assert last is not None, "busiest is materialized by build()"
+    week = timedelta(days=7)
+    weeks = ((last.window_end - 2 * week, last.window_end - week), (last.window_end - week, last.window_end))
     return {
         "views": (lambda r: data.views_page(r, None, None), pages.views_html),
         "views?q=km_4": (lambda r: data.views_page(r, None, "km_4"), pages.views_html),
@@ -224,6 +229,10 @@ def _pages(store: fk.FeatureStore) -> Pages:
             pages.diff_html,
         ),
         "views/view_001/diff?old=1&new=2": (lambda r: data.diff_page(r, "view_001", 1, 2, None), pages.diff_html),
+        "views/busiest/drift (its last two weeks: 70,000 rows read)": (
+            lambda r: data.window_drift_page(r, "busiest", weeks, None),
+            pages.window_drift_html,
+        ),
         "lineage": (lambda r: lineage.lineage_page(r, None), pages.lineage_html),
         "history": (lambda r: data.history_page(r, None, 1), pages.history_html),
         "history?page=50 (the oldest)": (lambda r: data.history_page(r, None, 50), pages.history_html),

@@ -186,3 +186,27 @@ def test_parts_a_killed_process_left_staged_are_stray_files_for_gc(tables: Table
     pq.write_table(day_rows(1, 9.0), left / "part-00000.parquet")
     stray = tables.stray_files("v", 1, {f.path for f in tables.data_files("v", 1, kept)})
     assert stray == [left / "part-00000.parquet"]
+
+
+def test_files_within_a_window_are_every_file_that_holds_rows_in_it(tables: TableFormat):
+    for day in range(5):
+        version = write(tables, day_rows(day, float(day)), day)
+    every = tables.files("v", 1, version)
+    assert len(every) == 5
+    for windows in (
+        [(T0 + timedelta(days=1), T0 + timedelta(days=2))],
+        [(T0 + timedelta(days=1, hours=1), T0 + timedelta(days=1, hours=2))],  # inside one file's span
+        [(T0 + timedelta(days=2), T0 + timedelta(days=2, hours=1))],  # [start, end): only the 00:00 row
+        [(T0, T0 + timedelta(hours=1)), (T0 + timedelta(days=4), T0 + timedelta(days=9))],
+        [(T0 - timedelta(days=9), T0)],  # before every row: nothing
+    ):
+        kept = tables.files_within("v", 1, version, "event_timestamp", windows)
+        assert set(kept) <= set(every)
+        wanted = {
+            f
+            for f in every
+            for r in pq.read_table(local_path(f)).to_pylist()
+            if any(start <= r["event_timestamp"] < end for start, end in windows)
+        }
+        assert wanted <= set(kept), windows  # never a file with rows in a window left out
+        assert len(kept) == len(wanted), windows  # the log's min and max tell these days' files apart

@@ -155,6 +155,10 @@ class TableFormat(Protocol):
 
     def data_files(self, view: str, version: int, data_version: int) -> list[DataFile]: ...
 
+    def files_within(
+        self, view: str, version: int, data_version: int, column: str, windows: list[tuple[datetime, datetime]]
+    ) -> list[str]: ...
+
     def stray_files(self, view: str, version: int, keep: set[Path]) -> list[Path]: ...
 
 
@@ -400,6 +404,28 @@ class OfflineTables:
         """
         uris = self._table(view, version, data_version).file_uris()
         return [uri if "://" in uri else "file://" + uri for uri in uris]
+
+    def files_within(
+        self, view: str, version: int, data_version: int, column: str, windows: list[tuple[datetime, datetime]]
+    ) -> list[str]:
+        """:meth:`files` that may hold rows with ``column`` in one of ``windows`` (each [start, end)).
+
+        Decided by the minimum and maximum the Delta log recorded for each file; a file without
+        them is kept. A read of a few days of a view with hundreds of daily commits then opens
+        those days' files, not every file's footer.
+        """
+        table = self._table(view, version, data_version)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        low, high = f"min.{column}", f"max.{column}"
+        if low not in actions.column_names or high not in actions.column_names:
+            return self.files(view, version, data_version)
+        folder = self.path(view, version)
+        kept = []
+        rows = zip(actions.column("path").to_pylist(), actions[low].to_pylist(), actions[high].to_pylist(), strict=True)
+        for relative, first, last in rows:
+            if first is None or last is None or any(first < end and last >= start for start, end in windows):
+                kept.append(as_uri(folder / unquote(relative)))
+        return kept
 
     def data_files(self, view: str, version: int, data_version: int) -> list[DataFile]:
         """The files of a committed data version with the sizes the Delta log recorded."""

@@ -281,11 +281,16 @@ def window_profile(
                 f"data version {last.data_version} of feature view '{version.view}' v{version.version} was "
                 "removed by gc; pass a later as_of"
             )
-        files = tables.files(version.view, version.version, last.data_version)
-        for batch in engine.committed_rows(
-            view_input(version, files), None if window is None else [window], columns, READ_ROWS
-        ):
-            state.add(batch)
+        if window is None:
+            files = tables.files(version.view, version.version, last.data_version)
+        else:  # only the files whose recorded event times reach into the window
+            time_field = version.definition["source"]["timestamp_field"]
+            files = tables.files_within(version.view, version.version, last.data_version, time_field, [window])
+        if files:  # a window no file reaches into has no rows
+            for batch in engine.committed_rows(
+                view_input(version, files), None if window is None else [window], columns, READ_ROWS
+            ):
+                state.add(batch)
     if edges is None:
         edges = version_edges(registry, version)
     span = "" if window is None else f"[{window[0].isoformat()}, {window[1].isoformat()})"
