@@ -74,3 +74,16 @@ def test_the_window_drift_page_is_the_drift_between_two_windows_of_the_views_dat
         assert "drift between two windows" in shown
         with pytest.raises(fk.UnknownNameError):
             data.window_drift_page(reader, "no_such_view", windows, None)
+
+        # kept per commit: asked again, the same answer; after a push into the current window, the new one
+        assert _canonical(data.window_drift_page(reader, "driver_stats", windows, None)) == _canonical(found)
+        raw = trips(drivers=30, days=30, per_day=6).slice(0, 500).to_pandas()
+        raw["event_timestamp"] = ts(15)
+        raw["offered"], raw["accepted"], raw["distance_km"] = 10, 10, 900.0  # far outside the reference
+        store.push("driver_stats", raw, to="online_and_offline")
+        pushed = data.window_drift_page(reader, "driver_stats", windows, None)
+        expected = store.drift(
+            reference=ViewData("driver_stats@v1", ts(0), ts(10)), current=ViewData("driver_stats@v1", ts(10), ts(20))
+        )
+        assert _canonical(pushed["drift"]) == _canonical(expected.to_dict())
+        assert _canonical(pushed["drift"]) != _canonical(found["drift"])

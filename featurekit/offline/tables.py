@@ -25,8 +25,10 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from typing import IO, Literal, Protocol
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, Schema, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
@@ -104,6 +107,7 @@ def _note_holder(handle: IO[bytes], pid: str) -> None:
 # "%" is itself encoded, so such a table is written under one folder and looked for in another.
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _LOCK_POLL_S = 0.05
+KEPT_SNAPSHOTS = 64  # data versions whose add actions OfflineTables keeps (a few KB per hundred files)
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,8 @@ class OfflineTables:
         self.root = store_root / "offline"
         self.locks = store_root / "locks"
         self.trash = store_root / "trash"
+        self._kept: OrderedDict[tuple[str, int, int], pa.Table] = OrderedDict()  # see _add_actions
+        self._kept_lock = threading.Lock()
 
     def path(self, view: str, version: int) -> Path:
         """Folder of a view version's table (names are validated, so the path stays in the store)."""
@@ -412,20 +418,39 @@ class OfflineTables:
 
         Decided by the minimum and maximum the Delta log recorded for each file; a file without
         them is kept. A read of a few days of a view with hundreds of daily commits then opens
-        those days' files, not every file's footer.
+        those days' files, not every file's footer. A committed data version never changes, so
+        its file statistics are read from the log once and kept (the last :data:`KEPT_SNAPSHOTS`).
         """
-        table = self._table(view, version, data_version)
-        actions = pa.table(table.get_add_actions(flatten=True))
+        actions = self._add_actions(view, version, data_version)
         low, high = f"min.{column}", f"max.{column}"
-        if low not in actions.column_names or high not in actions.column_names:
+        if {low, high} - set(actions.column_names) or not pa.types.is_timestamp(actions.schema.field(low).type):
             return self.files(view, version, data_version)
+        kind = actions.schema.field(low).type
+        keep: pa.Array | pa.ChunkedArray = pa.repeat(False, actions.num_rows)
+        for start, end in windows:
+            reaches = pc.and_(
+                pc.less(actions[low], pa.scalar(end).cast(kind)),
+                pc.greater_equal(actions[high], pa.scalar(start).cast(kind)),
+            )
+            keep = pc.or_(keep, reaches)
+        kept = actions.column("path").filter(pc.fill_null(keep, True)).to_pylist()  # no statistics: kept
         folder = self.path(view, version)
-        kept = []
-        rows = zip(actions.column("path").to_pylist(), actions[low].to_pylist(), actions[high].to_pylist(), strict=True)
-        for relative, first, last in rows:
-            if first is None or last is None or any(first < end and last >= start for start, end in windows):
-                kept.append(as_uri(folder / unquote(relative)))
-        return kept
+        return [as_uri(folder / unquote(relative)) for relative in kept]
+
+    def _add_actions(self, view: str, version: int, data_version: int) -> pa.Table:
+        """The Delta log's add actions (path, size, per-column statistics) of a committed data version."""
+        key = (view.lower(), int(version), int(data_version))
+        with self._kept_lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+                return found
+        found = pa.table(self._table(view, version, data_version).get_add_actions(flatten=True))
+        with self._kept_lock:
+            self._kept[key] = found
+            while len(self._kept) > KEPT_SNAPSHOTS:
+                self._kept.popitem(last=False)
+        return found
 
     def data_files(self, view: str, version: int, data_version: int) -> list[DataFile]:
         """The files of a committed data version with the sizes the Delta log recorded."""

@@ -27,6 +27,8 @@ HISTORY_PAGE = 200  # commits per page of the history
 TIMELINE = 200  # materializations shown on a view's page (the newest)
 
 
+Windows = tuple[tuple[datetime, datetime], tuple[datetime, datetime]]  # (reference, current), each [start, end)
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -60,9 +62,10 @@ class Reader:
     The registry never updates or deletes, so the active views at a registry version read the
     same every time: the active sets of the last :data:`KEPT` applies asked for are kept, instead
     of decoding hundreds of view versions' schemas and definitions on each request. So do a data
-    version's profile (merged from its commits' stored states) and the drift between two data
-    versions: the last :data:`KEPT_QUALITY` of each are kept, by the commits that made the data
-    versions. Thread-safe: requests on several threads share one reader.
+    version's profile (merged from its commits' stored states), the drift between two data
+    versions and the drift between two windows of one: the last :data:`KEPT_QUALITY` of each are
+    kept, by the commits that made the data versions (a commit never changes what it made).
+    Thread-safe: requests on several threads share one reader.
     """
 
     KEPT = 8
@@ -74,6 +77,7 @@ class Reader:
         self._active: _Kept[int, dict[str, ActiveView]] = _Kept(self.KEPT)
         self._profiles: _Kept[tuple[int, int], dict[str, Any]] = _Kept(self.KEPT_QUALITY)
         self._drifts: _Kept[tuple[int, int, int, int], dict[str, Any]] = _Kept(self.KEPT_QUALITY)
+        self._window_drifts: _Kept[tuple[int, int, Windows], dict[str, Any]] = _Kept(self.KEPT_QUALITY)
 
     def moment(self, as_of: str | None) -> int:
         """The registry version a page shows: ``as_of`` (a number or an ISO time), else the head (0: empty)."""
@@ -126,6 +130,20 @@ class Reader:
             found = quality.drift(self.store, view, old, new, at)
             if found is not None and "error" not in found:
                 self._drifts.put(key, found)
+        return found
+
+    def window_drift(self, version: ViewVersion, windows: Windows, at: int) -> dict[str, Any] | None:
+        """:func:`featurekit.ui.quality.window_drift` of a version's data version at registry version
+        ``at``, kept once made (per the commit that made that data version, and the two windows)."""
+        last = self._current(version, at)
+        if last is None:
+            return quality.window_drift(self.store, version, *windows, at)
+        key = (version.id, last.commit_id, windows)
+        found = self._window_drifts.get(key)
+        if found is None:
+            found = quality.window_drift(self.store, version, *windows, at)
+            if found is not None and "error" not in found:
+                self._window_drifts.put(key, found)
         return found
 
 
@@ -335,9 +353,6 @@ def diff_page(reader: Reader, name: str, old: int, new: int, as_of: str | None) 
     }
 
 
-Windows = tuple[tuple[datetime, datetime], tuple[datetime, datetime]]
-
-
 def window_drift_page(reader: Reader, name: str, windows: Windows, as_of: str | None) -> dict[str, Any]:
     """Drift of a view's features between two windows of its data: ``windows`` is (reference, current),
     each [start, end) of event times, read from the view version's data version at the page's moment."""
@@ -351,7 +366,7 @@ def window_drift_page(reader: Reader, name: str, windows: Windows, as_of: str | 
         "version": info.version.version,
         "reference": [reference[0].isoformat(), reference[1].isoformat()],
         "current": [current[0].isoformat(), current[1].isoformat()],
-        **_present("drift", quality.window_drift(reader.store, info.version, reference, current, at)),
+        **_present("drift", reader.window_drift(info.version, windows, at)),
     }
 
 
