@@ -302,8 +302,14 @@ def test_service_resumes_by_itself_when_redis_returns(own_redis_server: RedisSer
     own_redis_server.start()  # the same port, empty (no persistence), no scripts loaded
     assert store.read("t__v1", ["a"], [1]) == {}
     store.create_table("t__v1", ["a", "b"])
+    assert store.write("t__v1", rows([1], event=4)) == 1  # an empty table: the fast path, on a new connection
     assert store.write("t__v1", rows([1, 2], event=5)) == 2  # NOSCRIPT: the script is loaded again
     assert store.read_many([("t__v1", ["a"], [1, 2])]) == [{1: (5, 0, 1.0), 2: (5, 0, 1.0)}]
+    own_redis_server.stop()
+    own_redis_server.start()  # every pooled connection is dead again
+    store.create_table("t__v2", ["a", "b"])
+    assert store.write("t__v2", rows(list(range(3000)), event=6)) == 3000
+    assert len(store.read("t__v2", ["a"], list(range(3000)))) == 3000
     store.close()
 
 
