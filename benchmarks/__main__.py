@@ -148,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     under_load.add_argument("--seconds", type=float, default=15.0, help="duration of each phase")
     under_load.add_argument("--clients", type=int, default=2, help="keep-alive client threads")
     under_load.add_argument("--rate", type=float, default=250.0, help="requests per second of each client")
+    under_load.add_argument(
+        "--writer-nice", type=int, default=10, help="also a materialize phase with the writer at this nice (0: none)"
+    )
     under_load.add_argument("--output", type=Path, default=HERE / "results")
     ui = sub.add_parser("ui", help="server time of every web UI page with 500 views and 10,000 registry commits")
     ui.add_argument("--repeat", type=int, default=20)

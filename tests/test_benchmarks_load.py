@@ -23,16 +23,25 @@ def test_load_benchmark_smoke_run(tmp_path: Path, redis_server) -> None:
     record = json.loads((tmp_path / "serving_load.json").read_text())
     stores = record["stores"]
     assert {name: list(phases) for name, phases in stores.items()} == {
-        "sqlite": ["idle", "materialize"],
-        "redis": ["idle", "materialize", "restart"],
+        "sqlite": ["idle", "materialize", "materialize_niced"],  # the niced writer: --writer-nice, default 10
+        "redis": ["idle", "materialize", "materialize_niced", "restart"],
     }
     for phases in stores.values():
-        assert phases["materialize"]["errors"] == 0
-        assert phases["materialize"]["commits"] >= 1
-        assert phases["materialize"]["writer_exit"] == 0
+        for phase in ("materialize", "materialize_niced"):
+            assert phases[phase]["errors"] == 0
+            assert phases[phase]["commits"] >= 1
+            assert phases[phase]["writer_exit"] == 0
+        assert phases["materialize_niced"]["writer_nice"] == 10
+        # The server's own histograms count every request of the phase (all answered 200).
+        for phase in ("idle", "materialize"):
+            server = phases[phase]["server"]
+            assert server["handler"]["requests"] == server["online_read"]["requests"] == phases[phase]["requests"]
+            handler = server["handler"]
+            assert 0 <= handler["over_25ms"] <= handler["over_10ms"] <= handler["over_5ms"]
     restart = stores["redis"]["restart"]
     assert set(restart["down"]) == {"503"}
     assert set(restart["after"]) == {"200"}
     report = (tmp_path / "RESULTS.md").read_text()
     assert report.count("## Serving under load (issue 14)") == 1
     assert "| redis | restart |" in report
+    assert "| sqlite | materialize_niced |" in report

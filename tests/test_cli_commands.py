@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +293,34 @@ def test_every_command_is_there_however_the_cli_is_started():
         listed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         names = {line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line.startswith("  ")}
         assert quality <= names, command
+
+
+PRIORITY_PROBE = """
+import os as _os, pathlib as _pl
+(_pl.Path(__file__).parent / "nice.txt").write_text(str(_os.getpriority(_os.PRIO_PROCESS, 0)))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="process priorities are POSIX")
+def test_materialize_with_nice_runs_its_work_at_that_priority(make_repo):
+    # The repo's module records the priority it is imported at: after --nice took effect, before any
+    # view is computed, in the materializing process itself (a real process: a nice value is for good).
+    repo = make_repo(BASIC_FEATURES + PRIORITY_PROBE, data={"data/trips.parquet": trips_table(ROWS)})
+    assert run("--repo", str(repo), "apply").exit_code == 0
+
+    def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "featurekit.cli", "--repo", str(repo), "-q", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    window = ["--start", "2026-01-01", "--end", "2026-01-03"]
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    done = cli_process("materialize", *window, "--nice", "17")
+    assert done.returncode == 0, done.stderr
+    assert int((repo / "nice.txt").read_text()) == max(before, 17)
+    done = cli_process("materialize-incremental", "--end", "2026-01-06")
+    assert done.returncode == 0, done.stderr
+    assert int((repo / "nice.txt").read_text()) == before  # without --nice: unchanged
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
+    refused = cli_process("materialize", *window, "--nice", "25")
+    assert refused.returncode == 2
+    assert "--nice" in refused.stderr

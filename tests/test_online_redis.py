@@ -22,6 +22,7 @@ import featurekit as fk
 from featurekit.config import RedisOnlineConfig, load_config
 from featurekit.online.base import OnlineRows, encode_key
 from featurekit.online.redis import RedisOnlineStore, public_url
+from featurekit.online.redis_rows import encode_rows
 from tests.redis_server import RedisServer, redis_prefix
 
 
@@ -127,10 +128,70 @@ def test_a_write_is_a_few_script_calls_in_one_round_trip(redis_server: RedisServ
     raw.config_resetstat()
     assert store.write("t__v1", rows(list(range(5000)))) == 5000
     ran = commands(raw)
-    assert ran["evalsha"] == 5  # 1,000 rows a call
+    # An empty table: per 1,000 rows one SADD to the index and one MSETNX, no script.
+    assert (ran["sadd"], ran["msetnx"], ran["get"], ran["scard"]) == (5, 5, 1, 1)
+    assert "evalsha" not in ran
+    raw.config_resetstat()
+    assert store.write("t__v1", rows(list(range(2500, 7500)), event=2)) == 5000  # loads the script
+    assert "msetnx" not in commands(raw)
+    raw.config_resetstat()
+    assert store.write("t__v1", rows(list(range(2500, 7500)), event=3)) == 5000
+    ran = commands(raw)
+    assert ran["evalsha"] == 5  # rows exist: the newest-only script, 1,000 rows a call
     assert ran["get"] == 1  # the table's feature list, once
+    assert "msetnx" not in ran
     assert "hset" not in ran
     assert "scan" not in ran
+    store.close()
+
+
+def test_a_first_load_that_finds_rows_written_meanwhile_keeps_the_newest(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    # What a push racing a first load leaves: the load saw an empty table, but when its MSETNX
+    # runs some keys exist, newer or older. (The store's own write, told the table is empty.)
+    store = make_store(redis_server.url)
+    store.create_table("t__v1", ["a", "b"])
+    store.write("t__v1", rows([10, 1500], event=5, value=5.0))  # newer than the load
+    store.write("t__v1", rows([20, 2500], event=0, value=0.0))  # older than the load
+    load = rows(list(range(3000)), event=1, value=1.0)
+    blobs = encode_rows(load.event_us, load.created_us, [load.columns["a"], load.columns["b"]])
+    members = [f"i{k}".encode() for k in load.keys]
+    prefix = store._rows_prefix("t__v1").encode()
+    raw.config_resetstat()
+    written = store._write(store._index_key("t__v1"), prefix, members, blobs, fresh=True)
+    assert written == 2998  # all but the two newer rows
+    assert commands(raw)["evalsha"] == 3  # the refused chunks (each holds a key written meanwhile)
+    found = store.read("t__v1", ["a"], list(range(3000)))
+    assert {k: v for k, v in found.items() if v != (1, 0, 1.0)} == {10: (5, 0, 5.0), 1500: (5, 0, 5.0)}
+    assert raw.scard(store._index_key("t__v1")) == 3000
+    store.close()
+
+
+def test_a_push_racing_a_first_load_is_never_overwritten_by_older_rows(redis_server: RedisServer) -> None:
+    store = make_store(redis_server.url)
+    store.create_table("t__v1", ["a", "b"])
+    keys = list(range(60_000))  # more than one round trip of the load
+    pushed: list[int] = []
+    started = threading.Event()
+
+    def push() -> None:
+        started.wait()
+        for key in range(0, len(keys), 997):
+            store.write("t__v1", rows([key], event=2, value=2.0))
+            pushed.append(key)
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    started.set()
+    store.write("t__v1", rows(keys, event=1, value=1.0))
+    pusher.join()
+    found = store.read("t__v1", ["a"], keys)
+    assert len(found) == len(keys)
+    assert all(found[k] == (2, 0, 2.0) for k in pushed)
+    assert all(found[k] == (1, 0, 1.0) for k in keys if k not in set(pushed))
+    index = redis.Redis.from_url(redis_server.url).scard(store._index_key("t__v1"))
+    assert index == len(keys)
     store.close()
 
 
@@ -241,8 +302,14 @@ def test_service_resumes_by_itself_when_redis_returns(own_redis_server: RedisSer
     own_redis_server.start()  # the same port, empty (no persistence), no scripts loaded
     assert store.read("t__v1", ["a"], [1]) == {}
     store.create_table("t__v1", ["a", "b"])
+    assert store.write("t__v1", rows([1], event=4)) == 1  # an empty table: the fast path, on a new connection
     assert store.write("t__v1", rows([1, 2], event=5)) == 2  # NOSCRIPT: the script is loaded again
     assert store.read_many([("t__v1", ["a"], [1, 2])]) == [{1: (5, 0, 1.0), 2: (5, 0, 1.0)}]
+    own_redis_server.stop()
+    own_redis_server.start()  # every pooled connection is dead again
+    store.create_table("t__v2", ["a", "b"])
+    assert store.write("t__v2", rows(list(range(3000)), event=6)) == 3000
+    assert len(store.read("t__v2", ["a"], list(range(3000)))) == 3000
     store.close()
 
 
