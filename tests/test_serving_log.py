@@ -137,6 +137,57 @@ def test_a_file_of_many_buffered_chunks_holds_every_row_in_the_order_served(make
     }
 
 
+class _Served:
+    """What the log's buffer reads of a lookup's response: its columns, its length and its instant."""
+
+    def __init__(self, columns: dict[str, list[object]], at_us: int) -> None:
+        self.columns, self.at_us = columns, at_us
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+
+def test_full_chunks_are_converted_and_the_table_holds_every_value_as_served(monkeypatch):
+    # The lookup that starts a chunk converts the full one to Arrow; the writer joins them. A
+    # value of the wrong type leaves its chunk unconverted (the lookup goes on) and the writer's
+    # conversion refuses it, as it refuses any, so the rows are counted failed.
+    import math
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from featurekit.quality import serving_log
+
+    monkeypatch.setattr(serving_log, "CHUNK_ROWS", 2)
+    schema = pa.schema([("driver_id", pa.int64()), ("x", pa.float64()), ("name", pa.string())])
+    recipe = SimpleNamespace(
+        schema=schema, entity_keys=["driver_id"], outputs=[("x", "x"), ("name", "name")],
+        served=[("v", 1, "x"), ("v", 1, "name")], request={},
+    )  # fmt: skip
+    buffer = serving_log._Buffer(recipe)  # type: ignore[arg-type]
+    served = [
+        ([1], [1.5], ["a"]), ([2, 3], [None, math.nan], [None, "b"]), ([4], [2.0], ["c"]),
+        ([5], [0.25], ["d"]), ([6], [None], [None]), ([7], [3.0], ["e"]),
+    ]  # fmt: skip
+    for number, (keys, xs, names) in enumerate(served):
+        buffer.add(_Served({"driver_id": keys, "x": xs, "name": names}, 1_000 + number), number, ("v",), None)
+    assert [c.arrow is not None for c in buffer.chunks] == [True, True, False]  # 3, 2 and 2 rows
+    table = buffer.table("token")
+    assert table.column("driver_id").to_pylist() == [k for row in served for k in row[0]]
+    shown = [None if v is None else ("nan" if math.isnan(v) else v) for v in table.column("v:x").to_pylist()]
+    assert shown == [1.5, None, "nan", 2.0, 0.25, None, 3.0]
+    assert table.column("v:name").to_pylist() == [n for row in served for n in row[2]]
+    assert table.column(SERVED_AT).to_pylist()[-1] == pa.scalar(1_005, pa.timestamp("us", tz="UTC")).as_py()
+    assert table.column(REQUEST_ID).to_pylist()[:3] == ["token-0", "token-1", "token-1"]
+    buffer.add(_Served({"driver_id": [8], "x": ["text"], "name": ["f"]}, 1_006), 6, ("v",), None)
+    buffer.add(_Served({"driver_id": [9], "x": [4.0], "name": ["g"]}, 1_007), 7, ("v",), None)
+    buffer.add(_Served({"driver_id": [10], "x": [5.0], "name": ["h"]}, 1_008), 8, ("v",), None)
+    assert buffer.chunks[-2].arrow is None
+    assert buffer.chunks[-2].values["x"] == ["text", 4.0]
+    with pytest.raises(pa.ArrowException):
+        buffer.table("token")
+
+
 def test_two_versions_of_a_view_read_side_by_side_get_a_column_each():
     served = [("v", 1, "x"), ("v", 2, "x"), ("w", 1, "y")]
     assert log_columns(served) == ["v@v1:x", "v@v2:x", "w:y"]

@@ -6,6 +6,11 @@ whole entities, so per-batch counts add up and duplicate keys never span two bat
 keeps counts and at most five offending rows, never the output itself. Everything is vectorized
 (pyarrow.compute; the duplicate test hashes rows with polars and compares exactly only the rows
 whose hashes collide).
+
+``not_null`` and ``between`` on a profiled column take their counts from the profile's pass over
+the same batch (:class:`~featurekit.quality.profiling.BatchTally`: exact null and NaN counts,
+minimum and maximum), so a passing batch costs them nothing; only a batch with something to
+report is read again, to count what is outside exactly and to sample the offending rows.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import sys
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ from featurekit.check import Check
 from featurekit.definitions import FeatureView
 from featurekit.errors import CheckError, DefinitionError, FeatureFunctionError
 from featurekit.quality.check_results import SAMPLE_ROWS, CheckResult, CommitChecks, jsonable
+from featurekit.quality.profiling import BatchTally
 from featurekit.registry import ViewVersion
 
 _PACKAGE = str(Path(__file__).resolve().parent.parent)
@@ -90,8 +96,8 @@ class _Evaluator(ABC):
         self.sample = _Sample([*run.row_columns, *extra])
 
     @abstractmethod
-    def add(self, table: pa.Table) -> None:
-        """Count one output batch (whole entities)."""
+    def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
+        """Count one output batch (whole entities); ``tally``: the profile's counts of the checked column."""
 
     @abstractmethod
     def result(self) -> CheckResult:
@@ -116,12 +122,15 @@ class _NotNull(_Evaluator):
         self.rows = 0
         self.missing = 0
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
         assert self.check.column is not None
         column = table.column(self.check.column)
         self.rows += table.num_rows
         floating = pa.types.is_floating(column.type)
-        missing = column.null_count + ((pc.sum(pc.is_nan(column)).as_py() or 0) if floating else 0)
+        if tally is not None and not pa.types.is_dictionary(column.type):  # the profile counted NaNs as here
+            missing = tally.nulls + tally.nans
+        else:
+            missing = column.null_count + ((pc.sum(pc.is_nan(column)).as_py() or 0) if floating else 0)
         if missing:
             self.missing += missing
             self.sample.add(table, pc.fill_null(pc.is_nan(column), True) if floating else pc.is_null(column))
@@ -140,23 +149,31 @@ class _Between(_Evaluator):
         self.low: Any = None
         self.high: Any = None
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
         assert self.check.column is not None
         column = table.column(self.check.column)
-        if pa.types.is_decimal(column.type):
-            column = column.cast(pa.float64())
         self.values += len(column) - column.null_count
-        extremes = pc.min_max(column).as_py()  # NaNs are not among them
-        low, high = extremes["min"], extremes["max"]
-        if low is not None and low == low:  # noqa: PLR0124 -- all NaN: no extremes to keep
-            self.low = low if self.low is None else min(self.low, low)
-            self.high = high if self.high is None else max(self.high, high)
-        nans = (pc.sum(pc.is_nan(column)).as_py() or 0) if pa.types.is_floating(column.type) else 0
+        numbers = pa.types.is_floating(column.type) or pa.types.is_decimal(column.type)
+        if tally is not None and numbers:  # the profile's extremes of the same float64 values
+            # Over every batch so far, so this batch's lie within them: inside the bounds, so is it.
+            low, high, nans = tally.low, tally.high, tally.nans
+            if low is not None:
+                self.low, self.high = _zero(low), _zero(high)
+        else:
+            column = column.cast(pa.float64()) if pa.types.is_decimal(column.type) else column
+            extremes = pc.min_max(column).as_py()  # NaNs are not among them
+            low, high = extremes["min"], extremes["max"]
+            if low is not None and low == low:  # noqa: PLR0124 -- all NaN: no extremes to keep
+                self.low = _zero(low if self.low is None else min(self.low, low))
+                self.high = _zero(high if self.high is None else max(self.high, high))
+            nans = (pc.sum(pc.is_nan(column)).as_py() or 0) if pa.types.is_floating(column.type) else 0
         inside = low is None or (
             (self.check.low is None or low >= self.check.low) and (self.check.high is None or high <= self.check.high)
         )
         if inside and not nans:
             return  # the usual case, decided by the extremes alone
+        if pa.types.is_decimal(column.type):
+            column = column.cast(pa.float64())
         mask: Any = None
         if self.check.low is not None:
             mask = pc.greater_equal(column, pa.scalar(self.check.low, pa.float64()))
@@ -172,13 +189,18 @@ class _Between(_Evaluator):
         return self._result(self.outside, self.outside == 0, f"{self.outside} of {self.values} values outside; {seen}")
 
 
+def _zero(value: Any) -> Any:
+    """A float extreme with -0.0 as 0.0 (which zero a minimum picks differs between pyarrow and numpy)."""
+    return value + 0.0 if isinstance(value, float) and value == 0 else value
+
+
 class _UniqueKeys(_Evaluator):
     def __init__(self, check: Check, run: CheckRun) -> None:
         super().__init__(check, run)
         self.rows = 0
         self.duplicates = 0
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
         import polars as pl
 
         self.rows += table.num_rows
@@ -211,7 +233,7 @@ class _RowCount(_Evaluator):
         super().__init__(check, run)
         self.rows = 0
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
         self.rows += table.num_rows
 
     def result(self) -> CheckResult:
@@ -227,7 +249,7 @@ class _Freshness(_Evaluator):
         super().__init__(check, run)
         self.newest: datetime | None = None
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
         if table.num_rows:
             newest = pc.max(table.column(self.run.view.timestamp_field)).as_py()
             self.newest = newest if self.newest is None else max(self.newest, newest)
@@ -249,7 +271,7 @@ class _Custom(_Evaluator):
         self.failed = 0
         self.observed: Any = None
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
         from featurekit.transform import to_frame
 
         function = self.check.function
@@ -315,9 +337,11 @@ class CheckRun:
         self.evaluators = [_EVALUATORS[c.kind](c, self) for c in view.checks]
         self.results: list[CheckResult] = []
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, tallies: Mapping[str, BatchTally] | None = None) -> None:
+        """Count one output batch; ``tallies``: the profile's counts of it, by column (see the module docstring)."""
         for evaluator in self.evaluators:
-            evaluator.add(table)
+            column = evaluator.check.column
+            evaluator.add(table, tallies.get(column) if tallies is not None and column is not None else None)
 
     def conclude(self) -> None:
         """Decide: a failing check of a ``"fail"`` view raises :class:`~featurekit.errors.CheckError`."""

@@ -56,8 +56,8 @@ class Inspection:
         self._pending = self._worker.submit(self._inspect, table)
 
     def _inspect(self, table: pa.Table) -> None:
-        self.checks.add(table)
-        self.profile.add(table)
+        tallies = self.profile.add(table)
+        self.checks.add(table, tallies)  # not_null and between read the profile's counts
 
     def _wait(self) -> None:
         """Let the batch in flight finish (its error, if any, is raised here)."""

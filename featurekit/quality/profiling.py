@@ -289,6 +289,20 @@ def _pick(choose: Any, a: float | None, b: float | None) -> float | None:
     return float(choose(a, b))
 
 
+@dataclass(frozen=True)
+class BatchTally:
+    """What a profile counted of one column in one batch, for checks that need no pass of their own.
+
+    ``nulls`` and ``nans`` are the batch's; ``low`` and ``high`` (numeric columns: the smallest
+    and largest value that is not NaN) cover every batch added so far, this one included.
+    """
+
+    nulls: int
+    nans: int
+    low: float | None
+    high: float | None
+
+
 @dataclass
 class ProfileState:
     """The mergeable state of a set of rows: a :class:`ColumnState` per profiled column."""
@@ -300,14 +314,18 @@ class ProfileState:
     def empty(cls, schema: pa.Schema, columns: list[str]) -> ProfileState:
         return cls(0, {name: ColumnState(column_kind(schema.field(name).type)) for name in columns})
 
-    def add(self, table: pa.Table) -> None:
-        """Take one batch of rows (every profiled column must be in it)."""
+    def add(self, table: pa.Table) -> dict[str, BatchTally]:
+        """Take one batch of rows (every profiled column must be in it); return its tally per column."""
         self.rows += table.num_rows
         longest = max((len(c) for name in self.columns for c in table.column(name).chunks), default=0)
         scratch = _Scratch(min(longest, _BLOCK))  # one for every chunk of every column
+        tallies = {}
         for name, state in self.columns.items():
+            nulls, nans = state.nulls, state.nans
             for chunk in table.column(name).chunks:
                 state.add(chunk, scratch)
+            tallies[name] = BatchTally(state.nulls - nulls, state.nans - nans, state.low, state.high)
+        return tallies
 
     def merge(self, other: ProfileState) -> ProfileState:
         """The state of both sets of rows (the same columns)."""
@@ -425,8 +443,9 @@ class ProfileBuilder:
         self.registry = registry
         self.state = ProfileState.empty(version.schema, feature_columns(version))
 
-    def add(self, table: pa.Table) -> None:
-        self.state.add(table)
+    def add(self, table: pa.Table) -> dict[str, BatchTally]:
+        """Take one output batch; return what was counted of each column (see :class:`BatchTally`)."""
+        return self.state.add(table)
 
     def records(self) -> dict[str, str]:
         """The commit's record: its rows' mergeable state (kind ``"profile"``)."""

@@ -35,7 +35,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -108,7 +108,16 @@ CHUNK_ROWS = 1024  # rows per buffered chunk (see _Buffer)
 
 
 class _Chunk:
-    """Up to about :data:`CHUNK_ROWS` buffered rows, one Python list per log column."""
+    """Up to about :data:`CHUNK_ROWS` buffered rows: one Python list per log column, then Arrow.
+
+    The lookup that finds a chunk full converts it (:meth:`convert`, a few hundred microseconds
+    once per :data:`CHUNK_ROWS` rows) and starts the next one. So the garbage collector walks
+    at most one chunk of lists (it walks every item of a list in each collection of the list's
+    generation: a file's 20,000 rows buffered in lists made one collection in ten walk some
+    260,000 items, 1-5 ms inside whichever lookup triggered it), and the writer's own work
+    under the interpreter lock shrinks to joining Arrow arrays (converting 20,000 rows of
+    Python values took it 10-50 ms, during which lookups waited for the lock).
+    """
 
     def __init__(self, names: list[str], requests: list[str]) -> None:
         self.values: dict[str, list[Any]] = {name: [] for name in names}
@@ -117,16 +126,32 @@ class _Chunk:
         self.request_ids: list[int] = []
         self.feature_ids: list[int] = []
         self.rows = 0
+        self.arrow: dict[str, pa.Array] | None = None  # the columns once converted (see Buffer.columns)
+
+    def convert(self, types: dict[str, Any], requests: dict[str, Any]) -> None:
+        """The chunk as Arrow arrays; a value of the wrong type leaves it as it is (the writer then
+        fails on it, as it fails on any, and counts the rows failed)."""
+        try:
+            arrow = {name: pa.array(values, types[name]) for name, values in self.values.items()}
+            for name, values in self.requests.items():
+                arrow[REQUEST_PREFIX + name] = _request_array(values, requests[name])
+            arrow[SERVED_AT] = pa.array(self.served_at, _STAMP)
+            arrow[REQUEST_ID] = pa.array(self.request_ids, pa.int64())
+            arrow[FEATURES] = pa.array(self.feature_ids, pa.int32())
+        except Exception:  # noqa: BLE001 -- a lookup never fails for its log (Arrow's, polars' errors alike)
+            return
+        self.arrow = arrow
+        self.values, self.requests, self.served_at, self.request_ids, self.feature_ids = {}, {}, [], [], []
 
 
 class _Buffer:
     """The rows of one lookup recipe waiting for the writer, in chunks of :data:`CHUNK_ROWS` rows.
 
-    Lookups append to the newest chunk's lists (under the log's lock); the writer takes the whole
-    buffer and turns each list into an Arrow array at once, so its own Python work per row stays
-    small (the writer shares the interpreter lock with the lookups). A chunk's lists stay short, so
-    a lookup appending to them never waits for a long list to be copied to grow (a 20,000-row
-    list is, every 12% of growth: tens of microseconds, more when the copy page-faults).
+    Lookups append to the newest chunk's lists (under the log's lock); a full chunk is converted
+    to Arrow by the lookup that starts the next one, and the writer joins the chunks' arrays (and
+    converts the last, partial chunk). A chunk's lists stay short, so a lookup appending to them
+    never waits for a long list to be copied to grow (a 20,000-row list is, every 12% of growth:
+    tens of microseconds, more when the copy page-faults).
     """
 
     def __init__(self, recipe: LookupRecipe) -> None:
@@ -138,6 +163,7 @@ class _Buffer:
         self.served = [served_ref(*s) for s in recipe.served]
         self.request = dict(recipe.request)  # request input -> its declared polars dtype
         self._names = [*(f.name for f in self.keys), *names]
+        self._types = {**{f.name: f.type for f in self.keys}, **{n: t for n, _, t in self.outputs}}
         self.chunks = [_Chunk(self._names, list(self.request))]
         self.feature_lists: dict[tuple[Any, ...], int] = {}
         self.rows = 0
@@ -146,6 +172,7 @@ class _Buffer:
         rows = len(response)
         chunk = self.chunks[-1]
         if chunk.rows >= CHUNK_ROWS:
+            chunk.convert(self._types, self.request)
             chunk = _Chunk(self._names, list(self.request))
             self.chunks.append(chunk)
         columns = response.columns
@@ -166,32 +193,36 @@ class _Buffer:
         chunk.rows += rows
         self.rows += rows
 
+    def _column(self, name: str, dtype: Any) -> pa.Array:
+        """One column of every chunk (``dtype``: its Arrow type; a polars dtype for request inputs)."""
+        parts = []
+        for chunk in self.chunks:
+            if chunk.arrow is not None:
+                parts.append(chunk.arrow[name])
+            elif name.startswith(REQUEST_PREFIX) and name not in chunk.values:
+                parts.append(_request_array(chunk.requests[name.removeprefix(REQUEST_PREFIX)], dtype))
+            else:
+                listed = {SERVED_AT: chunk.served_at, REQUEST_ID: chunk.request_ids, FEATURES: chunk.feature_ids}
+                parts.append(pa.array(listed[name] if name in listed else chunk.values[name], dtype))
+        return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+
     def table(self, token: str) -> pa.Table:
         """The buffered rows as a log table; request ids are ``token-N`` (``token`` unique per log)."""
-        chunks = self.chunks
         feature_lists = pa.array([canonical(list(f)) for f in self.feature_lists], _NAMES)
-        sequence = pc.cast(pa.array(_joined(c.request_ids for c in chunks), pa.int64()), pa.string())
+        sequence = pc.cast(self._column(REQUEST_ID, pa.int64()), pa.string())
         arrays: dict[str, pa.Array] = {
-            SERVED_AT: pa.array(_joined(c.served_at for c in chunks), _STAMP),
+            SERVED_AT: self._column(SERVED_AT, _STAMP),
             REQUEST_ID: pc.binary_join_element_wise(token, sequence, "-"),
-            FEATURES: feature_lists.take(pa.array(_joined(c.feature_ids for c in chunks), pa.int32())),
+            FEATURES: feature_lists.take(self._column(FEATURES, pa.int32())),
             SERVED: pa.array([self.served], _NAMES).take(np.zeros(self.rows, np.int32)),
         }
         for key in self.keys:
-            arrays[key.name] = pa.array(_joined(c.values[key.name] for c in chunks), key.type)
+            arrays[key.name] = self._column(key.name, key.type)
         for name, column, dtype in self.outputs:
-            arrays[column] = pa.array(_joined(c.values[name] for c in chunks), dtype)
+            arrays[column] = self._column(name, dtype)
         for name, dtype in self.request.items():
-            arrays[REQUEST_PREFIX + name] = _request_array(_joined(c.requests[name] for c in chunks), dtype)
+            arrays[REQUEST_PREFIX + name] = self._column(REQUEST_PREFIX + name, dtype)
         return pa.table(arrays)
-
-
-def _joined(lists: Iterable[list[Any]]) -> list[Any]:
-    """One list of the chunks' lists (copies of pointers: the writer's few milliseconds, not a lookup's)."""
-    joined: list[Any] = []
-    for values in lists:
-        joined += values
-    return joined
 
 
 def dictionary_columns(table: pa.Table) -> list[str]:
