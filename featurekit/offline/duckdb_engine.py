@@ -639,10 +639,13 @@ class DuckDBJoin:
             event_codes = events.column("__fk_code").to_numpy().astype(np.int64)
             query_codes = points.column("__fk_code").to_numpy().astype(np.int64)
         ends = points.column("__fk_t").to_numpy() - spec.delay_us
+        times = events.column("__fk_o").to_numpy()
+        value_columns = {c: events.column(c).combine_chunks() for c in columns}
+        del events  # the query's result: what is left is one copy of codes, times and values
         order, found = window_blocks.answer(
             event_codes,
-            events.column("__fk_o").to_numpy(),
-            {c: events.column(c).combine_chunks() for c in columns},
+            times,
+            value_columns,
             features,
             query_codes=query_codes,
             ends=ends,

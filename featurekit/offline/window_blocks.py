@@ -34,6 +34,8 @@ _PARALLEL_QUERIES = 1 << 15
 # results do not depend on the number of threads.
 BLOCK_EVENTS = 1 << 18
 
+_Values = tuple[np.ndarray, np.ndarray | None, pa.DataType]  # a feature's values, null flags, Arrow type
+
 
 def computes(feature: WindowFeature, schema: pa.Schema) -> bool:
     """Whether this module computes ``feature`` (the others go to the engine's own plan)."""
@@ -375,58 +377,62 @@ def compute(
     levels = _prepare(events, features, threads)
     q = len(codes)
     if threads < 2 or q < 2 * _PARALLEL_QUERIES:
-        return _answer(events, levels, features, codes, ends)
+        found = _answer(events, levels, features, codes, ends)
+        return {f.name: _arrow([found[f.name]]) for f in features}
     bounds = np.linspace(0, q, threads + 1).astype(np.int64).tolist()
     slices = list(itertools.pairwise(bounds))
 
-    def part(bounds: tuple[int, int]) -> dict[str, pa.Array]:
+    def part(bounds: tuple[int, int]) -> dict[str, _Values]:
         a, b = bounds
         return _answer(events, levels, features, codes[a:b], ends[a:b])
 
     with ThreadPoolExecutor(threads) as pool:
         parts = list(pool.map(part, slices))
-    return {f.name: pa.concat_arrays([part[f.name] for part in parts]) for f in features}
+    return {f.name: _arrow([p[f.name] for p in parts]) for f in features}
 
 
 def _answer(
     events: Events, levels: dict[str, _Levels], features: list[WindowFeature], codes: np.ndarray, ends: np.ndarray
-) -> dict[str, pa.Array]:
-    """The features of the queries ``(codes, ends)`` from the prepared blocks."""
+) -> dict[str, _Values]:
+    """The features of the queries ``(codes, ends)`` from the prepared blocks, as numpy values."""
     high = positions(events, codes, ends)
     lows = {w: positions(events, codes, ends - w) for w in {f.window_us for f in features}}
     walks: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    sums: dict[tuple[str, int], np.ndarray] = {}
     depth = max(1, events.size.bit_length() + 1)
-    out: dict[str, pa.Array] = {}
+    out: dict[str, _Values] = {}
     q = len(codes)
     for feature in features:
         low = lows[feature.window_us]
         if feature.column is None:
-            out[feature.name] = pa.array(high - low, pa.int64())
+            out[feature.name] = (high - low, None, pa.int64())
             continue
         column = levels[feature.column]
         counts = column.count(low, high)
         fn = feature.fn
         if fn == "count":
-            out[feature.name] = pa.array(counts, pa.int64())
+            out[feature.name] = (counts, None, pa.int64())
             continue
         if fn == "sum" and column.integer:
             totals = column.totals()
-            out[feature.name] = pa.array(totals[high] - totals[low], pa.int64())
+            out[feature.name] = (totals[high] - totals[low], None, pa.int64())
             continue
         walk = walks.get(feature.window_us)
         if walk is None:
             walk = walks[feature.window_us] = _walk(low, high, depth)
         empty = counts == 0
         if fn in ("sum", "mean"):
-            total = np.zeros(q)
-            pyramid = column.sums()
-            for level, ids, block in walk:
-                total[ids] += pyramid[level][block]
+            total = sums.get((feature.column, feature.window_us))
+            if total is None:  # one pass serves the sum and the mean of a column and window
+                total = sums[feature.column, feature.window_us] = np.zeros(q)
+                pyramid = column.sums()
+                for level, ids, block in walk:
+                    total[ids] += pyramid[level][block]
             if fn == "sum":
-                out[feature.name] = pa.array(total, pa.float64())
+                out[feature.name] = (total, None, pa.float64())
             else:
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    out[feature.name] = pa.array(total / counts, pa.float64(), mask=empty)
+                    out[feature.name] = (total / counts, empty, pa.float64())
             continue
         if fn in ("min", "max"):
             pyramid = column.extremes(fn)
@@ -438,8 +444,7 @@ def _answer(
                 fresh = first[ids]
                 found[ids] = np.where(fresh, values, combine(found[ids], values))
                 first[ids] = False
-            dtype = events.columns[feature.column].type
-            out[feature.name] = pa.array(found, mask=empty).cast(dtype)
+            out[feature.name] = (found, empty, events.columns[feature.column].type)
             continue
         n, mean, m2 = np.zeros(q), np.zeros(q), np.zeros(q)
         moments = column.moments()
@@ -450,8 +455,20 @@ def _answer(
         with np.errstate(invalid="ignore", divide="ignore"):
             variance = m2 / (counts - 1)
         result = variance if fn == "var" else np.sqrt(variance)
-        out[feature.name] = pa.array(result, pa.float64(), mask=few)
+        out[feature.name] = (result, few, pa.float64())
     return out
+
+
+def _arrow(parts: list[_Values]) -> pa.Array:
+    """One Arrow array of a feature's values, answered in parts (each ``(values, nulls, type)``)."""
+    values = parts[0][0] if len(parts) == 1 else np.concatenate([v for v, _, _ in parts])
+    mask = None
+    if any(m is not None for _, m, _ in parts):
+        masks = [np.zeros(len(v), dtype=bool) if m is None else m for v, m, _ in parts]
+        mask = masks[0] if len(masks) == 1 else np.concatenate(masks)
+    dtype = parts[0][2]
+    array = pa.array(values, mask=mask)
+    return array if array.type == dtype else array.cast(dtype)
 
 
 def _ranges(codes: np.ndarray, block: int) -> tuple[np.ndarray, int] | None:
@@ -502,12 +519,12 @@ def answer(
     asked_bucket = np.minimum(np.maximum(query_codes, 0) >> shift, len(range_of) - 1)
     query_rows, query_bounds = _by_range(range_of[asked_bucket], ranges)
 
-    def one(index: int) -> tuple[np.ndarray, dict[str, pa.Array]]:
+    def one(index: int) -> tuple[np.ndarray, dict[str, _Values]]:
         rows = event_rows[event_bounds[index] : event_bounds[index + 1]]
         events = sort_events(codes[rows], times[rows], columns, rows)
         asked = query_rows[query_bounds[index] : query_bounds[index + 1]]
         asked = asked[query_order(events, query_codes[asked], ends[asked])]
-        return asked, compute(events, features, query_codes[asked], ends[asked])
+        return asked, _answer(events, _prepare(events, features, 1), features, query_codes[asked], ends[asked])
 
     if threads > 1:
         with ThreadPoolExecutor(threads) as pool:
@@ -515,7 +532,7 @@ def answer(
     else:
         parts = [one(i) for i in range(ranges)]
     order = np.concatenate([rows for rows, _ in parts])
-    return order, {f.name: pa.concat_arrays([found[f.name] for _, found in parts]) for f in features}
+    return order, {f.name: _arrow([found[f.name] for _, found in parts]) for f in features}
 
 
 def _by_range(which: np.ndarray, ranges: int) -> tuple[np.ndarray, np.ndarray]:
