@@ -1,7 +1,7 @@
 """A training set on a Spark standalone cluster at growing sizes, and its task-time skew under a hot key.
 
-``python -m benchmarks.spark_scaling [--millions 1 10 30] [--slices 1 8]`` starts a standalone
-master and two one-core workers on loopback (as ``tests/test_spark_cluster.py`` does), and for
+``python -m benchmarks.spark_scaling [--millions 1 10 30] [--slices 1 8] [--partitions 16]`` starts a
+standalone master and two one-core workers on loopback (as ``tests/test_spark_cluster.py`` does), and for
 each size N million feature rows of one view (8 float features, N/10 million entities, key 0
 holding 10% of all rows; a spine of N/10 million rows with the same share of key 0):
 
@@ -69,20 +69,20 @@ def write_rows(path: Path, rows: int, entities: int, seed: int, features: bool) 
             writer.close()
 
 
-def cluster_conf(memory: str) -> dict[str, str]:
+def cluster_conf(memory: str, partitions: int) -> dict[str, str]:
     return {
         "spark.executor.cores": "1",
         "spark.executor.memory": memory,
         "spark.cores.max": "2",
         "spark.driver.memory": "2g",
-        "spark.sql.shuffle.partitions": str(SHUFFLE_PARTITIONS),
+        "spark.sql.shuffle.partitions": str(partitions),
         "spark.sql.adaptive.coalescePartitions.enabled": "false",  # one task per shuffle partition
         "spark.executorEnv.PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
     }
 
 
-def one_size(base: Path, session: Any, millions: float, slices: list[int]) -> dict[str, Any]:
+def one_size(base: Path, session: Any, millions: float, slices: list[int], partitions: int) -> dict[str, Any]:
     rows = int(millions * 1_000_000)
     folder = base / f"m{millions:g}"
     folder.mkdir()
@@ -97,7 +97,8 @@ def one_size(base: Path, session: Any, millions: float, slices: list[int]) -> di
     with fk.FeatureStore(root, progress=False, engine=DuckDBEngine(root)) as store:
         store.apply()
         store.materialize(START, END, online=False)
-    out: dict[str, Any] = {"rows": rows, "spine_rows": rows // 10, "materialize_duckdb_s": watch.result()["seconds"]}
+    out: dict[str, Any] = {"rows": rows, "spine_rows": rows // 10, "partitions": partitions}
+    out["materialize_duckdb_s"] = watch.result()["seconds"]
     with fk.FeatureStore(root, progress=False, spark=session) as store:
         for count in slices:
             session.conf.set("featurekit.join.slices", str(count))
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--millions", type=float, nargs="+", default=[1, 10, 30])
     parser.add_argument("--slices", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--executor-memory", default="2g")
+    parser.add_argument("--partitions", type=int, default=SHUFFLE_PARTITIONS, help="shuffle partitions")
     args = parser.parse_args()
     from featurekit.offline.spark_engine import build_session
     from tests.spark_cluster import standalone_cluster
@@ -135,26 +137,27 @@ def main() -> None:
         memory = args.executor_memory
         with standalone_cluster(logs, workers=WORKERS, worker_memory=memory) as master:
             began = time.perf_counter()
-            session = build_session(master, cluster_conf(memory))
+            session = build_session(master, cluster_conf(memory, args.partitions))
             record["startup_s"] = time.perf_counter() - began
             try:
                 for millions in args.millions:
-                    found = one_size(base, session, millions, args.slices)
+                    found = one_size(base, session, millions, args.slices, args.partitions)
                     found["load_after"] = os.getloadavg()
-                    record["sizes"][f"{millions:g}M"] = found
+                    name = f"{millions:g}M" + ("" if args.partitions == SHUFFLE_PARTITIONS else f"/{args.partitions}")
+                    record["sizes"][name] = {**record["sizes"].get(name, {}), **found}  # other slices kept
                     RESULTS.write_text(json.dumps(record, indent=2) + "\n")  # keep what finished
             finally:
                 session.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
     record["cluster"] = f"standalone master + 2 workers on loopback, 1 core and {args.executor_memory} each"
-    record["shuffle_partitions"] = SHUFFLE_PARTITIONS
     record["load"] = {"before": load_before, "after": os.getloadavg()}
     sizes = " ".join(f"{m:g}" for m in args.millions)
     record["command"] = (
         f"python -m benchmarks.spark_scaling --millions {sizes} --slices {' '.join(map(str, args.slices))}"
+        + (f" --partitions {args.partitions}" if args.partitions != SHUFFLE_PARTITIONS else "")
     )
-    runs = previous.get("runs", []) if set(record["sizes"]) - {f"{m:g}M" for m in args.millions} else []
+    runs = previous.get("runs", []) if len(record["sizes"]) > len(args.millions) else []
     record["runs"] = [*runs, {k: record[k] for k in ("command", "startup_s", "load")}]
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
 
@@ -175,8 +178,7 @@ def section(record: dict[str, Any] | None) -> str:
             f"{run['load']['before'][0]:.1f} before, {run['load']['after'][0]:.1f} after)"
             for run in record.get("runs", [record])
         )
-        + f": {record.get('cluster', '')}, "
-        f"{record.get('shuffle_partitions', SHUFFLE_PARTITIONS)} shuffle partitions (coalescing off). One view "
+        + f": {record.get('cluster', '')}, shuffle partitions as listed (coalescing off). One view "
         "of 8 float features; key 0 holds 10% of the feature rows and of the spine (a tenth as many rows). "
         "The training set is a Parquet spine read by Spark, joined and written by the executors. Skew is "
         "of the join's widest stage (most shuffled records), from Spark's status store.",
@@ -185,12 +187,12 @@ def section(record: dict[str, Any] | None) -> str:
         "over all tasks and, after the slash, over the tasks after that first wave. Task seconds: the "
         "widest stage's / every stage's; shuffle: MB written by every stage.",
         "",
-        "| feature rows | spine rows | slices | wall | feature rows/s | task time max / median | "
+        "| feature rows | spine rows | partitions | slices | wall | feature rows/s | task time max / median | "
         "largest task's share of task time | largest task's share of shuffled rows | task seconds | "
         "shuffle |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    sizes = sorted(record["sizes"].values(), key=lambda s: s["rows"])
+    sizes = sorted(record["sizes"].values(), key=lambda s: (s["rows"], s.get("partitions", SHUFFLE_PARTITIONS)))
     for size in sizes:
         for key in sorted(k for k in size if k.startswith("slices_")):
             run = size[key]
@@ -198,7 +200,8 @@ def section(record: dict[str, Any] | None) -> str:
             warm_ratio = max(warm) / statistics.median(warm) if warm else 0.0
             warm_share = max(warm) / sum(warm) if warm else 0.0
             lines.append(
-                f"| {size['rows']:,} | {size['spine_rows']:,} | {key.removeprefix('slices_')} | "
+                f"| {size['rows']:,} | {size['spine_rows']:,} | {size.get('partitions', SHUFFLE_PARTITIONS)} | "
+                f"{key.removeprefix('slices_')} | "
                 f"{run['seconds']:.1f} s | {size['rows'] / run['seconds'] / 1e3:.0f}k | "
                 f"{run['time_max_over_median']:.2f} / {warm_ratio:.2f} | "
                 f"{run['largest_task_time_share']:.1%} / {warm_share:.1%} | "
@@ -206,12 +209,14 @@ def section(record: dict[str, Any] | None) -> str:
                 f"{run['shuffle_written_mb']:.0f} MB |"
             )
     growth = []
-    for low, high in itertools.pairwise(sizes):
+    fixed = [s for s in sizes if s.get("partitions", SHUFFLE_PARTITIONS) == SHUFFLE_PARTITIONS]
+    for low, high in itertools.pairwise(fixed):
         for key in sorted(k for k in high if k.startswith("slices_") and k in low):
             factor = (high[key]["seconds"] / low[key]["seconds"]) / (high["rows"] / low["rows"])
             growth.append(f"{low['rows'] / 1e6:g}M to {high['rows'] / 1e6:g}M, {key.replace('_', ' ')}: {factor:.2f}")
     if growth:
-        lines += ["", "Growth (time ratio over row ratio; 1.0 is linear): " + "; ".join(growth) + "."]
+        intro = f"Growth at {SHUFFLE_PARTITIONS} partitions (time ratio over row ratio; 1.0 is linear): "
+        lines += ["", intro + "; ".join(growth) + "."]
     return "\n".join(lines)
 
 
