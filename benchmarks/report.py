@@ -6,7 +6,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import charts, drift, quality, redis_online, scaling, servelog, serving_load, shapes, ui_pages, windows
+from benchmarks import (
+    charts,
+    drift,
+    quality,
+    redis_online,
+    scaling,
+    servelog,
+    serving_load,
+    shapes,
+    spark,
+    spark_scaling,
+    ui_pages,
+    windows,
+)
 from benchmarks.workloads import WORKLOADS
 
 ORDER = ["small", "medium", "large", "xlarge"]
@@ -206,6 +219,8 @@ def write_report(results: Path, target: Path) -> None:
     sections.append(ui_pages.record_section(results))
     sections.append(quality.record_section(results))
     sections.append(drift.record_section(results))
+    sections.append(spark.record_section(results))
+    sections.append(spark_scaling.record_section(results))
     notes = results / "NOTES.md"
     if notes.exists():
         sections.append(notes.read_text())

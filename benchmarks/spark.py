@@ -1,11 +1,14 @@
 """The Spark engine beside DuckDB on one machine, and a hot key's task skew with and without time slices.
 
-``python -m benchmarks.spark [--repeat N]`` writes ``benchmarks/results/spark.json``:
+``python -m benchmarks.spark [--repeat N] [--scales medium large] [--skip-hot-key]`` writes
+``benchmarks/results/spark.json``:
 
 * **start-up**: building the ``local[2]`` session (reported apart, paid once per process);
-* **medium** (1M feature rows of one view, 100k entities, a 100k-row spine): materialize and
-  a training set on each engine, wall time and CPU seconds (this process plus, for Spark, its
-  JVM and the Python workers it reaped);
+* **medium** and **large** (1M and 10M feature rows of one view, 100k and 1M entities and spine
+  rows): materialize and a training set on each engine, each engine in a fresh child process:
+  wall time, CPU seconds (the child plus, for Spark, its JVM and the Python workers it reaped)
+  and the peak resident memory of the child's process tree (JVM and Python workers included),
+  sampled every 50 ms;
 * **hot key**: a view whose key 0 holds 10% of all rows, joined with ``featurekit.join.slices``
   1 (off) and 8: for the join's widest stage, each task's shuffle records and run time, as
   Spark's status store records them (max over mean: 1.0 is perfectly even).
@@ -71,28 +74,106 @@ def measure(work: Any, session: Any | None) -> dict[str, float]:
     return result
 
 
-def medium(base: Path, session: Any, repeat: int) -> dict[str, Any]:
-    folder = ensure(SCALES["medium"])
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the JVM and Spark's Python workers), MB."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        rss[int(entry.name)] = int(fields[21])
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss.get(current, 0)
+        todo += children.get(current, [])
+    return total * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class PeakMemory:
+    """Samples this process tree's resident memory every 50 ms; :meth:`take` gives the peak since
+    the last take (or since the start)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.peak = max(self.peak, tree_rss_mb(os.getpid()))
+
+    def take(self) -> float:
+        peak, self.peak = max(self.peak, tree_rss_mb(os.getpid())), 0.0
+        return peak
+
+
+def child(engine: str, scale: str, out: Path) -> None:
+    """One engine at one scale in this (fresh) process: materialize, then a training set."""
+    folder = ensure(SCALES[scale])
     spine = pq.read_table(folder / "spine.parquet")
-    out: dict[str, Any] = {}
-    for name in ("duckdb", "spark"):
-        runs: dict[str, list[dict[str, float]]] = {"materialize": [], "training_set": []}
+    memory = PeakMemory()
+    record: dict[str, Any] = {"engine": engine, "scale": scale, "idle_rss_mb": memory.take()}
+    session = None
+    if engine == "spark":
+        from featurekit.offline.spark_engine import build_session
+
+        began = time.perf_counter()
+        session = build_session("local[2]", {"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "6g"})
+        record["startup_s"] = time.perf_counter() - began
+        record["startup_rss_mb"] = memory.take()
+    base = Path(tempfile.mkdtemp(prefix="fk-spark-bench-"))
+    try:
+        root = repo(base, folder / "sources" / "stats_a.parquet")
+        with fk.FeatureStore(root, progress=False, spark=session) as store:
+            store.apply()
+            memory.take()
+            record["materialize"] = measure(lambda: store.materialize(START, END, online=False), session)
+            record["materialize"]["rss_mb"] = memory.take()
+            record["training_set"] = measure(lambda: store.training_set(spine, NAMES).to_arrow(), session)
+            record["training_set"]["rss_mb"] = memory.take()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        if session is not None:
+            session.stop()
+    out.write_text(json.dumps(record))
+
+
+def engines(scale: str, repeat: int) -> dict[str, Any]:
+    """Each engine in a fresh child process per repetition, alternating; medians of time, max of memory."""
+    import subprocess
+    import sys
+
+    runs: dict[str, list[dict[str, Any]]] = {"duckdb": [], "spark": []}
+    with tempfile.TemporaryDirectory() as scratch:
         for attempt in range(repeat):
-            root = repo(base / f"{name}{attempt}", folder / "sources" / "stats_a.parquet")
-            with fk.FeatureStore(root, progress=False, spark=session if name == "spark" else None) as store:
-                store.apply()
-                used = session if name == "spark" else None
-                runs["materialize"].append(measure(lambda s=store: s.materialize(START, END, online=False), used))
-                runs["training_set"].append(measure(lambda s=store: s.training_set(spine, NAMES).to_arrow(), used))
-            shutil.rmtree(root.parent)
-        out[name] = {
-            k: {
-                "median_s": statistics.median(r["seconds"] for r in v),
-                "cpu_s": statistics.median(r["cpu_seconds"] for r in v),
+            for name, found in runs.items():
+                out = Path(scratch) / f"{name}{attempt}.json"
+                command = [sys.executable, "-m", "benchmarks.spark", "--child", name, scale, str(out)]
+                subprocess.run(command, check=True, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+                found.append(json.loads(out.read_text()))
+    result: dict[str, Any] = {}
+    for name, found in runs.items():
+        entry: dict[str, Any] = {}
+        for step in ("materialize", "training_set"):
+            entry[step] = {
+                "median_s": statistics.median(r[step]["seconds"] for r in found),
+                "cpu_s": statistics.median(r[step]["cpu_seconds"] for r in found),
+                "rss_mb": max(r[step]["rss_mb"] for r in found),
             }
-            for k, v in runs.items()
-        }
-    return out
+        if name == "spark":
+            entry["startup_s"] = statistics.median(r["startup_s"] for r in found)
+            entry["startup_rss_mb"] = max(r["startup_rss_mb"] for r in found)
+        result[name] = entry
+    return result
 
 
 def hot_key_rows(rows: int = 400_000, entities: int = 4_000) -> tuple[pa.Table, pa.Table]:
@@ -122,11 +203,13 @@ def hot_key_rows(rows: int = 400_000, entities: int = 4_000) -> tuple[pa.Table, 
 
 
 def task_skew(session: Any, group: str) -> dict[str, float]:
-    """The widest stage of a job group's jobs: tasks, and max/mean of shuffle records and run time."""
+    """The widest stage (most shuffled records) of a job group's jobs: its tasks, and how unevenly
+    they share its records and run time (max over mean and over median; the largest task's share)."""
     context = session.sparkContext
     tracker = context.statusTracker()
     store = context._jsc.sc().statusStore()
-    widest: list[tuple[int, int]] = []
+    widest: list[tuple[int, int, int]] = []
+    all_ms = shuffled = peak = 0
     for job in tracker.getJobIdsForGroup(group):
         info = tracker.getJobInfo(job)
         for stage in info.stageIds if info is not None else []:
@@ -136,17 +219,39 @@ def task_skew(session: Any, group: str) -> dict[str, float]:
                 task = tasks.next()
                 metrics = task.taskMetrics()
                 if metrics.isDefined():
+                    m = metrics.get()
+                    read = m.shuffleReadMetrics()
                     found.append(
-                        (int(metrics.get().shuffleReadMetrics().recordsRead()), int(metrics.get().executorRunTime()))
+                        (
+                            int(read.recordsRead()),
+                            int(m.executorRunTime()),
+                            int(read.localBytesRead()) + int(read.remoteBytesRead()),
+                        )
                     )
-            if sum(r for r, _ in found) > sum(r for r, _ in widest):
+                    all_ms += int(m.executorRunTime())
+                    shuffled += int(m.shuffleWriteMetrics().bytesWritten())
+                    peak = max(peak, int(m.peakExecutionMemory()))
+            if sum(f[0] for f in found) > sum(f[0] for f in widest):
                 widest = found
-    records, times = [r for r, _ in widest], [t for _, t in widest]
+    records, times = [f[0] for f in widest], [f[1] for f in widest]
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else 0.0
+
     return {
         "tasks": len(widest),
-        "records_max_over_mean": max(records) / statistics.mean(records) if records else 0.0,
-        "time_max_over_mean": max(times) / statistics.mean(times) if times and statistics.mean(times) else 0.0,
-        "largest_task_share": max(records) / sum(records) if records else 0.0,
+        "records_max_over_mean": ratio(max(records), statistics.mean(records)) if records else 0.0,
+        "time_max_over_mean": ratio(max(times), statistics.mean(times)) if times else 0.0,
+        "time_max_over_median": ratio(max(times), statistics.median(times)) if times else 0.0,
+        "largest_task_share": ratio(max(records), sum(records)) if records else 0.0,
+        "largest_task_time_share": ratio(max(times), sum(times)) if times else 0.0,
+        "task_seconds": sum(times) / 1000,
+        "all_task_seconds": all_ms / 1000,  # every stage of the group's jobs
+        "shuffle_written_mb": shuffled / 1e6,
+        "widest_shuffle_read_mb": sum(f[2] for f in widest) / 1e6,
+        "peak_execution_mb": peak / 1e6,  # the largest of one task's peak execution memory
+        "task_records": records,  # in the order the status store lists the tasks
+        "task_ms": times,
     }
 
 
@@ -188,27 +293,82 @@ def hot_key(base: Path, session: Any) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--skip-medium", action="store_true")
+    parser.add_argument("--scales", nargs="*", default=["medium", "large"], choices=["medium", "large"])
+    parser.add_argument("--skip-hot-key", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("ENGINE", "SCALE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], Path(args.child[2]))
+        return
     from featurekit.offline.spark_engine import build_session
 
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    record: dict[str, Any] = {"engines": previous.get("engines", {}), "hot_key": previous.get("hot_key")}
     load_before = os.getloadavg()
-    began = time.perf_counter()
-    session = build_session("local[2]", {"spark.sql.shuffle.partitions": "8"})
-    record: dict[str, Any] = {"startup_s": time.perf_counter() - began}
-    base = Path(tempfile.mkdtemp(prefix="fk-spark-bench-"))
-    try:
-        record["hot_key"] = hot_key(base, session)
-        if not args.skip_medium:
-            record["medium"] = medium(base, session, args.repeat)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-        session.stop()
+    if not args.skip_hot_key:
+        began = time.perf_counter()
+        session = build_session("local[2]", {"spark.sql.shuffle.partitions": "8"})
+        record["startup_s"] = time.perf_counter() - began
+        base = Path(tempfile.mkdtemp(prefix="fk-spark-bench-"))
+        try:
+            record["hot_key"] = hot_key(base, session)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+            session.stop()
+    for scale in args.scales:
+        record["engines"][scale] = {**engines(scale, args.repeat), "load_after": os.getloadavg()}
     record["load"] = {"before": load_before, "after": os.getloadavg()}
-    flags = [f"--repeat {args.repeat}"] + (["--skip-medium"] if args.skip_medium else [])
+    flags = [f"--repeat {args.repeat}", "--scales " + " ".join(args.scales)]
+    flags += ["--skip-hot-key"] if args.skip_hot_key else []
     record["command"] = "python -m benchmarks.spark " + " ".join(flags)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
     main()
+
+
+def section(record: dict[str, Any] | None) -> str:
+    """The RESULTS.md section of the last recorded run, or nothing."""
+    if not record:
+        return ""
+    lines = [
+        "## The Spark engine beside DuckDB on one machine (`local[2]`)",
+        "",
+        f"`{record.get('command', 'python -m benchmarks.spark')}`. Each engine runs in a fresh child process; "
+        "CPU is the child's plus, for Spark, its JVM's and reaped Python workers'; peak RSS is the child's "
+        "whole process tree (JVM and Python workers included), sampled every 50 ms. Load average "
+        f"{record['load']['before'][0]:.1f} before, {record['load']['after'][0]:.1f} after.",
+        "",
+        "| scale | step | DuckDB | Spark | Spark / DuckDB | CPU DuckDB / Spark | peak RSS DuckDB / Spark |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scale, found in record.get("engines", {}).items():
+        duck, spark = found["duckdb"], found["spark"]
+        for step in ("materialize", "training_set"):
+            a, b = duck[step], spark[step]
+            lines.append(
+                f"| {scale} | {step.replace('_', ' ')} | {a['median_s']:.2f} s | {b['median_s']:.2f} s | "
+                f"{b['median_s'] / a['median_s']:.1f}x | {a['cpu_s']:.1f} / {b['cpu_s']:.1f} s | "
+                f"{a.get('rss_mb', 0):.0f} / {b.get('rss_mb', 0):.0f} MB |"
+            )
+        if "startup_s" in spark:
+            lines.append(
+                f"| {scale} | Spark session start-up (apart) | - | {spark['startup_s']:.2f} s | - | - | "
+                f"- / {spark['startup_rss_mb']:.0f} MB |"
+            )
+    hot = record.get("hot_key")
+    if hot:
+        lines += [
+            "",
+            "Hot key (key 0 holds 10% of 400k rows; 16 shuffle partitions, `local[2]`): the join's widest "
+            f"task read {hot['slices_1']['largest_task_share']:.1%} of the shuffled rows without slices and "
+            f"{hot['slices_8']['largest_task_share']:.1%} with `featurekit.join.slices` 8; same result: "
+            f"{hot['same_result']}.",
+        ]
+    return "\n".join(lines)
+
+
+def record_section(results: Path) -> str:
+    path = results / RESULTS.name
+    return section(json.loads(path.read_text())) if path.exists() else ""

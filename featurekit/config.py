@@ -10,7 +10,7 @@ inside the repo::
     pins: []                      # versions gc must keep, e.g. ["driver_stats@v1"] (a model in production)
     offline:
       engine: duckdb              # or "spark" (pip install 'featurekit[spark]')
-      spark: {master: "local[2]", conf: {}}   # the session the Spark engine builds
+      spark: {master: "local[2]", conf: {}, executor_wait_s: 60}   # the session the Spark engine builds
       batch_rows: 2000000         # source rows per batch handed to a feature function
       memory_limit: null          # DuckDB memory limit, e.g. "4GB"
       threads: null               # DuckDB threads (default: all cores)
@@ -72,6 +72,8 @@ class SparkConfig(BaseModel):
 
     master: str = "local[2]"
     conf: dict[str, str] = Field(default_factory=dict)
+    # how long a cluster master may take to give the session its first executor
+    executor_wait_s: float = Field(default=60.0, gt=0)
 
 
 class OfflineConfig(BaseModel):

@@ -105,7 +105,12 @@ class FeatureStore:
                 from featurekit.offline.spark_engine import SparkEngine
 
                 settings = offline.spark
-                self._engine = SparkEngine(self._spark, master=settings.master, conf=dict(settings.conf))
+                self._engine = SparkEngine(
+                    self._spark,
+                    master=settings.master,
+                    conf=dict(settings.conf),
+                    executor_wait_s=settings.executor_wait_s,
+                )
             else:
                 self._engine = DuckDBEngine(self.root, threads=offline.threads, memory_limit=offline.memory_limit)
         return self._engine

@@ -43,8 +43,8 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], what: str, timeout_s:
 
 
 @contextmanager
-def standalone_cluster(log_dir: Path, workers: int = 2) -> Iterator[str]:
-    """Yield the master URL of a running cluster; stop every process after."""
+def standalone_cluster(log_dir: Path, workers: int = 2, worker_memory: str = "1g") -> Iterator[str]:
+    """Yield the master URL of a running cluster of ``workers`` one-core workers; stop every process after."""
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}
     env["SPARK_LOG_DIR"] = str(log_dir)
     port, ui = _free_port(), _free_port()
@@ -69,8 +69,8 @@ def standalone_cluster(log_dir: Path, workers: int = 2) -> Iterator[str]:
             worker_port = _free_port()
             worker = subprocess.Popen(
                 [str(_spark_class()), "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-                 "--port", str(worker_port), "--webui-port", str(_free_port()), "--cores", "1", "--memory", "1g",
-                 "--work-dir", str(log_dir / f"work{index}")],
+                 "--port", str(worker_port), "--webui-port", str(_free_port()), "--cores", "1",
+                 "--memory", worker_memory, "--work-dir", str(log_dir / f"work{index}")],
                 env=env, stdout=log(f"worker{index}.log"), stderr=subprocess.STDOUT,
             )  # fmt: skip
             processes.append(worker)

@@ -116,6 +116,44 @@ def _reach_master(master: str, timeout: float = MASTER_TIMEOUT_S) -> None:
     )
 
 
+EXECUTOR_WAIT_S = 60.0  # how long a cluster may take to give a session its first executor
+
+
+def executor_count(session: SparkSession) -> int:
+    """The executors registered with the session's driver (the driver itself not counted)."""
+    status = session.sparkContext._jsc.sc().getExecutorMemoryStatus()
+    return int(status.size()) - 1
+
+
+def await_executors(session: SparkSession, timeout: float = EXECUTOR_WAIT_S) -> None:
+    """Fail within ``timeout`` when a cluster session has no executor to run a task on.
+
+    A standalone master that answers but has no live worker (or whose workers' cores are all
+    taken, or are smaller than ``spark.executor.cores``/``memory`` ask) accepts the application and
+    leaves every job waiting, for ever, for executors it will not get. Local mode runs tasks in
+    the driver; a session with dynamic allocation asks for executors only when a job starts, so
+    neither is checked.
+    """
+    import time
+
+    context = session.sparkContext
+    master = str(context.master)
+    dynamic = str(context.getConf().get("spark.dynamicAllocation.enabled", "false")).lower() == "true"
+    if master.startswith("local") or dynamic:
+        return
+    deadline = time.monotonic() + timeout
+    while executor_count(session) < 1:
+        if time.monotonic() >= deadline:
+            raise StorageError(
+                f"the Spark master {master} gave featurekit no executor within {timeout:g} s: it has no live "
+                "worker, or its workers' cores are taken by other applications or smaller than "
+                "spark.executor.cores and spark.executor.memory ask; start a worker "
+                f"(`start-worker.sh {master}`), free its cores, or fix offline.spark.master in featurekit.yaml "
+                "(offline.spark.executor_wait_s sets how long to wait); nothing was run or committed"
+            )
+        time.sleep(0.2)
+
+
 def _errors() -> tuple[type[BaseException], ...]:
     """The exception types a failed Spark call raises (Spark's own and py4j's bridge errors)."""
     from py4j.protocol import Py4JError  # type: ignore[import-untyped]
@@ -141,10 +179,20 @@ class SparkEngine:
     name = "spark"
 
     def __init__(
-        self, session: SparkSession | None = None, *, master: str = "local[2]", conf: dict[str, str] | None = None
+        self,
+        session: SparkSession | None = None,
+        *,
+        master: str = "local[2]",
+        conf: dict[str, str] | None = None,
+        executor_wait_s: float = EXECUTOR_WAIT_S,
     ) -> None:
         self._owned = session is None
         self.spark = session if session is not None else build_session(master, conf)
+        try:
+            await_executors(self.spark, executor_wait_s)
+        except StorageError:
+            self.close()
+            raise
         for key, value in DEFAULT_CONF.items():
             if key.startswith("spark.sql."):
                 self.spark.conf.set(key, value)
