@@ -18,6 +18,7 @@ from benchmarks import (
     spark,
     spark_scaling,
     ui_pages,
+    window_incremental,
     windows,
 )
 from benchmarks.workloads import WORKLOADS
@@ -213,6 +214,7 @@ def write_report(results: Path, target: Path) -> None:
     sections.append(shapes.section(shape_record, shape_chart))
     window_path = results / windows.RECORD
     sections.append(windows.section(json.loads(window_path.read_text()) if window_path.exists() else None))
+    sections.append(window_incremental.record_section(results))
     sections.append(redis_online.record_section(results))
     sections.append(servelog.record_section(results))
     sections.append(serving_load.record_section(results))

@@ -5,7 +5,7 @@ online), the 50-view apply, an on-demand lookup with and without POLARS_MAX_THRE
 and its charts; and the data-shapes run on a tiny dense shape, so that featurekit is checked against
 the DuckDB floors (two ASOF variants and a range join) on long histories with exact ties; and the
 window-aggregation run on its tiny scale, where every floor and featurekit must equal a brute-force
-oracle of the window rule.
+oracle of the window rule, and the window view's incremental materialize.
 """
 
 from __future__ import annotations
@@ -150,3 +150,22 @@ def test_windows_smoke_run(tmp_path: Path) -> None:
     assert entry["lookups"]["hot"]["cpu_ms_per_call"] > 0
     assert entry["lookups"]["online_check"][0].startswith("21 entities equal the oracle")
     assert "## Window aggregations (issue 13)" in (tmp_path / "RESULTS.md").read_text()
+
+
+@pytest.mark.slow
+def test_window_incremental_smoke_run(tmp_path: Path) -> None:
+    """Incremental materialize of a window view at the tiny scale: every case runs both spans."""
+    command = [sys.executable, "-m", "benchmarks.window_incremental", "--scale", "tiny", "--repeat", "1"]
+    done = subprocess.run(
+        [*command, "--output", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True, check=False, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads((tmp_path / "window_incremental.json").read_text())
+    assert sorted(record["cases"], key=int) == ["7", "30", "90"]
+    for case in record["cases"].values():
+        assert case["errors"] == []
+        one, two = case["spans"]["one new day"], case["spans"]["two new days"]
+        assert 0 < one["events"] < two["events"]  # the same data: two days hold more events than one
+        assert one["rows"] == one["events"]  # every new event committed
+        assert two["rows"] == two["events"]
+    assert "## Incremental materialize of a window view" in done.stdout
