@@ -42,7 +42,10 @@ def test_the_diff_pages_drift_is_the_drift_as_of_the_pages_registry_version(make
         expected_then = store.drift(
             reference=ViewData("driver_stats@v1", as_of=early), current=ViewData("driver_stats@v2", as_of=early)
         )
-        expected_now = store.drift(reference="driver_stats@v1", current="driver_stats@v2")
+        head = store.registry.head_commit()  # a page reads as of its registry version, the head included
+        expected_now = store.drift(
+            reference=ViewData("driver_stats@v1", as_of=head), current=ViewData("driver_stats@v2", as_of=head)
+        )
         assert _canonical(then) == _canonical(expected_then.to_dict())
         assert _canonical(now) == _canonical(expected_now.to_dict())
         assert _canonical(then) != _canonical(now)  # v2 had 3 days of rows then, 10 now
@@ -60,8 +63,10 @@ def test_the_window_drift_page_is_the_drift_between_two_windows_of_the_views_dat
         reader = data.Reader(store)
         windows = ((ts(0), ts(10)), (ts(10), ts(20)))
         found = data.window_drift_page(reader, "driver_stats", windows, None)
+        head = store.registry.head_commit()
         expected = store.drift(
-            reference=ViewData("driver_stats@v1", ts(0), ts(10)), current=ViewData("driver_stats@v1", ts(10), ts(20))
+            reference=ViewData("driver_stats@v1", ts(0), ts(10), as_of=head),
+            current=ViewData("driver_stats@v1", ts(10), ts(20), as_of=head),
         )
         assert _canonical(found["drift"]) == _canonical(expected.to_dict())
         assert found["reference"] == [ts(0).isoformat(), ts(10).isoformat()]
@@ -82,8 +87,10 @@ def test_the_window_drift_page_is_the_drift_between_two_windows_of_the_views_dat
         raw["offered"], raw["accepted"], raw["distance_km"] = 10, 10, 900.0  # far outside the reference
         store.push("driver_stats", raw, to="online_and_offline")
         pushed = data.window_drift_page(reader, "driver_stats", windows, None)
+        head = store.registry.head_commit()
         expected = store.drift(
-            reference=ViewData("driver_stats@v1", ts(0), ts(10)), current=ViewData("driver_stats@v1", ts(10), ts(20))
+            reference=ViewData("driver_stats@v1", ts(0), ts(10), as_of=head),
+            current=ViewData("driver_stats@v1", ts(10), ts(20), as_of=head),
         )
         assert _canonical(pushed["drift"]) == _canonical(expected.to_dict())
         assert _canonical(pushed["drift"]) != _canonical(found["drift"])

@@ -4,7 +4,10 @@ Threads request pages of a real ``featurekit ui`` process (and, in-process, of o
 :class:`~featurekit.ui.data.Reader` whose caches hold only two entries, so they evict all the
 time) while this process materializes new windows, re-materializes one inside two earlier ones
 (their kept rows are then read, not merged) and pushes rows. Every answer must be a 200 whose
-profile equals what ``FeatureStore.profile`` gives as of the registry version the page shows.
+profile equals what ``FeatureStore.profile`` gives as of the registry version the page shows, and
+every window drift what ``FeatureStore.drift`` gives for the same windows as of that version (the
+windows' files come from the Delta log's add actions, kept per data version in
+:class:`~featurekit.offline.tables.OfflineTables` and shared by the threads).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.example import trips
+from featurekit.quality.sides import ViewData
 from featurekit.ui import data
 from tests.conftest import RepoFactory, ts
 from tests.ui_helpers import start_ui
@@ -57,6 +61,28 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=list)
 
 
+WINDOWS = ((ts(5), ts(12)), (ts(12), ts(22)))  # the current window grows while the threads read
+
+
+def _unlabelled(drift: dict[str, Any]) -> str:
+    """A drift report without its sides' labels (a page made at the head says no "as of")."""
+    return _canonical({k: v for k, v in drift.items() if k not in ("reference", "current")})
+
+
+def _check_window_drifts(store: fk.FeatureStore, answers: list[Any]) -> set[int]:
+    """Every window drift answer is the API's drift of the same windows as of its registry version."""
+    expected: dict[int, str] = {}
+    for page, found in answers:
+        if page != "views/driver_stats/drift":
+            continue
+        at = found["registry_version"]
+        if at not in expected:
+            reference, current = (ViewData("driver_stats@v1", *w, as_of=at) for w in WINDOWS)
+            expected[at] = _unlabelled(store.drift(reference=reference, current=current).to_dict())
+        assert _unlabelled(found["drift"]) == expected[at], (page, at)
+    return set(expected)
+
+
 def _check(store: fk.FeatureStore, answers: list[Any]) -> int:
     """Every answer a page, every profile the API's as of the page's registry version; how many were checked."""
     errors = [(page, found) for page, found in answers if isinstance(found, Exception)]
@@ -65,7 +91,7 @@ def _check(store: fk.FeatureStore, answers: list[Any]) -> int:
     expected: dict[int, str] = {}
     checked = 0
     for page, found in answers:
-        if not page.startswith("views/driver_stats"):
+        if not page.startswith("views/driver_stats") or page.endswith("/drift"):
             continue
         at = found["registry_version"]
         if at not in expected:
@@ -138,6 +164,7 @@ def test_one_reader_shared_by_threads_while_materializations_commit(
         "views/driver_stats": lambda: data.view_page(reader, "driver_stats", None),
         "views/driver_stats?as_of": lambda: data.view_page(reader, "driver_stats", early),
         "views": lambda: data.views_page(reader, None, None),
+        "views/driver_stats/drift": lambda: data.window_drift_page(reader, "driver_stats", WINDOWS, None),
     }
     done = threading.Event()
     answers: list[list[Any]] = [[] for _ in range(4)]
@@ -156,4 +183,5 @@ def test_one_reader_shared_by_threads_while_materializations_commit(
             thread.join(timeout=120)
     seen = [a for part in answers for a in part]
     assert _check(store, seen) >= 8
+    assert len(_check_window_drifts(store, seen)) >= 2  # drifts were computed between commits too
     assert data.view_page(reader, "driver_stats", None)["registry_version"] == store.registry.head_commit()

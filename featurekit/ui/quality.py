@@ -72,7 +72,9 @@ def drift(store: FeatureStore, view: str, old: int, new: int, at: int | None = N
     if computed or not (_materialized(store.registry, a, at) and _materialized(store.registry, b, at)):
         return None
     shared = [f"{view}:{f}" for f in a.features if f in b.features]
-    moment = None if at is None or at >= store.registry.head_commit() else at  # the head: the data as it is
+    # Read as of ``at`` even at the head: a commit landing while this runs must not leak into a
+    # report that the page (and the Reader's cache) files under ``at``.
+    moment = store.registry.head_commit() if at is None else at
     reference, current = ViewData(f"{view}@v{old}", as_of=moment), ViewData(f"{view}@v{new}", as_of=moment)
     try:
         report: Any = store.drift(shared, reference=reference, current=current)
@@ -94,12 +96,11 @@ def window_drift(
         return None
     if version.definition.get("kind") in ("on_demand", "feature_set") or not _materialized(store.registry, version, at):
         return None
-    moment = None if at >= store.registry.head_commit() else at  # the head: the data as it is
     named = f"{version.view}@v{version.version}"
-    try:
+    try:  # as of ``at`` even at the head, for the reason given in :func:`drift`
         report: Any = store.drift(
-            reference=ViewData(named, reference[0], reference[1], as_of=moment),
-            current=ViewData(named, current[0], current[1], as_of=moment),
+            reference=ViewData(named, reference[0], reference[1], as_of=at),
+            current=ViewData(named, current[0], current[1], as_of=at),
         )
     except FeaturekitError as exc:
         return {"error": str(exc)}
