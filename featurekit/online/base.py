@@ -13,7 +13,7 @@ nothing of featurekit's definitions or configuration.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,15 +36,26 @@ def encode_key(parts: Sequence[Any]) -> Key:
 
 @dataclass(frozen=True)
 class OnlineRows:
-    """Rows to write to one table: keys, times and feature columns, all as Python lists."""
+    """Rows to write to one table: keys, times and feature columns, all as Python lists.
+
+    ``packed``: the same rows already encoded for one kind of store by its :data:`Packer`, in
+    parts that follow each other in row order (a materialization packs them beside its offline
+    write, so that after the commit only the send remains). A store that does not recognise
+    the parts, or finds them packed for other features, encodes the lists as usual.
+    """
 
     keys: list[Key]
     event_us: list[int]
     created_us: list[int]
     columns: dict[str, list[Any]]
+    packed: tuple[object, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+Packer = Callable[[OnlineRows, Sequence[str]], object]
+"""Encodes rows for one kind of store, for the given feature order: pure computation, no I/O."""
 
 
 class OnlineStore(Protocol):

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 from featurekit import faults
 from featurekit.errors import ConfigError, StorageError
 from featurekit.online.base import Key, OnlineRows
-from featurekit.online.redis_rows import decode_row, encode_rows
+from featurekit.online.redis_rows import decode_row, encode_redis_key, pack_rows, packed_parts
 
 if TYPE_CHECKING:
     from featurekit.config import RedisOnlineConfig
@@ -130,13 +130,6 @@ def _packed(args: list[bytes]) -> bytes:
     parts[0::2] = [b"$%d" % len(arg) for arg in args]
     parts[1::2] = args
     return b"*%d\r\n" % len(args) + b"\r\n".join(parts) + b"\r\n"
-
-
-def encode_redis_key(key: Key) -> str:
-    """The canonical text of an entity key: ``i1`` for the integer 1, ``s1`` for the string "1"."""
-    if isinstance(key, int):  # booleans too, as the integers they equal (as in SQLite)
-        return f"i{int(key)}"
-    return f"s{key}"
 
 
 class RedisOnlineStore:
@@ -309,9 +302,12 @@ class RedisOnlineStore:
         features, stored = self._call(what, "nothing was written", lambda: self._features_and_size(table))
         if features is None:
             raise StorageError(f"{what} failed: Redis at {self.url} has no such table; create it first")
-        blobs = encode_rows(rows.event_us, rows.created_us, [rows.columns[f] for f in features])
+        packed = packed_parts(rows, features)  # encoded ahead (a materialization does it beside its write)
+        if packed is None:
+            ahead = pack_rows(rows, features)
+            packed = ahead.members, ahead.blobs
+        members, blobs = packed
         prefix = self._rows_prefix(table).encode()
-        members = [encode_redis_key(k).encode() for k in rows.keys]
         # An empty table takes the fast path, unless a key repeats: MSETNX would keep the last of
         # two rows of one key, not the newer.
         fresh = stored == 0 and len(set(members)) == len(members)

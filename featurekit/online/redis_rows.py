@@ -16,13 +16,19 @@ booleans are stored as the integers they are (as SQLite does).
 
 The big-endian age sorts as two 32-bit halves (signed high, unsigned low), which is how the Lua
 write script compares it without the precision Lua numbers (doubles) lose above 2**53.
+
+:func:`pack_rows` encodes a write's rows and keys ahead of the write (:class:`PackedRows`): it
+needs no connection, so a materialization runs it beside its offline write.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from featurekit.online.base import Key, OnlineRows
 
 HEAD = struct.Struct(">qqH")
 _LENGTH = struct.Struct(">I")
@@ -157,3 +163,41 @@ def decode_row(blob: bytes) -> tuple[int, int, tuple[Any, ...]]:
         if len(_readers) < _CACHED_LAYOUTS:  # rows with many null patterns: decode without caching
             _readers[tags] = reader
     return event, created, reader(blob, end)
+
+
+def encode_redis_key(key: Key) -> str:
+    """The canonical text of an entity key: ``i1`` for the integer 1, ``s1`` for the string "1"."""
+    if isinstance(key, int):  # booleans too, as the integers they equal (as in SQLite)
+        return f"i{int(key)}"
+    return f"s{key}"
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Rows of a write as the Redis store keeps them: each key's index member and each row's bytes."""
+
+    features: tuple[str, ...]  # the order of the values in each row
+    members: list[bytes]
+    blobs: list[bytes]
+
+
+def pack_rows(rows: OnlineRows, features: Sequence[str]) -> PackedRows:
+    """Encode ``rows`` for a table whose feature list is ``features`` (the :data:`~featurekit.online.base.Packer`
+    of the Redis store)."""
+    blobs = encode_rows(rows.event_us, rows.created_us, [rows.columns[f] for f in features])
+    # (integer keys inline: the common case)
+    members = [b"i%d" % k if type(k) is int else encode_redis_key(k).encode() for k in rows.keys]
+    return PackedRows(tuple(features), members, blobs)
+
+
+def packed_parts(rows: OnlineRows, features: Sequence[str]) -> tuple[list[bytes], list[bytes]] | None:
+    """The members and row bytes of ``rows.packed``, when every part was packed for ``features``."""
+    parts = rows.packed
+    wanted = tuple(features)
+    if not parts or not all(isinstance(p, PackedRows) and p.features == wanted for p in parts):
+        return None
+    members = [m for p in parts if isinstance(p, PackedRows) for m in p.members]
+    blobs = [b for p in parts if isinstance(p, PackedRows) for b in p.blobs]
+    if len(members) != len(rows) or len(blobs) != len(rows):
+        return None
+    return members, blobs
