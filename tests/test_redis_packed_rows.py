@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import featurekit as fk
 from featurekit.config import RedisOnlineConfig
@@ -19,7 +21,7 @@ from featurekit.offline.newest import NewestRows
 from featurekit.online.base import OnlineRows
 from featurekit.online.loading import packed_online_rows, to_online_rows
 from featurekit.online.redis import RedisOnlineStore
-from featurekit.online.redis_rows import pack_rows
+from featurekit.online.redis_rows import pack_newest, pack_rows
 from tests.conftest import BASIC_FEATURES, trips_table, ts
 from tests.redis_server import RedisServer, redis_config, redis_prefix
 from tests.test_checks import features, good
@@ -34,7 +36,7 @@ ROWS = [
 
 
 def _prepare(table: pa.Table) -> OnlineRows:
-    return packed_online_rows(table, join_keys=["driver_id"], features=["km"], packer=pack_rows)
+    return packed_online_rows(table, join_keys=["driver_id"], features=["km"], packer=pack_newest)
 
 
 def test_rows_packed_batch_by_batch_equal_the_rows_packed_at_once() -> None:
@@ -118,7 +120,7 @@ def test_a_packer_that_fails_falls_back_to_the_committed_files(
 ) -> None:
     import featurekit.store
 
-    def broken(rows: OnlineRows, names: object) -> object:
+    def broken(table: pa.Table, rows: OnlineRows, names: object) -> object:
         raise MemoryError("no room for the encoded rows")
 
     monkeypatch.setattr(featurekit.store, "online_packer", lambda config: broken)
@@ -132,3 +134,56 @@ def test_a_packer_that_fails_falls_back_to_the_committed_files(
     assert result.online_rows == 3
     served = store.online_features({"driver_id": [1, 2]}, ["driver_stats:avg_trip_km"], at=ts(4)).to_dict()
     assert served["avg_trip_km"] == [2.5, 3.0]
+
+
+TYPES = {
+    "f64": pa.float64(),
+    "f32": pa.float32(),
+    "i64": pa.int64(),
+    "i8": pa.int8(),
+    "u32": pa.uint32(),
+    "u64": pa.uint64(),
+    "flag": pa.bool_(),
+    "text": pa.string(),
+}
+
+
+def _values(dtype: pa.DataType) -> st.SearchStrategy[object]:
+    if pa.types.is_floating(dtype):
+        width = 32 if dtype == pa.float32() else 64
+        return st.floats(width=width, allow_nan=True, allow_infinity=True)
+    if pa.types.is_boolean(dtype):
+        return st.booleans()
+    if pa.types.is_string(dtype):
+        return st.text(max_size=3)
+    info = (dtype.bit_width, pa.types.is_signed_integer(dtype))
+    low = -(2 ** (info[0] - 1)) if info[1] else 0
+    high = 2 ** (info[0] - 1) - 1 if info[1] else 2 ** info[0] - 1
+    return st.integers(low, high)
+
+
+@st.composite
+def newest_tables(draw: st.DrawFn) -> pa.Table:
+    names = draw(st.lists(st.sampled_from(sorted(TYPES)), min_size=1, max_size=4, unique=True))
+    count = draw(st.integers(1, 6))
+    nulls = draw(st.booleans())
+    columns: dict[str, pa.Array] = {
+        "driver_id": pa.array(range(count), pa.int64()),
+        "__fk_event": pa.array(draw(st.lists(st.integers(-(2**62), 2**62), min_size=count, max_size=count))),
+        "__fk_created": pa.array(
+            draw(st.lists(st.one_of(st.none(), st.integers(0, 2**62)), min_size=count, max_size=count)), pa.int64()
+        ),
+    }
+    for name in names:
+        value = _values(TYPES[name])
+        values = st.one_of(st.none(), value) if nulls else value
+        columns[name] = pa.array(draw(st.lists(values, min_size=count, max_size=count)), TYPES[name])
+    return pa.table(columns)
+
+
+@settings(max_examples=150, deadline=None)
+@given(newest=newest_tables())
+def test_rows_packed_from_arrow_columns_are_the_bytes_packed_from_lists(newest: pa.Table) -> None:
+    features = [n for n in newest.column_names if n in TYPES]
+    rows = to_online_rows(newest, ["driver_id"], features)
+    assert pack_newest(newest, rows, features) == pack_rows(rows, features)

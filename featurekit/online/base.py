@@ -54,8 +54,11 @@ class OnlineRows:
         return len(self.keys)
 
 
-Packer = Callable[[OnlineRows, Sequence[str]], object]
-"""Encodes rows for one kind of store, for the given feature order: pure computation, no I/O."""
+Packer = Callable[[Any, OnlineRows, Sequence[str]], object]
+"""Encodes rows for one kind of store, for the given feature order: pure computation, no I/O.
+
+It is given the engine's newest rows as an Arrow table too (the same rows, before they became
+Python lists), from which a store can encode whole columns at once."""
 
 
 class OnlineStore(Protocol):

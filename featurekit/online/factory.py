@@ -25,7 +25,7 @@ def open_online_store(config: OnlineConfig, store_root: Path) -> OnlineStore:
 def online_packer(config: OnlineConfig) -> Packer | None:
     """How the configured store's writes are encoded ahead of the write, if it has such a step (Redis)."""
     if isinstance(config, RedisOnlineConfig):
-        from featurekit.online.redis_rows import pack_rows  # (no redis-py import)
+        from featurekit.online.redis_rows import pack_newest  # (no redis-py import)
 
-        return pack_rows
+        return pack_newest
     return None

@@ -29,7 +29,7 @@ def to_online_rows(table: pa.Table, join_keys: list[str], features: list[str]) -
 def packed_online_rows(table: pa.Table, *, join_keys: list[str], features: list[str], packer: Packer) -> OnlineRows:
     """:func:`to_online_rows`, also encoded by the store's ``packer`` (no I/O: safe before a commit)."""
     rows = to_online_rows(table, join_keys, features)
-    return OnlineRows(rows.keys, rows.event_us, rows.created_us, rows.columns, (packer(rows, features),))
+    return OnlineRows(rows.keys, rows.event_us, rows.created_us, rows.columns, (packer(table, rows, features),))
 
 
 def extend_rows(rows: OnlineRows, more: OnlineRows) -> OnlineRows:
