@@ -6,7 +6,8 @@ stored as :data:`NO_CREATED`, so it loses every tie) and its feature values. A s
 and looks up; which row is "newest" is decided by the offline engine before the write, and the store keeps it
 only if it is at least as new as what it holds (event time, then created time).
 
-Stores receive plain Python values: encoded keys, integers and feature tuples. They import
+Stores receive plain Python values: encoded keys, integers and feature tuples (a store's
+:data:`Packer`, if it has one, also sees the same rows as the engine's Arrow table). They import
 nothing of featurekit's definitions or configuration.
 """
 
