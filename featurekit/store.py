@@ -32,7 +32,7 @@ from featurekit.offline.tables import OfflineTables
 from featurekit.offline.training import TrainingRequest, TrainingSet, build_training_set
 from featurekit.ondemand import build_steps
 from featurekit.online.base import OnlineStore
-from featurekit.online.factory import open_online_store
+from featurekit.online.factory import online_packer, open_online_store
 from featurekit.online.serving import OnlineReader, OnlineResponse, entity_columns
 from featurekit.plan import Plan, git_commit, make_plan
 from featurekit.progress import Progress, make_progress
@@ -154,6 +154,7 @@ class FeatureStore:
             online=lambda: self.online,
             batch_rows=self.config.offline.batch_rows,
             lock_wait_s=self.config.offline.lock_wait_s,
+            packer=online_packer(self.config.online),
         )
 
     # -- registry ---------------------------------------------------------------------------

@@ -30,6 +30,11 @@ def make_store(url: str, prefix: str | None = None, **settings: Any) -> RedisOnl
     return RedisOnlineStore(RedisOnlineConfig(type="redis", url=url, key_prefix=prefix or redis_prefix(), **settings))
 
 
+def indexed(raw: redis.Redis, prefix: str, table: str) -> set[bytes]:
+    """The distinct keys of a table's index: its set (script writes) and its list (first loads)."""
+    return raw.smembers(f"{prefix}i:{table}") | set(raw.lrange(f"{prefix}l:{table}", 0, -1))
+
+
 def rows(keys: list[Any], event: int = 1, value: float = 1.0) -> OnlineRows:
     count = len(keys)
     return OnlineRows(keys, [event] * count, [0] * count, {"a": [value] * count, "b": ["x"] * count})
@@ -62,7 +67,7 @@ def test_keys_are_canonical_never_hashed(redis_server: RedisServer, raw: redis.R
     assert row_keys == {
         f"{prefix}r:t__v1:{suffix}".encode() for suffix in ("i1", "s1", 's[1,"23"]', 's[12,"3"]', f"i{-(2**63)}")
     }
-    assert raw.smembers(f"{prefix}i:t__v1") == {
+    assert indexed(raw, prefix, "t__v1") == {
         b"i1",
         b"s1",
         b's[1,"23"]',
@@ -93,7 +98,8 @@ def test_drop_table_deletes_by_the_index_only_that_tables_keys(redis_server: Red
     assert "keys" not in ran
     assert ran["evalsha"] == 50  # one pipelined round trip of batch pops
     assert ran["unlink"] == 3  # 1000 + 1000 + 500 keys; the rest of the batch found the index empty
-    gone = {k for k in before if k.startswith((f"{prefix}r:t__v1:".encode(), f"{prefix}i:t__v1".encode()))}
+    table_keys = (f"{prefix}r:t__v1:".encode(), f"{prefix}i:t__v1".encode(), f"{prefix}l:t__v1".encode())
+    gone = {k for k in before if k.startswith(table_keys)}
     gone.add(f"{prefix}s:t__v1".encode())
     assert len(gone) == 2502
     assert keys_of(raw, prefix) == before - gone  # t__v2 and the other prefix's keys are all still there
@@ -101,6 +107,22 @@ def test_drop_table_deletes_by_the_index_only_that_tables_keys(redis_server: Red
     assert neighbour.read("t__v1", ["a"], [3]) == {3: (1, 0, 1.0)}
     store.close()
     neighbour.close()
+
+
+def test_drop_table_empties_both_parts_of_the_index_over_several_round_trips(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    prefix = redis_prefix()
+    store = make_store(redis_server.url, prefix)
+    store.create_table("t__v1", ["a", "b"])
+    store.write("t__v1", rows(list(range(60_500))))  # a first load: the index's list, over a round trip of pops
+    store.write("t__v1", rows(list(range(60_000, 61_200)), event=2))  # new keys by the script: the set
+    assert raw.scard(f"{prefix}i:t__v1") == 700
+    assert raw.llen(f"{prefix}l:t__v1") == 60_500
+    store.drop_table("t__v1")
+    assert keys_of(raw, prefix) == set()  # rows, both index parts, the feature list and the table list
+    assert store.read("t__v1", ["a"], [1, 60_700]) == {}
+    store.close()
 
 
 def test_a_lookup_over_several_tables_is_one_command(redis_server: RedisServer, raw: redis.Redis) -> None:
@@ -128,8 +150,9 @@ def test_a_write_is_a_few_script_calls_in_one_round_trip(redis_server: RedisServ
     raw.config_resetstat()
     assert store.write("t__v1", rows(list(range(5000)))) == 5000
     ran = commands(raw)
-    # An empty table: per 1,000 rows one SADD to the index and one MSETNX, no script.
-    assert (ran["sadd"], ran["msetnx"], ran["get"], ran["scard"]) == (5, 5, 1, 1)
+    # An empty table: per 1,000 rows one RPUSH to the index's list and one MSETNX, no script.
+    assert (ran["rpush"], ran["msetnx"], ran["get"], ran["scard"], ran["llen"]) == (5, 5, 1, 1, 1)
+    assert "sadd" not in ran
     assert "evalsha" not in ran
     raw.config_resetstat()
     assert store.write("t__v1", rows(list(range(2500, 7500)), event=2)) == 5000  # loads the script
@@ -157,14 +180,13 @@ def test_a_first_load_that_finds_rows_written_meanwhile_keeps_the_newest(
     load = rows(list(range(3000)), event=1, value=1.0)
     blobs = encode_rows(load.event_us, load.created_us, [load.columns["a"], load.columns["b"]])
     members = [f"i{k}".encode() for k in load.keys]
-    prefix = store._rows_prefix("t__v1").encode()
     raw.config_resetstat()
-    written = store._write(store._index_key("t__v1"), prefix, members, blobs, fresh=True)
+    written = store._write("t__v1", members, blobs, fresh=True)
     assert written == 2998  # all but the two newer rows
     assert commands(raw)["evalsha"] == 3  # the refused chunks (each holds a key written meanwhile)
     found = store.read("t__v1", ["a"], list(range(3000)))
     assert {k: v for k, v in found.items() if v != (1, 0, 1.0)} == {10: (5, 0, 5.0), 1500: (5, 0, 5.0)}
-    assert raw.scard(store._index_key("t__v1")) == 3000
+    assert len(indexed(raw, store.prefix, "t__v1")) == 3000
     store.close()
 
 
@@ -190,8 +212,7 @@ def test_a_push_racing_a_first_load_is_never_overwritten_by_older_rows(redis_ser
     assert len(found) == len(keys)
     assert all(found[k] == (2, 0, 2.0) for k in pushed)
     assert all(found[k] == (1, 0, 1.0) for k in keys if k not in set(pushed))
-    index = redis.Redis.from_url(redis_server.url).scard(store._index_key("t__v1"))
-    assert index == len(keys)
+    assert len(indexed(redis.Redis.from_url(redis_server.url), store.prefix, "t__v1")) == len(keys)
     store.close()
 
 

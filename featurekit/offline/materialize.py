@@ -34,8 +34,8 @@ from featurekit.offline.inputs import view_input
 from featurekit.offline.newest import DataStats, NewestRows
 from featurekit.offline.sources import SourceReader, schema_diff
 from featurekit.offline.tables import OfflineTables, WriteScope
-from featurekit.online.base import OnlineStore
-from featurekit.online.loading import write_newest
+from featurekit.online.base import OnlineRows, OnlineStore, Packer
+from featurekit.online.loading import packed_online_rows, write_newest
 from featurekit.online.window_state import StateWrite, WindowStates
 from featurekit.quality.inspection import Inspection
 from featurekit.registry import Registry, ViewVersion
@@ -163,8 +163,10 @@ class Materializer:
         online: Callable[[], OnlineStore],
         batch_rows: int,
         lock_wait_s: float = 0.0,
+        packer: Packer | None = None,
     ) -> None:
         self._online = online  # opened on first use: a failed run leaves no online file behind
+        self.packer = packer  # encodes the online rows beside the offline write (Redis), see offline.newest
         self.engine = engine
         self.root = root
         self.tables = tables
@@ -269,7 +271,7 @@ class Materializer:
                 # touched entities' states from the committed data.
                 fresh = [] if online and scope == "append" else None
             elif online and (span is None or span[1] <= end):  # nothing committed after the window
-                newest = NewestRows(self.engine, view_input(applied, []))
+                newest = NewestRows(self.engine, view_input(applied, []), self._preparer(applied))
             progress.start(source_rows, f"{view.name} v{applied.version}")
             note = {"featurekit.view": view.name, "featurekit.version": str(applied.version)}
             writer = self.engine if isinstance(self.engine, PartWriter) else None
@@ -306,6 +308,7 @@ class Materializer:
             try:
                 data_version = _interruptibly(write, cancel, f"materializing {view.name} v{applied.version}")
                 newest_rows = newest.result() if newest is not None else None
+                prepared = newest.online_rows() if newest is not None else None
             except Exception as exc:
                 if cancel.is_set:
                     raise KeyboardInterrupt(_interrupted(f"materializing {view.name} v{applied.version}")) from None
@@ -341,7 +344,9 @@ class Materializer:
                         base=recorded_version, fresh=fresh,
                     )  # fmt: skip
                 else:
-                    online_rows = self.load_online(applied, committed.data_version, (start, end), newest_rows)
+                    online_rows = self.load_online(
+                        applied, committed.data_version, (start, end), newest_rows, prepared=prepared
+                    )
             except StorageError as exc:
                 raise StorageError(
                     f"{view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()}) was committed offline "
@@ -362,6 +367,17 @@ class Materializer:
             registry_version=committed.commit_id,
             online_rows=online_rows,
             seconds=time.perf_counter() - began,
+        )
+
+    def _preparer(self, version: ViewVersion) -> Callable[[pa.Table], OnlineRows] | None:
+        """What turns newest rows into the online store's encoded rows ahead of the commit, if it can."""
+        if self.packer is None:
+            return None
+        return functools.partial(
+            packed_online_rows,
+            join_keys=list(version.definition["join_keys"]),
+            features=version.features,
+            packer=self.packer,
         )
 
     def catch_up_online(self, version: ViewVersion) -> int:
@@ -389,11 +405,14 @@ class Materializer:
         data_version: int,
         window: tuple[datetime, datetime] | None,
         newest: pa.Table | None = None,
+        *,
+        prepared: OnlineRows | None = None,
     ) -> int:
         """Write the newest committed row of each entity touched by ``window`` to the online store.
 
         ``newest``: those rows, when the materialization computed them from its output; otherwise
-        they are read from the committed files. Runs after the registry commit: a kill in between
+        they are read from the committed files. ``prepared``: ``newest`` as online rows, encoded
+        for the store beside the offline write. Runs after the registry commit: a kill in between
         leaves older (never wrong) online values, and a re-run converges because stores only take
         rows at least as new as theirs.
         """
@@ -408,6 +427,7 @@ class Materializer:
             newest,
             join_keys=list(version.definition["join_keys"]),
             features=features,
+            rows=prepared if newest is not None else None,
         )
 
     def load_windows(

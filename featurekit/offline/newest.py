@@ -8,6 +8,11 @@ it. The output reaches the Delta writer in batches that each hold all rows of th
 batch in a worker thread, beside the write, instead of
 reading the committed files back afterwards (medium: 0.13-0.18 s off the critical path).
 
+Given ``prepare``, the worker also turns each batch's newest rows into the online store's rows
+(for Redis, encoded as the store keeps them), so that after the commit only the send remains
+(medium, 100,000 entities: about 0.2 s of a 0.4 s load). Nothing reaches the store before the
+commit: ``prepare`` is pure computation.
+
 A view whose function moves rows between entities could put one entity in two batches; the result
 is then not one row per entity, and :meth:`NewestRows.result` returns ``None``: the caller reads
 the committed files as before. It does the same if the computation fails (say, out of memory):
@@ -16,29 +21,43 @@ a shortcut must never fail a materialization that would succeed without it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
 from featurekit.offline.engine import OfflineEngine, ViewInput
+from featurekit.online.base import OnlineRows
+from featurekit.online.loading import extend_rows
+
+Prepare = Callable[[pa.Table], OnlineRows]
 
 
 class NewestRows:
     """Collects the newest rows of output batches, one batch in flight at a time (bounded memory)."""
 
-    def __init__(self, engine: OfflineEngine, view: ViewInput) -> None:
+    def __init__(self, engine: OfflineEngine, view: ViewInput, prepare: Prepare | None = None) -> None:
         self._engine = engine  # safe to call from the worker thread
         self._view = view
+        self._prepare = prepare
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-newest")
         self._pending: Future[pa.Table] | None = None
         self._done: list[pa.Table] = []
+        self._prepared: OnlineRows | None = None  # the batches' online rows so far, in batch order
         self._failed = False
 
     def add(self, batch: pa.Table) -> None:
         """Start on ``batch`` after the previous one is done (so at most two batches are held)."""
         self._collect()
         if not self._failed:
-            self._pending = self._pool.submit(self._engine.newest_rows, self._view, None, batch)
+            self._pending = self._pool.submit(self._work, batch)
+
+    def _work(self, batch: pa.Table) -> pa.Table:
+        newest = self._engine.newest_rows(self._view, None, batch)
+        if self._prepare is not None:  # (batches run one at a time: only this thread touches _prepared)
+            prepared = self._prepare(newest)
+            self._prepared = prepared if self._prepared is None else extend_rows(self._prepared, prepared)
+        return newest
 
     def _collect(self) -> None:
         if self._pending is not None:
@@ -60,6 +79,10 @@ class NewestRows:
                 return None
             self._done = [newest]
         return self._done[0]
+
+    def online_rows(self) -> OnlineRows | None:
+        """The rows of :meth:`result` (in its order) as ``prepare`` made them; ``None`` without a result."""
+        return self._prepared if self.result() is not None else None
 
     def close(self) -> None:
         if self._pending is not None:

@@ -6,14 +6,15 @@ stored as :data:`NO_CREATED`, so it loses every tie) and its feature values. A s
 and looks up; which row is "newest" is decided by the offline engine before the write, and the store keeps it
 only if it is at least as new as what it holds (event time, then created time).
 
-Stores receive plain Python values: encoded keys, integers and feature tuples. They import
+Stores receive plain Python values: encoded keys, integers and feature tuples (a store's
+:data:`Packer`, if it has one, also sees the same rows as the engine's Arrow table). They import
 nothing of featurekit's definitions or configuration.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,15 +37,29 @@ def encode_key(parts: Sequence[Any]) -> Key:
 
 @dataclass(frozen=True)
 class OnlineRows:
-    """Rows to write to one table: keys, times and feature columns, all as Python lists."""
+    """Rows to write to one table: keys, times and feature columns, all as Python lists.
+
+    ``packed``: the same rows already encoded for one kind of store by its :data:`Packer`, in
+    parts that follow each other in row order (a materialization packs them beside its offline
+    write, so that after the commit only the send remains). A store that does not recognise
+    the parts, or finds them packed for other features, encodes the lists as usual.
+    """
 
     keys: list[Key]
     event_us: list[int]
     created_us: list[int]
     columns: dict[str, list[Any]]
+    packed: tuple[object, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+Packer = Callable[[Any, OnlineRows, Sequence[str]], object]
+"""Encodes rows for one kind of store, for the given feature order: pure computation, no I/O.
+
+It is given the engine's newest rows as an Arrow table too (the same rows, before they became
+Python lists), from which a store can encode whole columns at once."""
 
 
 class OnlineStore(Protocol):

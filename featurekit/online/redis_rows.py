@@ -16,13 +16,23 @@ booleans are stored as the integers they are (as SQLite does).
 
 The big-endian age sorts as two 32-bit halves (signed high, unsigned low), which is how the Lua
 write script compares it without the precision Lua numbers (doubles) lose above 2**53.
+
+:func:`pack_rows` encodes a write's rows and keys ahead of the write (:class:`PackedRows`): it
+needs no connection, so a materialization runs it beside its offline write.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurekit.online.base import NO_CREATED, Key, OnlineRows
 
 HEAD = struct.Struct(">qqH")
 _LENGTH = struct.Struct(">I")
@@ -157,3 +167,92 @@ def decode_row(blob: bytes) -> tuple[int, int, tuple[Any, ...]]:
         if len(_readers) < _CACHED_LAYOUTS:  # rows with many null patterns: decode without caching
             _readers[tags] = reader
     return event, created, reader(blob, end)
+
+
+def encode_redis_key(key: Key) -> str:
+    """The canonical text of an entity key: ``i1`` for the integer 1, ``s1`` for the string "1"."""
+    if isinstance(key, int):  # booleans too, as the integers they equal (as in SQLite)
+        return f"i{int(key)}"
+    return f"s{key}"
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Rows of a write as the Redis store keeps them: each key's index member and each row's bytes."""
+
+    features: tuple[str, ...]  # the order of the values in each row
+    members: list[bytes]
+    blobs: list[bytes]
+
+
+def pack_rows(rows: OnlineRows, features: Sequence[str]) -> PackedRows:
+    """Encode ``rows`` for a table whose feature list is ``features`` (the :data:`~featurekit.online.base.Packer`
+    of the Redis store)."""
+    blobs = encode_rows(rows.event_us, rows.created_us, [rows.columns[f] for f in features])
+    return PackedRows(tuple(features), _members(rows.keys), blobs)
+
+
+def _members(keys: Sequence[Key]) -> list[bytes]:
+    # (integer keys inline: the common case)
+    return [b"i%d" % k if type(k) is int else encode_redis_key(k).encode() for k in keys]
+
+
+def _numpy_type(column: pa.ChunkedArray) -> str | None:
+    """The row format's code of a column whose stored values are all one fixed-size type, else None.
+
+    Exactly the columns for which :func:`encode_rows` would find one code: no nulls, floats without
+    NaN (stored as the text "NaN"), integers that are their own stored value and fit int64 (not
+    uint64), booleans (stored as 0 and 1).
+    """
+    dtype = column.type
+    if column.null_count or not len(column):
+        return None
+    if dtype in (pa.float32(), pa.float64()):
+        return None if pc.any(pc.is_nan(column)).as_py() else "d"
+    if pa.types.is_boolean(dtype) or (pa.types.is_integer(dtype) and dtype != pa.uint64()):
+        return "q"
+    return None
+
+
+def _column_blobs(newest: pa.Table, features: Sequence[str]) -> list[bytes] | None:
+    """Every row's bytes from the Arrow columns at once (one numpy record per row), when each feature
+    column holds one fixed-size type; the bytes :func:`encode_rows` makes of the same rows."""
+    codes = [_numpy_type(newest.column(f)) for f in features]
+    times = [newest.column("__fk_event").type, newest.column("__fk_created").type]
+    if not features or not all(codes) or not all(t == pa.int64() for t in times) or newest["__fk_event"].null_count:
+        return None
+    tags = "".join(c for c in codes if c)
+    layout = [("event", ">i8"), ("created", ">i8"), ("count", ">u2"), ("tags", f"S{len(tags)}")]
+    layout += [(f"v{i}", ">f8" if code == "d" else ">i8") for i, code in enumerate(tags)]
+    records = np.empty(newest.num_rows, dtype=np.dtype(layout))  # packed: no padding between fields
+    records["event"] = newest.column("__fk_event").to_numpy()
+    records["created"] = pc.fill_null(newest.column("__fk_created"), NO_CREATED).to_numpy()
+    records["count"] = len(tags)
+    records["tags"] = tags.encode()
+    for i, (feature, code) in enumerate(zip(features, tags, strict=True)):
+        column = newest.column(feature)
+        records[f"v{i}"] = column.cast(pa.int64()).to_numpy() if code == "q" else column.to_numpy()
+    data, size = records.tobytes(), records.dtype.itemsize
+    return [data[start : start + size] for start in range(0, len(data), size)]
+
+
+def pack_newest(newest: pa.Table, rows: OnlineRows, features: Sequence[str]) -> PackedRows:
+    """:func:`pack_rows`, from the engine's Arrow table where its columns allow (the Redis store's
+    :data:`~featurekit.online.base.Packer`): numeric features without nulls, whole columns at once."""
+    blobs = _column_blobs(newest, features)
+    if blobs is None or len(blobs) != len(rows):
+        return pack_rows(rows, features)
+    return PackedRows(tuple(features), _members(rows.keys), blobs)
+
+
+def packed_parts(rows: OnlineRows, features: Sequence[str]) -> tuple[list[bytes], list[bytes]] | None:
+    """The members and row bytes of ``rows.packed``, when every part was packed for ``features``."""
+    parts = rows.packed
+    wanted = tuple(features)
+    if not parts or not all(isinstance(p, PackedRows) and p.features == wanted for p in parts):
+        return None
+    members = [m for p in parts if isinstance(p, PackedRows) for m in p.members]
+    blobs = [b for p in parts if isinstance(p, PackedRows) for b in p.blobs]
+    if len(members) != len(rows) or len(blobs) != len(rows):
+        return None
+    return members, blobs
