@@ -328,6 +328,15 @@ class PartWriter(Protocol):
         ...
 
 
+def uri_scheme(location: str) -> str | None:
+    """The scheme of a URI such as ``s3a://bucket/train/`` or ``file:///tmp/x`` (lowercase), or None
+    for a local path (a Windows drive letter is not a scheme)."""
+    import re
+
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", location)
+    return match.group(1).lower() if match else None
+
+
 def local_path(uri: str) -> str:
     """The local path of a ``file://`` URI (percent-decoded); other strings are returned as they are."""
     from urllib.parse import unquote, urlsplit

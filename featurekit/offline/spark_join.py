@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from featurekit.offline.spark_engine import SparkEngine
+    from featurekit.offline.spark_folders import SparkFolder
 
 
 class _WindowRun:
@@ -362,6 +363,12 @@ class SparkJoin:
     def spark_frame(self) -> DataFrame:
         """The training set as Spark computes it (Spark's column types; nothing runs until it is used)."""
         return self.frame()
+
+    def folder(self, uri: str) -> SparkFolder:
+        """A folder URI to write the training set to through Spark's Hadoop filesystem (``to_parquet``)."""
+        from featurekit.offline.spark_folders import SparkFolder
+
+        return SparkFolder(self.engine.spark, uri, self._schema())
 
     def write_parts(self, directory: Path) -> Iterator[pa.Table]:
         """Have the executors write the training set into ``directory`` (a new folder) as Parquet parts,
