@@ -19,6 +19,7 @@ import pytest
 
 from featurekit.errors import CheckError, StorageError
 from featurekit.offline.engine import local_path
+from featurekit.quality.checks import CheckWarning
 from tests.conftest import BASIC_FEATURES, trips_table, ts
 from tests.engines import spark_session
 from tests.test_spark_engine import open_with, rows
@@ -117,3 +118,36 @@ def test_a_re_materialized_inner_window_is_replaced_in_place(make_repo):
         files = store.tables.files("driver_stats", 1, again.data_version)
     assert after.equals(before)
     assert sum(pq.read_metadata(local_path(f)).num_rows for f in files) == len(rows())
+
+
+CHECKED_FEATURES = BASIC_FEATURES.replace(
+    "@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7))",
+    "def short_trips(df: pl.DataFrame) -> tuple[bool, int]:\n"
+    "    return df.height < 100_000, df.height\n\n"
+    "@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7), on_check_failure='warn', checks=[\n"
+    "    fk.check.unique_keys(), fk.check.not_null('conv_rate'), fk.check.between('avg_trip_km', 0, 40),\n"
+    "    fk.check.row_count(min=1), fk.check.freshness(timedelta(days=1)), fk.check.custom(short_trips)])",
+)
+
+
+def test_checks_and_profiles_are_the_same_on_both_engines_for_an_output_beyond_one_parquet_batch(make_repo):
+    # 70,001 rows in one partition, whose Parquet part Spark reads back in batches of 65,536: the
+    # last row repeats the first, so a check that saw the part batch by batch would miss it.
+    many = [(i % 500, ts(0) + timedelta(seconds=i), ts(0) + timedelta(seconds=i), i % 5, 5, float(i % 50))
+            for i in range(70_000)]  # fmt: skip
+    many.append(many[0])
+    results, profiles = {}, {}
+    for name in ("duckdb", "spark"):
+        root = make_repo(features=CHECKED_FEATURES, data={"data/trips.parquet": trips_table(many)})
+        with open_with(root, name) as store:
+            store.apply()
+            with pytest.warns(CheckWarning, match=r"unique_keys\(\): observed 1"):
+                store.materialize(ts(0), ts(0) + timedelta(days=1))
+            (commit,) = store.check_results("driver_stats")
+            results[name] = [r.to_dict() for r in commit.results]
+            profiles[name] = store.profile("driver_stats").to_dict()
+    assert results["spark"] == results["duckdb"]
+    assert profiles["spark"] == profiles["duckdb"]
+    by_check = {r["check"]: r for r in results["duckdb"]}
+    assert by_check["custom(short_trips)"]["detail"] == "0 of 1 batches failed"  # the whole partition at once
+    assert by_check["between(avg_trip_km, 0, 40)"]["passed"] is False

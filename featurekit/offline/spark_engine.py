@@ -361,7 +361,7 @@ class SparkEngine:
         cancel: Cancel | None = None,
     ) -> Iterator[pa.Table]:
         """Run ``transform`` on the executors and have them write its output as Parquet parts into
-        ``directory`` (one Spark job, cancelled when ``cancel`` is set); then read every part back."""
+        ``directory`` (one Spark job, cancelled when ``cancel`` is set); then read every part back, whole."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
         fn = _spark().functions
@@ -381,11 +381,12 @@ class SparkEngine:
             if remove is not None:
                 remove()
             context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        # One part is one partition, which holds whole entities: it is read back whole, so the
+        # checks see the batches DuckDB's would (unique_keys and custom checks look within a batch).
         for part in sorted(directory.glob("part-*.parquet")):
-            for batch in pq.ParquetFile(part).iter_batches():
-                if cancel is not None and cancel.is_set:
-                    return
-                yield _cast_like(pa.Table.from_batches([batch]), output)
+            if cancel is not None and cancel.is_set:
+                return
+            yield _cast_like(pq.read_table(part), output)
 
     def _executed(self, work: Callable[[], Any], label: str) -> Any:
         """Run a job that calls featurekit code on executors; its featurekit error comes back as itself."""
