@@ -8,6 +8,7 @@ left on disk at all). The session is the test session's one (tests/engines.py).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -17,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from featurekit.errors import CheckError, StorageError
+from featurekit.errors import CheckError, DataError, StorageError
 from featurekit.offline.engine import local_path
 from featurekit.quality.checks import CheckWarning
 from tests.conftest import BASIC_FEATURES, trips_table, ts
@@ -151,3 +152,45 @@ def test_checks_and_profiles_are_the_same_on_both_engines_for_an_output_beyond_o
     by_check = {r["check"]: r for r in results["duckdb"]}
     assert by_check["custom(short_trips)"]["detail"] == "0 of 1 batches failed"  # the whole partition at once
     assert by_check["between(avg_trip_km, 0, 40)"]["passed"] is False
+
+
+def records_of(store: Any) -> dict[str, Any]:
+    """What a materialization recorded beside its data: profile, planner statistics, freshness, rows."""
+    version = store.registry.active()["driver_stats"].version
+    (_, payload) = store.registry.latest_quality("freshness", version_id=version.id)[version.id]
+    fresh = json.loads(payload)
+    return {
+        "profile": store.profile("driver_stats").to_dict(),
+        "stats": store.registry.data_stats(version.id),
+        "fresh": (fresh["newest_event"], fresh["window_newest_event"]),
+        "rows": [m.rows for m in store.registry.materializations()],
+    }
+
+
+def test_without_checks_or_online_rows_the_executors_summarize_the_parts_like_duckdbs_pass(make_repo):
+    recorded = {}
+    for name in ("duckdb", "spark"):
+        root = make_repo(data={"data/trips.parquet": trips_table(rows())})
+        with open_with(root, name) as store:
+            store.apply()
+            store.materialize(ts(0), ts(0) + timedelta(days=4), online=False)
+            store.materialize(ts(0) + timedelta(days=4), ts(0) + timedelta(days=10), online=False)
+            recorded[name] = records_of(store)
+    assert recorded["spark"] == recorded["duckdb"]
+    assert recorded["spark"]["stats"][0] == 13  # the 13 drivers, counted by one Spark aggregation
+    assert recorded["spark"]["profile"]["rows"] == len(rows())
+
+
+def test_output_outside_the_window_is_refused_on_the_executors_and_nothing_is_committed(make_repo):
+    shifted = BASIC_FEATURES.replace(
+        'return trips.select(\n        "driver_id", "event_timestamp",',
+        'return trips.select(\n        "driver_id", pl.col("event_timestamp") + timedelta(days=30),',
+    )
+    assert shifted != BASIC_FEATURES
+    root = make_repo(features=shifted, data={"data/trips.parquet": trips_table(rows())})
+    with open_with(root, "spark") as store:
+        store.apply()
+        with pytest.raises(DataError, match=r"outside the materialized window"):
+            store.materialize(ts(0), ts(0) + timedelta(days=10), online=False)
+        assert store.registry.materializations() == []
+    assert data_files(root) == []

@@ -44,8 +44,8 @@ WRITING = WRITING_MARK
 SUCCESS = "_SUCCESS"
 
 
-class _ProfileRun:
-    """Run on the executors over the written parts: one partition's profile state as JSON."""
+class ProfileRun:
+    """Run on the executors over written parts: one partition's profile state of ``columns`` as JSON."""
 
     def __init__(self, schema: pa.Schema, columns: list[str]) -> None:
         self.schema = schema
@@ -118,7 +118,7 @@ class SparkFolder:
         from pyspark.sql.pandas.types import from_arrow_schema
 
         state = pa.schema([pa.field("state", pa.string())])
-        run = _ProfileRun(self.schema, [c for c in columns if c in self.schema.names])
+        run = ProfileRun(self.schema, [c for c in columns if c in self.schema.names])
         try:
             frame = self.session.read.parquet(self.uri)
             rows = frame.mapInArrow(run, from_arrow_schema(state)).collect()
