@@ -23,6 +23,7 @@ from featurekit.offline.engine import local_path
 from featurekit.quality.checks import CheckWarning
 from tests.conftest import BASIC_FEATURES, trips_table, ts
 from tests.engines import spark_session
+from tests.test_checks import WINDOW_VIEW, features
 from tests.test_spark_engine import open_with, rows
 
 pytestmark = pytest.mark.slow
@@ -154,28 +155,30 @@ def test_checks_and_profiles_are_the_same_on_both_engines_for_an_output_beyond_o
     assert by_check["between(avg_trip_km, 0, 40)"]["passed"] is False
 
 
-def records_of(store: Any) -> dict[str, Any]:
+def records_of(store: Any, view: str = "driver_stats") -> dict[str, Any]:
     """What a materialization recorded beside its data: profile, planner statistics, freshness, rows."""
-    version = store.registry.active()["driver_stats"].version
+    version = store.registry.active()[view].version
     (_, payload) = store.registry.latest_quality("freshness", version_id=version.id)[version.id]
     fresh = json.loads(payload)
     return {
-        "profile": store.profile("driver_stats").to_dict(),
+        "profile": store.profile(view).to_dict(),
         "stats": store.registry.data_stats(version.id),
         "fresh": (fresh["newest_event"], fresh["window_newest_event"]),
         "rows": [m.rows for m in store.registry.materializations()],
     }
 
 
-def test_without_checks_or_online_rows_the_executors_summarize_the_parts_like_duckdbs_pass(make_repo):
+@pytest.mark.parametrize("view", ["driver_stats", "driver_activity"])
+def test_without_checks_or_online_rows_the_executors_summarize_the_parts_like_duckdbs_pass(make_repo, view):
+    code = BASIC_FEATURES if view == "driver_stats" else features("", template=WINDOW_VIEW)
     recorded = {}
     for name in ("duckdb", "spark"):
-        root = make_repo(data={"data/trips.parquet": trips_table(rows())})
+        root = make_repo(features=code, data={"data/trips.parquet": trips_table(rows())})
         with open_with(root, name) as store:
             store.apply()
             store.materialize(ts(0), ts(0) + timedelta(days=4), online=False)
             store.materialize(ts(0) + timedelta(days=4), ts(0) + timedelta(days=10), online=False)
-            recorded[name] = records_of(store)
+            recorded[name] = records_of(store, view)
     assert recorded["spark"] == recorded["duckdb"]
     assert recorded["spark"]["stats"][0] == 13  # the 13 drivers, counted by one Spark aggregation
     assert recorded["spark"]["profile"]["rows"] == len(rows())
