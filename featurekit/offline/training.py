@@ -511,9 +511,10 @@ class TrainingSet:
         parts = getattr(self._join, "write_parts", None)  # the Spark engine's executors write the parts
         try:
             if parts is not None and self._post is None and self._table is None:
-                for table in parts(temporary):
-                    if profiler is not None:
-                        profiler.add(table)
+                for text in parts(temporary, profiler.columns if profiler is not None else []):
+                    if profiler is not None:  # a partition's profile state, taken on the executors
+                        state = ProfileState.from_json(text)
+                        profiler.state = state if profiler.state is None else profiler.state.merge(state)
             else:
                 temporary.mkdir(parents=True)
                 batches = self._table.to_batches(PART_ROWS) if self._table is not None else self.iter_batches(PART_ROWS)
