@@ -197,3 +197,31 @@ def test_output_outside_the_window_is_refused_on_the_executors_and_nothing_is_co
             store.materialize(ts(0), ts(0) + timedelta(days=10), online=False)
         assert store.registry.materializations() == []
     assert data_files(root) == []
+
+
+def test_null_keys_a_function_makes_are_dropped_before_the_executors_write_as_on_duckdb(make_repo):
+    nulling = BASIC_FEATURES.replace(
+        'created_timestamp_field="created")', 'created_timestamp_field="created", on_null="drop")'
+    ).replace(
+        'return trips.select(\n        "driver_id",',
+        'return trips.select(\n        pl.when(pl.col("driver_id") == 3).then(None).otherwise(pl.col("driver_id"))'
+        '.alias("driver_id"),',
+    )
+    assert "on_null" in nulling
+    assert "pl.when" in nulling
+    committed = {}
+    for name in ("duckdb", "spark"):
+        root = make_repo(features=nulling, data={"data/trips.parquet": trips_table(rows())})
+        with open_with(root, name) as store:
+            store.apply()
+            store.materialize(ts(0), ts(0) + timedelta(days=10), online=False)
+            version = store.registry.active()["driver_stats"].version
+            data = store.registry.last_materialization(version.id)
+            assert data is not None
+            files = store.tables.files("driver_stats", 1, data.data_version)
+            table = pq.ParquetDataset([local_path(f) for f in files]).read()
+            keys = table.column("driver_id").to_pylist()
+            committed[name] = sorted(keys, key=lambda k: (k is None, k or 0))  # (before: Spark kept the nulls)
+    assert committed["spark"] == committed["duckdb"]
+    assert 3 not in committed["spark"]
+    assert None not in committed["spark"]
