@@ -69,6 +69,7 @@ def measure(work: Any, session: Any | None) -> dict[str, float]:
     watch = Stopwatch()
     work()
     result = watch.result()
+    result["driver_cpu_seconds"] = result["cpu_seconds"]  # this (driver) process alone
     if session is not None:
         result["cpu_seconds"] += jvm_cpu_s(session) - jvm
     return result
@@ -167,6 +168,7 @@ def engines(scale: str, repeat: int) -> dict[str, Any]:
             entry[step] = {
                 "median_s": statistics.median(r[step]["seconds"] for r in found),
                 "cpu_s": statistics.median(r[step]["cpu_seconds"] for r in found),
+                "driver_cpu_s": statistics.median(r[step]["driver_cpu_seconds"] for r in found),
                 "rss_mb": max(r[step]["rss_mb"] for r in found),
             }
         if name == "spark":

@@ -22,7 +22,9 @@ its per-event rows), after the output is cast to the applied schema and before a
 * ``custom(fn, name=None)``: ``fn`` gets the output in the view's frame library (polars, pandas or
   Arrow) and returns ``(ok, observed)``. It sees each batch of the output on its own (all rows of
   an entity are in one batch; a materialization reads ``batch_rows`` source rows per batch), so
-  memory stays bounded; the check fails when any batch fails.
+  memory stays bounded; the check fails when any batch fails. On the Spark engine a batch is one
+  executor partition's output (the same ``batch_rows`` partitioning by entity), read back whole
+  from its Parquet part, so ``custom`` and ``unique_keys`` see the batches DuckDB's would.
 
 Checks are metadata: adding, removing or editing them changes neither the view's version nor its
 data version. The checks that run are those of the loaded code; ``featurekit apply`` records them

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from featurekit.errors import ManifestError
 
 METADATA_KEY = "featurekit.manifest"
 MANIFEST_FILE = "_featurekit_manifest.json"  # beside the parts of a training set written to a folder
+WRITING_MARK = "_featurekit_writing"  # in a folder whose write (to a URI, on Spark) has not finished
 FORMAT = 1
 
 
@@ -72,28 +74,14 @@ class Manifest(BaseModel):
 
 def load_manifest(value: Any) -> Manifest:
     """A manifest from a :class:`Manifest`, a dict, JSON text, a ``.json`` / ``.parquet`` file, or a
-    training set's folder of parts."""
+    training set's folder of parts; files and folders given as paths or URIs (``file://``, and the
+    schemes pyarrow reads: ``s3://`` (``s3a://`` read as ``s3://``), ``gs://``, ``hdfs://``)."""
     if isinstance(value, Manifest):
         return value
     where = "manifest"
-    if isinstance(value, Path) or (isinstance(value, str) and not value.lstrip().startswith("{")):
-        path = Path(value)
-        where = f"manifest {path}"
-        if path.is_dir():  # a training set written as a folder of parts
-            path = path / MANIFEST_FILE
-        if not path.is_file():
-            raise ManifestError(f"{where} does not exist; pass a manifest dict, JSON, or a training-set file")
-        if path.suffix == ".parquet":
-            try:
-                metadata = pq.read_metadata(path).metadata or {}  # the file's, not only the schema's
-            except (OSError, pa.ArrowInvalid) as exc:
-                raise ManifestError(f"{where} is not a readable Parquet file: {exc}") from exc
-            raw = metadata.get(METADATA_KEY.encode())
-            if raw is None:
-                raise ManifestError(f"{path} holds no featurekit manifest; was it written by TrainingSet.to_parquet?")
-            value = raw.decode()
-        else:
-            value = path.read_text()
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and not value.lstrip().startswith("{")):
+        where = f"manifest {os.fspath(value)}"
+        value = _stored_manifest(value, where)
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -108,6 +96,56 @@ def load_manifest(value: Any) -> Manifest:
     if manifest.format > FORMAT:
         raise ManifestError(f"{where} has format {manifest.format}, newer than this featurekit reads; upgrade")
     return manifest
+
+
+def stored_location(value: str | os.PathLike[str], where: str) -> tuple[Any, str]:
+    """The pyarrow filesystem and path of a training set's file or folder, given as a path or a URI."""
+    import pyarrow.fs as pafs
+
+    from featurekit.offline.engine import local_path, uri_scheme
+
+    text = os.fspath(value)
+    scheme = uri_scheme(text) if isinstance(value, str) else None
+    if scheme is None or scheme == "file":
+        return pafs.LocalFileSystem(), str(Path(local_path(text)).resolve())
+    uri = f"s3://{text.split('://', 1)[1]}" if scheme in ("s3a", "s3n") else text
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ManifestError(
+            f"{where}: cannot read {scheme}:// here ({exc}); pyarrow reads file://, s3:// (and s3a://), gs:// and "
+            "hdfs:// with libhdfs: copy the folder to a local path, or read it where its filesystem is configured"
+        ) from exc
+    return filesystem, str(path)
+
+
+def _stored_manifest(value: str | os.PathLike[str], where: str) -> str:
+    """The manifest text of a training set's file or folder (a folder still being written is refused)."""
+    import pyarrow.fs as pafs
+
+    filesystem, path = stored_location(value, where)
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.Directory:  # a training set written as a folder of parts
+        if filesystem.get_file_info(f"{path}/{WRITING_MARK}").type != pafs.FileType.NotFound:
+            raise ManifestError(
+                f"{where} is a training set folder whose write did not finish ({WRITING_MARK} is in it); "
+                "write the training set again"
+            )
+        path = f"{path}/{MANIFEST_FILE}"
+        info = filesystem.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise ManifestError(f"{where} does not exist; pass a manifest dict, JSON, or a training-set file")
+    if path.endswith(".parquet"):
+        try:
+            metadata = pq.read_metadata(path, filesystem=filesystem).metadata or {}  # the file's, not the schema's
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise ManifestError(f"{where} is not a readable Parquet file: {exc}") from exc
+        raw = metadata.get(METADATA_KEY.encode())
+        if raw is None:
+            raise ManifestError(f"{where} holds no featurekit manifest; was it written by TrainingSet.to_parquet?")
+        return str(raw.decode())
+    with filesystem.open_input_stream(path) as stream:
+        return str(stream.read().decode())
 
 
 # -- content digest ---------------------------------------------------------------------------

@@ -490,8 +490,9 @@ class FeatureStore:
         """Did ``features`` drift from ``reference`` to ``current``?
 
         Each side is a view version's committed data (``"driver_stats@v1"``, or
-        ``("driver_stats@v1", start, end)`` for a window of it), a training set (the object or its
-        Parquet file, whose manifest holds its profile), ``fk.ServedValues()`` (the serving log),
+        ``("driver_stats@v1", start, end)`` for a window of it), a training set (the object, or its
+        Parquet file or folder by path or URI, whose manifest holds its profile),
+        ``fk.ServedValues()`` (the serving log),
         an Arrow table of feature values, or a :class:`~featurekit.quality.profile.Profile`. The
         current side is profiled on the reference's histogram bins (reading its rows when its
         stored profile has other bins). Per feature: PSI, Jensen-Shannon distance, the

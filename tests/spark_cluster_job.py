@@ -1,6 +1,8 @@
 """Run by tests/test_spark_cluster.py in its own process: materialize and a training set on a cluster.
 
-Usage: python -m tests.spark_cluster_job MASTER_URL REPO OUT.parquet
+Usage: python -m tests.spark_cluster_job MASTER_URL REPO OUT.parquet [FOLDER_URI]
+
+With FOLDER_URI, the training set is also written there by the executors (``to_parquet(uri)``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def main() -> None:
         with fk.FeatureStore(repo, progress=False, spark=session) as store:
             store.apply()
             store.materialize(ts(0), ts(0) + timedelta(days=10))
-            table = store.training_set(spine(), ["driver_stats:conv_rate", "driver_stats:avg_trip_km"]).to_arrow()
+            features = ["driver_stats:conv_rate", "driver_stats:avg_trip_km"]
+            table = store.training_set(spine(), features).to_arrow()
+            if len(sys.argv) > 4:
+                store.training_set(spine(), features).to_parquet(sys.argv[4])
         import pyarrow.parquet as pq
 
         pq.write_table(table, out)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import featurekit as fk
+from featurekit.manifest import load_manifest
 from featurekit.offline.duckdb_engine import DuckDBEngine
 from tests.conftest import trips_table, ts
 from tests.spark_cluster import standalone_cluster
@@ -25,12 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_cluster_materializes_and_joins_like_duckdb(make_repo, tmp_path):
     root = make_repo(data={"data/trips.parquet": trips_table(rows())})
     out = tmp_path / "spark.parquet"
+    folder = f"{(tmp_path / 'train').as_uri()}/"  # written by the executors through Hadoop's filesystem
     logs = tmp_path / "logs"
     logs.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARK_LOCAL_IP": "127.0.0.1"}
     with standalone_cluster(logs) as master:
         job = subprocess.run(
-            [sys.executable, "-m", "tests.spark_cluster_job", master, str(root), str(out)],
+            [sys.executable, "-m", "tests.spark_cluster_job", master, str(root), str(out), folder],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
     assert job.returncode == 0, job.stderr[-3000:]
@@ -38,6 +40,8 @@ def test_a_cluster_materializes_and_joins_like_duckdb(make_repo, tmp_path):
     with fk.FeatureStore(root, progress=False, engine=DuckDBEngine(root)) as store:
         expected = store.training_set(spine(), ["driver_stats:conv_rate", "driver_stats:avg_trip_km"]).to_arrow()
     assert pq.read_table(out).equals(expected)
+    assert pq.read_table(tmp_path / "train").cast(expected.schema).equals(expected)
+    assert load_manifest(folder).profile is not None  # the executors' profile states, merged
 
 
 NO_EXECUTOR_JOB = """

@@ -8,6 +8,7 @@ left on disk at all). The session is the test session's one (tests/engines.py).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -17,10 +18,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from featurekit.errors import CheckError, StorageError
+from featurekit.errors import CheckError, DataError, StorageError
 from featurekit.offline.engine import local_path
+from featurekit.quality.checks import CheckWarning
 from tests.conftest import BASIC_FEATURES, trips_table, ts
 from tests.engines import spark_session
+from tests.test_checks import WINDOW_VIEW, features
 from tests.test_spark_engine import open_with, rows
 
 pytestmark = pytest.mark.slow
@@ -117,3 +120,108 @@ def test_a_re_materialized_inner_window_is_replaced_in_place(make_repo):
         files = store.tables.files("driver_stats", 1, again.data_version)
     assert after.equals(before)
     assert sum(pq.read_metadata(local_path(f)).num_rows for f in files) == len(rows())
+
+
+CHECKED_FEATURES = BASIC_FEATURES.replace(
+    "@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7))",
+    "def short_trips(df: pl.DataFrame) -> tuple[bool, int]:\n"
+    "    return df.height < 100_000, df.height\n\n"
+    "@fk.feature_view(entity=driver, source=trips, ttl=timedelta(days=7), on_check_failure='warn', checks=[\n"
+    "    fk.check.unique_keys(), fk.check.not_null('conv_rate'), fk.check.between('avg_trip_km', 0, 40),\n"
+    "    fk.check.row_count(min=1), fk.check.freshness(timedelta(days=1)), fk.check.custom(short_trips)])",
+)
+
+
+def test_checks_and_profiles_are_the_same_on_both_engines_for_an_output_beyond_one_parquet_batch(make_repo):
+    # 70,001 rows in one partition, whose Parquet part Spark reads back in batches of 65,536: the
+    # last row repeats the first, so a check that saw the part batch by batch would miss it.
+    many = [(i % 500, ts(0) + timedelta(seconds=i), ts(0) + timedelta(seconds=i), i % 5, 5, float(i % 50))
+            for i in range(70_000)]  # fmt: skip
+    many.append(many[0])
+    results, profiles = {}, {}
+    for name in ("duckdb", "spark"):
+        root = make_repo(features=CHECKED_FEATURES, data={"data/trips.parquet": trips_table(many)})
+        with open_with(root, name) as store:
+            store.apply()
+            with pytest.warns(CheckWarning, match=r"unique_keys\(\): observed 1"):
+                store.materialize(ts(0), ts(0) + timedelta(days=1))
+            (commit,) = store.check_results("driver_stats")
+            results[name] = [r.to_dict() for r in commit.results]
+            profiles[name] = store.profile("driver_stats").to_dict()
+    assert results["spark"] == results["duckdb"]
+    assert profiles["spark"] == profiles["duckdb"]
+    by_check = {r["check"]: r for r in results["duckdb"]}
+    assert by_check["custom(short_trips)"]["detail"] == "0 of 1 batches failed"  # the whole partition at once
+    assert by_check["between(avg_trip_km, 0, 40)"]["passed"] is False
+
+
+def records_of(store: Any, view: str = "driver_stats") -> dict[str, Any]:
+    """What a materialization recorded beside its data: profile, planner statistics, freshness, rows."""
+    version = store.registry.active()[view].version
+    (_, payload) = store.registry.latest_quality("freshness", version_id=version.id)[version.id]
+    fresh = json.loads(payload)
+    return {
+        "profile": store.profile(view).to_dict(),
+        "stats": store.registry.data_stats(version.id),
+        "fresh": (fresh["newest_event"], fresh["window_newest_event"]),
+        "rows": [m.rows for m in store.registry.materializations()],
+    }
+
+
+@pytest.mark.parametrize("view", ["driver_stats", "driver_activity"])
+def test_without_checks_or_online_rows_the_executors_summarize_the_parts_like_duckdbs_pass(make_repo, view):
+    code = BASIC_FEATURES if view == "driver_stats" else features("", template=WINDOW_VIEW)
+    recorded = {}
+    for name in ("duckdb", "spark"):
+        root = make_repo(features=code, data={"data/trips.parquet": trips_table(rows())})
+        with open_with(root, name) as store:
+            store.apply()
+            store.materialize(ts(0), ts(0) + timedelta(days=4), online=False)
+            store.materialize(ts(0) + timedelta(days=4), ts(0) + timedelta(days=10), online=False)
+            recorded[name] = records_of(store, view)
+    assert recorded["spark"] == recorded["duckdb"]
+    assert recorded["spark"]["stats"][0] == 13  # the 13 drivers, counted by one Spark aggregation
+    assert recorded["spark"]["profile"]["rows"] == len(rows())
+
+
+def test_output_outside_the_window_is_refused_on_the_executors_and_nothing_is_committed(make_repo):
+    shifted = BASIC_FEATURES.replace(
+        'return trips.select(\n        "driver_id", "event_timestamp",',
+        'return trips.select(\n        "driver_id", pl.col("event_timestamp") + timedelta(days=30),',
+    )
+    assert shifted != BASIC_FEATURES
+    root = make_repo(features=shifted, data={"data/trips.parquet": trips_table(rows())})
+    with open_with(root, "spark") as store:
+        store.apply()
+        with pytest.raises(DataError, match=r"outside the materialized window"):
+            store.materialize(ts(0), ts(0) + timedelta(days=10), online=False)
+        assert store.registry.materializations() == []
+    assert data_files(root) == []
+
+
+def test_null_keys_a_function_makes_are_dropped_before_the_executors_write_as_on_duckdb(make_repo):
+    nulling = BASIC_FEATURES.replace(
+        'created_timestamp_field="created")', 'created_timestamp_field="created", on_null="drop")'
+    ).replace(
+        'return trips.select(\n        "driver_id",',
+        'return trips.select(\n        pl.when(pl.col("driver_id") == 3).then(None).otherwise(pl.col("driver_id"))'
+        '.alias("driver_id"),',
+    )
+    assert "on_null" in nulling
+    assert "pl.when" in nulling
+    committed = {}
+    for name in ("duckdb", "spark"):
+        root = make_repo(features=nulling, data={"data/trips.parquet": trips_table(rows())})
+        with open_with(root, name) as store:
+            store.apply()
+            store.materialize(ts(0), ts(0) + timedelta(days=10), online=False)
+            version = store.registry.active()["driver_stats"].version
+            data = store.registry.last_materialization(version.id)
+            assert data is not None
+            files = store.tables.files("driver_stats", 1, data.data_version)
+            table = pq.ParquetDataset([local_path(f) for f in files]).read()
+            keys = table.column("driver_id").to_pylist()
+            committed[name] = sorted(keys, key=lambda k: (k is None, k or 0))  # (before: Spark kept the nulls)
+    assert committed["spark"] == committed["duckdb"]
+    assert 3 not in committed["spark"]
+    assert None not in committed["spark"]

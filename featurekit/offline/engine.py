@@ -297,13 +297,24 @@ class OfflineEngine(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class PartSummary:
+    """A materialization's written parts, summarized by the engine that wrote them."""
+
+    rows: int
+    entities: int | None  # distinct values of the key asked for (None: none asked for)
+    newest: datetime | None  # the greatest event time
+    profiles: list[str]  # mergeable profile states (featurekit.quality.profiling.ProfileState JSON)
+
+
 @runtime_checkable
 class PartWriter(Protocol):
     """An engine that can write a materialization's output itself (Spark: its executors write).
 
     featurekit stays the only committer: the engine writes Parquet parts into a new folder the
     table format hands out, then yields every written row back (in ``output``'s types) for the
-    checks and statistics, and the table format commits the parts as one transaction.
+    checks and statistics, or, when nothing needs the rows (no checks, no online load), only
+    summarizes them (:meth:`summarize_parts`); the table format commits the parts as one transaction.
     """
 
     def transformed_parts(
@@ -317,15 +328,33 @@ class PartWriter(Protocol):
         output: pa.Schema,
         directory: Path,
         cancel: Cancel | None = None,
+        read_back: bool = True,
     ) -> Iterator[pa.Table]:
         """:meth:`OfflineEngine.transformed_batches`, written as ``part-*.parquet`` files into the new
-        folder ``directory`` (all of them before the first row is yielded back). Asked only when
-        :meth:`writes_parts_of` holds for ``output``."""
+        folder ``directory`` (all of them before the first row is yielded back; each part is one
+        batch, holding whole entities). Asked only when :meth:`writes_parts_of` holds for
+        ``output``. With ``read_back=False`` the parts are written and nothing is yielded."""
+        ...
+
+    def summarize_parts(
+        self, directory: Path, output: pa.Schema, *, profile: list[str], key: str | None, timestamp_field: str
+    ) -> PartSummary:
+        """What the materialization records of the parts in ``directory``, computed where they are
+        (Spark: on the executors), so that no row need come to this process."""
         ...
 
     def writes_parts_of(self, output: pa.Schema) -> bool:
         """Whether the engine's Parquet parts of ``output`` read back as exactly ``output``'s types."""
         ...
+
+
+def uri_scheme(location: str) -> str | None:
+    """The scheme of a URI such as ``s3a://bucket/train/`` or ``file:///tmp/x`` (lowercase), or None
+    for a local path (a Windows drive letter is not a scheme)."""
+    import re
+
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", location)
+    return match.group(1).lower() if match else None
 
 
 def local_path(uri: str) -> str:

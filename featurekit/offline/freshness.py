@@ -36,7 +36,10 @@ class FreshnessRecorder:
     def add(self, table: pa.Table) -> None:
         if not table.num_rows:
             return
-        newest = pc.max(table.column(self._field)).as_py()
+        self.saw(pc.max(table.column(self._field)).as_py())
+
+    def saw(self, newest: datetime | None) -> None:
+        """Take the newest event time of output counted elsewhere (the engine summarized its parts)."""
         if newest is not None and (self._newest is None or newest > self._newest):
             self._newest = newest
 

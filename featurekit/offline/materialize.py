@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from featurekit.definitions import FeatureView
 from featurekit.errors import DataError, FeaturekitError, SourceError, StorageError
 from featurekit.faults import checkpoint
-from featurekit.offline.engine import Cancel, OfflineEngine, PartWriter
+from featurekit.offline.engine import Cancel, OfflineEngine, PartSummary, PartWriter
 from featurekit.offline.freshness import FreshnessRecorder
 from featurekit.offline.inputs import view_input
 from featurekit.offline.newest import DataStats, NewestRows
@@ -38,6 +38,7 @@ from featurekit.online.base import OnlineRows, OnlineStore, Packer
 from featurekit.online.loading import packed_online_rows, write_newest
 from featurekit.online.window_state import StateWrite, WindowStates
 from featurekit.quality.inspection import Inspection
+from featurekit.quality.profiling import ProfileState
 from featurekit.registry import Registry, ViewVersion
 from featurekit.timestamps import from_micros, to_micros
 from featurekit.transform import run_view
@@ -67,6 +68,12 @@ class MaterializeResult:
             f"-> data version {self.data_version} (registry version {self.registry_version}), "
             f"{self.online_rows} entities online, {self.seconds:.2f}s"
         )
+
+
+def checked_run(view: FeatureView, start: datetime, end: datetime, expected: pa.Schema, rows: pa.Table) -> pa.Table:
+    """:func:`run_view` and then :func:`check_output`: what an engine that writes the parts runs (on
+    Spark's executors), so that the parts hold exactly the rows the checks and the commit take."""
+    return check_output(view, run_view(view, rows, expected=expected), start, end).cast(expected)
 
 
 def check_output(view: FeatureView, table: pa.Table, start: datetime, end: datetime) -> pa.Table:
@@ -258,6 +265,17 @@ class Materializer:
                 failure.append(exc)
                 raise
 
+        def summarized(summary: PartSummary) -> None:
+            """Take the engine's summary of its parts in place of the rows (no checks to run)."""
+            nonlocal written
+            written = summary.rows
+            progress.advance(summary.rows)
+            if summary.entities is not None:
+                stats.entities = summary.entities
+            freshness.saw(summary.newest)
+            for text in summary.profiles:
+                inspection.profile.state = inspection.profile.state.merge(ProfileState.from_json(text))
+
         with self.tables.lock(view.name):
             recorded = self.registry.last_materialization(applied.id)
             recorded_version = recorded.data_version if recorded is not None else None
@@ -278,15 +296,24 @@ class Materializer:
 
             def write() -> int:
                 if writer is not None and scope != "window" and writer.writes_parts_of(applied.schema):
-                    # The engine writes the parts (Spark: its executors); every row is read back
-                    # through the same pass, and featurekit commits the parts as one transaction.
+                    # The engine writes the parts (Spark: its executors, which also check the
+                    # output); the rows are read back through the same pass when checks or the
+                    # online store need them, else the engine summarizes them where they are.
+                    # featurekit commits the parts as one transaction.
+                    checked = functools.partial(checked_run, view, start, end, applied.schema)
                     with self.tables.staged(view.name, applied.version) as folder:
                         produced = reader.written_parts(
                             writer, start, end, partitions, partition_keys,
-                            transform=transform, output=applied.schema, directory=folder, cancel=cancel,
+                            transform=checked, output=applied.schema, directory=folder, cancel=cancel,
+                            read_back=bool(view.checks) or newest is not None or fresh is not None,
                         )  # fmt: skip
                         for _ in outputs(produced):
                             pass
+                        if not (view.checks or newest is not None or fresh is not None) and not cancel.is_set:
+                            summarized(writer.summarize_parts(
+                                folder, applied.schema, profile=list(inspection.profile.state.columns),
+                                key=stats.key, timestamp_field=view.timestamp_field,
+                            ))  # fmt: skip
                         if cancel.is_set:  # the read-back stopped early: commit nothing
                             raise KeyboardInterrupt
                         return self.tables.commit_parts(

@@ -109,6 +109,11 @@ class DataStats:
     def known(self) -> bool:
         return self._key is not None
 
+    @property
+    def key(self) -> str | None:
+        """The key column counted (None: this view's entities are not counted)."""
+        return self._key
+
     def add(self, batch: pa.Table) -> None:
         if self._key is None or not batch.num_rows:
             return

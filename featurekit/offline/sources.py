@@ -117,12 +117,14 @@ class SourceReader:
         output: pa.Schema,
         directory: Path,
         cancel: Cancel | None = None,
+        read_back: bool = True,
     ) -> Iterator[tuple[int | None, pa.Table]]:
-        """:meth:`transformed`, written as Parquet parts into ``directory`` by the engine, then read back."""
+        """:meth:`transformed`, written as Parquet parts into ``directory`` by the engine, then read
+        back (unless ``read_back`` is False: then nothing is yielded)."""
         self._checked()
         for table in writer.transformed_parts(
             self.scan, (start, end), partitions, partition_keys,
-            transform=transform, output=output, directory=directory, cancel=cancel,
+            transform=transform, output=output, directory=directory, cancel=cancel, read_back=read_back,
         ):  # fmt: skip
             yield None, table
 

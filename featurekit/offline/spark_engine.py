@@ -29,12 +29,14 @@ import pyarrow.parquet as pq
 from featurekit.errors import ConfigError, FeatureFunctionError, SourceError, StorageError, WindowError
 from featurekit.offline.engine import (
     Cancel,
+    PartSummary,
     SourceScan,
     Spine,
     ViewInput,
     local_path,
 )
 from featurekit.online.window_state import CREATED, ORDER
+from featurekit.timestamps import from_micros
 from featurekit.windows import NULL_CREATED_US
 
 if TYPE_CHECKING:
@@ -359,9 +361,11 @@ class SparkEngine:
         output: pa.Schema,
         directory: Path,
         cancel: Cancel | None = None,
+        read_back: bool = True,
     ) -> Iterator[pa.Table]:
         """Run ``transform`` on the executors and have them write its output as Parquet parts into
-        ``directory`` (one Spark job, cancelled when ``cancel`` is set); then read every part back."""
+        ``directory`` (one Spark job, cancelled when ``cancel`` is set); then read every part back,
+        whole (unless ``read_back`` is False)."""
         from pyspark.sql.pandas.types import from_arrow_schema
 
         fn = _spark().functions
@@ -381,11 +385,40 @@ class SparkEngine:
             if remove is not None:
                 remove()
             context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        if not read_back:
+            return
+        # One part is one partition, which holds whole entities: it is read back whole, so the
+        # checks see the batches DuckDB's would (unique_keys and custom checks look within a batch).
         for part in sorted(directory.glob("part-*.parquet")):
-            for batch in pq.ParquetFile(part).iter_batches():
-                if cancel is not None and cancel.is_set:
-                    return
-                yield _cast_like(pa.Table.from_batches([batch]), output)
+            if cancel is not None and cancel.is_set:
+                return
+            yield _cast_like(pq.read_table(part), output)
+
+    def summarize_parts(
+        self, directory: Path, output: pa.Schema, *, profile: list[str], key: str | None, timestamp_field: str
+    ) -> PartSummary:
+        """Rows, distinct keys and newest event time by one Spark aggregation over the parts, and
+        each partition's profile state from the executors: only these small results reach the driver."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        from featurekit.offline.spark_folders import ProfileRun
+
+        fn = _spark().functions
+        label = f"summarizing the parts in {directory}"
+        df = self.spark.read.parquet(str(directory))
+        measures = [fn.count(fn.lit(1)).alias("rows"), fn.max(fn.unix_micros(fn.col(timestamp_field))).alias("newest")]
+        if key is not None:
+            measures.append(fn.count_distinct(fn.col(key)).alias("entities"))
+        state = from_arrow_schema(pa.schema([pa.field("state", pa.string())]))
+        totals = self._executed(lambda: df.agg(*measures).collect()[0], label)
+        states = self._executed(lambda: df.mapInArrow(ProfileRun(output, profile), state).collect(), label)
+        newest = totals["newest"]
+        return PartSummary(
+            rows=int(totals["rows"]),
+            entities=int(totals["entities"]) if key is not None else None,
+            newest=None if newest is None else from_micros(int(newest)),
+            profiles=[str(row["state"]) for row in states],
+        )
 
     def _executed(self, work: Callable[[], Any], label: str) -> Any:
         """Run a job that calls featurekit code on executors; its featurekit error comes back as itself."""
@@ -606,7 +639,7 @@ def spark_schema(schema: pa.Schema) -> pa.Schema:
 def ship_user_modules(transform: Callable[[pa.Table], pa.Table]) -> None:
     """Pickle the feature repo modules ``transform`` calls by value, so executors need no copy of the repo.
 
-    ``transform`` is ``functools.partial(run_view, view, ...)``; the view's function lives in a
+    ``transform`` is ``functools.partial(run_view, view, ...)`` (or of ``checked_run``); the view's function lives in a
     module the repo loader imported from the repo folder, which executors cannot import by name,
     and so do the helper modules of that folder it imports (``from helpers import ratio``). Other
     modules are pickled by name: they (and featurekit) must be installed where the executors run.

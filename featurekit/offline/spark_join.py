@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from featurekit.offline.spark_engine import SparkEngine
+    from featurekit.offline.spark_folders import SparkFolder
 
 
 class _WindowRun:
@@ -363,18 +364,24 @@ class SparkJoin:
         """The training set as Spark computes it (Spark's column types; nothing runs until it is used)."""
         return self.frame()
 
-    def write_parts(self, directory: Path) -> Iterator[pa.Table]:
+    def folder(self, uri: str) -> SparkFolder:
+        """A folder URI to write the training set to through Spark's Hadoop filesystem (``to_parquet``)."""
+        from featurekit.offline.spark_folders import SparkFolder
+
+        return SparkFolder(self.engine.spark, uri, self._schema())
+
+    def write_parts(self, directory: Path, profile: list[str]) -> list[str]:
         """Have the executors write the training set into ``directory`` (a new folder) as Parquet parts,
-        in row order by part name; then yield the written rows back, in the result's types, batch by batch."""
+        in row order by part name; then profile ``profile`` columns of the parts on the executors and
+        return each partition's profile state (JSON): no row comes to this process."""
+        from featurekit.offline.spark_folders import SparkFolder
+
         try:
             self.frame().write.parquet(str(directory))
         except _errors() as exc:
             reason = _spark_reason(exc)
             raise StorageError(f"writing the training set to {directory} on Spark failed: {reason}") from exc
-        schema = self._schema()
-        for part in sorted(directory.glob("part-*.parquet")):
-            for batch in pq.ParquetFile(part).iter_batches():
-                yield _cast_like(pa.Table.from_batches([batch]), schema)
+        return SparkFolder(self.engine.spark, str(directory), self._schema()).profile_states(profile)
 
     def close(self) -> None:
         self._frame = None

@@ -30,7 +30,7 @@ from featurekit.errors import (
     UnknownNameError,
 )
 from featurekit.manifest import MANIFEST_FILE, METADATA_KEY, Manifest, ViewRecord, load_manifest
-from featurekit.offline.engine import JoinResult, OfflineEngine
+from featurekit.offline.engine import JoinResult, OfflineEngine, local_path, uri_scheme
 from featurekit.offline.explain import ExplainedView, ExplainPlan, explain
 from featurekit.offline.explanation import Explanation
 from featurekit.offline.inputs import view_input
@@ -38,7 +38,7 @@ from featurekit.offline.spine import prepare_spine
 from featurekit.offline.tables import OfflineTables
 from featurekit.ondemand import OnDemandStep, needed_columns, run_steps
 from featurekit.quality.profile import Profile
-from featurekit.quality.profiling import RowsProfiler, version_edges
+from featurekit.quality.profiling import ProfileState, RowsProfiler, version_edges
 from featurekit.references import ResolvedFeatures, canonical, internal_name
 from featurekit.registry import Registry, ViewVersion
 from featurekit.timestamps import utc
@@ -217,8 +217,8 @@ def build_training_set(
         engine, prepared.spine, prepared.check, as_of, known_at, explained, join.strategies, on_demand
     )
 
-    def written(path: Path, made: Manifest) -> None:
-        registry.record_training_set(str(path.resolve()), made.registry_version, made.to_json())
+    def written(location: str, made: Manifest) -> None:
+        registry.record_training_set(location, made.registry_version, made.to_json())
 
     return TrainingSet(
         join,
@@ -292,7 +292,7 @@ class TrainingSet:
         manifest: Callable[[], Manifest] | None = None,
         *,
         explanation: Callable[[], Explanation] | None = None,
-        written: Callable[[Path, Manifest], None] | None = None,
+        written: Callable[[str, Manifest], None] | None = None,
         profiler: Callable[[], RowsProfiler] | None = None,
     ) -> None:
         self._join = join
@@ -390,8 +390,8 @@ class TrainingSet:
 
         return pl.from_arrow(self.to_arrow())
 
-    def to_parquet(self, path: str | Path) -> Path:
-        """Write the training set to a Parquet file, streaming when it was not computed yet.
+    def to_parquet(self, path: str | os.PathLike[str]) -> Path | str:
+        """Write the training set to a Parquet file or folder, streaming when it was not computed yet.
 
         The file's key-value metadata holds the manifest under ``featurekit.manifest``
         (read it back with ``featurekit.manifest.load_manifest(path)``). The store records the
@@ -400,11 +400,31 @@ class TrainingSet:
         A ``path`` ending in ``/`` (or an existing folder) gets a folder of Parquet parts, in row
         order by name, with the manifest beside them in ``_featurekit_manifest.json`` (Parquet
         readers skip it); on the Spark engine the executors write the parts. The folder appears
-        whole or not at all; a folder written before is replaced.
+        whole or not at all; a folder written before is replaced. Returns the path written.
+
+        On the Spark engine ``path`` may be a URI of any filesystem Spark is configured for
+        (``s3a://bucket/train/``, ``hdfs://...``, ``file://...``): it is always a folder, the
+        executors write the parts there and profile them, and the folder is published by markers
+        (see :mod:`featurekit.offline.spark_folders`), since an object store cannot rename it into
+        place. A folder URI that holds a training set is never overwritten (a StorageError); one
+        whose write died (``_featurekit_writing`` still in it) is refused by every featurekit reader
+        and emptied by the next write. Returns the URI. The DuckDB engine writes local paths and
+        ``file://`` URIs only.
         """
-        target = Path(path)
+        location = os.fspath(path)
+        scheme = uri_scheme(location) if isinstance(path, str) else None
+        folder_of = getattr(self._join, "folder", None)  # the Spark engine writes URIs through Hadoop
+        if scheme is not None and folder_of is not None:
+            return self._to_uri(folder_of(location))
+        if scheme is not None and scheme != "file":
+            raise StorageError(
+                f"the DuckDB engine cannot write a training set to {scheme}:// ({location}): it writes local paths "
+                "and file:// URIs; write to a local folder and copy it there, or build the training set on the "
+                "Spark engine (offline: {engine: spark}), which writes to any filesystem Spark is configured for"
+            )
+        target = Path(local_path(location))
         target.parent.mkdir(parents=True, exist_ok=True)
-        if str(path).endswith(("/", os.sep)) or target.is_dir():
+        if location.endswith(("/", os.sep)) or target.is_dir():
             return self._to_directory(target)
         temporary = target.with_name(f".{target.name}.partial")
         if self._table is not None:
@@ -427,8 +447,33 @@ class TrainingSet:
             raise
         temporary.replace(target)  # readers never see a half-written file
         if self._written is not None and self._make_manifest is not None:
-            self._written(target, self.manifest_model)
+            self._written(str(target.resolve()), self.manifest_model)
         return target
+
+    def _to_uri(self, folder: Any) -> str:
+        """:meth:`to_parquet` into a folder URI on Spark (a :class:`~featurekit.offline.spark_folders.SparkFolder`)."""
+        folder.begin()
+        try:
+            if self._post is None and self._table is None:
+                folder.write_parts(self._join.spark_frame())  # type: ignore[attr-defined]  # the Spark join's
+                if self._profiler is not None and self._profile is None:
+                    profiler = self._profiler()
+                    for text in folder.profile_states(profiler.columns):  # taken on the executors
+                        state = ProfileState.from_json(text)
+                        profiler.state = state if profiler.state is None else profiler.state.merge(state)
+                    self._profile = profiler.result()
+            else:  # computed here (on-demand views ran in this process): handed to Spark to write
+                from featurekit.offline.spark_join import spark_frame_of
+
+                folder.write_parts(spark_frame_of(folder.session, self.to_arrow()))
+            self._check()
+            folder.commit(self.manifest_model.to_json())
+        except BaseException:
+            folder.abort()
+            raise
+        if self._written is not None and self._make_manifest is not None:
+            self._written(folder.uri, self.manifest_model)
+        return str(folder.uri)
 
     def to_spark(self, session: Any = None) -> Any:
         """The training set as a Spark DataFrame.
@@ -466,9 +511,10 @@ class TrainingSet:
         parts = getattr(self._join, "write_parts", None)  # the Spark engine's executors write the parts
         try:
             if parts is not None and self._post is None and self._table is None:
-                for table in parts(temporary):
-                    if profiler is not None:
-                        profiler.add(table)
+                for text in parts(temporary, profiler.columns if profiler is not None else []):
+                    if profiler is not None:  # a partition's profile state, taken on the executors
+                        state = ProfileState.from_json(text)
+                        profiler.state = state if profiler.state is None else profiler.state.merge(state)
             else:
                 temporary.mkdir(parents=True)
                 batches = self._table.to_batches(PART_ROWS) if self._table is not None else self.iter_batches(PART_ROWS)
@@ -492,7 +538,7 @@ class TrainingSet:
         temporary.rename(target)  # readers see the old folder or the new one, never a half-written one
         shutil.rmtree(replaced, ignore_errors=True)
         if self._written is not None and self._make_manifest is not None:
-            self._written(target, self.manifest_model)
+            self._written(str(target.resolve()), self.manifest_model)
         return target
 
     def _stream(self, path: Path) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from featurekit.errors import DataError, ManifestError
@@ -63,7 +64,7 @@ class ServedValues:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """A training set: its Parquet file (holding its manifest) or the object itself."""
+    """A training set: its Parquet file or folder of parts (by path or URI), or the object itself."""
 
     source: Any
 
@@ -78,9 +79,11 @@ def side_of(value: Any) -> Side:
     """What a ``reference=`` or ``current=`` argument names.
 
     A :class:`Profile` or one of the side classes stands for itself; a training set object is
-    :class:`TrainingData`; a path to an existing file is a training set's Parquet file; a
-    ``(view, start, end)`` tuple is a window of a view's data; any other string names a view.
+    :class:`TrainingData`; a path (a ``Path``, a string with a ``/`` or ending in ``.parquet``) or
+    a URI is a training set's Parquet file or folder; a ``(view, start, end)`` tuple is a window
+    of a view's data; any other string names a view (view names hold no ``/``).
     """
+    from featurekit.offline.engine import uri_scheme
     from featurekit.offline.training import TrainingSet
 
     if isinstance(value, (ViewData, ServedValues, TrainingData, Profile, pa.Table)):
@@ -89,7 +92,13 @@ def side_of(value: Any) -> Side:
         return TrainingData(value)
     if isinstance(value, tuple) and len(value) == 3 and isinstance(value[0], str):
         return ViewData(value[0], value[1], value[2])
-    if isinstance(value, Path) or (isinstance(value, str) and Path(value).suffix in (".parquet", ".json")):
+    if isinstance(value, str) and uri_scheme(value) not in (None, "file"):
+        return TrainingData(value)  # read where pyarrow can (see featurekit.manifest.stored_location)
+    named = isinstance(value, str) and (Path(value).suffix in (".parquet", ".json") or "/" in value)
+    if isinstance(value, Path) or named:
+        from featurekit.offline.engine import local_path
+
+        value = local_path(value) if isinstance(value, str) else value
         if not Path(value).exists():
             raise DataError(f"drift side {str(value)!r} does not exist; give a training set's Parquet file")
         return TrainingData(Path(value))
@@ -137,18 +146,23 @@ def _training(side: TrainingData) -> tuple[Any, Profile | None]:
     source = side.source
     if isinstance(source, TrainingSet):
         return (lambda: _by_feature(source.to_arrow())), source.profile()
-    path = Path(source)
+    from featurekit.manifest import METADATA_KEY, load_manifest, stored_location
+
+    filesystem, path = stored_location(source, f"training set {source}")
+    if filesystem.get_file_info(path).type == pafs.FileType.Directory:  # a folder of parts, manifest beside
+        raw = load_manifest(source).profile
+        kept = Profile.from_dict(raw) if raw else None
+        return (lambda: _by_feature(pq.read_table(path, filesystem=filesystem))), kept
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        metadata = pq.read_schema(path, filesystem=filesystem).metadata or {}
     except (OSError, pa.ArrowInvalid) as exc:
-        raise ManifestError(f"{path} is not a readable training set Parquet file: {exc}") from exc
-    from featurekit.manifest import METADATA_KEY, load_manifest
+        raise ManifestError(f"{source} is not a readable training set Parquet file: {exc}") from exc
 
     stored = None
     if METADATA_KEY.encode() in metadata:
-        raw = load_manifest(path).profile
+        raw = load_manifest(source).profile
         stored = Profile.from_dict(raw) if raw else None
-    return (lambda: _by_feature(pq.read_table(path))), stored
+    return (lambda: _by_feature(pq.read_table(path, filesystem=filesystem))), stored
 
 
 def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime] | None:
