@@ -114,10 +114,24 @@ def state_of(base: tuple[Any, ...], tail: tuple[Any, ...] | None, layout: pa.Sch
     events = events.slice(int(order.searchsorted(since_us, "left")))
     if not events.num_rows:
         return extra
-    joined = pa.Table.from_batches([events, extra]).combine_chunks().to_batches()[0]
+    joined = pa.RecordBatch.from_arrays(
+        [_joined(a, b) for a, b in zip(events.columns, extra.columns, strict=True)], schema=layout
+    )
     if _after(events, extra, layout):  # an append after the base (the common case): already sorted
         return joined
     return joined.take(pa.array(_stable_order(joined, layout)))
+
+
+def _joined(first: pa.Array, second: pa.Array) -> pa.Array:
+    """Two arrays end to end: numbers through numpy (the process heap, which keeps a hot entity's
+    megabytes between lookups, see :mod:`featurekit.online.heap`), anything else through Arrow."""
+    if (
+        not first.null_count
+        and not second.null_count
+        and (pa.types.is_integer(first.type) or pa.types.is_floating(first.type))
+    ):
+        return pa.array(np.concatenate([first.to_numpy(), second.to_numpy()]), first.type)
+    return pa.concat_arrays([first, second])
 
 
 def _after(first: pa.RecordBatch, second: pa.RecordBatch, layout: pa.Schema) -> bool:
