@@ -8,7 +8,13 @@ moved to the two-part layout by the next merge.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -69,11 +75,11 @@ def _events(seed: int = 5) -> pa.Table:
     )
 
 
-def _lookups(store: fk.FeatureStore) -> list[dict[str, list[object]]]:
+def _lookups(store: fk.FeatureStore, day: int = DAYS) -> list[dict[str, list[object]]]:
     """Every customer at a few instants (one at a time: the scalar path; all at once: the vectorized one)."""
     found = []
     for hours in (0, 5, 30):
-        at = ts(DAYS) + timedelta(hours=hours)
+        at = ts(day) + timedelta(hours=hours)
         found.append(store.online_features({"customer_id": list(range(41))}, ["spend"], at=at).to_dict())
         for customer in (HOT, 1, 2):
             found.append(store.online_features({"customer_id": [customer]}, ["spend"], at=at).to_dict())
@@ -235,3 +241,31 @@ def test_a_joint_write_that_fails_writes_nothing(tmp_path, kind):
     assert store.write_joint([("a__v1", rows), (tail_table("a__v1"), rows)]) == 4
     assert store.read(tail_table("a__v1"), ["x"], [2]) == {2: (5, 0, 2)}
     store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_a_kill_during_a_window_merge_leaves_states_a_rerun_completes(tmp_path, kill_at):
+    # The fourth day compacts every entity (each base reaches back before the horizon by more than
+    # half the longest window): SQLite writes the bases, then the tails, in one transaction; the
+    # kill lands halfway through the bases (1) or through the tails, the bases all written (2).
+    repos = RepoFactory(tmp_path)
+    killed_repo, clean_repo = (repos(FEATURES, {"data/tx.parquet": _events()}) for _ in range(2))
+    for repo in (killed_repo, clean_repo):
+        with fk.FeatureStore(repo, progress=False) as store:
+            store.apply()
+            store.materialize(ts(0), ts(2))
+            store.materialize_incremental(ts(3))
+    worker = Path(__file__).parent / "reliability" / "_crash_worker.py"
+    command = json.dumps({"op": "incremental", "end": ts(4).isoformat()})
+    env = {**os.environ, "FEATUREKIT_CRASH_AT": f"online.mid_upsert:{kill_at}"}
+    done = subprocess.run(
+        [sys.executable, str(worker), str(killed_repo), command], env=env, capture_output=True, timeout=300, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    with fk.FeatureStore(killed_repo, progress=False) as again, fk.FeatureStore(clean_repo, progress=False) as clean:
+        again.materialize_incremental(ts(4))  # loads what the killed run did not
+        clean.materialize_incremental(ts(4))
+        served = _lookups(again, day=4)
+        assert served == _lookups(clean, day=4)
+        assert sum(served[0]["count_2d"]) > 0  # (states that hold the last two days' events)
