@@ -20,7 +20,9 @@ events, or when its base holds events older than the trim horizon by more than h
 window: an entity's state holds at most about 1.5x the events of its longest window, plus a tail
 of at most ``TAIL_MIN``. Rebuilds (re-materialized or backfilled windows) and first loads write
 bases. Base and tail of a key are written together (:meth:`OnlineStore.write_joint`: one
-transaction on SQLite and memory, one script call on Redis), base first; a lookup reads the tail
+transaction on SQLite and memory, one script call on Redis), base first (a merge's appends and
+compactions are two writes: a kill in between leaves the online load pending, and the next run's
+catch-up rebuilds those entities from the offline rows); a lookup reads the tail
 first, then the base, and uses the tail only when its generation is the base's: a base written in
 between (holding that tail's events) makes it ignore the tail, so no event counts twice or goes
 missing, whatever the interleaving. The state's events are the stable sort by (time, created) of
