@@ -29,6 +29,7 @@ from featurekit.online.base import OnlineStore
 from featurekit.online.factory import open_online_store
 from featurekit.online.loading import table_name
 from featurekit.online.window_state import COLUMNS as WINDOW_COLUMNS
+from featurekit.online.window_state import TAIL_COLUMNS, tail_table
 from featurekit.registry import Registry, ViewVersion
 
 
@@ -158,8 +159,12 @@ def _check_online(registry: Registry, online: OnlineStore, report: IntegrityRepo
         report.problems.append(f"online store: cannot list its tables ({exc})")
         return
     known = {table_name(v.view, v.version): v for v in registry.versions()}
-    for name in sorted(set(present) - set(known)):
+    tails = {tail_table(name): v for name, v in known.items() if v.is_window}
+    for name in sorted(set(present) - set(known) - set(tails)):
         report.problems.append(f"online table {name} belongs to no registered view version")
+    for name in sorted(set(present) & set(tails)):
+        if present[name] != TAIL_COLUMNS:
+            report.problems.append(f"online table {name} has columns {present[name]}, window tails have {TAIL_COLUMNS}")
     for active in registry.active().values():
         version = active.version
         if version.definition.get("kind") == "on_demand" or registry.last_materialization(version.id) is None:

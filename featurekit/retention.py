@@ -31,6 +31,7 @@ from featurekit.faults import checkpoint
 from featurekit.offline.tables import OfflineTables
 from featurekit.online.base import OnlineStore
 from featurekit.online.loading import table_name
+from featurekit.online.window_state import tail_table
 from featurekit.references import parse_ref
 from featurekit.registry import Materialization, Registry, ViewVersion
 
@@ -168,9 +169,11 @@ def collect_garbage(
             for version in own:
                 name = table_name(version.view, version.version)
                 if version.id not in keep_online and not retained[version.id]:
-                    report.online_tables.append(name)
+                    names = [name, tail_table(name)] if version.is_window else [name]
+                    report.online_tables.extend(names)
                     if not dry_run:
-                        online.drop_table(name)
+                        for each in names:  # a window state's base, then its tail
+                            online.drop_table(each)
     if not dry_run and tables.trash.exists():
         report.files += sum(1 for p in tables.trash.rglob("*") if p.is_file())
         shutil.rmtree(tables.trash)

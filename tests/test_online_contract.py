@@ -263,3 +263,22 @@ def test_a_big_write_is_all_there(store: OnlineStore) -> None:
     assert found == {k: (7, 0, float(k)) for k in keys}
     store.drop_table("t__v1")
     assert store.read("t__v1", ["a"], keys[:10]) == {}
+
+
+def test_joint_writes_land_in_every_table_newest_only(store: OnlineStore) -> None:
+    store.create_table("t__v1_tail", ["a", "b"])
+    many = range(1_200)  # Redis: several script calls of a few hundred keys each
+    base = OnlineRows(
+        list(many), [10] * 1_200, [NO_CREATED] * 1_200, {"a": [float(k) for k in many], "b": ["x"] * 1_200}
+    )
+    tail = OnlineRows(
+        list(many), [10] * 1_200, [NO_CREATED] * 1_200, {"a": [-float(k) for k in many], "b": ["y"] * 1_200}
+    )
+    assert store.write_joint([("t__v1", base), ("t__v1_tail", tail)]) == 2_400
+    assert store.read("t__v1", ["a"], [7, 1_199]) == {7: (10, NO_CREATED, 7.0), 1_199: (10, NO_CREATED, 1_199.0)}
+    assert store.read("t__v1_tail", ["a", "b"], [7]) == {7: (10, NO_CREATED, -7.0, "y")}
+    older = [("t__v1", rows((7, 9, NO_CREATED, 0.0, "old"))), ("t__v1_tail", rows((7, 9, NO_CREATED, 0.0, "old")))]
+    assert store.write_joint(older) == 0
+    assert store.read("t__v1_tail", ["b"], [7]) == {7: (10, NO_CREATED, "y")}
+    store.drop_table("t__v1_tail")
+    assert store.read("t__v1_tail", ["a"], [7]) == {}

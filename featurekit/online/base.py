@@ -76,6 +76,16 @@ class OnlineStore(Protocol):
         (readers see all of it or none), Redis each row (readers see each row old or new).
         """
 
+    def write_joint(self, writes: Sequence[tuple[str, OnlineRows]]) -> int:
+        """:meth:`write` into several tables, each key's rows landing together or not at all.
+
+        Every table's rows hold the same keys in the same order (a window view's base and tail
+        rows, :mod:`featurekit.online.window_state`). SQLite and memory write everything in one
+        transaction; Redis writes each key's rows in one script call (atomic), a chunk of keys per
+        call. A reader that reads these tables in the reverse order of ``writes`` (one read after the
+        other, as :meth:`read_many` does) never sees a later table older than an earlier one.
+        """
+
     def read(self, table: str, features: Sequence[str], keys: Sequence[Key]) -> dict[Key, tuple[Any, ...]]:
         """Rows of the found keys as ``(event_us, created_us, *feature values)``; a missing table reads empty."""
 

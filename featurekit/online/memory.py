@@ -21,20 +21,27 @@ class MemoryOnlineStore:
             self._tables.setdefault(table, (list(features), {}))
 
     def write(self, table: str, rows: OnlineRows) -> int:
+        return self.write_joint([(table, rows)])
+
+    def write_joint(self, writes: Sequence[tuple[str, OnlineRows]]) -> int:
         written = 0
         with self._lock:
-            # The table is read under the lock: a copy taken before it would miss the rows of a
+            # The tables are read under the lock: a copy taken before it would miss the rows of a
             # writer that swapped in its table meanwhile, and swapping ours in would drop them.
-            features, data = self._tables[table]
-            columns = [rows.columns[f] for f in features]
-            staged = dict(data)
-            for i, key in enumerate(rows.keys):
-                old = staged.get(key)
-                if old is not None and (old[0], old[1]) > (rows.event_us[i], rows.created_us[i]):
-                    continue
-                staged[key] = (rows.event_us[i], rows.created_us[i], *(column[i] for column in columns))
-                written += 1
-            self._tables[table] = (features, staged)  # swap in whole: readers see old or new
+            swaps = []
+            for table, rows in writes:
+                features, data = self._tables[table]
+                columns = [rows.columns[f] for f in features]
+                staged = dict(data)
+                for i, key in enumerate(rows.keys):
+                    old = staged.get(key)
+                    if old is not None and (old[0], old[1]) > (rows.event_us[i], rows.created_us[i]):
+                        continue
+                    staged[key] = (rows.event_us[i], rows.created_us[i], *(column[i] for column in columns))
+                    written += 1
+                swaps.append((table, (features, staged)))
+            for table, entry in swaps:  # each whole, in order: a reader reading in reverse sees no mix
+                self._tables[table] = entry
         return written
 
     def read_many(self, reads: Sequence[tuple[str, Sequence[str], Sequence[Key]]]) -> list[dict[Key, tuple[Any, ...]]]:

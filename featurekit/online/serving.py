@@ -28,9 +28,8 @@ from featurekit.online.codecs import NAN, Decoder, decoder, is_float
 from featurekit.online.keys import KeyType, encode_keys, typed_values
 from featurekit.online.loading import table_name
 from featurekit.online.window_state import COLUMNS as WINDOW_COLUMNS
-from featurekit.online.window_state import layout_of
+from featurekit.online.window_state import TAIL_COLUMNS, layout_of, state_of, tail_table
 from featurekit.online.window_values import WindowValues, too_early
-from featurekit.online.window_values import decode as decode_events
 from featurekit.references import FeatureRequest, ResolvedFeatures, internal_name, resolve
 from featurekit.registry import Registry
 from featurekit.timestamps import from_micros, to_micros, utc
@@ -62,6 +61,8 @@ class WindowLookup:
 
     values: WindowValues  # the requested features, in the lookup's order
     layout: pa.Schema  # the stored events' schema
+    tail: str  # the table of the states' tails (featurekit.online.window_state)
+    span_us: int  # how far before the lookup instant a window can reach: delay + the longest window
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,8 @@ class OnlineReader:
                 by_name = {f.name: f for f in spec.features}
                 layout = layout_of(version)
                 chosen = WindowValues([by_name[f] for f in item.features], spec.delay_us, layout)
-                window = WindowLookup(chosen, layout)
+                table = table_name(version.view, version.version)
+                window = WindowLookup(chosen, layout, tail_table(table), spec.delay_us + spec.longest_us)
             lookups.append(
                 BatchLookup(
                     view=version.view,
@@ -360,16 +362,25 @@ class OnlineReader:
             else:
                 keys = encode_keys(parts, [k.dtype for k in lookup.key_types])
             asked.append((lookup, parts, keys))
+        reads: list[tuple[str, Sequence[str], Sequence[Any]]] = []
+        for lookup, _, keys in asked:
+            if lookup.window is not None:  # a window state's tail, read before its base
+                reads.append((lookup.window.tail, TAIL_COLUMNS, keys))
+            reads.append((lookup.table, _stored_columns(lookup), keys))
         began = time.perf_counter()
-        if len(asked) == 1:
-            lookup, _, keys = asked[0]
-            fetched = [self.online.read(lookup.table, _stored_columns(lookup), keys)]
-        else:  # one request for every view (Redis: one round trip)
-            fetched = self.online.read_many([(lk.table, _stored_columns(lk), keys) for lk, _, keys in asked])
+        # (several tables: one request for all of them, Redis answers it in one round trip)
+        fetched = [self.online.read(*reads[0])] if len(reads) == 1 else self.online.read_many(reads)
         read_s = time.perf_counter() - began
-        for (lookup, parts, keys), rows in zip(asked, fetched, strict=True):
+        position = 0
+        for lookup, parts, keys in asked:
+            tails = None
             if lookup.window is not None:
-                status = self._windows(lookup, keys, parts, rows, now_us=now_us, into=values)
+                tails = fetched[position]
+                position += 1
+            rows = fetched[position]
+            position += 1
+            if tails is not None:
+                status = self._windows(lookup, keys, parts, rows, tails, now_us=now_us, into=values)
                 held[f"{lookup.view}@v{lookup.version}"] = status
                 continue
             floor = None if lookup.ttl_us is None else now_us - lookup.ttl_us
@@ -426,6 +437,7 @@ class OnlineReader:
         keys: list[Any],
         parts: list[list[Any]],
         rows: dict[Any, tuple[Any, ...]],
+        tails: dict[Any, tuple[Any, ...]],
         *,
         now_us: int,
         into: dict[str, list[Any]],
@@ -444,7 +456,7 @@ class OnlineReader:
             if now_us < row[3]:
                 entity = {k: p[index] for k, p in zip(lookup.join_keys, parts, strict=True)}
                 raise too_early(lookup.view, lookup.version, entity, int(row[3]), now_us)
-            states.append(decode_events(row[2], window.layout))
+            states.append(state_of(row, tails.get(encoded), window.layout, now_us - window.span_us))
             stamps.append(now_us)
         for name, column in zip(lookup.internal, window.values.compute(states, now_us), strict=True):
             into[name] = column

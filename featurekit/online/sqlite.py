@@ -60,6 +60,26 @@ class SqliteOnlineStore:
         if not len(rows):
             return 0
         con = self._connect()
+        sql, data = self._statement(table, rows)
+        before = con.total_changes
+        with storage_errors(f"writing online table {table} in {self.path}", "nothing was written to it"):
+            self._upsert(con, [(sql, data)])
+        return con.total_changes - before
+
+    def write_joint(self, writes: Sequence[tuple[str, OnlineRows]]) -> int:
+        statements = [self._statement(table, rows) for table, rows in writes if len(rows)]
+        if not statements:
+            return 0
+        con = self._connect()
+        before = con.total_changes
+        tables = ", ".join(table for table, _ in writes)
+        with storage_errors(f"writing online tables {tables} in {self.path}", "nothing was written to them"):
+            self._upsert(con, statements)  # one transaction: each key's rows land together
+        return con.total_changes - before
+
+    @staticmethod
+    def _statement(table: str, rows: OnlineRows) -> tuple[str, Iterable[tuple[Any, ...]]]:
+        """The newest-only upsert of ``rows`` into ``table``, and its parameters."""
         names = list(rows.columns)
         columns = ", ".join(quote(n) for n in names)
         marks = ", ".join("?" for _ in range(len(names) + 3))
@@ -73,21 +93,20 @@ class SqliteOnlineStore:
         data: Iterable[tuple[Any, ...]] = zip(
             rows.keys, rows.event_us, rows.created_us, *rows.columns.values(), strict=True
         )
-        before = con.total_changes
-        with storage_errors(f"writing online table {table} in {self.path}", "nothing was written to it"):
-            self._upsert(con, sql, data)
-        return con.total_changes - before
+        return sql, data
 
     @staticmethod
-    def _upsert(con: sqlite3.Connection, sql: str, data: Iterable[tuple[Any, ...]]) -> None:
+    def _upsert(con: sqlite3.Connection, statements: Sequence[tuple[str, Iterable[tuple[Any, ...]]]]) -> None:
         con.execute("BEGIN IMMEDIATE")
         try:
-            if faults.armed():  # the crash tests need a moment with half of the rows written
-                staged = list(data)
-                con.executemany(sql, staged[: len(staged) // 2])
-                faults.checkpoint("online.mid_upsert")
-                data = staged[len(staged) // 2 :]
-            con.executemany(sql, data)
+            for sql, data in statements:
+                rest = data
+                if faults.armed():  # the crash tests need a moment with half of the rows written
+                    staged = list(data)
+                    con.executemany(sql, staged[: len(staged) // 2])
+                    faults.checkpoint("online.mid_upsert")
+                    rest = staged[len(staged) // 2 :]
+                con.executemany(sql, rest)
         except BaseException:
             with suppress(sqlite3.Error):  # a failing disk may fail the rollback too: keep the first error
                 if con.in_transaction:

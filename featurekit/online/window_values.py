@@ -28,11 +28,6 @@ from featurekit.timestamps import from_micros
 from featurekit.windows import WindowFeature
 
 
-def decode(blob: bytes, layout: pa.Schema) -> pa.RecordBatch:
-    """One entity's stored events."""
-    return pa.ipc.read_record_batch(pa.py_buffer(blob), layout)
-
-
 class _Column:
     """One aggregated column over all entities' events, with what its aggregations share."""
 

@@ -1,0 +1,271 @@
+"""Window states in two parts: appends write tails, compaction writes bases, lookups do not tell.
+
+A state built day by day (tails appended, some entities compacted) answers bit for bit as one
+built by a single load (bases only), on every online store; a reader that read a tail before a
+compaction does not count its events twice; a state of the one-part layout still reads and is
+moved to the two-part layout by the next merge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import featurekit as fk
+from featurekit.online.base import OnlineRows
+from featurekit.online.memory import MemoryOnlineStore
+from featurekit.online.sqlite import SqliteOnlineStore
+from featurekit.online.window_state import (
+    COLUMNS,
+    HEADER,
+    TAIL_COLUMNS,
+    TAIL_MIN,
+    WindowStates,
+    read_base,
+    state_of,
+    tail_table,
+)
+from tests.conftest import RepoFactory, ts
+from tests.redis_server import ONLINE_KINDS, online_yaml
+
+FEATURES = """
+from datetime import timedelta
+import polars as pl
+import featurekit as fk
+from featurekit import agg
+
+customer = fk.Entity("customer", join_keys=["customer_id"])
+tx = fk.FileSource("data/tx.parquet")
+
+@fk.window_view(entity=customer, source=tx, windows=[timedelta(hours=6), timedelta(days=2)],
+                aggregations=[agg.count(), agg.sum("amount"), agg.mean("amount"), agg.std("amount"),
+                              agg.max("amount"), agg.count_distinct("shop"), agg.last_n("amount", 3)])
+def spend(tx: pl.DataFrame) -> pl.DataFrame:
+    return tx.select("customer_id", "event_timestamp", "amount", "shop")
+"""
+
+DAYS = 7
+HOT = 0  # the customer with most events: its tail outgrows TAIL_MIN and gets compacted
+
+
+def _events(seed: int = 5) -> pa.Table:
+    """Events over DAYS days, every time distinct (float sums then have one order), the hot customer busiest."""
+    rng = np.random.default_rng(seed)
+    rows = 3_000
+    customers = np.where(rng.random(rows) < 0.3, HOT, rng.integers(1, 40, rows))
+    micros = rng.choice(DAYS * 86_400_000_000, rows, replace=False)
+    return pa.table(
+        {
+            "customer_id": pa.array(customers, pa.int64()),
+            "event_timestamp": pa.array(
+                [ts(0) + timedelta(microseconds=int(m)) for m in micros], pa.timestamp("us", tz="UTC")
+            ),
+            "amount": pa.array(rng.normal(50, 30, rows)),
+            "shop": pa.array(rng.integers(0, 9, rows), pa.int64()),
+        }
+    )
+
+
+def _lookups(store: fk.FeatureStore, day: int = DAYS) -> list[dict[str, list[object]]]:
+    """Every customer at a few instants (one at a time: the scalar path; all at once: the vectorized one)."""
+    found = []
+    for hours in (0, 5, 30):
+        at = ts(day) + timedelta(hours=hours)
+        found.append(store.online_features({"customer_id": list(range(41))}, ["spend"], at=at).to_dict())
+        for customer in (HOT, 1, 2):
+            found.append(store.online_features({"customer_id": [customer]}, ["spend"], at=at).to_dict())
+    return found
+
+
+def _states(store: fk.FeatureStore) -> WindowStates:
+    return WindowStates(store.registry.active()["spend"].version)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("online", ONLINE_KINDS)
+def test_a_state_built_day_by_day_answers_as_one_built_at_once(tmp_path, request, online):
+    events = _events()
+    repos = RepoFactory(tmp_path)
+    daily = repos(FEATURES, {"data/tx.parquet": events}, online_yaml(online, request))
+    once = repos(FEATURES, {"data/tx.parquet": events}, online_yaml(online, request))
+    with fk.FeatureStore(daily, progress=False) as by_day, fk.FeatureStore(once, progress=False) as at_once:
+        by_day.apply()
+        at_once.apply()
+        by_day.materialize(ts(0), ts(2))
+        for day in range(3, DAYS + 1):  # days 4 and 6 compact most entities (stale bases), the others append
+            by_day.materialize_incremental(ts(day))
+        at_once.materialize(ts(0), ts(DAYS))
+
+        states = _states(by_day)
+        tails = by_day.online.read(states.tail, TAIL_COLUMNS, list(range(41)))
+        bases = by_day.online.read(states.table, COLUMNS, list(range(41)))
+        assert any(row[2] for row in tails.values()), "no entity kept a tail: appends were not taken"
+        first_load = _states(at_once)
+        assert len(tails) == len(bases) == len(by_day.online.read(first_load.table, COLUMNS, list(range(41))))
+        # The hot customer's base was rewritten after the first load (a compaction), and trimmed:
+        # it holds no event from before the horizon minus half the longest window.
+        generation, hot = read_base(bases[HOT][2], states.layout)
+        assert generation == tails[HOT][3]
+        horizon = ts(DAYS) - timedelta(days=2)
+        oldest = pa.scalar(hot.column(0)[0].as_py(), pa.timestamp("us", tz="UTC")).as_py()
+        assert oldest >= horizon - timedelta(days=1)
+        assert _lookups(by_day) == _lookups(at_once)
+
+        # Pushes append to tails on both, one of them late (before the state's newest events).
+        pushed = pa.table(
+            {
+                "customer_id": pa.array([HOT, 1, 1], pa.int64()),
+                "event_timestamp": pa.array(
+                    [ts(DAYS, 1), ts(DAYS) - timedelta(hours=3, microseconds=7), ts(DAYS, 2)],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "amount": pa.array([1.25, -3.5, 7.0]),
+                "shop": pa.array([99, 98, 97], pa.int64()),
+            }
+        )
+        by_day.push("spend", pushed)
+        at_once.push("spend", pushed)
+        assert _lookups(by_day) == _lookups(at_once)
+        assert by_day.check_integrity().problems == []
+
+
+def _store_with_tails(tmp_path) -> fk.FeatureStore:
+    store = fk.FeatureStore(RepoFactory(tmp_path)(FEATURES, {"data/tx.parquet": _events()}), progress=False)
+    store.apply()
+    store.materialize(ts(0), ts(DAYS - 1))
+    store.materialize_incremental(ts(DAYS))
+    return store
+
+
+def test_a_reader_that_read_a_tail_before_a_compaction_counts_it_once(tmp_path):
+    with _store_with_tails(tmp_path) as store:
+        states = _states(store)
+        customer = next(
+            k for k, row in store.online.read(states.tail, TAIL_COLUMNS, list(range(1, 41))).items() if row[2]
+        )
+        old_tail = store.online.read(states.tail, TAIL_COLUMNS, [customer])[customer]
+        before = state_of(store.online.read(states.table, COLUMNS, [customer])[customer], old_tail, states.layout, 0)
+        # Enough pushed events to compact the customer: its tail's events move into a new base.
+        count = TAIL_MIN + 1
+        store.push(
+            "spend",
+            pa.table(
+                {
+                    "customer_id": pa.array([customer] * count, pa.int64()),
+                    "event_timestamp": pa.array(
+                        [ts(DAYS, 1) + timedelta(seconds=i) for i in range(count)], pa.timestamp("us", tz="UTC")
+                    ),
+                    "amount": pa.array([float(i) for i in range(count)]),
+                    "shop": pa.array([1] * count, pa.int64()),
+                }
+            ),
+        )
+        base = store.online.read(states.table, COLUMNS, [customer])[customer]
+        new_tail = store.online.read(states.tail, TAIL_COLUMNS, [customer])[customer]
+        assert new_tail[2] == b"", "the push should have compacted the customer"
+        after = state_of(base, new_tail, states.layout, 0)
+        assert after.num_rows == before.num_rows + count
+        # Tail read before the compaction, base after it: the old tail is ignored, not added again.
+        assert state_of(base, old_tail, states.layout, 0).equals(after)
+
+
+def test_a_state_of_the_one_part_layout_reads_and_moves_to_two_parts(tmp_path):
+    with _store_with_tails(tmp_path) as store:
+        states = _states(store)
+        keys = sorted(store.online.read(states.table, COLUMNS, list(range(41))))
+        expected = _lookups(store)
+        # What the one-part layout wrote: the record batch alone, no tail table.
+        merged = [
+            state_of(row, tail, states.layout, 0)
+            for row, tail in (
+                (store.online.read(states.table, COLUMNS, [k])[k], store.online.read(states.tail, TAIL_COLUMNS, [k])[k])
+                for k in keys
+            )
+        ]
+        rows = store.online.read(states.table, COLUMNS, keys)
+        store.online.drop_table(states.table)
+        store.online.drop_table(states.tail)
+        store.online.create_table(states.table, COLUMNS)
+        store.online.write(
+            states.table,
+            OnlineRows(
+                keys=keys,
+                event_us=[rows[k][0] for k in keys],
+                created_us=[rows[k][1] for k in keys],
+                columns={
+                    COLUMNS[0]: [m.serialize().to_pybytes() for m in merged],
+                    "valid_from": [rows[k][3] for k in keys],
+                },
+            ),
+        )
+        assert _lookups(store) == expected
+        # A merge touching an entity rewrites it in the two-part layout; the others still read.
+        store.push(
+            "spend",
+            pa.table(
+                {
+                    "customer_id": pa.array([3], pa.int64()),
+                    "event_timestamp": pa.array([ts(DAYS, 4)], pa.timestamp("us", tz="UTC")),
+                    "amount": pa.array([2.0]),
+                    "shop": pa.array([5], pa.int64()),
+                }
+            ),
+        )
+        moved = store.online.read(states.table, COLUMNS, [3, 4])
+        assert moved[3][2][:8] == HEADER
+        assert moved[4][2][:8] != HEADER
+        at = ts(DAYS) + timedelta(hours=5)
+        served = store.online_features({"customer_id": [3]}, ["spend"], at=at).to_dict()
+        assert served["count_6h"] == [expected[4]["count_6h"][3] + 1]
+        assert store.check_integrity().problems == []
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_joint_write_that_fails_writes_nothing(tmp_path, kind):
+    store = MemoryOnlineStore() if kind == "memory" else SqliteOnlineStore(tmp_path / "online.db")
+    store.create_table("a__v1", ["x"])
+    rows = OnlineRows(keys=[1, 2], event_us=[5, 5], created_us=[0, 0], columns={"x": [1, 2]})
+    with pytest.raises(Exception):  # noqa: B017, PT011 (the second table is missing: each store's own error)
+        store.write_joint([("a__v1", rows), (tail_table("a__v1"), rows)])
+    assert store.read("a__v1", ["x"], [1, 2]) == {}
+    store.create_table(tail_table("a__v1"), ["x"])
+    assert store.write_joint([("a__v1", rows), (tail_table("a__v1"), rows)]) == 4
+    assert store.read(tail_table("a__v1"), ["x"], [2]) == {2: (5, 0, 2)}
+    store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_a_kill_during_a_window_merge_leaves_states_a_rerun_completes(tmp_path, kill_at):
+    # The fourth day compacts every entity (each base reaches back before the horizon by more than
+    # half the longest window): SQLite writes the bases, then the tails, in one transaction; the
+    # kill lands halfway through the bases (1) or through the tails, the bases all written (2).
+    repos = RepoFactory(tmp_path)
+    killed_repo, clean_repo = (repos(FEATURES, {"data/tx.parquet": _events()}) for _ in range(2))
+    for repo in (killed_repo, clean_repo):
+        with fk.FeatureStore(repo, progress=False) as store:
+            store.apply()
+            store.materialize(ts(0), ts(2))
+            store.materialize_incremental(ts(3))
+    worker = Path(__file__).parent / "reliability" / "_crash_worker.py"
+    command = json.dumps({"op": "incremental", "end": ts(4).isoformat()})
+    env = {**os.environ, "FEATUREKIT_CRASH_AT": f"online.mid_upsert:{kill_at}"}
+    done = subprocess.run(
+        [sys.executable, str(worker), str(killed_repo), command], env=env, capture_output=True, timeout=300, check=False
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    with fk.FeatureStore(killed_repo, progress=False) as again, fk.FeatureStore(clean_repo, progress=False) as clean:
+        again.materialize_incremental(ts(4))  # loads what the killed run did not
+        clean.materialize_incremental(ts(4))
+        served = _lookups(again, day=4)
+        assert served == _lookups(clean, day=4)
+        assert sum(served[0]["count_2d"]) > 0  # (states that hold the last two days' events)
