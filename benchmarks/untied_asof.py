@@ -1,15 +1,16 @@
-"""``python -m benchmarks.untied_asof``: the join plans on `dense` data without (key, event time) ties.
+"""``python -m benchmarks.untied_asof``: the join plans on shape data without (key, event time) ties.
 
-The `dense` shape's source (1,000 entities x 2,000 rows, 100k spine, TTL 7 days) has 1% of rows
-tied on (key, event time) on purpose. Here its first row of each (key, event time) is kept
-(1,980,186 rows), materialized into a fresh repo under a temporary folder (the shared data stay
-read-only), so the materialization records ``unique_times = True`` and the store plans
-``asof_rows``. In interleaved rounds, in one process: the engine's ``asof_rows`` and ``asof`` plans
-on the same files and spine (their results must be equal), and polars ``join_asof`` on in-memory
-frames (inputs read before the timer, sorts included, as in :mod:`benchmarks.shapes`). Also the
-CPU of the materialize statistics (:class:`featurekit.offline.newest.DataStats`) with and without
-the ties check over entity-complete batches of the same rows. Writes
-``benchmarks/results/untied_asof.json``.
+The shapes' sources (`dense`: 1,000 entities x 2,000 rows, 100k spine; `lowcard`: 10 x 1M rows,
+1M spine; TTL 7 days) have 1% of rows tied on (key, event time) on purpose. Here the first row of
+each (key, event time) is kept (1,980,186 and 9,900,387 rows), materialized into a fresh repo
+under a temporary folder (the shared data stay read-only). In interleaved rounds, in one
+process: the engine's ``asof_rows`` and ``asof`` plans on the same files and spine (their
+results must be equal; ``asof_rows`` is the plan for views declared tie-free), and polars
+``join_asof`` on in-memory frames (inputs read before the timer, sorts included, as in
+:mod:`benchmarks.shapes`). Writes ``benchmarks/results/untied_asof.json``, one record per shape.
+The record of 2026-12-02 was taken at commit 3a2c2d4, where materialize also measured ties
+(``store_plan``, ``recorded.unique_times`` and ``data_stats_cpu_seconds``, the CPU of that
+check, which was then reverted: see NOTES.md).
 """
 
 from __future__ import annotations
@@ -58,28 +59,6 @@ def _untied_repo(work: Path, name: str) -> Path:
         store.apply()
         store.materialize(START, shape.end, online=False)
     return repo
-
-
-def _stats_cpu(path: Path, rounds: int) -> dict[str, float]:
-    """CPU of DataStats over entity-complete batches (keys cut into 8 buckets), without and with ties."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from featurekit.offline.newest import DataStats
-
-    table = pq.read_table(path)
-    bucket = pc.bit_wise_and(table["driver_id"], 7)
-    batches = [table.filter(pc.equal(bucket, b)) for b in range(8)]
-    out: dict[str, list[float]] = {"entities_only": [], "with_ties_check": []}
-    for _ in range(rounds):
-        for name, field in (("entities_only", None), ("with_ties_check", "event_timestamp")):
-            stats = DataStats(["driver_id"], table.schema, field)
-            start = time.process_time()
-            for batch in batches:
-                stats.add(batch)
-            assert stats.result_unique_times() is (True if field else None)
-            out[name].append(time.process_time() - start)
-    return {name: statistics.median(values) for name, values in out.items()}
 
 
 def measure(rounds: int, name: str = "dense") -> dict[str, Any]:
@@ -147,7 +126,6 @@ def measure(rounds: int, name: str = "dense") -> dict[str, Any]:
                     results[plan_name] = table
                 taken.append((time.perf_counter() - wall, _cpu() - cpu))
                 results[f"{plan_name}_covered"] = covered
-        stats_cpu = _stats_cpu(Path(folder) / "sources" / "stats_a.parquet", rounds)
     summary = {
         name: {
             "median": statistics.median(w for w, _ in values),
@@ -164,7 +142,6 @@ def measure(rounds: int, name: str = "dense") -> dict[str, Any]:
         "recorded": {"entities": record.entities, "unique_times": record.unique_times, "rows": record.rows},
         "asof_rows_equals_asof": bool(results["asof_rows"].equals(results["asof"])),
         "contenders": summary,
-        "data_stats_cpu_seconds": stats_cpu,
         "rounds": rounds,
     }
 

@@ -5,7 +5,7 @@ that database with its own registered names), so one engine is safe to share bet
 and two joins never see each other's inputs. Values (paths, bounds, TTLs) reach DuckDB only as
 parameters; identifiers only through :func:`featurekit.names.quote`.
 
-**The point-in-time join** (rule in :mod:`featurekit.offline.engine`) has three plans, chosen per
+**The point-in-time join** (rule in :mod:`featurekit.offline.engine`) has two plans, chosen per
 view from what the data are, with identical results:
 
 * ``asof`` (the default): an ``ASOF JOIN`` of the spine with the feature rows' (keys, event time)
@@ -15,9 +15,11 @@ view from what the data are, with identical results:
   few keys with long histories: 1,000 entities x 2,000 rows, 100k spine, 1.1 s against 6.2 s).
 * ``asof_rows``: when the input says no two rows share keys and event time
   (``ViewInput.unique_times``: no tie to break), one ``ASOF JOIN`` carries the matched row's values
-  directly, skipping the equality join (dense: about 40% less time). Materializations of views
-  with one integer key measure it batch by batch (:class:`featurekit.offline.newest.DataStats`);
-  the registry says it only when every materialization found no tie and no push was made.
+  directly, skipping the equality join (on tie-free dense and lowcard data 0-5% less CPU than
+  ``asof``: ``python -m benchmarks.untied_asof``). Materializations do not measure it (sorting
+  every batch's (key, event time) cost 0.055-0.08 CPU s per million rows, about 8% of a
+  materialization, for that gain), so the registry records it as unknown and this plan is chosen
+  only for inputs that declare it.
 * ``range``: a hash join on the keys with the TTL range as join filter, reduced per spine row
   with ``max(struct(...))``. It enumerates every feature row of a key for each spine row of that
   key, so it is chosen only when the view's recorded entity count says spine rows per entity

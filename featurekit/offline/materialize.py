@@ -226,7 +226,7 @@ class Materializer:
         newest: NewestRows | None = None  # the online rows, from the output (see featurekit.offline.newest)
         fresh: list[pa.Table] | None = None  # a window view's new events, when its online state is merged
         states = WindowStates(applied) if applied.is_window else None
-        stats = DataStats(list(view.join_keys), applied.schema, view.timestamp_field)  # for the join planner
+        stats = DataStats(list(view.join_keys), applied.schema)  # for the join planner
         inspection = Inspection(view, applied, self.registry, window=(start, end), mode="window")
         freshness = FreshnessRecorder(view.timestamp_field, self.registry, applied.id)
 
@@ -328,7 +328,6 @@ class Materializer:
                 mode="incremental" if incremental else "window",
                 summary=f"materialize {view.name} v{applied.version} [{start.isoformat()}, {end.isoformat()})",
                 entities=stats.entities if stats.known else None,
-                unique_times=stats.result_unique_times() if written else None,
                 quality={**inspection.records(), **freshness.records()},
                 view_quality=inspection.view_records(),
             )

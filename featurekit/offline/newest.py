@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from featurekit.offline.engine import OfflineEngine, ViewInput
 
@@ -70,30 +68,19 @@ class NewestRows:
 
 
 class DataStats:
-    """Counts the distinct entities of a materialization's output, and whether two rows share
-    keys and event time, batch by batch, for the join planner.
+    """Counts the distinct entities of a materialization's output, batch by batch, for the join planner.
 
     Only for views with one integer key, with pandas' hash table (about 15 ms per million rows;
     pyarrow's ``count_distinct`` took 70-500 ms). Batches hold whole entities, so the counts add
-    up, and a tie on (key, event time) lies inside one batch. Ties: a batch with as many keys as
-    rows has none; otherwise one sort of ``key * span + time`` in int64 and a look at neighbours
-    (about 60 ms per million rows; a hash of the pairs cost a quarter of a materialization).
-    Other keys, event times that are not timestamps or dates, nulls, pairs that do not fit one
-    int64, or an entity in two batches record nothing (:meth:`result_unique_times`), and the
-    planner then takes the plan that breaks ties.
+    up. Other keys record nothing, and the planner then takes the plan that is never quadratic.
+    Whether rows tie on (keys, event time) is not measured (a hash of a million distinct values
+    cost a quarter of a materialization), so it is recorded as unknown.
     """
 
-    def __init__(self, join_keys: list[str], schema: pa.Schema, timestamp_field: str | None = None) -> None:
+    def __init__(self, join_keys: list[str], schema: pa.Schema) -> None:
         key_type = schema.field(join_keys[0]).type if len(join_keys) == 1 else None
         self._key = join_keys[0] if key_type is not None and pa.types.is_integer(key_type) else None
         self.entities = 0
-        self._time: str | None = None
-        if timestamp_field is not None and timestamp_field in schema.names:
-            time_type = schema.field(timestamp_field).type
-            if pa.types.is_timestamp(time_type) or pa.types.is_date(time_type):
-                self._time = timestamp_field
-        self.unique_times: bool | None = True if self._key is not None and self._time is not None else None
-        self._batch_keys: list[np.ndarray] = []  # each batch's distinct keys, while no tie is found
 
     @property
     def known(self) -> bool:
@@ -105,40 +92,4 @@ class DataStats:
         import pandas as pd
 
         keys = batch.column(self._key).to_numpy()  # no nulls: null keys are refused or dropped before
-        distinct = pd.unique(keys)
-        self.entities += len(distinct)
-        if not self.unique_times:
-            return
-        self._batch_keys.append(distinct)
-        if len(distinct) < batch.num_rows:
-            self.unique_times = self._untied(keys, batch)
-
-    def result_unique_times(self) -> bool | None:
-        """Whether no two rows of the whole output share key and event time (None: not measured).
-
-        Per batch unless a view's function moved rows between entities, putting one entity in two
-        batches: then nothing is recorded (one hash of the batches' distinct keys finds it).
-        """
-        if not self.unique_times or len(self._batch_keys) < 2:
-            return self.unique_times
-        import pandas as pd
-
-        keys = np.concatenate(self._batch_keys)
-        self._batch_keys = [keys]
-        return True if len(pd.unique(keys)) == len(keys) else None
-
-    def _untied(self, keys: np.ndarray, batch: pa.Table) -> bool | None:
-        """Whether no two rows of the batch share key and event time (None: not measured)."""
-        assert self._time is not None
-        column = batch.column(self._time)
-        if column.null_count:
-            return None
-        times = pc.cast(column, pa.int64() if pa.types.is_timestamp(column.type) else pa.int32()).to_numpy()
-        low_key, high_key = int(keys.min()), int(keys.max())
-        low_time, high_time = int(times.min()), int(times.max())
-        span = high_time - low_time + 1
-        if (high_key - low_key + 1) * span >= 1 << 63:
-            return None
-        fused = (keys - low_key).astype(np.int64) * span + (times.astype(np.int64) - low_time)
-        fused.sort()
-        return not bool((fused[1:] == fused[:-1]).any())
+        self.entities += len(pd.unique(keys))
