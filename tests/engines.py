@@ -12,9 +12,15 @@ from featurekit.offline.duckdb_engine import DuckDBEngine
 from featurekit.offline.engine import OfflineEngine
 
 ENGINES = ["duckdb", "spark"]
-# (entities, unique_times) that select each plan: no statistic, the ASOF plan; a huge entity count
+# (entities, unique_times) that select each plan: no statistic, the in-memory ASOF plan (the SQL
+# ASOF plan on an engine made with asof_in_memory=False: see make_engine); a huge entity count
 # (few spine rows per entity), the range plan; no ties recorded, ASOF carrying the row itself.
-PLANS: dict[str, tuple[int | None, bool]] = {"asof": (None, False), "range": (10**12, False), "asof_rows": (None, True)}
+PLANS: dict[str, tuple[int | None, bool]] = {
+    "asof": (None, False),
+    "asof_numpy": (None, False),
+    "range": (10**12, False),
+    "asof_rows": (None, True),
+}
 
 
 _SPARK: list[object] = []  # one Spark session per test session (start-up takes 10-20 s)
@@ -34,9 +40,10 @@ def spark_session() -> object:
     return _SPARK[0]
 
 
-def make_engine(name: str, root: Path) -> OfflineEngine:
+def make_engine(name: str, root: Path, plan: str | None = None) -> OfflineEngine:
+    """An engine; for DuckDB and ``plan="asof"``, one whose joins stay in SQL (no ``asof_numpy``)."""
     if name == "duckdb":
-        return DuckDBEngine(root)
+        return DuckDBEngine(root, asof_in_memory=plan != "asof")
     if name == "spark":
         from featurekit.offline.spark_engine import SparkEngine
 

@@ -134,7 +134,7 @@ def run_join(
         path = tmp / f"part{i}.parquet"
         pq.write_table(table.slice(i, 7), path)
         files.append(str(path))
-    engine = make_engine(engine_name, tmp)
+    engine = make_engine(engine_name, tmp, plan)
     spine_table = pa.table(
         {
             "a": pa.array([r[0] for r in spine], pa.int64()),

@@ -13,11 +13,19 @@ view from what the data are, with identical results:
   an equality join on (keys, event time) brings the rows of that instant, reduced by the
   tie-break order. Cost grows with spine + feature rows, never with rows per key (dense logs,
   few keys with long histories: 1,000 entities x 2,000 rows, 100k spine, 1.1 s against 6.2 s).
+* ``asof_numpy`` (chosen instead of ``asof`` for spines of at most ``NUMPY_MAX_SPINE_ROWS`` rows
+  and event times in at most microseconds): the same plan with its ``ASOF JOIN`` replaced by a
+  binary search in numpy (:mod:`featurekit.offline.asof_search`) over the sorted
+  ``code * span + time`` keys of the rows' (keys, event time) columns alone; the matched instants
+  go back to DuckDB as a table and the equality join and tie-break are the ``asof`` plan's SQL
+  (dense: 25-30% less CPU). ``DuckDBEngine(asof_in_memory=False)`` keeps the ``ASOF JOIN``.
 * ``asof_rows``: when the input says no two rows share keys and event time
   (``ViewInput.unique_times``: no tie to break), one ``ASOF JOIN`` carries the matched row's values
-  directly, skipping the equality join (dense: about 40% less time). Materializations do not
-  measure it yet (hashing every (key, event time) cost a quarter of a materialization), so the
-  registry records it as unknown and this plan is chosen only for inputs that declare it.
+  directly, skipping the equality join (on tie-free dense and lowcard data 0-5% less CPU than
+  ``asof``: ``python -m benchmarks.untied_asof``). Materializations do not measure it (sorting
+  every batch's (key, event time) cost 0.055-0.08 CPU s per million rows, about 8% of a
+  materialization, for that gain), so the registry records it as unknown and this plan is chosen
+  only for inputs that declare it.
 * ``range``: a hash join on the keys with the TTL range as join filter, reduced per spine row
   with ``max(struct(...))``. It enumerates every feature row of a key for each spine row of that
   key, so it is chosen only when the view's recorded entity count says spine rows per entity
@@ -48,7 +56,7 @@ import pyarrow as pa
 
 from featurekit.errors import DataError, SourceError, StorageError
 from featurekit.names import quote
-from featurekit.offline import window_blocks
+from featurekit.offline import asof_search, window_blocks
 from featurekit.offline.duckdb_strategies import row_strategy, window_strategy
 from featurekit.offline.engine import (
     SPINE_INSTANT,
@@ -87,8 +95,16 @@ class DuckDBEngine:
 
     name = "duckdb"
 
-    def __init__(self, root: Path, *, threads: int | None = None, memory_limit: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        asof_in_memory: bool = True,
+    ) -> None:
         self._search_path = str(root.resolve())
+        self.asof_in_memory = asof_in_memory  # the asof_numpy plan where it applies (else ASOF JOIN)
         self._con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")
@@ -232,7 +248,7 @@ class DuckDBEngine:
         *,
         matched: bool = False,
     ) -> DuckDBJoin:
-        join = DuckDBJoin(self.cursor(), spine, views, order, matched=matched)
+        join = DuckDBJoin(self.cursor(), spine, views, order, matched=matched, arrays=self.asof_in_memory)
         self._joins.add(join)
         return join
 
@@ -453,8 +469,10 @@ class DuckDBJoin:
         order: list[tuple[int, int]] | None,
         *,
         matched: bool = False,
+        arrays: bool = True,
     ) -> None:
         self._con = con
+        self.arrays = arrays  # the asof_numpy plan may be chosen
         self._lock = threading.Lock()  # one cursor runs one query at a time
         self.closed = False
         self.spine = spine
@@ -466,6 +484,7 @@ class DuckDBJoin:
         self._empty = itertools.count()
         self._spine_registered = False
         self._blocks: list[tuple[str, ViewInput, list[WindowFeature]]] = []  # computed before the query
+        self._arrays: list[tuple[str, ViewInput]] = []  # asof_numpy matches, computed before the query
         self._blocks_ready = False
         self.sql = self._build()
 
@@ -509,7 +528,7 @@ class DuckDBJoin:
         keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
         ts = quote(view.timestamp_field)
         ttl = view.ttl_us
-        strategy = row_strategy(view, self.spine.rows)
+        strategy = row_strategy(view, self.spine.rows, arrays=self.arrays)
         self.strategies.append(strategy)
         plan = strategy.name
         # A matched join carries the row's event time in its struct (the range plan's already does).
@@ -538,18 +557,42 @@ class DuckDBJoin:
                 f"SELECT s.{ROW}, CASE WHEN {inside} THEN struct_pack({packed or '__none := NULL'}) END AS __fk_v "
                 f"FROM spine s ASOF JOIN {source} f ON {keys} AND s.{TS} >= f.{ts}"
             )
+        if plan == "asof_numpy":
+            table = f"__fk_match{len(self._arrays)}"
+            self._arrays.append((table, view))
+            matched_keys = ", ".join(f"s.{quote(k)}" for k in view.join_keys)
+            match = (
+                f"SELECT s.{ROW}, {matched_keys}, make_timestamptz(m.__fk_e) AS __fk_e FROM spine s "
+                f"JOIN {table} m ON m.{ROW} = s.{ROW}"
+            )
+            return self._instant_rows(view, match, self.params)
+        return self._asof_sql(view, self.params)
+
+    def _asof_sql(self, view: ViewInput, params: list[Any]) -> str:
+        """The ``asof`` plan's SQL for one view (over the CTE ``spine``); its parameters go to ``params``."""
+        keys = " AND ".join(f"s.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
+        ts = quote(view.timestamp_field)
         key_list = ", ".join(quote(k) for k in view.join_keys)
         matched_keys = ", ".join(f"s.{quote(k)}" for k in view.join_keys)
-        source = self._source(view)
+        source = self._source(view, params)
         within = ""
-        if ttl is not None:
-            self.params.append(ttl)
+        if view.ttl_us is not None:
+            params.append(view.ttl_us)
             within = f" WHERE f.{ts} >= s.{TS} - to_microseconds(?)"
         match = (
             f"SELECT s.{ROW}, {matched_keys}, f.{ts} AS __fk_e FROM spine s "
             f"ASOF JOIN (SELECT {key_list}, {ts} FROM {source}) f ON {keys} AND s.{TS} >= f.{ts}{within}"
         )
-        source = self._source(view)  # its parameters follow the match's in the SQL text
+        return self._instant_rows(view, match, params)
+
+    def _instant_rows(self, view: ViewInput, match: str, params: list[Any]) -> str:
+        """Each matched spine row's struct: the rows of its matched instant reduced by the tie-break.
+
+        ``match`` is SQL of (``__fk_row``, the spine row's keys, ``__fk_e``: its matched event time).
+        """
+        ts = quote(view.timestamp_field)
+        event = [f"__t := f.{ts}"] if self.matched else []
+        source = self._source(view, params)  # its parameters follow the match's in the SQL text
         # Every row of the group has the matched event time: first in the struct, it orders nothing.
         packed = ", ".join(event + order_key(view, "f")) or "__none := NULL"
         on = " AND ".join(f"m.{quote(k)} = f.{quote(k)}" for k in view.join_keys)
@@ -557,6 +600,17 @@ class DuckDBJoin:
             f"SELECT m.{ROW}, max(struct_pack({packed})) AS __fk_v FROM ({match}) m JOIN {source} f "
             f"ON {on} AND f.{ts} = m.__fk_e GROUP BY m.{ROW}"
         )
+
+    def _match_table(self, index: int, view: ViewInput) -> pa.Table:
+        """The ``asof_numpy`` plan's ASOF: ``__fk_row`` and ``__fk_e`` (the matched event time in
+        microseconds) of each spine row with a row inside the TTL (:mod:`asof_search`)."""
+        event_codes, events, query_codes, points = self._coded_rows(
+            f"__fk_match_codes{int(index)}", view, [], drop_nulls=True
+        )
+        instants = points.column("__fk_t").to_numpy()
+        times = events.column("__fk_o").to_numpy()
+        query, matched = asof_search.newest_times(event_codes, times, query_codes, instants, view.ttl_us)
+        return pa.table({ROW: points.column(ROW).take(pa.array(query)), "__fk_e": pa.array(matched)})
 
     def _window_join(self, view: ViewInput, spec: WindowSpec) -> str:
         """A window view's features: numeric ones in blocks (numpy), the others over RANGE frames."""
@@ -586,13 +640,23 @@ class DuckDBJoin:
         for index, (table, view, features) in enumerate(self._blocks):
             assert view.window is not None
             self._con.register(table, self._block_table(index, view, view.window, features))
+        for index, (table, view) in enumerate(self._arrays):
+            self._con.register(table, self._match_table(index, view))
         self._blocks_ready = True
 
-    def _block_table(self, index: int, view: ViewInput, spec: WindowSpec, features: list[WindowFeature]) -> pa.Table:
-        """The block features of one window view for every spine row: ``__fk_row``, ``b0``, ``b1``, ..."""
+    def _coded_rows(
+        self, name: str, view: ViewInput, columns: list[str], *, drop_nulls: bool = False
+    ) -> tuple[np.ndarray, pa.Table, np.ndarray, pa.Table]:
+        """A view's rows and the spine's, with entity codes >= 0 (numpy) in key order.
+
+        Returns the rows' codes, the rows (``__fk_o``: event time in microseconds, then ``columns``),
+        the spine rows' codes (-1: a key with no rows, or a null key part) and the spine rows
+        (``__fk_row``, ``__fk_t``: the instant in microseconds). One integer key is its own code
+        (:func:`window_blocks.encode`); other keys are numbered in a temporary table ``name``.
+        With ``drop_nulls``, rows with a null event time or key part are left out.
+        """
         keys = [quote(k) for k in view.join_keys]
         key_list = ", ".join(keys)
-        columns = list(dict.fromkeys(f.column for f in features if f.column is not None))
         ts = quote(view.timestamp_field)
         one_integer = len(keys) == 1 and pa.types.is_integer(view.schema.field(view.join_keys[0]).type)
         con = self._con
@@ -601,7 +665,7 @@ class DuckDBJoin:
         if one_integer:  # the key is its own code (window_blocks.encode)
             code, codes_join = quote(view.join_keys[0]), ""
         else:
-            codes = f"__fk_codes{int(index)}"
+            codes = quote(name)
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {codes} AS SELECT {key_list}, "
                 f"(row_number() OVER (ORDER BY {key_list})) - 1 AS __fk_code FROM (SELECT DISTINCT {key_list} "
@@ -612,14 +676,14 @@ class DuckDBJoin:
             source = self._source(view, params)
             on = " AND ".join(f"e.{k} = c.{k}" for k in keys)
             code, codes_join = "c.__fk_code", f" JOIN {codes} c ON {on}"
-        # Read unsorted: numpy sorts the rows by one fused (code, time) key (window_blocks.sort_events),
-        # and rows that tie on both are then ordered by their values (window_blocks.Events.settled),
-        # so the blocks and every float sum are the same on each run. At 10M rows an ORDER BY here
-        # took 2.7 CPU s of the 3.2 s the query cost.
+        where = ""
+        if drop_nulls:  # the codes' join already drops a null key part
+            key_test = f" AND e.{quote(view.join_keys[0])} IS NOT NULL" if one_integer else ""
+            where = f" WHERE e.{ts} IS NOT NULL{key_test}"
         values = "".join(f", e.{quote(c)}" for c in columns)
         events = con.sql(
             f"SELECT {'e.' if one_integer else ''}{code} AS __fk_code, epoch_us(e.{ts}) AS __fk_o{values} "
-            f"FROM {source} e{codes_join}",
+            f"FROM {source} e{codes_join}{where}",
             params=params,
         ).to_arrow_table()
         params = []
@@ -638,6 +702,16 @@ class DuckDBJoin:
         else:
             event_codes = events.column("__fk_code").to_numpy().astype(np.int64)
             query_codes = points.column("__fk_code").to_numpy().astype(np.int64)
+        return event_codes, events.drop_columns(["__fk_code"]), query_codes, points.drop_columns(["__fk_code"])
+
+    def _block_table(self, index: int, view: ViewInput, spec: WindowSpec, features: list[WindowFeature]) -> pa.Table:
+        """The block features of one window view for every spine row: ``__fk_row``, ``b0``, ``b1``, ..."""
+        columns = list(dict.fromkeys(f.column for f in features if f.column is not None))
+        # Read unsorted: numpy sorts the rows by one fused (code, time) key (window_blocks.sort_events),
+        # and rows that tie on both are then ordered by their values (window_blocks.Events.settled),
+        # so the blocks and every float sum are the same on each run. At 10M rows an ORDER BY here
+        # took 2.7 CPU s of the 3.2 s the query cost.
+        event_codes, events, query_codes, points = self._coded_rows(f"__fk_codes{int(index)}", view, columns)
         ends = points.column("__fk_t").to_numpy() - spec.delay_us
         times = events.column("__fk_o").to_numpy()
         value_columns = {c: events.column(c).combine_chunks() for c in columns}

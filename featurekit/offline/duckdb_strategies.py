@@ -6,16 +6,31 @@ them from the statistics a :class:`~featurekit.offline.engine.ViewInput` carries
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from featurekit.offline.engine import JoinStrategy, ViewInput
 from featurekit.windows import WindowFeature
 
 # The range plan pairs each spine row with every feature row of its key; with more spine rows per
 # entity than this the ASOF plan is faster (measured crossover: 2-5 spine rows per entity).
 RANGE_MAX_SPINE_PER_ENTITY = 3.0
+# The asof_numpy plan's ASOF runs in one thread: measured 25-30% less CPU than the ASOF JOIN with
+# 100k spine rows over 2M feature rows (dense, per_entity_200k), 25% more with 1M over 10M (lowcard).
+NUMPY_MAX_SPINE_ROWS = 250_000
 
 
-def row_strategy(view: ViewInput, spine_rows: int) -> JoinStrategy:
-    """``range`` for few spine rows per recorded entity, else ``asof_rows`` without ties, else ``asof``."""
+def in_memory(view: ViewInput) -> bool:
+    """Whether the ``asof_numpy`` plan applies: event times are timestamps in seconds to microseconds
+    (a nanosecond time would need the SQL comparison's rounding rules)."""
+    fields = {f.name: f.type for f in view.schema}
+    event = fields.get(view.timestamp_field)
+    return event is not None and pa.types.is_timestamp(event) and event.unit != "ns"
+
+
+def row_strategy(view: ViewInput, spine_rows: int, *, arrays: bool = True) -> JoinStrategy:
+    """``range`` for few spine rows per recorded entity, else ``asof_rows`` without ties, else
+    ``asof_numpy`` where it applies (``arrays``, at most ``NUMPY_MAX_SPINE_ROWS`` spine rows, event
+    times in at most microseconds), else ``asof``."""
     entities = view.entities
     if entities:
         ratio = spine_rows / entities
@@ -29,6 +44,12 @@ def row_strategy(view: ViewInput, spine_rows: int) -> JoinStrategy:
     if view.unique_times:
         reason = f"{counted}; no two rows share keys and event time: one ASOF JOIN carries the matched row"
         return JoinStrategy(view.name, "asof_rows", reason)
+    if arrays and spine_rows <= NUMPY_MAX_SPINE_ROWS and in_memory(view):
+        reason = (
+            f"{counted}; rows may share keys and event time: a binary search of the sorted (entity, event time) "
+            "keys in numpy, then the rows of each matched instant reduced by the tie-break"
+        )
+        return JoinStrategy(view.name, "asof_numpy", reason)
     reason = f"{counted}; rows may share keys and event time: an ASOF JOIN, then the tie-break of that instant"
     return JoinStrategy(view.name, "asof", reason)
 

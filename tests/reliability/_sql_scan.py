@@ -43,8 +43,12 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("offline/duckdb_engine.py", "_source_sql", "scan.location"): "the repo's own SqlSource query",
     # DuckDBJoin._source() and _spine_relation() return read_parquet(?) (or a registered name)
     # with "?" placeholders whose values they append to the params list they are given.
-    ("offline/duckdb_engine.py", "_block_table", "self._source(view, params)"): "read_parquet(?) and ? only",
-    ("offline/duckdb_engine.py", "_block_table", "self._spine_relation(params)"): "the spine scan with ? only",
+    ("offline/duckdb_engine.py", "_coded_rows", "self._source(view, params)"): "read_parquet(?) and ? only",
+    ("offline/duckdb_engine.py", "_coded_rows", "self._spine_relation(params)"): "the spine scan with ? only",
+    # _instant_rows(view, match, params) appends the rows of each matched instant to ``match``, SQL
+    # built by _asof_sql or _join_view from quote()d identifiers, internal names and "?".
+    ("offline/duckdb_engine.py", "_instant_rows", "match"): "SQL of quote()d identifiers and ?",
+    ("offline/duckdb_engine.py", "_instant_rows", "order_key(view, 'f')"): "struct fields from quote()d columns",
 }
 
 
