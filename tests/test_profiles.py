@@ -23,10 +23,12 @@ from featurekit.cli import cli
 from featurekit.manifest import load_manifest
 from featurekit.offline.engine import local_path
 from featurekit.quality import data_profiles
+from featurekit.quality.inspection import BACKGROUND_ROWS, Inspection
 from featurekit.quality.profile import PERCENTILES, ColumnProfile, Profile
 from featurekit.quality.profiling import ProfileState, choose_edges, merge, profile_table
 from featurekit.quality.sketches import COUNTS_CAP, DISTINCT_CAP, RELATIVE_ERROR
 from featurekit.registry import Materialization
+from featurekit.transform import run_view
 from tests.conftest import T0, ts
 
 FEATURES = """
@@ -217,6 +219,33 @@ def test_profiles_follow_windows_rematerializations_backfills_and_pushes(repo, o
     assert_profile(other, other.profile("driver_stats"))
     window = (ts(2), ts(7))
     assert_profile(other, other.profile("driver_stats", window=window), window)
+
+
+def test_batches_profiled_on_the_inspections_two_workers_equal_the_oracle_and_one_thread(make_repo, open_store):
+    # Batches of BACKGROUND_ROWS rows or more are profiled a column per task on two workers,
+    # several batches in a row (each in several chunks): the state is the one-threaded pass's.
+    rows = 3 * BACKGROUND_ROWS
+    config = f"offline:\n  batch_rows: {BACKGROUND_ROWS + 1000}\n"
+    root = make_repo(FEATURES, {"data/trips.parquet": trips(5, (0, 10), rows)}, config=config)
+    store = open_store(root)
+    store.apply()
+    (result,) = store.materialize(ts(0), ts(10))
+    assert result.rows == rows
+    assert_profile(store, store.profile("driver_stats"))
+
+    version = store.registry.active()["driver_stats"].version
+    view = store.definitions.views["driver_stats"]
+    output = run_view(view, trips(6, (0, 10), 2 * BACKGROUND_ROWS), expected=version.schema)
+    output = pa.Table.from_batches(output.to_batches(max_chunksize=50_000))
+    halves = [output.slice(0, BACKGROUND_ROWS + 7), output.slice(BACKGROUND_ROWS + 7)]
+    inspection = Inspection(view, version, store.registry, window=(ts(0), ts(10)), mode="window")
+    one_thread = ProfileState.empty(version.schema, COLUMNS)
+    for half in halves:
+        inspection.add(half)
+        one_thread.add(half)
+    inspection.conclude()
+    assert inspection.profile.state.to_json() == one_thread.to_json()
+    inspection.records()
 
 
 def test_checkpoints_bound_the_merge_and_give_the_profile_every_state_merged_gives(make_repo, open_store, monkeypatch):
