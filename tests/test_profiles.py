@@ -333,6 +333,17 @@ def test_training_sets_carry_the_profile_of_their_features_in_the_manifest(repo,
     in_memory = store.training_set(spine, ["driver_stats:km", "driver_stats:city"])
     assert in_memory.profile() == written
     assert in_memory.manifest["profile"] == manifest.profile
+    # to_arrow() profiles the rows in memory only when asked (profile(), the manifest, to_parquet)
+    arrow = store.training_set(spine, ["driver_stats:km", "driver_stats:city"])
+    assert arrow.to_arrow().equals(table.replace_schema_metadata(None))
+    assert arrow.manifest["profile"] == manifest.profile
+    folder = store.training_set(spine, ["driver_stats:km", "driver_stats:city"]).to_parquet(f"{tmp_path}/parts/")
+    assert load_manifest(folder).profile == manifest.profile  # profiled beside the parts' writer, the same
+    # float features are written without a dictionary (it held every value); the others keep theirs
+    encodings = {c.path_in_schema: c.encodings for c in (pq.ParquetFile(path).metadata.row_group(0).column(i)
+                                                        for i in range(table.num_columns))}  # fmt: skip
+    assert "RLE_DICTIONARY" not in encodings["km"]
+    assert "RLE_DICTIONARY" in encodings["city"]
 
 
 def test_cli_profile_prints_a_table_and_json(repo, open_store):

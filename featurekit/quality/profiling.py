@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -480,19 +481,47 @@ class ProfileBuilder:
 
 
 class RowsProfiler:
-    """A profile of rows that arrive in batches (a training set's feature columns, as written)."""
+    """A profile of rows that arrive in batches (a training set's feature columns, as written).
+
+    :meth:`add_beside` profiles a batch on a worker thread while the caller goes on (writing the
+    same batch to Parquet: pyarrow's writer and numpy release the GIL), one batch in flight at
+    most; :meth:`result` waits for it, and :meth:`close` (always, e.g. in a ``finally``) stops
+    the worker. The profile is the same either way: the batches are added in their order.
+    """
 
     def __init__(self, columns: list[str], edges: Edges, source: str) -> None:
         self.columns = columns
         self.edges = edges
         self.source = source
         self.state: ProfileState | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def add(self, table: pa.Table) -> None:
+        self._wait()
         if self.state is None:
             self.state = ProfileState.empty(table.schema, [c for c in self.columns if c in table.column_names])
         self.state.add(table)
 
+    def add_beside(self, table: pa.Table) -> None:
+        """:meth:`add` on the worker thread (an error in the batch before is raised here)."""
+        self._wait()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-profile")
+        self._pending = self._worker.submit(self.add, table)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def result(self) -> Profile:
+        self._wait()
         state = self.state or ProfileState(0, {})
         return state.profile({**choose_edges(state), **self.edges}, self.source)
+
+    def close(self) -> None:
+        """Stop the worker, after the batch in flight (idempotent)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
