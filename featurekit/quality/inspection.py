@@ -8,13 +8,13 @@ the JSON the registry stores in the commit's own transaction.
 A large batch is checked and profiled on two worker threads (numpy, pyarrow and polars release
 the GIL in their loops): one task per profiled column and one for the checks that need no
 profile counts (``unique_keys`` above all), taken by whichever worker is free; the checks of one
-column (``not_null``, ``between``) then read the columns' tallies. Why two: the Delta writer
-(delta-rs) buffers the stream and encodes it only once the stream ends, and the stream ends
-only after ``conclude``, so for the last batch (a medium materialization's only one) nothing
-else runs while the pass does, and both cores are the pass's. Earlier batches overlap the next
-batch's read and feature function. Each column's chunks are added in order by one task, so the
-profile equals a one-threaded pass. At most one batch is in flight, so memory stays bounded, and
-a worker's error, if any, is raised by the next ``add`` or by ``conclude``.
+column (``not_null``, ``between``) then read the columns' tallies. The stream of batches ends
+only after ``conclude``, and the Delta writer (delta-rs) encodes its input in its own threads,
+partly while ``conclude`` waits, so the pass costs wall time for what of it does not fit beside
+that encoding (and, before the last batch, beside the next batch's read and feature function):
+split into tasks, it uses whichever core is free. Each column's chunks are added in order by one
+task, so the profile equals a one-threaded pass. At most one batch is in flight, so memory stays
+bounded, and a worker's error, if any, is raised by the next ``add`` or by ``conclude``.
 """
 
 from __future__ import annotations
