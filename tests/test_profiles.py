@@ -25,7 +25,7 @@ from featurekit.offline.engine import local_path
 from featurekit.quality import data_profiles
 from featurekit.quality.inspection import BACKGROUND_ROWS, Inspection
 from featurekit.quality.profile import PERCENTILES, ColumnProfile, Profile
-from featurekit.quality.profiling import ProfileState, choose_edges, merge, profile_table
+from featurekit.quality.profiling import ProfileState, RowsProfiler, choose_edges, merge, profile_table
 from featurekit.quality.sketches import COUNTS_CAP, DISTINCT_CAP, RELATIVE_ERROR
 from featurekit.registry import Materialization
 from featurekit.transform import run_view
@@ -514,3 +514,21 @@ def test_profile_dict_round_trip():
     assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
     assert profile.columns["flag"].top[0][0] in ("true", "false")
     assert set(profile.to_pandas()["name"]) == {"x", "flag"}
+
+
+def test_rows_profiled_beside_the_writer_equal_rows_profiled_inline():
+    # add_beside profiles each batch on a worker while the caller writes it, one batch in flight:
+    # the same profile as add, over many batches (and an error is raised, not lost).
+    rng = np.random.default_rng(8)
+    table = pa.table({"x": rng.normal(0, 1, 40_000), "word": pa.array(rng.choice(["a", "b", None], 40_000))})
+    inline, beside = (RowsProfiler(["x", "word"], {}, "training set") for _ in range(2))
+    try:
+        for batch in table.to_batches(max_chunksize=1_000):
+            inline.add(pa.Table.from_batches([batch]))
+            beside.add_beside(pa.Table.from_batches([batch]))
+        assert beside.result() == inline.result()
+        beside.add_beside(pa.table({"x": [1.0]}))  # no column "word": the worker's KeyError
+        with pytest.raises(KeyError, match="word"):
+            beside.add(table)
+    finally:
+        beside.close()

@@ -499,6 +499,9 @@ class RowsProfiler:
 
     def add(self, table: pa.Table) -> None:
         self._wait()
+        self._add(table)
+
+    def _add(self, table: pa.Table) -> None:
         if self.state is None:
             self.state = ProfileState.empty(table.schema, [c for c in self.columns if c in table.column_names])
         self.state.add(table)
@@ -508,7 +511,7 @@ class RowsProfiler:
         self._wait()
         if self._worker is None:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-profile")
-        self._pending = self._worker.submit(self.add, table)
+        self._pending = self._worker.submit(self._add, table)  # not add: it would wait for itself
 
     def _wait(self) -> None:
         pending, self._pending = self._pending, None
