@@ -23,10 +23,12 @@ from featurekit.cli import cli
 from featurekit.manifest import load_manifest
 from featurekit.offline.engine import local_path
 from featurekit.quality import data_profiles
+from featurekit.quality.inspection import BACKGROUND_ROWS, Inspection
 from featurekit.quality.profile import PERCENTILES, ColumnProfile, Profile
-from featurekit.quality.profiling import ProfileState, choose_edges, merge, profile_table
+from featurekit.quality.profiling import ProfileState, RowsProfiler, choose_edges, merge, profile_table
 from featurekit.quality.sketches import COUNTS_CAP, DISTINCT_CAP, RELATIVE_ERROR
 from featurekit.registry import Materialization
+from featurekit.transform import run_view
 from tests.conftest import T0, ts
 
 FEATURES = """
@@ -219,6 +221,33 @@ def test_profiles_follow_windows_rematerializations_backfills_and_pushes(repo, o
     assert_profile(other, other.profile("driver_stats", window=window), window)
 
 
+def test_batches_profiled_on_the_inspections_two_workers_equal_the_oracle_and_one_thread(make_repo, open_store):
+    # Batches of BACKGROUND_ROWS rows or more are profiled a column per task on two workers,
+    # several batches in a row (each in several chunks): the state is the one-threaded pass's.
+    rows = 3 * BACKGROUND_ROWS
+    config = f"offline:\n  batch_rows: {BACKGROUND_ROWS + 1000}\n"
+    root = make_repo(FEATURES, {"data/trips.parquet": trips(5, (0, 10), rows)}, config=config)
+    store = open_store(root)
+    store.apply()
+    (result,) = store.materialize(ts(0), ts(10))
+    assert result.rows == rows
+    assert_profile(store, store.profile("driver_stats"))
+
+    version = store.registry.active()["driver_stats"].version
+    view = store.definitions.views["driver_stats"]
+    output = run_view(view, trips(6, (0, 10), 2 * BACKGROUND_ROWS), expected=version.schema)
+    output = pa.Table.from_batches(output.to_batches(max_chunksize=50_000))
+    halves = [output.slice(0, BACKGROUND_ROWS + 7), output.slice(BACKGROUND_ROWS + 7)]
+    inspection = Inspection(view, version, store.registry, window=(ts(0), ts(10)), mode="window")
+    one_thread = ProfileState.empty(version.schema, COLUMNS)
+    for half in halves:
+        inspection.add(half)
+        one_thread.add(half)
+    inspection.conclude()
+    assert inspection.profile.state.to_json() == one_thread.to_json()
+    inspection.records()
+
+
 def test_checkpoints_bound_the_merge_and_give_the_profile_every_state_merged_gives(make_repo, open_store, monkeypatch):
     root = make_repo(FEATURES, {"data/trips.parquet": trips(1, (0, 40), 8000)})
     store = open_store(root)
@@ -304,6 +333,17 @@ def test_training_sets_carry_the_profile_of_their_features_in_the_manifest(repo,
     in_memory = store.training_set(spine, ["driver_stats:km", "driver_stats:city"])
     assert in_memory.profile() == written
     assert in_memory.manifest["profile"] == manifest.profile
+    # to_arrow() profiles the rows in memory only when asked (profile(), the manifest, to_parquet)
+    arrow = store.training_set(spine, ["driver_stats:km", "driver_stats:city"])
+    assert arrow.to_arrow().equals(table.replace_schema_metadata(None))
+    assert arrow.manifest["profile"] == manifest.profile
+    folder = store.training_set(spine, ["driver_stats:km", "driver_stats:city"]).to_parquet(f"{tmp_path}/parts/")
+    assert load_manifest(folder).profile == manifest.profile  # profiled beside the parts' writer, the same
+    # float features are written without a dictionary (it held every value); the others keep theirs
+    encodings = {c.path_in_schema: c.encodings for c in (pq.ParquetFile(path).metadata.row_group(0).column(i)
+                                                        for i in range(table.num_columns))}  # fmt: skip
+    assert "RLE_DICTIONARY" not in encodings["km"]
+    assert "RLE_DICTIONARY" in encodings["city"]
 
 
 def test_cli_profile_prints_a_table_and_json(repo, open_store):
@@ -474,3 +514,21 @@ def test_profile_dict_round_trip():
     assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
     assert profile.columns["flag"].top[0][0] in ("true", "false")
     assert set(profile.to_pandas()["name"]) == {"x", "flag"}
+
+
+def test_rows_profiled_beside_the_writer_equal_rows_profiled_inline():
+    # add_beside profiles each batch on a worker while the caller writes it, one batch in flight:
+    # the same profile as add, over many batches (and an error is raised, not lost).
+    rng = np.random.default_rng(8)
+    table = pa.table({"x": rng.normal(0, 1, 40_000), "word": pa.array(rng.choice(["a", "b", None], 40_000))})
+    inline, beside = (RowsProfiler(["x", "word"], {}, "training set") for _ in range(2))
+    try:
+        for batch in table.to_batches(max_chunksize=1_000):
+            inline.add(pa.Table.from_batches([batch]))
+            beside.add_beside(pa.Table.from_batches([batch]))
+        assert beside.result() == inline.result()
+        beside.add_beside(pa.table({"x": [1.0]}))  # no column "word": the worker's KeyError
+        with pytest.raises(KeyError, match="word"):
+            beside.add(table)
+    finally:
+        beside.close()

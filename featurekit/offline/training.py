@@ -231,6 +231,19 @@ def build_training_set(
     )
 
 
+def _dictionary(schema: pa.Schema) -> list[str] | bool:
+    """The columns a training set's Parquet dictionary-encodes: all but the floating-point ones.
+
+    Float features rarely repeat, so pyarrow builds a dictionary of every value of a column chunk
+    (up to its 1 MB page limit) and then writes it beside the indices: at 100k rows and 8 float
+    features that was 70% of the writer's CPU time (55 of 79 ms) and made the file 18% larger.
+    With a nested column, all (pyarrow names a nested column's leaves by path, not by its name).
+    """
+    if any(pa.types.is_nested(field.type) for field in schema):
+        return True
+    return [field.name for field in schema if not pa.types.is_floating(field.type)]
+
+
 def _profiler(
     registry: Registry, plan: ResolvedFeatures, final: dict[tuple[int, str], str]
 ) -> Callable[[], RowsProfiler]:
@@ -329,9 +342,12 @@ class TrainingSet:
             if self._make_manifest is None:
                 raise AssertionError("this training set was built without a manifest")
             self._manifest = self._make_manifest()
+        if self._manifest.profile is None and self._profile is None and self._table is not None:
+            self._profile_rows()
         if self._manifest.profile is None and self._profile is not None:
-            # The profile is taken in the pass that produces the rows; the manifest never reads the
-            # data itself (a manifest must stay available to rebuild from after gc removed the data).
+            # The profile is taken in the pass that produces the rows (or from the rows in memory);
+            # the manifest never reads the data itself (a manifest must stay available to rebuild
+            # from after gc removed the data).
             self._manifest = self._manifest.model_copy(update={"profile": self._profile.to_dict()})
         return self._manifest
 
@@ -343,7 +359,15 @@ class TrainingSet:
         """
         if self._profile is None and self._profiler is not None:
             self.to_arrow()
+            self._profile_rows()
         return self._profile
+
+    def _profile_rows(self) -> None:
+        """Profile the rows in memory, once asked for (``to_arrow`` alone does not pay for it)."""
+        if self._profiler is not None and self._profile is None and self._table is not None:
+            profiler = self._profiler()
+            profiler.add(self._table)
+            self._profile = profiler.result()
 
     @property
     def description(self) -> str:
@@ -374,10 +398,6 @@ class TrainingSet:
             table = self._join.to_arrow()
             self._check()
             self._table = self._post(table) if self._post is not None else table
-            if self._profiler is not None and self._profile is None:
-                profiler = self._profiler()
-                profiler.add(self._table)
-                self._profile = profiler.result()
         return self._table
 
     def to_pandas(self) -> Any:
@@ -428,7 +448,12 @@ class TrainingSet:
             return self._to_directory(target)
         temporary = target.with_name(f".{target.name}.partial")
         if self._table is not None:
-            pq.write_table(self._table.replace_schema_metadata(self._metadata(self._table.schema)), temporary)
+            table = self._table
+            pq.write_table(
+                table.replace_schema_metadata(self._metadata(table.schema)),
+                temporary,
+                use_dictionary=_dictionary(table.schema),
+            )
         else:
             # Streamed through this process (not the engine's own writer), so that the profile in
             # the manifest is taken in the same pass; the manifest goes into the footer at the end.
@@ -520,9 +545,12 @@ class TrainingSet:
                 batches = self._table.to_batches(PART_ROWS) if self._table is not None else self.iter_batches(PART_ROWS)
                 index = -1
                 for index, batch in enumerate(batches):
-                    pq.write_table(pa.Table.from_batches([batch]), temporary / f"part-{index:05d}.parquet")
+                    part = pa.Table.from_batches([batch])
                     if profiler is not None:
-                        profiler.add(pa.Table.from_batches([batch]))
+                        profiler.add_beside(part)  # profiled while the part is encoded
+                    pq.write_table(
+                        part, temporary / f"part-{index:05d}.parquet", use_dictionary=_dictionary(part.schema)
+                    )
                 if index < 0:  # an empty spine: one empty part keeps the columns
                     pq.write_table(self.to_arrow(), temporary / "part-00000.parquet")
             if profiler is not None and self._profile is None:
@@ -532,6 +560,9 @@ class TrainingSet:
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+        finally:
+            if profiler is not None:
+                profiler.close()
         replaced = target.with_name(f".{target.name}.replaced")
         if target.exists():
             target.rename(replaced)
@@ -548,15 +579,17 @@ class TrainingSet:
         try:
             for batch in self.iter_batches():
                 if writer is None:
-                    writer = pq.ParquetWriter(path, batch.schema)
-                writer.write_batch(batch)
+                    writer = pq.ParquetWriter(path, batch.schema, use_dictionary=_dictionary(batch.schema))
                 if profiler is not None:
-                    profiler.add(pa.Table.from_batches([batch]))
+                    profiler.add_beside(pa.Table.from_batches([batch]))  # profiled while the batch is encoded
+                writer.write_batch(batch)
             if writer is not None:
                 if profiler is not None:
                     self._profile = profiler.result()
                 writer.add_key_value_metadata(self._metadata(writer.schema))
         finally:
+            if profiler is not None:
+                profiler.close()
             if writer is not None:
                 writer.close()
         return writer is not None

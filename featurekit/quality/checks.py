@@ -339,9 +339,22 @@ class CheckRun:
 
     def add(self, table: pa.Table, tallies: Mapping[str, BatchTally] | None = None) -> None:
         """Count one output batch; ``tallies``: the profile's counts of it, by column (see the module docstring)."""
+        self.add_untallied(table)
+        self.add_tallied(table, tallies)
+
+    def add_untallied(self, table: pa.Table) -> None:
+        """The part of :meth:`add` that needs no tally: the checks of no single column (unique_keys,
+        row_count, freshness, custom), which may run while the profile counts the same batch."""
+        for evaluator in self.evaluators:
+            if evaluator.check.column is None:
+                evaluator.add(table)
+
+    def add_tallied(self, table: pa.Table, tallies: Mapping[str, BatchTally] | None = None) -> None:
+        """The rest of :meth:`add`: the checks of one column (not_null, between), after the profile's tallies."""
         for evaluator in self.evaluators:
             column = evaluator.check.column
-            evaluator.add(table, tallies.get(column) if tallies is not None and column is not None else None)
+            if column is not None:
+                evaluator.add(table, tallies.get(column) if tallies is not None else None)
 
     def conclude(self) -> None:
         """Decide: a failing check of a ``"fail"`` view raises :class:`~featurekit.errors.CheckError`."""

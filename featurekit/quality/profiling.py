@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -82,14 +83,25 @@ _BLOCK = 262_144
 _KEY_SHIFT = np.uint64(52 - MANTISSA_BITS)
 
 
-class _Scratch:
-    """Work arrays of one block, reused by every block of a column."""
+class Scratch:
+    """Work arrays of one block, reused by every block of a column (one per thread at a time)."""
 
     def __init__(self, size: int) -> None:
         self.numbers = np.empty(size, dtype=np.float64)
         self.floats = np.empty(size, dtype=np.float64)
         self.keys = np.empty(size, dtype=np.uint64)
         self.hashes = np.empty(size, dtype=np.uint64)
+
+    @classmethod
+    def block(cls) -> Scratch:
+        """Work arrays for chunks of any length (a block at most; pages are touched only when used)."""
+        return cls(_BLOCK)
+
+    @classmethod
+    def for_table(cls, table: pa.Table, columns: list[str]) -> Scratch:
+        """Work arrays large enough for every chunk of these columns (at most one block)."""
+        longest = max((len(c) for name in columns for c in table.column(name).chunks), default=0)
+        return cls(min(longest, _BLOCK))
 
 
 @dataclass
@@ -110,7 +122,7 @@ class ColumnState:
     counts: ValueCounts = field(default_factory=lambda: ValueCounts({}))
     integers: bool = False  # an integer column (its small values get exact percentiles)
 
-    def add(self, array: pa.Array, scratch: _Scratch | None = None) -> None:
+    def add(self, array: pa.Array, scratch: Scratch | None = None) -> None:
         """Take one chunk; ``scratch``: work arrays to reuse (:meth:`ProfileState.add` passes its own)."""
         self.rows += len(array)
         self.nulls += array.null_count
@@ -123,7 +135,7 @@ class ColumnState:
         else:
             self._add_categories(array)
 
-    def _add_numbers(self, array: pa.Array, scratch: _Scratch | None) -> None:
+    def _add_numbers(self, array: pa.Array, scratch: Scratch | None) -> None:
         dtype = array.type
         if pa.types.is_decimal(dtype) or pa.types.is_float16(dtype):
             array, dtype = array.cast(pa.float64()), pa.float64()
@@ -133,7 +145,7 @@ class ColumnState:
         # ProfileState.add, by every chunk and column): the passes below then cost compute, not
         # memory traffic and the page faults of fresh arrays.
         if scratch is None or len(scratch.numbers) < min(len(raw), _BLOCK):
-            scratch = _Scratch(min(len(raw), _BLOCK))
+            scratch = Scratch(min(len(raw), _BLOCK))
         for begin in range(0, len(raw), _BLOCK):
             block = raw[begin : begin + _BLOCK]
             if not floating:
@@ -159,7 +171,7 @@ class ColumnState:
             self._add_block(values, bits, low, keys, scratch)
 
     def _add_block(
-        self, values: np.ndarray, bits: np.ndarray, low: float, keys: np.ndarray | None, scratch: _Scratch
+        self, values: np.ndarray, bits: np.ndarray, low: float, keys: np.ndarray | None, scratch: Scratch
     ) -> None:
         """Values (float64, no NaN), the patterns to hash, their minimum and bucket keys (if known)."""
         high = float(values.max())
@@ -316,16 +328,26 @@ class ProfileState:
 
     def add(self, table: pa.Table) -> dict[str, BatchTally]:
         """Take one batch of rows (every profiled column must be in it); return its tally per column."""
+        self.count_rows(table)
+        scratch = Scratch.for_table(table, list(self.columns))  # one for every chunk of every column
+        return {name: self.add_column(name, table.column(name), scratch) for name in self.columns}
+
+    def count_rows(self, table: pa.Table) -> None:
+        """Count a batch's rows (what :meth:`add` does besides :meth:`add_column` for every column)."""
         self.rows += table.num_rows
-        longest = max((len(c) for name in self.columns for c in table.column(name).chunks), default=0)
-        scratch = _Scratch(min(longest, _BLOCK))  # one for every chunk of every column
-        tallies = {}
-        for name, state in self.columns.items():
-            nulls, nans = state.nulls, state.nans
-            for chunk in table.column(name).chunks:
-                state.add(chunk, scratch)
-            tallies[name] = BatchTally(state.nulls - nulls, state.nans - nans, state.low, state.high)
-        return tallies
+
+    def add_column(self, name: str, column: pa.ChunkedArray, scratch: Scratch | None = None) -> BatchTally:
+        """Take one batch's values of one profiled column; return its tally.
+
+        With :meth:`count_rows`, the pieces of :meth:`add`, for callers that profile a batch's
+        columns on several threads at once: the columns' states are apart, so each column may go
+        to another thread (each thread with its own ``scratch``), and the result is that of :meth:`add`.
+        """
+        state = self.columns[name]
+        nulls, nans = state.nulls, state.nans
+        for chunk in column.chunks:
+            state.add(chunk, scratch)
+        return BatchTally(state.nulls - nulls, state.nans - nans, state.low, state.high)
 
     def merge(self, other: ProfileState) -> ProfileState:
         """The state of both sets of rows (the same columns)."""
@@ -434,8 +456,8 @@ def merge(profiles: list[ProfileState]) -> ProfileState:
 class ProfileBuilder:
     """Accumulates one commit's profile state, batch by batch, in the materialization's own pass.
 
-    Not thread-safe by itself: :class:`~featurekit.quality.inspection.Inspection` runs it on its
-    worker thread, one batch at a time.
+    Not thread-safe by itself: :class:`~featurekit.quality.inspection.Inspection` runs a batch's
+    columns on its two workers (:meth:`ProfileState.add_column`), one batch at a time.
     """
 
     def __init__(self, version: ViewVersion, registry: Registry) -> None:
@@ -459,19 +481,50 @@ class ProfileBuilder:
 
 
 class RowsProfiler:
-    """A profile of rows that arrive in batches (a training set's feature columns, as written)."""
+    """A profile of rows that arrive in batches (a training set's feature columns, as written).
+
+    :meth:`add_beside` profiles a batch on a worker thread while the caller goes on (writing the
+    same batch to Parquet: pyarrow's writer and numpy release the GIL), one batch in flight at
+    most; :meth:`result` waits for it, and :meth:`close` (always, e.g. in a ``finally``) stops
+    the worker. The profile is the same either way: the batches are added in their order.
+    """
 
     def __init__(self, columns: list[str], edges: Edges, source: str) -> None:
         self.columns = columns
         self.edges = edges
         self.source = source
         self.state: ProfileState | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def add(self, table: pa.Table) -> None:
+        self._wait()
+        self._add(table)
+
+    def _add(self, table: pa.Table) -> None:
         if self.state is None:
             self.state = ProfileState.empty(table.schema, [c for c in self.columns if c in table.column_names])
         self.state.add(table)
 
+    def add_beside(self, table: pa.Table) -> None:
+        """:meth:`add` on the worker thread (an error in the batch before is raised here)."""
+        self._wait()
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="featurekit-profile")
+        self._pending = self._worker.submit(self._add, table)  # not add: it would wait for itself
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def result(self) -> Profile:
+        self._wait()
         state = self.state or ProfileState(0, {})
         return state.profile({**choose_edges(state), **self.edges}, self.source)
+
+    def close(self) -> None:
+        """Stop the worker, after the batch in flight (idempotent)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None

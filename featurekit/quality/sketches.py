@@ -248,6 +248,8 @@ class DistinctSketch:
             # of them all is cheap).
             cut = np.uint64(min(_U64 - 1, _U64 * 4 * DISTINCT_CAP / len(hashes)))
             smallest = _distinct_sorted(hashes[hashes < cut])
+            if len(smallest) >= DISTINCT_CAP and not len(self.hashes):  # sorted and distinct already
+                return DistinctSketch(smallest[:DISTINCT_CAP])
             hashes = smallest if len(smallest) >= DISTINCT_CAP else pd.unique(hashes)
         return DistinctSketch(_distinct_sorted(np.concatenate([self.hashes, hashes]))[:DISTINCT_CAP])
 
