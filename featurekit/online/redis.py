@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 from featurekit import faults
 from featurekit.errors import ConfigError, StorageError
 from featurekit.online.base import Key, OnlineRows
-from featurekit.online.redis_rows import decode_row, encode_redis_key, pack_rows, packed_parts
+from featurekit.online.redis_rows import decode_row, encode_redis_key, encode_rows, pack_rows, packed_parts
 
 if TYPE_CHECKING:
     from featurekit.config import RedisOnlineConfig
