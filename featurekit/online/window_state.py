@@ -27,7 +27,9 @@ first, then the base, and uses the tail only when its generation is the base's: 
 between (holding that tail's events) makes it ignore the tail, so no event counts twice or goes
 missing, whatever the interleaving. The state's events are the stable sort by (time, created) of
 base then tail, the same order compaction writes, so a lookup's values do not depend on when an
-entity was compacted.
+entity was compacted. A hot entity's joined base and tail are kept per process (:data:`JOINED`),
+keyed by what fixes them (its base's generation and its tail's bytes), so repeated lookups do
+not copy its events again.
 
 A base written by the one-part layout (no header) still reads, as a base with no tail; the first
 merge touching such an entity compacts it into the two-part layout.
