@@ -196,19 +196,27 @@ def test_lookups_through_kept_joined_states_answer_as_joined_anew(tmp_path, monk
 def test_kept_joined_states_stay_within_their_budget():
     layout = pa.schema([pa.field("__fk_o", pa.int64())])
     batch = pa.RecordBatch.from_arrays([pa.array(np.arange(1000, dtype=np.int64))], schema=layout)
-    kept = JoinedStates(budget_bytes=4 * (batch.nbytes + 10), min_rows=1)
+    tail = b"0123456789"
+    kept = JoinedStates(budget_bytes=4 * (batch.nbytes + len(tail)) + 8, min_rows=1)
     for i in range(6):
-        kept.put(("t", i), batch, 10)
+        kept.put(("t", i), tail, batch)
         assert kept.nbytes <= kept.budget_bytes
     assert len(kept) == 4
-    assert kept.get(("t", 0)) is None  # the least recently used went first
-    assert kept.get(("t", 1)) is None
-    assert kept.get(("t", 2)) is batch
-    kept.put(("t", 6), batch, 10)
-    assert kept.get(("t", 2)) is batch  # a hit made ("t", 2) recent
-    assert kept.get(("t", 3)) is None
-    kept.put(("big", 0), pa.RecordBatch.from_arrays([pa.array(np.arange(10**4))], schema=layout), 0)
-    assert kept.get(("big", 0)) is None  # over a quarter of the budget: not kept
+    assert kept.get(("t", 0), tail) is None  # the least recently used went first
+    assert kept.get(("t", 1), tail) is None
+    assert kept.get(("t", 2), tail) is batch
+    kept.put(("t", 6), tail, batch)
+    assert kept.get(("t", 2), tail) is batch  # a hit made ("t", 2) recent
+    assert kept.get(("t", 3), tail) is None
+    assert kept.get(("t", 2), b"0123456780") is None  # another tail: not this state
+    newer = b"0123456789+"
+    kept.put(("t", 2), newer, batch)  # a newer tail's state replaces the older's
+    assert len(kept) == 4
+    assert kept.get(("t", 2), tail) is None
+    assert kept.get(("t", 2), newer) is batch
+    assert kept.nbytes == 4 * (batch.nbytes + len(tail)) + 1
+    kept.put(("big", 0), b"", pa.RecordBatch.from_arrays([pa.array(np.arange(10**4))], schema=layout))
+    assert kept.get(("big", 0), b"") is None  # over a quarter of the budget: not kept
 
 
 def _store_with_tails(tmp_path) -> fk.FeatureStore:

@@ -28,7 +28,7 @@ between (holding that tail's events) makes it ignore the tail, so no event count
 missing, whatever the interleaving. The state's events are the stable sort by (time, created) of
 base then tail, the same order compaction writes, so a lookup's values do not depend on when an
 entity was compacted. A hot entity's joined base and tail are kept per process (:data:`JOINED`),
-keyed by what fixes them (its base's generation and its tail's bytes), so repeated lookups do
+found by what fixes them (its base's generation, then its tail's bytes), so repeated lookups do
 not copy its events again.
 
 A base written by the one-part layout (no header) still reads, as a base with no tail; the first
@@ -113,39 +113,43 @@ class JoinedStates:
 
     Joining a hot entity's base and tail copies its whole base (0.09 ms CPU for 125k events and
     two columns), on every lookup, for a tail that changes only when a materialize or a push
-    appends. An entry is keyed by what fixes its events: the table and entity, the base's
-    generation (drawn anew by every base write, so a compaction or rebuild never finds an old
-    entry) and the tail's bytes (so an append never does either). Only states whose base holds
-    at least ``min_rows`` events are kept (smaller ones join in microseconds); the least recently
-    used go first once the kept batches and keys exceed ``budget_bytes``. Thread-safe.
+    appends. An entry is found by the table, entity and base generation (drawn anew by every
+    base write, so a compaction or rebuild never finds an old entry) and used only when its tail
+    bytes equal the tail just read (compared, not hashed: a hot entity's tail is tens of KB), so
+    an append never finds one either; a newer tail replaces the entry. Only states whose base
+    holds at least ``min_rows`` events are kept (smaller ones join in microseconds); the least
+    recently used go first once the kept batches and tails exceed ``budget_bytes``. Thread-safe.
     """
 
     def __init__(self, budget_bytes: int, min_rows: int) -> None:
         self.budget_bytes = budget_bytes
         self.min_rows = min_rows
-        self._entries: OrderedDict[Hashable, tuple[pa.RecordBatch, int]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[bytes, pa.RecordBatch, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> pa.RecordBatch | None:
+    def get(self, key: Hashable, tail: bytes) -> pa.RecordBatch | None:
+        """The state kept for ``key`` if it was joined with ``tail``."""
         with self._lock:
             found = self._entries.get(key)
-            if found is None:
+            if found is None or found[0] != tail:
                 return None
             self._entries.move_to_end(key)
-            return found[0]
+            return found[1]
 
-    def put(self, key: Hashable, batch: pa.RecordBatch, key_bytes: int) -> None:
-        size = batch.nbytes + key_bytes
+    def put(self, key: Hashable, tail: bytes, batch: pa.RecordBatch) -> None:
+        """Keep ``batch``, the state of ``key`` joined with ``tail`` (in place of an older tail's)."""
+        size = batch.nbytes + len(tail)
         if size > self.budget_bytes // 4:  # one state never pushes out most of the others
             return
         with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = (batch, size)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[key] = (tail, batch, size)
             self._bytes += size
             while self._bytes > self.budget_bytes:
-                _, (_, freed) = self._entries.popitem(last=False)
+                _, (_, _, freed) = self._entries.popitem(last=False)
                 self._bytes -= freed
 
     @property
@@ -187,11 +191,11 @@ def state_of(
     if entity is not None and events.num_rows >= JOINED.min_rows:
         assert tail is not None  # (read_tail found events in it)
         tail_bytes = bytes(tail[2])
-        key = (entity, generation, tail_bytes)
-        found = JOINED.get(key)
+        key = (entity, generation)
+        found = JOINED.get(key, tail_bytes)
         if found is None:  # the whole base: the events before since_us are outside every window anyway
             found = _join(events, extra, layout)
-            JOINED.put(key, found, len(tail_bytes))
+            JOINED.put(key, tail_bytes, found)
         return found.slice(int(found.column(0).to_numpy().searchsorted(since_us, "left")))
     order = events.column(0).to_numpy()
     events = events.slice(int(order.searchsorted(since_us, "left")))
