@@ -149,7 +149,11 @@ def test_windows_smoke_run(tmp_path: Path) -> None:
     assert entry["lookups"]["typical"]["calls"] == 50
     assert entry["lookups"]["hot"]["cpu_ms_per_call"] > 0
     assert entry["lookups"]["online_check"][0].startswith("21 entities equal the oracle")
-    assert "## Window aggregations (issue 13)" in (tmp_path / "RESULTS.md").read_text()
+    assert entry["lookups_tails"]["hot"]["calls"] == 50  # after an incremental materialize of the last day
+    assert entry["lookups_tails"]["online_check"][0].startswith("21 entities equal the oracle")
+    results = (tmp_path / "RESULTS.md").read_text()
+    assert "## Window aggregations (issue 13)" in results
+    assert "| the hot entity, one-day tails |" in results
 
 
 @pytest.mark.slow

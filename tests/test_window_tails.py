@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,10 @@ from featurekit.online.sqlite import SqliteOnlineStore
 from featurekit.online.window_state import (
     COLUMNS,
     HEADER,
+    JOINED,
     TAIL_COLUMNS,
     TAIL_MIN,
+    JoinedStates,
     WindowStates,
     read_base,
     state_of,
@@ -136,6 +138,85 @@ def test_a_state_built_day_by_day_answers_as_one_built_at_once(tmp_path, request
         at_once.push("spend", pushed)
         assert _lookups(by_day) == _lookups(at_once)
         assert by_day.check_integrity().problems == []
+
+
+def _push(store: fk.FeatureStore, customer: int, count: int, first: datetime) -> None:
+    store.push(
+        "spend",
+        pa.table(
+            {
+                "customer_id": pa.array([customer] * count, pa.int64()),
+                "event_timestamp": pa.array(
+                    [first + timedelta(seconds=i) for i in range(count)], pa.timestamp("us", tz="UTC")
+                ),
+                "amount": pa.array([float(i) / 3 for i in range(count)]),
+                "shop": pa.array([i % 4 for i in range(count)], pa.int64()),
+            }
+        ),
+    )
+
+
+def test_lookups_through_kept_joined_states_answer_as_joined_anew(tmp_path, monkeypatch):
+    """Hot states joined once and kept (JOINED, here for every state) answer bit for bit as states
+    joined at each lookup: when kept, after a push appends to a tail, after a push compacts."""
+    monkeypatch.setattr(JOINED, "min_rows", 1)
+    JOINED.clear()
+    events = _events()
+    repos = RepoFactory(tmp_path)
+    daily = repos(FEATURES, {"data/tx.parquet": events})
+    once = repos(FEATURES, {"data/tx.parquet": events})
+    with fk.FeatureStore(daily, progress=False) as by_day, fk.FeatureStore(once, progress=False) as at_once:
+        by_day.apply()
+        at_once.apply()
+        by_day.materialize(ts(0), ts(DAYS - 1))
+        by_day.materialize_incremental(ts(DAYS))
+        at_once.materialize(ts(0), ts(DAYS))
+        expected = _lookups(at_once)  # bases only: nothing to join
+        assert not len(JOINED)
+        assert _lookups(by_day) == expected
+        assert len(JOINED), "no state was kept"
+        kept = len(JOINED)
+        assert _lookups(by_day) == expected  # from the kept states
+        assert len(JOINED) == kept
+
+        def fresh() -> list[dict[str, list[object]]]:
+            monkeypatch.setattr(JOINED, "min_rows", 10**9)  # join at each lookup
+            found = _lookups(by_day)
+            monkeypatch.setattr(JOINED, "min_rows", 1)
+            return found
+
+        for count in (3, TAIL_MIN + 1):  # an append to the tails, then a compaction of one customer
+            _push(by_day, HOT, count, ts(DAYS, 1))
+            _push(by_day, 1, count, ts(DAYS) - timedelta(hours=2, microseconds=3))  # late: a sorted join
+            assert _lookups(by_day) == fresh()
+            assert _lookups(by_day) == fresh()
+    JOINED.clear()
+
+
+def test_kept_joined_states_stay_within_their_budget():
+    layout = pa.schema([pa.field("__fk_o", pa.int64())])
+    batch = pa.RecordBatch.from_arrays([pa.array(np.arange(1000, dtype=np.int64))], schema=layout)
+    tail = b"0123456789"
+    kept = JoinedStates(budget_bytes=4 * (batch.nbytes + len(tail)) + 8, min_rows=1)
+    for i in range(6):
+        kept.put(("t", i), tail, batch)
+        assert kept.nbytes <= kept.budget_bytes
+    assert len(kept) == 4
+    assert kept.get(("t", 0), tail) is None  # the least recently used went first
+    assert kept.get(("t", 1), tail) is None
+    assert kept.get(("t", 2), tail) is batch
+    kept.put(("t", 6), tail, batch)
+    assert kept.get(("t", 2), tail) is batch  # a hit made ("t", 2) recent
+    assert kept.get(("t", 3), tail) is None
+    assert kept.get(("t", 2), b"0123456780") is None  # another tail: not this state
+    newer = b"0123456789+"
+    kept.put(("t", 2), newer, batch)  # a newer tail's state replaces the older's
+    assert len(kept) == 4
+    assert kept.get(("t", 2), tail) is None
+    assert kept.get(("t", 2), newer) is batch
+    assert kept.nbytes == 4 * (batch.nbytes + len(tail)) + 1
+    kept.put(("big", 0), b"", pa.RecordBatch.from_arrays([pa.array(np.arange(10**4))], schema=layout))
+    assert kept.get(("big", 0), b"") is None  # over a quarter of the budget: not kept
 
 
 def _store_with_tails(tmp_path) -> fk.FeatureStore:

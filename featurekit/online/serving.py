@@ -456,7 +456,8 @@ class OnlineReader:
             if now_us < row[3]:
                 entity = {k: p[index] for k, p in zip(lookup.join_keys, parts, strict=True)}
                 raise too_early(lookup.view, lookup.version, entity, int(row[3]), now_us)
-            states.append(state_of(row, tails.get(encoded), window.layout, now_us - window.span_us))
+            since_us = now_us - window.span_us
+            states.append(state_of(row, tails.get(encoded), window.layout, since_us, (window.tail, encoded)))
             stamps.append(now_us)
         for name, column in zip(lookup.internal, window.values.compute(states, now_us), strict=True):
             into[name] = column

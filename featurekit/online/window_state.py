@@ -27,7 +27,9 @@ first, then the base, and uses the tail only when its generation is the base's: 
 between (holding that tail's events) makes it ignore the tail, so no event counts twice or goes
 missing, whatever the interleaving. The state's events are the stable sort by (time, created) of
 base then tail, the same order compaction writes, so a lookup's values do not depend on when an
-entity was compacted.
+entity was compacted. A hot entity's joined base and tail are kept per process (:data:`JOINED`),
+found by what fixes them (its base's generation, then its tail's bytes), so repeated lookups do
+not copy its events again.
 
 A base written by the one-part layout (no header) still reads, as a base with no tail; the first
 merge touching such an entity compacts it into the two-part layout.
@@ -40,6 +42,9 @@ another one.
 from __future__ import annotations
 
 import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,19 +108,104 @@ def read_tail(row: tuple[Any, ...] | None, generation: int | None, layout: pa.Sc
     return pa.ipc.read_record_batch(pa.py_buffer(row[2]), layout)
 
 
-def state_of(base: tuple[Any, ...], tail: tuple[Any, ...] | None, layout: pa.Schema, since_us: int) -> pa.RecordBatch:
+class JoinedStates:
+    """Recently joined states of hot entities (base and tail as one batch), shared by a process's lookups.
+
+    Joining a hot entity's base and tail copies its whole base (0.09 ms CPU for 125k events and
+    two columns), on every lookup, for a tail that changes only when a materialize or a push
+    appends. An entry is found by the table, entity and base generation (drawn anew by every
+    base write, so a compaction or rebuild never finds an old entry) and used only when its tail
+    bytes equal the tail just read (compared, not hashed: a hot entity's tail is tens of KB), so
+    an append never finds one either; a newer tail replaces the entry. Only states whose base
+    holds at least ``min_rows`` events are kept (smaller ones join in microseconds); the least
+    recently used go first once the kept batches and tails exceed ``budget_bytes``. Thread-safe.
+    """
+
+    def __init__(self, budget_bytes: int, min_rows: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.min_rows = min_rows
+        self._entries: OrderedDict[Hashable, tuple[bytes, pa.RecordBatch, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, tail: bytes) -> pa.RecordBatch | None:
+        """The state kept for ``key`` if it was joined with ``tail``."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or found[0] != tail:
+                return None
+            self._entries.move_to_end(key)
+            return found[1]
+
+    def put(self, key: Hashable, tail: bytes, batch: pa.RecordBatch) -> None:
+        """Keep ``batch``, the state of ``key`` joined with ``tail`` (in place of an older tail's)."""
+        size = batch.nbytes + len(tail)
+        if size > self.budget_bytes // 4:  # one state never pushes out most of the others
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._entries[key] = (tail, batch, size)
+            self._bytes += size
+            while self._bytes > self.budget_bytes:
+                _, (_, _, freed) = self._entries.popitem(last=False)
+                self._bytes -= freed
+
+    @property
+    def nbytes(self) -> int:
+        """What the kept entries hold (their batches and keys), at most ``budget_bytes``."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+JOINED = JoinedStates(budget_bytes=64 * 1024 * 1024, min_rows=4096)
+
+
+def state_of(
+    base: tuple[Any, ...],
+    tail: tuple[Any, ...] | None,
+    layout: pa.Schema,
+    since_us: int,
+    entity: Hashable = None,
+) -> pa.RecordBatch:
     """An entity's events from its base row and tail row (read in that order: tail first), those
-    before ``since_us`` possibly left out (what no lookup at the instant asked can see)."""
+    before ``since_us`` possibly left out (what no lookup at the instant asked can see).
+
+    ``entity`` (hashable, unique per table and entity, e.g. ``(table, encoded key)``) lets a hot
+    entity's joined state come from :data:`JOINED`; None joins every time.
+    """
     generation, events = read_base(base[2], layout)
     extra = read_tail(tail, generation, layout)
     if extra is None:
         return events
     if not events.num_rows:
         return extra
+    if entity is not None and events.num_rows >= JOINED.min_rows:
+        assert tail is not None  # (read_tail found events in it)
+        tail_bytes = bytes(tail[2])
+        key = (entity, generation)
+        found = JOINED.get(key, tail_bytes)
+        if found is None:  # the whole base: the events before since_us are outside every window anyway
+            found = _join(events, extra, layout)
+            JOINED.put(key, tail_bytes, found)
+        return found.slice(int(found.column(0).to_numpy().searchsorted(since_us, "left")))
     order = events.column(0).to_numpy()
     events = events.slice(int(order.searchsorted(since_us, "left")))
     if not events.num_rows:
         return extra
+    return _join(events, extra, layout)
+
+
+def _join(events: pa.RecordBatch, extra: pa.RecordBatch, layout: pa.Schema) -> pa.RecordBatch:
+    """Base events then tail events, as one batch sorted by (time, created), ties kept in order."""
     joined = pa.RecordBatch.from_arrays(
         [_joined(a, b) for a, b in zip(events.columns, extra.columns, strict=True)], schema=layout
     )
