@@ -173,7 +173,7 @@ def test_every_number_equals_a_brute_force_computation(make_repo, open_store, se
 
 def test_the_strategy_says_why(make_repo, open_store):
     rows = [(d, ts(0, h), ts(0, h), 1, 2, 1.0) for d in range(50) for h in range(3)]
-    store = open_store(make_repo(data={"data/trips.parquet": trips_table(rows)}))
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(rows)}, config="offline:\n  threads: 1\n"))
     store.apply()
     store.materialize(ts(0), ts(1))
     few = pd.DataFrame({"driver_id": range(50), "event_timestamp": [ts(0, 5)] * 50})
@@ -182,7 +182,7 @@ def test_the_strategy_says_why(make_repo, open_store):
     assert ranged.strategy == "range"
     assert "50 spine rows over at least 50 entities (1.00 per entity" in str(ranged.reason)
     asof = store.training_set(many, ["driver_stats"]).explain().view("driver_stats")
-    assert asof.strategy == "asof_numpy"
+    assert asof.strategy == "asof_numpy"  # (DuckDB in one thread: see the repo's config)
     assert "8.00 per entity, over 3.0" in str(asof.reason)
 
 

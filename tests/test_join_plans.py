@@ -32,8 +32,11 @@ def plans(training_set) -> str:
     return training_set.description.splitlines()[0]
 
 
+ONE_THREAD = "offline:\n  threads: 1\n"  # DuckDB in one thread: the asof_numpy plan where it applies
+
+
 def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
-    store = open_store(make_repo(data={"data/trips.parquet": trips_table(dense_rows(5, 40))}))
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(dense_rows(5, 40))}, config=ONE_THREAD))
     store.apply()
     store.materialize(ts(0), ts(2))
     stats = store.registry.last_materialization(1)
@@ -53,15 +56,23 @@ def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
     assert "driver_stats: asof_numpy" in plans(pushed)
     expected = untied.to_arrow().column("avg_trip_km").to_pylist()
     assert pushed.to_arrow().column("avg_trip_km").to_pylist()[:20] == expected[:20]
-    # An engine whose joins stay in SQL takes the ASOF JOIN plan, with the same rows.
-    with fk.FeatureStore(store.root, progress=False, engine=DuckDBEngine(store.root, asof_in_memory=False)) as sql:
-        in_sql = sql.training_set(many, ["driver_stats"])
-        assert "driver_stats: asof " in plans(in_sql) + " "
-        assert in_sql.to_arrow().equals(pushed.to_arrow())
+    # An engine whose joins stay in SQL takes the ASOF JOIN plan, with the same rows; so does one of
+    # two threads by default (the numpy search runs in one), and one forced to search in numpy does not.
+    for engine, plan in (
+        (DuckDBEngine(store.root, asof_in_memory=False), "asof"),
+        (DuckDBEngine(store.root, threads=2), "asof"),
+        (DuckDBEngine(store.root, threads=2, asof_in_memory=True), "asof_numpy"),
+    ):
+        with fk.FeatureStore(store.root, progress=False, engine=engine) as other:
+            again = other.training_set(many, ["driver_stats"])
+            assert f"driver_stats: {plan} " in plans(again) + " "
+            assert again.to_arrow().equals(pushed.to_arrow())
 
 
 def test_a_window_with_ties_records_it_and_the_tie_is_broken(make_repo, open_store):
-    store = open_store(make_repo(data={"data/trips.parquet": trips_table(dense_rows(3, 30, tie=True))}))
+    store = open_store(
+        make_repo(data={"data/trips.parquet": trips_table(dense_rows(3, 30, tie=True))}, config=ONE_THREAD)
+    )
     store.apply()
     store.materialize(ts(0), ts(2))
     assert store.registry.last_materialization(1).entities == 3

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pytest
 
 import featurekit as fk
+from featurekit.online import window_state
 from featurekit.online.base import OnlineRows
 from featurekit.online.memory import MemoryOnlineStore
 from featurekit.online.sqlite import SqliteOnlineStore
@@ -28,6 +29,7 @@ from featurekit.online.window_state import (
     COLUMNS,
     HEADER,
     JOINED,
+    SMALL_STATE,
     TAIL_COLUMNS,
     TAIL_MIN,
     JoinedStates,
@@ -57,6 +59,12 @@ def spend(tx: pl.DataFrame) -> pl.DataFrame:
 
 DAYS = 7
 HOT = 0  # the customer with most events: its tail outgrows TAIL_MIN and gets compacted
+
+
+@pytest.fixture(autouse=True)
+def _tails_for_small_states(monkeypatch):
+    """These states are small (a few hundred events): give every one of them a tail, as big states get."""
+    monkeypatch.setattr(window_state, "SMALL_STATE", 0)
 
 
 def _events(seed: int = 5) -> pa.Table:
@@ -350,3 +358,27 @@ def test_a_kill_during_a_window_merge_leaves_states_a_rerun_completes(tmp_path, 
         served = _lookups(again, day=4)
         assert served == _lookups(clean, day=4)
         assert sum(served[0]["count_2d"]) > 0  # (states that hold the last two days' events)
+
+
+def test_small_states_are_rewritten_whole_and_answer_as_states_with_tails(tmp_path, monkeypatch):
+    """With the default SMALL_STATE, an entity whose state stays within it never keeps a tail (its
+    lookups read nothing to join); bigger ones do; both answer as a store built at once."""
+    monkeypatch.setattr(window_state, "SMALL_STATE", SMALL_STATE)
+    events = _events()
+    repos = RepoFactory(tmp_path)
+    daily, once = (repos(FEATURES, {"data/tx.parquet": events}) for _ in range(2))
+    with fk.FeatureStore(daily, progress=False) as by_day, fk.FeatureStore(once, progress=False) as at_once:
+        by_day.apply()
+        at_once.apply()
+        by_day.materialize(ts(0), ts(2))
+        by_day.materialize_incremental(ts(3))
+        at_once.materialize(ts(0), ts(3))
+        states = _states(by_day)
+        tails = by_day.online.read(states.tail, TAIL_COLUMNS, list(range(41)))
+        bases = by_day.online.read(states.table, COLUMNS, list(range(41)))
+        sizes = {k: read_base(row[2], states.layout)[1].num_rows for k, row in bases.items()}
+        with_tail = {k for k, row in tails.items() if row[2]}
+        assert HOT in with_tail  # the busiest customer (about 600 events) appends to its tail
+        assert all(sizes[k] > SMALL_STATE for k in with_tail)
+        assert any(sizes[k] <= SMALL_STATE for k in bases), "no small state to check"
+        assert _lookups(by_day, day=3) == _lookups(at_once, day=3)

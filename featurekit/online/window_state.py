@@ -18,7 +18,9 @@ A merge **compacts** an entity (writes a new base holding base, tail and new eve
 what lookups can need, and an empty tail) when its tail would outgrow ``max(TAIL_MIN, base / 2)``
 events, or when its base holds events older than the trim horizon by more than half the longest
 window: an entity's state holds at most about 1.5x the events of its longest window, plus a tail
-of at most ``TAIL_MIN``. Rebuilds (re-materialized or backfilled windows) and first loads write
+of at most ``TAIL_MIN``. A state that would hold at most ``SMALL_STATE`` events (most entities)
+is compacted too: rewriting it costs about what an append does, and its lookups then read no tail
+to join. Rebuilds (re-materialized or backfilled windows) and first loads write
 bases. Base and tail of a key are written together (:meth:`OnlineStore.write_joint`: one
 transaction on SQLite and memory, one script call on Redis), base first (a merge's appends and
 compactions are two writes: a kill in between leaves the online load pending, and the next run's
@@ -74,6 +76,7 @@ EVER = -(2**63)  # valid_from of a state that holds every event of its entity
 NEVER = 2**63 - 1  # base_from of an empty base
 HEADER = b"fkwbase\x01"  # a two-part base: this, its generation (8 bytes), then the record batch
 TAIL_MIN = 64  # a tail may hold this many events whatever its base's size
+SMALL_STATE = 64  # a state of at most this many events is rewritten whole (no tail to read and join)
 
 
 def tail_table(table: str) -> str:
@@ -317,7 +320,8 @@ class WindowStates:
                 stored_tails[index] = tail
             size = (tail.num_rows if tail is not None else 0) + int(arriving[index])
             stale = horizon is not None and int(row[5]) < horizon - self.spec.longest_us // 2
-            if size > max(TAIL_MIN, int(row[4]) // 2) or stale:
+            small = int(row[4]) + size <= SMALL_STATE  # rewriting it costs what an append would
+            if size > max(TAIL_MIN, int(row[4]) // 2) or stale or small:
                 compacted.append(index)
             else:
                 appended.append(index)
