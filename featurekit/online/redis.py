@@ -61,15 +61,9 @@ _CALLS_PER_ROUND_TRIP = 50  # script calls pipelined per round trip
 _DROP_BATCH = 1_000  # rows unlinked per script call
 _READ_CHUNK = 10_000  # keys per MGET of a big read
 
-# KEYS[1]: the table's index; KEYS[2..]: row keys. ARGV[1]: how many bytes of a row key precede
-# the encoded key; ARGV[2..]: the rows. A row is written when it is at least as new as the stored
-# one (equal age: the later write wins); a new row also enters the index, in the same step.
-WRITE_SCRIPT = """
-local skip = tonumber(ARGV[1])
-local added = {}
-local written = 0
-for i = 2, #KEYS do
-  local new = ARGV[i]
+# Lua: whether the row ``new`` for KEYS[i] is at least as new as the stored one (``take``), by
+# the 16-byte (event, created) header every row starts with; ``old`` is the stored header ("" if none).
+_TAKE_IF_NEWER = """
   local old = redis.call('GETRANGE', KEYS[i], 0, 15)
   local take = true
   if #old == 16 then
@@ -80,7 +74,20 @@ for i = 2, #KEYS do
     elseif a3 ~= b3 then take = a3 > b3
     else take = a4 >= b4 end
   end
-  if take then
+"""
+
+# KEYS[1]: the table's index; KEYS[2..]: row keys. ARGV[1]: how many bytes of a row key precede
+# the encoded key; ARGV[2..]: the rows. A row is written when it is at least as new as the stored
+# one (equal age: the later write wins); a new row also enters the index, in the same step.
+WRITE_SCRIPT = (
+    """
+local skip = tonumber(ARGV[1])
+local added = {}
+local written = 0
+for i = 2, #KEYS do
+  local new = ARGV[i]"""
+    + _TAKE_IF_NEWER
+    + """  if take then
     redis.call('SET', KEYS[i], new)
     written = written + 1
     if #old == 0 then added[#added + 1] = string.sub(KEYS[i], skip + 1) end
@@ -89,31 +96,24 @@ end
 if #added > 0 then redis.call('SADD', KEYS[1], unpack(added)) end
 return written
 """
+)
 
 # The rows of several tables for some keys, each key's rows in one atomic step (write_joint).
 # ARGV[1]: n, the number of tables; KEYS[1..n]: their indexes; ARGV[2..n+1]: how many bytes of a
 # row key of each table precede the encoded key; KEYS[n+1..]: row keys, key by key (the key's row
 # in table 1, ..., in table n); ARGV[i+1]: the row of KEYS[i]. Each row is newest-only as in
 # WRITE_SCRIPT.
-JOINT_SCRIPT = """
+JOINT_SCRIPT = (
+    """
 local n = tonumber(ARGV[1])
 local added = {}
 for t = 1, n do added[t] = {} end
 local written = 0
 for i = n + 1, #KEYS do
   local t = (i - n - 1) % n + 1
-  local new = ARGV[i + 1]
-  local old = redis.call('GETRANGE', KEYS[i], 0, 15)
-  local take = true
-  if #old == 16 then
-    local a1, a2, a3, a4 = struct.unpack('>i4I4i4I4', new)
-    local b1, b2, b3, b4 = struct.unpack('>i4I4i4I4', old)
-    if a1 ~= b1 then take = a1 > b1
-    elseif a2 ~= b2 then take = a2 > b2
-    elseif a3 ~= b3 then take = a3 > b3
-    else take = a4 >= b4 end
-  end
-  if take then
+  local new = ARGV[i + 1]"""
+    + _TAKE_IF_NEWER
+    + """  if take then
     redis.call('SET', KEYS[i], new)
     written = written + 1
     if #old == 0 then added[t][#added[t] + 1] = string.sub(KEYS[i], tonumber(ARGV[t + 1]) + 1) end
@@ -124,6 +124,7 @@ for t = 1, n do
 end
 return written
 """
+)
 
 # KEYS[1], KEYS[2]: the table's index (set, list). ARGV[1]: the table's row-key prefix; ARGV[2]:
 # the batch size. Popping the members and unlinking their rows is one step: a kill leaves no row
