@@ -38,6 +38,8 @@ POINTS = (
     "gc.recorded",  # gc recorded what it removes, files not deleted yet
     "gc.mid_delete",  # gc deleted some of the files it removes
 )
+# Points only a pause test stops at (a reader between two reads; nothing to crash).
+PAUSE_POINTS = ("drift.between_sides",)  # a drift report profiled its reference, not its current side yet
 
 _hits: dict[str, int] = {}
 
@@ -56,6 +58,8 @@ def checkpoint(name: str) -> None:
     if PAUSE_ENV in os.environ:
         _pause(name)
     if ENV not in os.environ:
+        return
+    if name in PAUSE_POINTS:
         return
     if name not in POINTS:
         raise AssertionError(f"unknown crash point {name!r}")

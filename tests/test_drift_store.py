@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -130,3 +135,43 @@ def main_group():
     from featurekit.cli import cli
 
     return cli
+
+
+DRIFT_SCRIPT = """
+import json, sys
+from datetime import datetime, timedelta, UTC
+import featurekit as fk
+start = datetime.fromisoformat(sys.argv[2])
+side = ("driver_stats", start, start + timedelta(days=20))
+with fk.FeatureStore(sys.argv[1], progress=False) as store:
+    report = store.drift(["km"], reference=side, current=side)
+print(json.dumps([(f.reference_count, f.current_count) for f in report.features]))
+"""
+
+
+def test_both_sides_of_a_drift_are_read_at_one_registry_version(make_repo, open_store, tmp_path):
+    """A materialization committing between the two sides' reads changes neither side."""
+    root = make_repo(FEATURES, {"data/trips.parquet": trips(1, (0, 10), 4000)})
+    write_source(root, trips(1, (0, 10), 4000), trips(2, (10, 20), 4000, scale=2.0))
+    store = open_store(root)
+    store.apply()
+    store.materialize(ts(0), ts(0) + timedelta(days=10))
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    env = {**os.environ, "FEATUREKIT_PAUSE_AT": "drift.between_sides", "FEATUREKIT_PAUSE_DIR": str(pause)}
+    project = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-c", DRIFT_SCRIPT, str(root), ts(0).isoformat()]
+    with subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, text=True) as drift:
+        deadline = time.monotonic() + 60
+        while not (pause / "drift.between_sides.reached").exists():
+            assert drift.poll() is None, "the drift ended before its current side"
+            assert time.monotonic() < deadline, "the drift never reached its current side"
+            time.sleep(0.02)
+        store.materialize(ts(0) + timedelta(days=10), ts(0) + timedelta(days=20))  # commits between the reads
+        (pause / "drift.between_sides.go").touch()
+        out, _ = drift.communicate(timeout=60)
+    assert drift.returncode == 0
+    [(reference, current)] = json.loads(out)
+    assert reference == current > 0
+    later = store.drift(["km"], reference=FIRST, current=("driver_stats", ts(0), ts(0) + timedelta(days=20)))
+    assert later.features[0].current_count > reference  # the second window is there for a report made now

@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from featurekit.errors import DataError, ManifestError
+from featurekit.faults import checkpoint
 from featurekit.quality.drift import DriftReport, Thresholds, compare
 from featurekit.quality.profile import Profile
 
@@ -110,8 +111,11 @@ def side_of(value: Any) -> Side:
     )
 
 
-def profile_of(store: FeatureStore, side: Side, columns: list[str] | None, edges: Edges | None) -> Profile:
-    """``side``'s profile of ``columns``, on ``edges`` where its values can be read."""
+def profile_of(
+    store: FeatureStore, side: Side, columns: list[str] | None, edges: Edges | None, at: int | None = None
+) -> Profile:
+    """``side``'s profile of ``columns``, on ``edges`` where its values can be read; a view side
+    without its own ``as_of`` is read as of registry version ``at`` (default: the head now)."""
     from featurekit.quality.profiling import profile_table
 
     if isinstance(side, Profile):
@@ -120,12 +124,13 @@ def profile_of(store: FeatureStore, side: Side, columns: list[str] | None, edges
         return profile_table(_only(_by_feature(side), columns), edges=edges, source="table")
     if isinstance(side, ViewData):
         window = _window(side.start, side.end)
+        as_of = side.as_of if side.as_of is not None else at
         if window is None:  # a data version's stored states count it on any version's edges
-            return _renamed(store.profile(side.view, as_of=side.as_of, edges=edges), side.describe())
-        stored = store.profile(side.view, window=window, as_of=side.as_of)
+            return _renamed(store.profile(side.view, as_of=as_of, edges=edges), side.describe())
+        stored = store.profile(side.view, window=window, as_of=as_of)
         if edges is None or _same_edges(stored, edges):
             return _renamed(stored, side.describe())
-        return _renamed(store.profile(side.view, window=window, as_of=side.as_of, edges=edges), side.describe())
+        return _renamed(store.profile(side.view, window=window, as_of=as_of, edges=edges), side.describe())
     if isinstance(side, ServedValues):
         from featurekit.quality.serving_log import read_log
 
@@ -223,8 +228,20 @@ def measure(
     current: Any,
     thresholds: Thresholds | None = None,
 ) -> DriftReport:
-    """The drift report of ``current`` against ``reference`` (see :meth:`FeatureStore.drift`)."""
+    """The drift report of ``current`` against ``reference`` (see :meth:`FeatureStore.drift`).
+
+    View sides that name no moment of their own are both read as of the registry version current
+    when the report starts: a materialization committing between the two reads cannot put one
+    side before it and the other after it.
+    """
     columns = [feature_column(f) for f in features] if features else None
-    ref = profile_of(store, side_of(reference), columns, None)
-    cur = profile_of(store, side_of(current), columns, edges_of(ref))
+    sides = side_of(reference), side_of(current)
+    at = None
+    if any(isinstance(s, ViewData) and s.as_of is None for s in sides):
+        from featurekit.timetravel import registry_version
+
+        at = registry_version(store.registry, None)
+    ref = profile_of(store, sides[0], columns, None, at)
+    checkpoint("drift.between_sides")
+    cur = profile_of(store, sides[1], columns, edges_of(ref), at)
     return compare(ref, cur, columns, thresholds)
