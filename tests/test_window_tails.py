@@ -382,3 +382,59 @@ def test_small_states_are_rewritten_whole_and_answer_as_states_with_tails(tmp_pa
         assert all(sizes[k] > SMALL_STATE for k in with_tail)
         assert any(sizes[k] <= SMALL_STATE for k in bases), "no small state to check"
         assert _lookups(by_day, day=3) == _lookups(at_once, day=3)
+
+
+def test_kept_joined_states_under_threads_never_answer_a_partial_or_older_state(tmp_path, monkeypatch):
+    """Readers sharing JOINED (kept for every state, so each push replaces the hot customer's entry
+    while others read it) while a pusher appends to that customer's tail and compacts it: each
+    reader sees the count only grow, only by whole pushes, and ends where a fresh join does."""
+    import threading
+
+    monkeypatch.setattr(JOINED, "min_rows", 1)
+    JOINED.clear()
+    at = ts(DAYS) + timedelta(hours=5)
+    pushes = [3, TAIL_MIN + 1, 2, 5, TAIL_MIN + 2, 1, 4, 3]  # the big ones compact the hot customer
+    with _store_with_tails(tmp_path) as store:
+
+        def count() -> int:
+            found = store.online_features({"customer_id": [HOT, 1, 2]}, ["spend"], at=at).to_dict()
+            store.online_features({"customer_id": [3]}, ["spend"], at=at)  # another entry in JOINED
+            return int(found["count_6h"][0])
+
+        start = count()
+        totals = {start + sum(pushes[:k]) for k in range(len(pushes) + 1)}
+        done = threading.Event()
+        errors: list[BaseException] = []
+        seen: list[list[int]] = [[] for _ in range(3)]
+
+        def push() -> None:
+            try:
+                for k, n in enumerate(pushes):
+                    _push(store, HOT, n, ts(DAYS, 1) + timedelta(minutes=k))
+            except BaseException as exc:  # noqa: BLE001 -- reported below
+                errors.append(exc)
+            finally:
+                done.set()
+
+        def read(reader: int) -> None:
+            try:
+                while not done.is_set() or len(seen[reader]) < 5:
+                    seen[reader].append(count())
+            except BaseException as exc:  # noqa: BLE001 -- reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=push)] + [threading.Thread(target=read, args=(r,)) for r in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert errors == []
+        for values in seen:
+            assert values == sorted(values), "a reader saw an older state after a newer one"
+            assert set(values) <= totals, f"a count no sequence of whole pushes gives: {set(values) - totals}"
+        assert count() == start + sum(pushes)
+        assert len(JOINED) >= 4  # the states read were kept
+        kept = _lookups(store)
+        monkeypatch.setattr(JOINED, "min_rows", 10**9)  # join at each lookup
+        assert kept == _lookups(store)
+    JOINED.clear()
