@@ -514,7 +514,7 @@ def random_output(rows: Any) -> Any:
 @given(rows=st.lists(output_row, max_size=40), batches=st.integers(1, 4))
 def test_built_in_checks_equal_a_brute_force_oracle(rows: list[tuple[Any, ...]], batches: int) -> None:
     from featurekit.quality.checks import CheckRun
-    from featurekit.quality.profiling import ProfileState
+    from featurekit.quality.profiling import ColumnTally, ProfileState
     from featurekit.registry import ViewVersion
 
     stamp = pa.timestamp("us", tz="UTC")
@@ -524,14 +524,23 @@ def test_built_in_checks_equal_a_brute_force_oracle(rows: list[tuple[Any, ...]],
     # The same checks fed the profile's counts, as a materialization does: the same results, rows included.
     profiled = CheckRun(random_output, version, window=(T0, T0 + timedelta(days=1)), mode="window")
     profile = ProfileState.empty(schema, ["x"])
+    # And fed the tally a large batch's checks get before its profile is done: the same counts.
+    tallied = CheckRun(random_output, version, window=(T0, T0 + timedelta(days=1)), mode="window")
+    tally = ColumnTally("numeric")
     for part in range(batches):  # every row of a driver in one batch, as materialize feeds them
         chosen = [dict(zip(schema.names, r, strict=True)) for r in rows if r[0] % batches == part]
         batch = pa.Table.from_pylist(chosen, schema=schema)
         run.add(batch)
-        profiled.add(batch, profile.add(batch))
+        counts = profile.add(batch)
+        profiled.add(batch, counts)
+        own = tally.add(batch.column("x"))
+        assert own == counts["x"]
+        tallied.add(batch, {"x": own})
     run.conclude()
     profiled.conclude()
+    tallied.conclude()
     assert profiled.results == run.results
+    assert tallied.results == run.results
     missing = sum(1 for r in rows if r[3] is None or math.isnan(r[3]))
     outside = sum(1 for r in rows if r[3] is not None and not 0 <= r[3] <= 1)  # NaN is outside
     duplicates = len(rows) - len({r[:3] for r in rows})
@@ -558,24 +567,42 @@ def _typed(values: list[float | None], dtype: pa.DataType) -> pa.Array:
 @pytest.mark.parametrize("dtype", [pa.float32(), pa.decimal128(9, 3), pa.int32()], ids=str)
 def test_checks_fed_the_profiles_counts_equal_their_own_pass(dtype: pa.DataType) -> None:
     from featurekit.quality.checks import CheckRun
-    from featurekit.quality.profiling import ProfileState
+    from featurekit.quality.profiling import ColumnTally, ProfileState
     from featurekit.registry import ViewVersion
 
     stamp = pa.timestamp("us", tz="UTC")
     schema = pa.schema([("driver_id", pa.int64()), ("event_timestamp", stamp), ("created", stamp), ("x", dtype)])
     version = ViewVersion(1, "random_output", 1, "f", "c", {}, schema, None, "", "here", 1)
     batches = [[0.5, None, 1.0], [2.0, -1.0, None], [0.75, 0.0]]  # the second fails between, the third not
-    runs = [CheckRun(random_output, version, window=(T0, T0 + timedelta(days=1)), mode="window") for _ in range(2)]
+    runs = [CheckRun(random_output, version, window=(T0, T0 + timedelta(days=1)), mode="window") for _ in range(3)]
     profile = ProfileState.empty(schema, ["x"])
+    tally = ColumnTally("numeric")  # what a large batch's checks get before its profile is done
     for part, values in enumerate(batches):
         times = pa.array(TIMES[: len(values)], stamp)
         batch = pa.table([pa.array([part] * len(values)), times, times, _typed(values, dtype)], schema=schema)
         runs[0].add(batch)
         runs[1].add(batch, profile.add(batch))
+        runs[2].add(batch, {"x": tally.add(batch.column("x"))})
     for run in runs:
         run.conclude()
     assert runs[1].results == runs[0].results
+    assert runs[2].results == runs[0].results
     kinds = {r.kind: r for r in runs[0].results}
     assert kinds["between"].observed == 2
     assert len(kinds["between"].rows) == 2
     assert kinds["not_null"].observed == pytest.approx(2 / 8)
+
+
+@pytest.mark.parametrize("rows", [2, 1_000, 200_000])
+def test_shared_hashes_finds_every_row_whose_top_half_repeats(rows: int) -> None:
+    from featurekit.quality.checks import _shared_hashes
+
+    rng = np.random.default_rng(rows)
+    hashes = rng.integers(0, 2**64, rows, dtype=np.uint64)
+    hashes[rng.integers(0, rows, rows // 20)] = hashes[rng.integers(0, rows, rows // 20)]  # repeats
+    hashes[-1] = (hashes[0] & np.uint64(0xFFFFFFFF00000000)) | np.uint64(7)  # the same top half only
+    _, inverse, counts = np.unique(hashes >> np.uint64(32), return_inverse=True, return_counts=True)
+    found = _shared_hashes(hashes)
+    assert found is not None
+    assert np.array_equal(found, counts[inverse] > 1)
+    assert _shared_hashes(np.arange(rows, dtype=np.uint64) << np.uint64(32)) is None
