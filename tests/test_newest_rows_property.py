@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -148,3 +149,100 @@ def test_newest_rows_that_fail_leave_the_caller_to_read_the_files():
         assert newest.result() is None
     finally:
         newest.close()
+
+
+# -- the in-memory shortcut (plain integers first, the struct only for ties) against the struct rule --
+
+WIDE = pa.schema(
+    [
+        ("driver_id", pa.int64()),
+        ("city", pa.string()),
+        ("event_timestamp", pa.timestamp("us", tz="UTC")),
+        ("created", pa.timestamp("us", tz="UTC")),
+        ("km", pa.float64()),
+        ("rating", pa.float32()),
+        ("label", pa.string()),
+        ("trips", pa.int32()),
+    ]
+)
+# -0.0 is left out: the engine compares it equal to 0.0, so two rows differing only by it are an
+# exact tie whose winner the struct rule leaves to the scan order (either answer is right).
+FLOATS = st.sampled_from([None, float("nan"), float("inf"), float("-inf"), 0.0, 1.5, -2.0])
+wide_row = st.tuples(
+    st.one_of(st.none(), st.sampled_from([1, 2, 3, -(2**40), 2**40])),  # sparse keys: hashed codes
+    st.one_of(st.none(), st.sampled_from(["a", "b", "ü"])),
+    st.integers(min_value=0, max_value=3),  # event hour: many exact ties
+    st.one_of(st.none(), st.integers(min_value=0, max_value=1)),  # created: hours after, or null
+    FLOATS,
+    FLOATS,
+    st.one_of(st.none(), st.sampled_from(["", "x", "y"])),
+    st.one_of(st.none(), st.integers(min_value=-1, max_value=1)),
+)
+
+
+def _wide_table(rows: list[tuple], dense: bool) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in WIDE.names]
+    data = {name: list(values) for name, values in zip(WIDE.names, columns, strict=True)}
+    if dense:  # keys near each other: the key itself is the code
+        data["driver_id"] = [None if k is None else k % 7 for k in data["driver_id"]]
+    data["event_timestamp"] = [_at(h) for h in data["event_timestamp"]]
+    times = zip(data["event_timestamp"], data["created"], strict=True)
+    data["created"] = [None if c is None else _at(h.hour + c) for h, c in times]
+    return pa.table(data, schema=WIDE)
+
+
+def _bits(table: pa.Table) -> list[tuple]:
+    """Rows with floats as their bits: NaN equals NaN, -0.0 differs from 0.0."""
+    import struct
+
+    def exact(value: object) -> object:
+        return ("f", struct.pack(">d", value)) if isinstance(value, float) else value
+
+    return [tuple(exact(v) for v in row.values()) for row in table.to_pylist()]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(wide_row, min_size=1, max_size=40),
+    keys=st.sampled_from([["driver_id"], ["city"], ["driver_id", "city"]]),
+    created=st.booleans(),
+    dense=st.booleans(),
+    units=st.sampled_from([("us", "us"), ("ms", "s"), ("s", "ms")]),
+    chunks=st.integers(1, 3),
+)
+def test_newest_rows_of_a_batch_equal_the_struct_rule(rows, keys, created, dense, units, chunks):
+    table = _wide_table(rows, dense)
+    for index, unit in zip((2, 3), units, strict=True):
+        table = table.set_column(index, WIDE.names[index], table.column(index).cast(pa.timestamp(unit, tz="UTC")))
+    if chunks > 1:  # as batches arrive: several chunks
+        size = -(-len(rows) // chunks)
+        table = pa.concat_tables([table.slice(start, size) for start in range(0, len(rows), size)])
+    features = [(c, c) for c in ["km", "rating", "label", "trips", "driver_id", "city"] if c not in keys]
+    view = ViewInput(
+        name="wide", files=[], schema=table.schema, join_keys=keys, timestamp_field="event_timestamp",
+        created_field="created" if created else None, ttl=None, features=features,
+    )  # fmt: skip
+    engine = DuckDBEngine(Path("."))
+    try:
+        got = engine.newest_rows(view, rows=table)  # the shortcut
+        with mock.patch("featurekit.offline.duckdb_engine.newest_candidates", return_value=None):
+            expected = engine.newest_rows(view, rows=table)  # the struct over every row
+    finally:
+        engine.close()
+    assert got.schema == expected.schema
+    assert _bits(got) == _bits(expected)
+
+
+def test_the_shortcut_takes_the_usual_columns_and_leaves_the_others_to_the_struct() -> None:
+    from featurekit.offline.newest_candidates import candidate_rows
+
+    table = _wide_table([(1, "a", 1, None, 1.0, 1.0, "x", 1), (1, "a", 1, None, 2.0, 1.0, "x", 1)], dense=False)
+    found = candidate_rows(table, ["driver_id", "city"], "event_timestamp", "created")
+    assert found is not None
+    assert found.single.tolist() == []
+    assert found.tied.tolist() == [0, 1]  # a tie
+    assert candidate_rows(table, ["km"], "event_timestamp", None) is None  # float keys: -0.0 == 0.0
+    nanos = table.set_column(3, "created", table.column("created").cast(pa.timestamp("ns", tz="UTC")))
+    assert candidate_rows(nanos, ["driver_id"], "event_timestamp", "created") is None  # rounded by the engine
+    nanos = table.set_column(2, "event_timestamp", table.column(2).cast(pa.timestamp("ns", tz="UTC")))
+    assert candidate_rows(nanos, ["driver_id"], "event_timestamp", None) is not None  # compared as it is

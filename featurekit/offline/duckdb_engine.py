@@ -73,6 +73,7 @@ from featurekit.offline.engine import (
     matched_created,
     matched_event,
 )
+from featurekit.offline.newest_candidates import newest_candidates
 from featurekit.windows import NULL_CREATED_US, WindowFeature, WindowSpec
 
 ROW = "__fk_row"
@@ -274,17 +275,29 @@ class DuckDBEngine:
     ) -> pa.Table:
         ts = quote(view.timestamp_field)
         keys = [quote(k) for k in view.join_keys]
+        picked = ", ".join(f"f.{k} AS {k}" for k in keys)
+        packed = ", ".join([f"__t := f.{ts}", *order_key(view, "f")])
+        # An in-memory batch: (event, created) in plain integers first (newest_candidates), so
+        # that the struct compares only the rows of exact ties (medium: 0.05 CPU s instead of 0.45).
+        found = None if rows is None or window is not None else newest_candidates(rows, view)
         with self._cursor() as con:
             params: list[Any] = []
+            if found is not None:
+                single, tied = found
+                con.register("__fk_single", single)  # this cursor's own names: concurrent calls never share them
+                inner = f"SELECT {picked}, struct_pack({packed}) AS __fk_v FROM __fk_single f"
+                if tied.num_rows:
+                    con.register("__fk_tied", tied)
+                    inner += f" UNION ALL SELECT {picked}, max(struct_pack({packed})) FROM __fk_tied f GROUP BY ALL"
+                return self._newest_select(con, view, inner, params)
             if rows is not None:
                 source = "__fk_rows"
-                con.register(source, rows)  # this cursor's own name: concurrent calls never share it
+                con.register(source, rows)
             elif view.files:
                 source, params = "read_parquet(?)", [[local_path(f) for f in view.files]]
             else:
                 source = "__fk_rows"
                 con.register(source, view.schema.empty_table())
-            packed = ", ".join([f"__t := f.{ts}", *order_key(view, "f")])
             since = having = ""
             if window is not None:
                 # A touched entity's newest row is at least as new as its row in the window, so rows
@@ -295,27 +308,29 @@ class DuckDBEngine:
                 since = f" AND f.{ts} >= ?"
                 having = f" HAVING min(f.{ts}) < ?"
                 params += [window[0], window[1]]
-            created = (
-                "CASE WHEN isinf(__fk_v.__c) THEN NULL ELSE epoch_us(__fk_v.__c) END"
-                if view.created_field
-                else "NULL::BIGINT"
-            )
-            values = ", ".join(
-                f"__fk_v.{quote('v' + str(i))} AS {quote(out)}" for i, (_, out) in enumerate(view.features)
-            )
             not_null = " AND ".join(f"f.{k} IS NOT NULL" for k in keys)
             inner = (
-                f"SELECT {', '.join(f'f.{k} AS {k}' for k in keys)}, max(struct_pack({packed})) AS __fk_v "
+                f"SELECT {picked}, max(struct_pack({packed})) AS __fk_v "
                 f"FROM {source} f WHERE {not_null}{since} GROUP BY ALL{having}"
             )
-            # Ordered by key: online stores keep rows in a B-tree on the key, and inserting in key
-            # order halves the write time of a load (measured with 100k entities).
-            sql = (
-                f"SELECT {', '.join(keys)}, epoch_us(__fk_v.__t) AS __fk_event, {created} AS __fk_created"
-                f"{', ' + values if values else ''} FROM ({inner}) ORDER BY {', '.join(keys)}"
-            )
-            with reading_offline():
-                table: pa.Table = con.sql(sql, params=params).to_arrow_table()
+            return self._newest_select(con, view, inner, params)
+
+    @staticmethod
+    def _newest_select(con: duckdb.DuckDBPyConnection, view: ViewInput, inner: str, params: list[Any]) -> pa.Table:
+        """``newest_rows`` from ``inner``'s rows: the keys and each entity's newest ``order_key`` struct ``__fk_v``."""
+        keys = [quote(k) for k in view.join_keys]
+        created = "NULL::BIGINT"
+        if view.created_field:
+            created = "CASE WHEN isinf(__fk_v.__c) THEN NULL ELSE epoch_us(__fk_v.__c) END"
+        values = ", ".join(f"__fk_v.{quote('v' + str(i))} AS {quote(out)}" for i, (_, out) in enumerate(view.features))
+        # Ordered by key: online stores keep rows in a B-tree on the key, and inserting in key
+        # order halves the write time of a load (measured with 100k entities).
+        sql = (
+            f"SELECT {', '.join(keys)}, epoch_us(__fk_v.__t) AS __fk_event, {created} AS __fk_created"
+            f"{', ' + values if values else ''} FROM ({inner}) ORDER BY {', '.join(keys)}"
+        )
+        with reading_offline():
+            table: pa.Table = con.sql(sql, params=params).to_arrow_table()
         return table
 
     def window_events(

@@ -31,6 +31,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     # order_key() returns struct fields "name := f.<quote(column)>" built from quote()d columns and
     # the fixed alias it is given; newest_rows splices them into struct_pack(...).
     ("offline/duckdb_engine.py", "newest_rows", "order_key(view, 'f')"): "struct fields from quote()d columns",
+    # DuckDBEngine._newest_select(con, view, inner, params) is private: newest_rows passes the
+    # query it built from quote()d keys, order_key() fields, registered names and "?".
+    ("offline/duckdb_engine.py", "_newest_select", "inner"): "newest_rows' query of quote()d columns and ?",
     # DuckDBJoin.sql is the query _build() assembled from quote()d identifiers, internal aliases
     # and "?" placeholders; COPY (...) TO ? wraps it without adding text of its own.
     ("offline/duckdb_engine.py", "to_parquet", "self.sql"): "the training-set query built by DuckDBJoin._build",
