@@ -151,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     under_load.add_argument(
         "--writer-nice", type=int, default=10, help="also a materialize phase with the writer at this nice (0: none)"
     )
+    under_load.add_argument(
+        "--no-writer-idle",
+        dest="writer_idle",
+        action="store_false",
+        help="leave out the materialize phase with the writer at the idle CPU priority (SCHED_IDLE)",
+    )
     under_load.add_argument("--output", type=Path, default=HERE / "results")
     ui = sub.add_parser("ui", help="server time of every web UI page with 500 views and 10,000 registry commits")
     ui.add_argument("--repeat", type=int, default=20)
@@ -159,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     loop = sub.add_parser("materialize-loop")
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
+    loop.add_argument("--idle", action="store_true")
     return parser
 
 
@@ -213,7 +220,7 @@ def main() -> None:
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 
-        materialize_loop(options.repo, options.seconds)
+        materialize_loop(options.repo, options.seconds, options.idle)
     elif options.command == "report":
         from benchmarks.report import write_report
 

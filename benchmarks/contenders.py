@@ -334,9 +334,13 @@ def _lookups_during_writes(repo: Path, entities: int, seconds: float) -> Result:
     }
 
 
-def materialize_loop(repo: Path, seconds: float) -> None:
-    """Re-materialize the last week of stats_a (offline and online) until ``seconds`` pass."""
+def materialize_loop(repo: Path, seconds: float, idle: bool = False) -> None:
+    """Re-materialize the last week of stats_a (offline and online) until ``seconds`` pass.
+
+    ``idle``: at the idle CPU priority, as ``featurekit materialize --idle`` runs.
+    """
     deadline = time.monotonic() + seconds
+    fk.lower_cpu_priority(idle=idle)
     with fk.FeatureStore(repo, progress=False) as store:
         while time.monotonic() < deadline:
             store.materialize(END - timedelta(days=7), END, views=["stats_a"])

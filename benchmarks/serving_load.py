@@ -10,7 +10,10 @@ drawn at random from all entities, paced at ``--rate`` requests per second per c
   online) in a loop for the whole phase (``python -m benchmarks materialize-loop``); the issue's
   target is zero errors and a p99 at most 3x the idle one;
 - ``materialize_niced`` (``--writer-nice N``, default 10; 0 leaves it out): the same with the
-  materializing process at that nice value, as one would run a batch job on a serving host;
+  materializing process at that nice value;
+- ``materialize_idle`` (``--no-writer-idle`` leaves it out): the same with the materializing
+  process at the idle CPU priority (``featurekit materialize --idle``, Linux ``SCHED_IDLE``), as one
+  runs a batch job on a serving host;
 - ``restart`` (Redis only): Redis is stopped a third of the way in (after a SAVE) and started
   again on the same port at two thirds; the target is only 503s while it is down, and 200s with
   the values from before once it is back, with no restart of the feature server.
@@ -43,6 +46,7 @@ RECORD = "serving_load.json"
 TITLE = "## Serving under load (issue 14)"
 WARM_UP_S = 4.0  # the materializing child's imports and store opening, before the load starts
 Result = dict[str, Any]
+MATERIALIZE_PHASES = ("materialize", "materialize_niced", "materialize_idle")
 
 
 def _bodies(entities: int, count: int) -> list[bytes]:
@@ -133,12 +137,13 @@ def idle(port: int, bodies: list[bytes], options: argparse.Namespace) -> Result:
 
 
 def during_materialize(
-    repo: Path, port: int, bodies: list[bytes], options: argparse.Namespace, nice: int = 0
+    repo: Path, port: int, bodies: list[bytes], options: argparse.Namespace, *, nice: int = 0, idle: bool = False
 ) -> Result:
-    """The load while another process (at ``nice``) re-materializes the last week in a loop."""
+    """The load while another process (at ``nice``, or idle) re-materializes the last week in a loop."""
     before = _data_version(repo)
+    loop = ["materialize-loop", str(repo), str(WARM_UP_S + options.seconds), *(["--idle"] if idle else [])]
     writer = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks", "materialize-loop", str(repo), str(WARM_UP_S + options.seconds)],
+        [sys.executable, "-m", "benchmarks", *loop],
         cwd=HERE.parent,
         stdout=subprocess.DEVNULL,
         preexec_fn=(lambda: os.nice(nice)) if nice else None,  # noqa: PLW1509 -- no threads in the child yet
@@ -156,6 +161,7 @@ def during_materialize(
     found["commits"] = _data_version(repo) - before
     found["writer_exit"] = writer.returncode
     found["writer_nice"] = nice
+    found["writer_idle"] = idle
     return found
 
 
@@ -199,6 +205,16 @@ def during_restart(server: Any, port: int, bodies: list[bytes], options: argpars
     }
 
 
+def _materialize_phases(repo: Path, port: int, bodies: list[bytes], options: argparse.Namespace) -> Result:
+    """``materialize``, then ``materialize_niced`` and ``materialize_idle`` unless switched off."""
+    found = {"materialize": during_materialize(repo, port, bodies, options)}
+    if options.writer_nice:
+        found["materialize_niced"] = during_materialize(repo, port, bodies, options, nice=options.writer_nice)
+    if options.writer_idle:
+        found["materialize_idle"] = during_materialize(repo, port, bodies, options, idle=True)
+    return found
+
+
 def _serve(repo: Path) -> Any:
     from benchmarks.http_server import Served
 
@@ -213,11 +229,7 @@ def _sqlite(folder: Path, bodies: list[bytes], options: argparse.Namespace) -> R
         served = _serve(repo)
         try:
             found = {"idle": idle(served.port, bodies, options)}
-            found["materialize"] = during_materialize(repo, served.port, bodies, options)
-            if options.writer_nice:
-                found["materialize_niced"] = during_materialize(
-                    repo, served.port, bodies, options, nice=options.writer_nice
-                )
+            found.update(_materialize_phases(repo, served.port, bodies, options))
             return found
         finally:
             served.stop()
@@ -233,11 +245,7 @@ def _redis(folder: Path, bodies: list[bytes], options: argparse.Namespace) -> Re
         served = _serve(repo)
         try:
             found = {"idle": idle(served.port, bodies, options)}
-            found["materialize"] = during_materialize(repo, served.port, bodies, options)
-            if options.writer_nice:
-                found["materialize_niced"] = during_materialize(
-                    repo, served.port, bodies, options, nice=options.writer_nice
-                )
+            found.update(_materialize_phases(repo, served.port, bodies, options))
             found["restart"] = during_restart(server, served.port, bodies, options)
             return found
         finally:
@@ -273,6 +281,7 @@ def run(options: argparse.Namespace) -> int:
             "rate": options.rate,
             "seconds": options.seconds,
             "writer_nice": options.writer_nice,
+            "writer_idle": options.writer_idle,
         },
         "machine": {"cpus": os.cpu_count() or 0, "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
         "stores": stores,
@@ -289,7 +298,7 @@ def _met(record: Result) -> dict[str, bool]:
     found = {}
     for name, phases in record["stores"].items():
         found[f"{name}: no error during a materialize"] = all(
-            phases[p]["errors"] == 0 for p in ("materialize", "materialize_niced") if p in phases
+            phases[p]["errors"] == 0 for p in MATERIALIZE_PHASES if p in phases
         )
         restart = phases.get("restart")
         if restart is not None:
@@ -334,6 +343,12 @@ def section(record: Result) -> str:
             f" `materialize_niced`: the same, with the materializing process at nice {load['writer_nice']}."
             if load.get("writer_nice")
             else ""
+        )
+        + (
+            " `materialize_idle`: the same, with the materializing process at the idle CPU priority"
+            " (`featurekit materialize --idle`: Linux `SCHED_IDLE`)."
+            if load.get("writer_idle")
+            else ""
         ),
         "The server's columns count the requests its own histograms (`/metrics`) put over 5 / 10 / 25 ms:",
         "the handler's time, and within it the online store's read; the rest of a client's time is the",
@@ -354,11 +369,12 @@ def section(record: Result) -> str:
                 f"{found['max_ms']:.1f} ms | {ratio} | {_tail(found, 'handler')} | {_tail(found, 'online_read')} | "
                 f"{_statuses(found['statuses'])}{extra} |"
             )
-        for phase in ("materialize", "materialize_niced"):
+        for phase in MATERIALIZE_PHASES:
             during = phases.get(phase)
             if idle_p99 and during is not None:
                 ratio = during["p99_ms"] / idle_p99
                 writer = f" (writer at nice {during['writer_nice']})" if during.get("writer_nice") else ""
+                writer = " (writer at the idle priority: --idle)" if during.get("writer_idle") else writer
                 targets.append(
                     f"- {name}, during a materialize{writer}: {during['errors']} errors in {during['requests']:,} "
                     f"requests; p99 {during['p99_ms']:.3f} ms against {idle_p99:.3f} ms idle = {ratio:.2f}x "

@@ -46,6 +46,7 @@ from featurekit.errors import (
     UnknownNameError,
     WindowError,
 )
+from featurekit.priority import lower_cpu_priority
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from featurekit.client import Client
@@ -169,6 +170,7 @@ __all__ = [
     "agg",
     "check",
     "feature_view",
+    "lower_cpu_priority",
     "on_demand",
     "read_log",
     "verify_store",

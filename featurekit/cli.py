@@ -10,10 +10,8 @@ commands, so ``featurekit --help`` and ``--version`` start in a fraction of a se
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
 import re
 import sys
 import warnings
@@ -223,27 +221,27 @@ def apply(ctx: Context) -> None:
         click.echo(readable_ttls(str(store.apply())))
 
 
-def _nice_option(command: Callable[..., None]) -> Callable[..., None]:
+def _priority_options(command: Callable[..., None]) -> Callable[..., None]:
+    command = click.option(
+        "--idle",
+        is_flag=True,
+        help="Run this process only on cores nothing else wants (Linux SCHED_IDLE): a feature server on "
+        "the same host keeps its latency; the job takes as long as before on an otherwise idle host.",
+    )(command)
     return click.option(
         "--nice",
         type=click.IntRange(0, 19),
         default=0,
-        help="Run this process at this nice value (0-19; default 0: unchanged), so that a feature server "
-        "on the same host keeps its cores; never raises the priority.",
+        help="Run this process at this nice value (0-19; default 0: unchanged), a smaller share of the "
+        "cores; never raises the priority. --idle gives way more completely.",
     )(command)
 
 
-def _lower_priority(nice: int) -> None:
-    """Lower this process's CPU priority to ``nice`` before any work (its threads inherit it).
+def _lower_priority(nice: int, idle: bool) -> None:
+    """``--nice`` / ``--idle``, before the store opens (see :mod:`featurekit.priority`)."""
+    from featurekit.priority import lower_cpu_priority
 
-    Called before the store opens, so DuckDB's and Delta's worker threads start at that priority.
-    A process already nicer is left alone; where priorities cannot be set, nothing changes.
-    """
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    with contextlib.suppress(OSError):
-        if os.getpriority(os.PRIO_PROCESS, 0) < nice:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
+    lower_cpu_priority(nice, idle=idle)
 
 
 @cli.command(short_help="Compute and commit the window [START, END).")
@@ -251,13 +249,15 @@ def _lower_priority(nice: int) -> None:
 @click.option("--end", required=True, help="Window end, exclusive (ISO-8601; naive = UTC).")
 @click.option("--view", "views", multiple=True, help="Only these views (repeatable); default all.")
 @click.option("--offline-only", is_flag=True, help="Do not load the online store (backfills).")
-@_nice_option
+@_priority_options
 @pass_context
 @reports_errors
-def materialize(ctx: Context, start: str, end: str, views: tuple[str, ...], offline_only: bool, nice: int) -> None:
+def materialize(
+    ctx: Context, start: str, end: str, views: tuple[str, ...], offline_only: bool, nice: int, idle: bool
+) -> None:
     """Compute and commit the views' features for [START, END)."""
     window = _time(start, "--start"), _time(end, "--end")
-    _lower_priority(nice)
+    _lower_priority(nice, idle)
     with ctx.store() as store:
         for result in store.materialize(*window, views=list(views) or None, online=not offline_only):
             click.echo(str(result))
@@ -267,15 +267,15 @@ def materialize(ctx: Context, start: str, end: str, views: tuple[str, ...], offl
 @click.option("--end", default=None, help="Up to this time (ISO-8601; default: now).")
 @click.option("--view", "views", multiple=True, help="Only these views (repeatable); default all.")
 @click.option("--offline-only", is_flag=True, help="Do not load the online store (backfills).")
-@_nice_option
+@_priority_options
 @pass_context
 @reports_errors
 def materialize_incremental(
-    ctx: Context, end: str | None, views: tuple[str, ...], offline_only: bool, nice: int
+    ctx: Context, end: str | None, views: tuple[str, ...], offline_only: bool, nice: int, idle: bool
 ) -> None:
     """Continue each view from its watermark (the end of its last window) up to END."""
     until = _time(end, "--end") if end is not None else None
-    _lower_priority(nice)
+    _lower_priority(nice, idle)
     with ctx.store() as store:
         results = store.materialize_incremental(until, views=list(views) or None, online=not offline_only)
         for result in results:

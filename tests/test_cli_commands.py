@@ -297,30 +297,73 @@ def test_every_command_is_there_however_the_cli_is_started():
 
 PRIORITY_PROBE = """
 import os as _os, pathlib as _pl
-(_pl.Path(__file__).parent / "nice.txt").write_text(str(_os.getpriority(_os.PRIO_PROCESS, 0)))
+_threads = sorted(int(t.name) for t in _pl.Path("/proc/self/task").iterdir())
+_policies = sorted({_os.sched_getscheduler(t) for t in _threads})
+_nices = sorted({_os.getpriority(_os.PRIO_PROCESS, t) for t in _threads})
+(_pl.Path(__file__).parent / "priority.json").write_text(
+    __import__("json").dumps({"threads": len(_threads), "policies": _policies, "nices": _nices}))
 """
 
 
-@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="process priorities are POSIX")
-def test_materialize_with_nice_runs_its_work_at_that_priority(make_repo):
-    # The repo's module records the priority it is imported at: after --nice took effect, before any
-    # view is computed, in the materializing process itself (a real process: a nice value is for good).
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread priorities are read from Linux's /proc")
+def test_materialize_with_nice_or_idle_runs_all_its_threads_at_that_priority(make_repo):
+    # The repo's module records the priority of every thread of the materializing process when it is
+    # imported: after --nice/--idle took effect, with DuckDB's and polars' pools started, before any
+    # view is computed (a real process: a lowered priority is for good).
     repo = make_repo(BASIC_FEATURES + PRIORITY_PROBE, data={"data/trips.parquet": trips_table(ROWS)})
     assert run("--repo", str(repo), "apply").exit_code == 0
 
-    def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+    def cli_process(*args: str) -> dict[str, list[int]]:
         command = [sys.executable, "-m", "featurekit.cli", "--repo", str(repo), "-q", *args]
-        return subprocess.run(command, capture_output=True, text=True, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        return json.loads((repo / "priority.json").read_text())
 
     window = ["--start", "2026-01-01", "--end", "2026-01-03"]
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    done = cli_process("materialize", *window, "--nice", "17")
-    assert done.returncode == 0, done.stderr
-    assert int((repo / "nice.txt").read_text()) == max(before, 17)
-    done = cli_process("materialize-incremental", "--end", "2026-01-06")
-    assert done.returncode == 0, done.stderr
-    assert int((repo / "nice.txt").read_text()) == before  # without --nice: unchanged
+    niced = cli_process("materialize", *window, "--nice", "17")
+    assert niced["threads"] > 1  # the pools were running: they were lowered too
+    assert niced["nices"] == [max(before, 17)]
+    assert niced["policies"] == [os.SCHED_OTHER]
+    idle = cli_process("materialize-incremental", "--end", "2026-01-05", "--idle")
+    assert idle["threads"] > 1
+    assert idle["policies"] == [os.SCHED_IDLE]
+    plain = cli_process("materialize-incremental", "--end", "2026-01-06")
+    assert plain["nices"] == [before]  # without --nice or --idle: unchanged
+    assert plain["policies"] == [os.SCHED_OTHER]
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
-    refused = cli_process("materialize", *window, "--nice", "25")
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    command = [sys.executable, "-m", "featurekit.cli", "--repo", str(repo), "materialize", *window, "--nice", "25"]
+    refused = subprocess.run(command, capture_output=True, text=True, check=False)
     assert refused.returncode == 2
     assert "--nice" in refused.stderr
+
+
+LOWER_IN_A_THREADED_PROCESS = """
+import json, os, threading
+import featurekit as fk
+started = threading.Event(); stop = threading.Event()
+def work():
+    started.set(); stop.wait()
+thread = threading.Thread(target=work); thread.start(); started.wait()
+fk.lower_cpu_priority(IDLE_ARGS)
+print(json.dumps({"main": os.sched_getscheduler(0), "thread": os.sched_getscheduler(thread.native_id),
+                  "nice": os.getpriority(os.PRIO_PROCESS, thread.native_id)}))
+stop.set(); thread.join()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+@pytest.mark.parametrize(("args", "policy", "nice"), [("idle=True", "SCHED_IDLE", 0), ("12", "SCHED_OTHER", 12)])
+def test_lower_cpu_priority_lowers_threads_already_running(args, policy, nice):
+    script = LOWER_IN_A_THREADED_PROCESS.replace("IDLE_ARGS", args)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    assert found["main"] == found["thread"] == getattr(os, policy)
+    assert found["nice"] == max(nice, os.getpriority(os.PRIO_PROCESS, 0))
+
+
+@pytest.mark.parametrize("nice", [-1, 20, True, 2.5, "10"])
+def test_lower_cpu_priority_refuses_what_is_not_a_nice_value(nice):
+    with pytest.raises(fk.ConfigError, match="nice must be an integer from 0 to 19"):
+        fk.lower_cpu_priority(nice)
