@@ -62,6 +62,8 @@ def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
         (DuckDBEngine(store.root, asof_plan="asof"), "asof"),
         (DuckDBEngine(store.root, threads=2), "asof_sorted"),
         (DuckDBEngine(store.root, threads=2, asof_plan="asof_numpy"), "asof_numpy"),
+        (DuckDBEngine(store.root, memory_limit="1GB"), "asof"),  # DuckDB spills within a limit
+        (DuckDBEngine(store.root, memory_limit="1GB", asof_plan="asof_sorted"), "asof_sorted"),
     ):
         with fk.FeatureStore(store.root, progress=False, engine=engine) as other:
             again = other.training_set(many, ["driver_stats"])

@@ -56,8 +56,10 @@ class DuckDBEngine:
                 f"DuckDBEngine(asof_plan={asof_plan!r}) names no ASOF plan; use one of {', '.join(ASOF_PLANS)} "
                 "or None (the engine chooses)"
             )
-        # The ASOF plan of views whose rows may tie (None: the engine's choice, duckdb_strategies)
-        self.asof_plan = asof_plan
+        # The ASOF plan of views whose rows may tie (None: the engine's choice, duckdb_strategies).
+        # A memory limit keeps that join inside DuckDB, which spills within it: the in-memory
+        # plans hold every feature row's read columns outside it.
+        self.asof_plan = asof_plan if asof_plan is not None or memory_limit is None else "asof"
         self._con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")

@@ -13,7 +13,8 @@ per view from what the data are (:mod:`featurekit.offline.duckdb_strategies`), w
   spine, 10M rows) 2.8 against 5.6 for ``asof`` and 4.7 for ``asof_numpy``; dense (100k spine,
   2M rows) 0.36 against 0.76 and 0.35. It holds every feature row's read columns (8 bytes a number) and
   about 24 bytes more per row (codes, times, sorted keys) in memory, outside DuckDB's
-  ``memory_limit``; ``DuckDBEngine(asof_plan="asof")`` keeps the join inside DuckDB.
+  ``memory_limit``: an engine with a memory limit (``offline.memory_limit``) takes ``asof``
+  instead, as does ``DuckDBEngine(asof_plan="asof")``.
 * ``asof``: an ``ASOF JOIN`` of the spine with the feature rows' (keys, event time)
   finds each spine row's newest event time at or before it, the TTL is tested on that match, and
   an equality join on (keys, event time) brings the rows of that instant, reduced by the
