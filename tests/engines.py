@@ -9,15 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from featurekit.offline.duckdb_engine import DuckDBEngine
+from featurekit.offline.duckdb_strategies import ASOF_PLANS
 from featurekit.offline.engine import OfflineEngine
 
 ENGINES = ["duckdb", "spark"]
-# (entities, unique_times) that select each plan: no statistic, the in-memory ASOF plan (the SQL
-# ASOF plan on an engine made with asof_in_memory=False: see make_engine); a huge entity count
+# (entities, unique_times) that select each plan: no statistic, an ASOF plan of rows that may tie
+# (the one named, on an engine made with asof_plan=...: see make_engine); a huge entity count
 # (few spine rows per entity), the range plan; no ties recorded, ASOF carrying the row itself.
 PLANS: dict[str, tuple[int | None, bool]] = {
     "asof": (None, False),
     "asof_numpy": (None, False),
+    "asof_sorted": (None, False),
     "range": (10**12, False),
     "asof_rows": (None, True),
 }
@@ -41,9 +43,9 @@ def spark_session() -> object:
 
 
 def make_engine(name: str, root: Path, plan: str | None = None) -> OfflineEngine:
-    """An engine; for DuckDB and ``plan="asof"``, one whose joins stay in SQL (no ``asof_numpy``)."""
+    """An engine; for DuckDB and one of its ASOF plans of rows that may tie, one that takes that plan."""
     if name == "duckdb":
-        return DuckDBEngine(root, asof_in_memory=plan != "asof")
+        return DuckDBEngine(root, asof_plan=plan if plan in ASOF_PLANS else None)
     if name == "spark":
         from featurekit.offline.spark_engine import SparkEngine
 

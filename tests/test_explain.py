@@ -182,7 +182,7 @@ def test_the_strategy_says_why(make_repo, open_store):
     assert ranged.strategy == "range"
     assert "50 spine rows over at least 50 entities (1.00 per entity" in str(ranged.reason)
     asof = store.training_set(many, ["driver_stats"]).explain().view("driver_stats")
-    assert asof.strategy == "asof_numpy"  # (DuckDB in one thread: see the repo's config)
+    assert asof.strategy == "asof_sorted"
     assert "8.00 per entity, over 3.0" in str(asof.reason)
 
 

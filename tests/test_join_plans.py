@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyarrow as pa
+import pytest
 
 import featurekit as fk
 from featurekit.offline.duckdb_engine import DuckDBEngine
@@ -32,7 +33,7 @@ def plans(training_set) -> str:
     return training_set.description.splitlines()[0]
 
 
-ONE_THREAD = "offline:\n  threads: 1\n"  # DuckDB in one thread: the asof_numpy plan where it applies
+ONE_THREAD = "offline:\n  threads: 1\n"  # DuckDB in one thread: the plans do not depend on it
 
 
 def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
@@ -43,7 +44,7 @@ def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
     assert (stats.entities, stats.unique_times) == (5, None)  # ties are not measured
     many = spine(5, 20)  # 20 spine rows per entity: ASOF, in memory
     untied = store.training_set(many, ["driver_stats"])
-    assert "driver_stats: asof_numpy" in plans(untied)
+    assert "driver_stats: asof_sorted" in plans(untied)
     few = spine(5, 2)  # 2 spine rows per entity: the range join
     ranged = store.training_set(few, ["driver_stats"])
     assert "driver_stats: range" in plans(ranged)
@@ -53,15 +54,16 @@ def test_plans_follow_the_recorded_statistics_and_agree(make_repo, open_store):
     assert ranged.to_arrow().column("avg_trip_km").to_pylist() == first_two
     store.push("driver_stats", trips_table([(0, ts(1), ts(1), 1, 1, 7.0)]), to="online_and_offline")
     pushed = store.training_set(many, ["driver_stats"])  # a push may tie with committed rows
-    assert "driver_stats: asof_numpy" in plans(pushed)
+    assert "driver_stats: asof_sorted" in plans(pushed)
     expected = untied.to_arrow().column("avg_trip_km").to_pylist()
     assert pushed.to_arrow().column("avg_trip_km").to_pylist()[:20] == expected[:20]
-    # An engine whose joins stay in SQL takes the ASOF JOIN plan, with the same rows; so does one of
-    # two threads by default (the numpy search runs in one), and one forced to search in numpy does not.
+    # Each ASOF plan an engine is told to take gives the same rows; two threads choose as one does.
     for engine, plan in (
-        (DuckDBEngine(store.root, asof_in_memory=False), "asof"),
-        (DuckDBEngine(store.root, threads=2), "asof"),
-        (DuckDBEngine(store.root, threads=2, asof_in_memory=True), "asof_numpy"),
+        (DuckDBEngine(store.root, asof_plan="asof"), "asof"),
+        (DuckDBEngine(store.root, threads=2), "asof_sorted"),
+        (DuckDBEngine(store.root, threads=2, asof_plan="asof_numpy"), "asof_numpy"),
+        (DuckDBEngine(store.root, memory_limit="1GB"), "asof"),  # DuckDB spills within a limit
+        (DuckDBEngine(store.root, memory_limit="1GB", asof_plan="asof_sorted"), "asof_sorted"),
     ):
         with fk.FeatureStore(store.root, progress=False, engine=engine) as other:
             again = other.training_set(many, ["driver_stats"])
@@ -77,7 +79,7 @@ def test_a_window_with_ties_records_it_and_the_tie_is_broken(make_repo, open_sto
     store.materialize(ts(0), ts(2))
     assert store.registry.last_materialization(1).entities == 3
     got = store.training_set(spine(3, 10), ["driver_stats"])
-    assert "driver_stats: asof_numpy" in plans(got)
+    assert "driver_stats: asof_sorted" in plans(got)
     table = got.to_arrow()
     at_tie = [
         v
@@ -90,3 +92,8 @@ def test_a_window_with_ties_records_it_and_the_tie_is_broken(make_repo, open_sto
         if d == 0 and t == ts(0, 4 / 7)
     ]
     assert at_tie == [99.0]  # 0.57 h: the newest row is the tied one at 0.5 h, the later-created wins
+
+
+def test_an_unknown_asof_plan_is_refused(tmp_path):
+    with pytest.raises(fk.ConfigError, match=r"'asof_fast'\) names no ASOF plan; use one of asof, asof_numpy"):
+        DuckDBEngine(tmp_path, asof_plan="asof_fast")

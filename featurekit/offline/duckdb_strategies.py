@@ -1,6 +1,6 @@
 """Which join strategy the DuckDB engine takes for a view, and the reason it reports (``explain()``).
 
-The SQL of each strategy is in :mod:`featurekit.offline.duckdb_engine`; this module decides between
+The SQL of each strategy is in :mod:`featurekit.offline.duckdb_join`; this module decides between
 them from the statistics a :class:`~featurekit.offline.engine.ViewInput` carries.
 """
 
@@ -14,23 +14,26 @@ from featurekit.windows import WindowFeature
 # The range plan pairs each spine row with every feature row of its key; with more spine rows per
 # entity than this the ASOF plan is faster (measured crossover: 2-5 spine rows per entity).
 RANGE_MAX_SPINE_PER_ENTITY = 3.0
-# The asof_numpy plan's ASOF runs in one thread: measured 25-30% less CPU than the ASOF JOIN with
-# 100k spine rows over 2M feature rows (dense, per_entity_200k), 25% more with 1M over 10M (lowcard).
-NUMPY_MAX_SPINE_ROWS = 250_000
+# The ASOF plans of rows that may tie; ``DuckDBEngine(asof_plan=...)`` forces one where it applies.
+ASOF_PLANS = ("asof", "asof_numpy", "asof_sorted")
 
 
 def in_memory(view: ViewInput) -> bool:
-    """Whether the ``asof_numpy`` plan applies: event times are timestamps in seconds to microseconds
-    (a nanosecond time would need the SQL comparison's rounding rules)."""
+    """Whether the in-memory plans (``asof_numpy``, ``asof_sorted``) apply: event times are
+    timestamps in seconds to microseconds (a nanosecond time would need the SQL comparison's
+    rounding rules)."""
     fields = {f.name: f.type for f in view.schema}
     event = fields.get(view.timestamp_field)
     return event is not None and pa.types.is_timestamp(event) and event.unit != "ns"
 
 
-def row_strategy(view: ViewInput, spine_rows: int, *, arrays: bool = True) -> JoinStrategy:
+def row_strategy(view: ViewInput, spine_rows: int, *, asof_plan: str | None = None) -> JoinStrategy:
     """``range`` for few spine rows per recorded entity, else ``asof_rows`` without ties, else
-    ``asof_numpy`` where it applies (``arrays``, at most ``NUMPY_MAX_SPINE_ROWS`` spine rows, event
-    times in at most microseconds), else ``asof``."""
+    ``asof_sorted`` where it applies (event times in at most microseconds), else ``asof``.
+
+    ``asof_plan`` (one of :data:`ASOF_PLANS`) replaces the last choice: the in-memory ones
+    where they apply, ``asof`` anywhere.
+    """
     entities = view.entities
     if entities:
         ratio = spine_rows / entities
@@ -44,14 +47,23 @@ def row_strategy(view: ViewInput, spine_rows: int, *, arrays: bool = True) -> Jo
     if view.unique_times:
         reason = f"{counted}; no two rows share keys and event time: one ASOF JOIN carries the matched row"
         return JoinStrategy(view.name, "asof_rows", reason)
-    if arrays and spine_rows <= NUMPY_MAX_SPINE_ROWS and in_memory(view):
+    plan = asof_plan or "asof_sorted"
+    if plan != "asof" and not in_memory(view):
+        plan = "asof"
+    ties = f"{counted}; rows may share keys and event time"
+    if plan == "asof_sorted":
         reason = (
-            f"{counted}; rows may share keys and event time: a binary search of the sorted (entity, event time) "
-            "keys in numpy, then the rows of each matched instant reduced by the tie-break"
+            f"{ties}: the sorted (entity, event time) keys searched in numpy, the rows of each matched "
+            "instant found by position and reduced by the tie-break, their values gathered by position"
         )
-        return JoinStrategy(view.name, "asof_numpy", reason)
-    reason = f"{counted}; rows may share keys and event time: an ASOF JOIN, then the tie-break of that instant"
-    return JoinStrategy(view.name, "asof", reason)
+    elif plan == "asof_numpy":
+        reason = (
+            f"{ties}: a binary search of the sorted (entity, event time) keys in numpy, then the rows "
+            "of each matched instant reduced by the tie-break"
+        )
+    else:
+        reason = f"{ties}: an ASOF JOIN, then the tie-break of that instant"
+    return JoinStrategy(view.name, plan, reason)
 
 
 def window_strategy(view: ViewInput, blocks: list[WindowFeature], framed: list[WindowFeature]) -> JoinStrategy:

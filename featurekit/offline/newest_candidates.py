@@ -1,6 +1,6 @@
 """The rows of an in-memory table that can be their entity's newest row, found with plain integers.
 
-"Newest" (:func:`featurekit.offline.duckdb_engine.order_key`) compares the event time, then the
+"Newest" (:func:`featurekit.offline.duckdb_sql.order_key`) compares the event time, then the
 created time (null loses), then the features one by one. Comparing all of that as one struct per
 row is what made the engine's ``newest_rows`` cost 0.3-0.45 CPU seconds per million rows; nearly
 always the first two fields decide. So this module keeps, per entity, only the rows whose (event,

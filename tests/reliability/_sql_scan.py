@@ -36,7 +36,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("offline/duckdb_engine.py", "_newest_select", "inner"): "newest_rows' query of quote()d columns and ?",
     # DuckDBJoin.sql is the query _build() assembled from quote()d identifiers, internal aliases
     # and "?" placeholders; COPY (...) TO ? wraps it without adding text of its own.
-    ("offline/duckdb_engine.py", "to_parquet", "self.sql"): "the training-set query built by DuckDBJoin._build",
+    ("offline/duckdb_join.py", "to_parquet", "self.sql"): "the training-set query built by DuckDBJoin._build",
     # DuckDBEngine._source_sql(select, where) is private: every caller passes text built by the
     # engine itself from quote()d columns, "?" placeholders and the integer bucket count. The
     # location of an "sql" scan is the query of the user's own SqlSource, which is code in the
@@ -46,12 +46,14 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("offline/duckdb_engine.py", "_source_sql", "scan.location"): "the repo's own SqlSource query",
     # DuckDBJoin._source() and _spine_relation() return read_parquet(?) (or a registered name)
     # with "?" placeholders whose values they append to the params list they are given.
-    ("offline/duckdb_engine.py", "_coded_rows", "self._source(view, params)"): "read_parquet(?) and ? only",
-    ("offline/duckdb_engine.py", "_coded_rows", "self._spine_relation(params)"): "the spine scan with ? only",
+    ("offline/duckdb_join.py", "_coded_rows", "self._source(view, params)"): "read_parquet(?) and ? only",
+    ("offline/duckdb_join.py", "_coded_rows", "self._spine_relation(params)"): "the spine scan with ? only",
     # _instant_rows(view, match, params) appends the rows of each matched instant to ``match``, SQL
     # built by _asof_sql or _join_view from quote()d identifiers, internal names and "?".
-    ("offline/duckdb_engine.py", "_instant_rows", "match"): "SQL of quote()d identifiers and ?",
-    ("offline/duckdb_engine.py", "_instant_rows", "order_key(view, 'f')"): "struct fields from quote()d columns",
+    ("offline/duckdb_join.py", "_instant_rows", "match"): "SQL of quote()d identifiers and ?",
+    ("offline/duckdb_join.py", "_instant_rows", "order_key(view, 'f')"): "struct fields from quote()d columns",
+    # _tie_winners reduces the tied rows of the asof_sorted plan by the same order_key() fields.
+    ("offline/duckdb_join.py", "_tie_winners", "order_key(view, 'f')"): "struct fields from quote()d columns",
 }
 
 
