@@ -108,6 +108,11 @@ def test_each_served_entity_is_a_row_with_keys_instant_versions_and_features(mak
     assert log.column(SERVED).to_pylist()[0] == ["driver_stats@v1:conv_rate", "driver_stats@v1:avg_trip_km"]
     assert len(set(log.column(REQUEST_ID).to_pylist())) == 2  # one id per request
     assert read_log(store.root / "slog", window=(ts(3, 12), ts(5))).num_rows == 1
+    # Each file keeps min/max statistics of what a reader filters by: the instant and the keys.
+    (file, *_) = log_files(store.root / "slog")
+    group = pq.ParquetFile(file).metadata.row_group(0)
+    with_statistics = {group.column(i).path_in_schema for i in range(group.num_columns) if group.column(i).is_stats_set}
+    assert with_statistics == {SERVED_AT, "driver_id"}
     assert fk.read_log is read_log  # public
     with pytest.raises(fk.WindowError, match="before its end"):
         read_log(store.root / "slog", window=(ts(5), ts(3)))

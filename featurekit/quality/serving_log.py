@@ -239,6 +239,13 @@ def dictionary_columns(table: pa.Table) -> list[str]:
     return [f"{FEATURES}.list.element", f"{SERVED}.list.element", *flat]
 
 
+def write_options(table: pa.Table, keys: Sequence[str]) -> dict[str, Any]:
+    """How a log file is written: :func:`dictionary_columns`, and min/max statistics only of the
+    instants and the entity keys (what a reader filters a log by). Statistics of the feature
+    lists, request ids and values took a fifth of the writer's encoding time."""
+    return {"use_dictionary": dictionary_columns(table), "write_statistics": [SERVED_AT, *keys]}
+
+
 class ServingLog:
     """The log of one store: bounded buffers, one writer thread, and the counters.
 
@@ -353,7 +360,7 @@ class ServingLog:
         """One file of a buffer's rows; a file that cannot be written counts its rows as failed."""
         count = buffer.rows
         try:
-            self._write_file(buffer.table(self._token))
+            self._write_file(buffer.table(self._token), [key.name for key in buffer.keys])
         except (OSError, pa.ArrowException, ValueError, TypeError, StorageError) as exc:
             with self._written_cond:
                 self._failed += count
@@ -367,7 +374,7 @@ class ServingLog:
             self._files += 1
             self._written_cond.notify_all()
 
-    def _write_file(self, table: pa.Table) -> None:
+    def _write_file(self, table: pa.Table, keys: list[str]) -> None:
         self._sequence += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"{FILE_PREFIX}{stamp}-{os.getpid()}-{self._token}-{self._sequence:06d}.parquet"
@@ -376,7 +383,7 @@ class ServingLog:
             with storage_errors(f"writing the serving log file {temporary}", "its rows are counted as failed"):
                 # A path, not a Python file object: Arrow then writes without taking the interpreter
                 # lock for every chunk, which would make lookups wait for the writer.
-                pq.write_table(table, str(temporary), use_dictionary=dictionary_columns(table))
+                pq.write_table(table, str(temporary), **write_options(table, keys))
                 descriptor = os.open(temporary, os.O_RDONLY)
                 try:
                     os.fsync(descriptor)
@@ -404,7 +411,7 @@ def _prepare_writer() -> None:
             "value": pa.array([(0.0,)], pa.struct([("0", pa.float64())])).field(0),
         }
     )
-    pq.write_table(table, pa.BufferOutputStream(), use_dictionary=dictionary_columns(table))
+    pq.write_table(table, pa.BufferOutputStream(), **write_options(table, ["value"]))
 
 
 def _batch_priority() -> None:
