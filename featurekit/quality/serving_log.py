@@ -17,7 +17,8 @@ Durability: a file is written under a temporary name (``.serving-*.parquet.tmp``
 renamed into place, so a reader (:func:`read_log`) only ever sees whole files. A killed process
 loses the rows not yet in a file: at most ``queue_rows`` rows, and in steady state those of the
 last ``flush_s`` seconds (or ``flush_rows`` rows, whichever comes first); a temporary file it
-leaves behind is never read. :meth:`FeatureStore.close` writes everything still waiting.
+leaves behind is never read. :meth:`FeatureStore.close` writes everything still waiting. A file
+keeps Parquet min/max statistics of ``__fk_served_at`` and the entity keys only.
 
 Each row is one served entity: its entity keys, one column per served feature, named
 ``view:feature`` (``view@vN:feature`` for the versions of a view that one request read side by
@@ -115,9 +116,9 @@ class _Chunk:
 
     A row is ``(served_at_us, request_number, feature_list_id, *keys, *outputs)``; the inputs of
     on-demand features wait in a list per input (their types are polars dtypes, converted as
-    polars converts them). A lookup's share is one tuple: no per-column work. The tuples hold
-    only plain values (numbers, strings, None), so the garbage collector stops tracking them at
-    its first young collection and walks none of them afterwards.
+    polars converts them). A lookup's share is one tuple: no per-column work. A tuple of plain
+    values (numbers, strings, None, instants) is untracked by the garbage collector at its first
+    collection, so buffered rows add next to nothing to later collections.
 
     The lookup that finds a chunk full converts it (:meth:`convert`: one ``pa.array`` of the
     rows, about 0.25 ms per :data:`CHUNK_ROWS` rows) and starts the next one, so the writer's
