@@ -37,7 +37,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -171,14 +171,14 @@ class _Buffer:
         # A row's fields by position (a key or feature may be named like a bookkeeping column).
         types = [_STAMP, pa.int64(), pa.int32(), *(f.type for f in self.keys), *(t for _, _, t in self.outputs)]
         self.row_type = pa.struct([pa.field(str(i), t) for i, t in enumerate(types)])
-        self._pick = operator.itemgetter(*picked) if len(picked) > 1 else (lambda c: (c[picked[0]],))
+        # A response's columns in the order of a row (the entity keys, then the outputs): the
+        # buffer's `pick` is the itemgetter itself, so a lookup pays no extra Python call for it.
+        self.pick: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            operator.itemgetter(*picked) if len(picked) > 1 else (lambda c: (c[picked[0]],))
+        )
         self.chunks = [_Chunk(list(self.request))]
         self.feature_lists: dict[tuple[Any, ...], int] = {}
         self.rows = 0
-
-    def pick(self, columns: dict[str, Any]) -> tuple[Any, ...]:
-        """A response's columns in the order of a row: the entity keys, then the outputs."""
-        return self._pick(columns)
 
     def add(
         self,
@@ -200,9 +200,10 @@ class _Buffer:
             chunk.rows.append((at_us, request_id, feature_id, *map(_first, columns)))
         else:
             chunk.rows += zip(repeat(at_us), repeat(request_id), repeat(feature_id), *columns)
-        for name, values in chunk.requests.items():
-            given = (request or {}).get(name)
-            values.extend(list(given) if isinstance(given, (list, tuple)) else [given] * rows)
+        if chunk.requests:
+            for name, values in chunk.requests.items():
+                given = (request or {}).get(name)
+                values.extend(list(given) if isinstance(given, (list, tuple)) else [given] * rows)
         self.rows += rows
 
     def table(self, token: str) -> pa.Table:
@@ -289,13 +290,12 @@ class ServingLog:
         with self._lock:
             buffer = self._buffers.get(id(recipe))
             if buffer is None:
-                buffer = _Buffer(recipe)
+                buffer = self._buffers[id(recipe)] = _Buffer(recipe)
             columns = buffer.pick(response.columns)
             rows = len(columns[0])
             if self._closed or self._pending + rows > self._queue_rows:
                 self._dropped += rows
                 return
-            self._buffers[id(recipe)] = buffer
             self._requests += 1
             buffer.add(columns, response.at_us, self._requests, names, request)
             self._pending += rows
@@ -351,7 +351,8 @@ class ServingLog:
             with self._lock:
                 buffers, self._buffers, self._queued = self._buffers, {}, 0
             for buffer in buffers.values():
-                self._write(buffer)
+                if buffer.rows:  # (a buffer made for a lookup whose rows were then dropped is empty)
+                    self._write(buffer)
             if self._stop.is_set():
                 with self._lock:
                     if not self._buffers:
