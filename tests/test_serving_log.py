@@ -333,6 +333,19 @@ def test_a_full_queue_drops_and_counts_and_the_lookup_does_not_wait(make_repo, o
     assert read_log(stalled.root / "slog").num_rows == 50
 
 
+def test_a_feature_list_whose_only_rows_were_dropped_writes_no_file(make_repo, open_store):
+    store = materialized(open_store, make_repo(data=DATA, config=log_yaml(queue_rows=2, flush_s=600)))
+    store.online_features({"driver_id": [1, 2]}, ["driver_stats"], at=ts(3))
+    store.online_features({"driver_id": [1]}, ["driver_stats:conv_rate"], at=ts(3))  # no room: dropped
+    log = store.serving_log
+    assert log is not None
+    store.close()  # the writer has written every buffer and stopped
+    counters = log.counters()
+    assert (counters.logged, counters.dropped, counters.written, counters.files) == (2, 1, 2, 1)
+    assert len(log_files(store.root / "slog")) == 1
+    assert read_log(store.root / "slog").column(FEATURES).to_pylist() == [["driver_stats"]] * 2
+
+
 def test_a_write_error_counts_the_rows_as_failed_and_the_lookups_go_on(make_repo, open_store):
     root = make_repo(data=DATA, config=log_yaml(flush_rows=1))
     store = materialized(open_store, root)
