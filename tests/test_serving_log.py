@@ -12,12 +12,15 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import featurekit as fk
 from featurekit.cli import cli
@@ -105,6 +108,11 @@ def test_each_served_entity_is_a_row_with_keys_instant_versions_and_features(mak
     assert log.column(SERVED).to_pylist()[0] == ["driver_stats@v1:conv_rate", "driver_stats@v1:avg_trip_km"]
     assert len(set(log.column(REQUEST_ID).to_pylist())) == 2  # one id per request
     assert read_log(store.root / "slog", window=(ts(3, 12), ts(5))).num_rows == 1
+    # Each file keeps min/max statistics of what a reader filters by: the instant and the keys.
+    (file, *_) = log_files(store.root / "slog")
+    group = pq.ParquetFile(file).metadata.row_group(0)
+    with_statistics = {group.column(i).path_in_schema for i in range(group.num_columns) if group.column(i).is_stats_set}
+    assert with_statistics == {SERVED_AT, "driver_id"}
     assert fk.read_log is read_log  # public
     with pytest.raises(fk.WindowError, match="before its end"):
         read_log(store.root / "slog", window=(ts(5), ts(3)))
@@ -137,14 +145,22 @@ def test_a_file_of_many_buffered_chunks_holds_every_row_in_the_order_served(make
     }
 
 
-class _Served:
-    """What the log's buffer reads of a lookup's response: its columns, its length and its instant."""
+def _log_buffer(schema, outputs):
+    """A log buffer of a recipe serving ``outputs`` (names of ``schema``) of view ``v`` for key ``driver_id``."""
+    from types import SimpleNamespace
 
-    def __init__(self, columns: dict[str, list[object]], at_us: int) -> None:
-        self.columns, self.at_us = columns, at_us
+    from featurekit.quality import serving_log
 
-    def __len__(self) -> int:
-        return len(next(iter(self.columns.values())))
+    recipe = SimpleNamespace(
+        schema=schema, entity_keys=["driver_id"], outputs=[(n, n) for n in outputs],
+        served=[("v", 1, n) for n in outputs], request={},
+    )  # fmt: skip
+    return serving_log._Buffer(recipe)  # type: ignore[arg-type]
+
+
+def _add(buffer, columns, at_us, number):
+    picked = buffer.pick(columns)
+    buffer.add(picked, at_us, number, ("v",), None)
 
 
 def test_full_chunks_are_converted_and_the_table_holds_every_value_as_served(monkeypatch):
@@ -152,7 +168,6 @@ def test_full_chunks_are_converted_and_the_table_holds_every_value_as_served(mon
     # value of the wrong type leaves its chunk unconverted (the lookup goes on) and the writer's
     # conversion refuses it, as it refuses any, so the rows are counted failed.
     import math
-    from types import SimpleNamespace
 
     import pyarrow as pa
 
@@ -160,17 +175,13 @@ def test_full_chunks_are_converted_and_the_table_holds_every_value_as_served(mon
 
     monkeypatch.setattr(serving_log, "CHUNK_ROWS", 2)
     schema = pa.schema([("driver_id", pa.int64()), ("x", pa.float64()), ("name", pa.string())])
-    recipe = SimpleNamespace(
-        schema=schema, entity_keys=["driver_id"], outputs=[("x", "x"), ("name", "name")],
-        served=[("v", 1, "x"), ("v", 1, "name")], request={},
-    )  # fmt: skip
-    buffer = serving_log._Buffer(recipe)  # type: ignore[arg-type]
+    buffer = _log_buffer(schema, ["x", "name"])
     served = [
         ([1], [1.5], ["a"]), ([2, 3], [None, math.nan], [None, "b"]), ([4], [2.0], ["c"]),
         ([5], [0.25], ["d"]), ([6], [None], [None]), ([7], [3.0], ["e"]),
     ]  # fmt: skip
     for number, (keys, xs, names) in enumerate(served):
-        buffer.add(_Served({"driver_id": keys, "x": xs, "name": names}, 1_000 + number), number, ("v",), None)
+        _add(buffer, {"driver_id": keys, "x": xs, "name": names}, 1_000 + number, number)
     assert [c.arrow is not None for c in buffer.chunks] == [True, True, False]  # 3, 2 and 2 rows
     table = buffer.table("token")
     assert table.column("driver_id").to_pylist() == [k for row in served for k in row[0]]
@@ -179,13 +190,70 @@ def test_full_chunks_are_converted_and_the_table_holds_every_value_as_served(mon
     assert table.column("v:name").to_pylist() == [n for row in served for n in row[2]]
     assert table.column(SERVED_AT).to_pylist()[-1] == pa.scalar(1_005, pa.timestamp("us", tz="UTC")).as_py()
     assert table.column(REQUEST_ID).to_pylist()[:3] == ["token-0", "token-1", "token-1"]
-    buffer.add(_Served({"driver_id": [8], "x": ["text"], "name": ["f"]}, 1_006), 6, ("v",), None)
-    buffer.add(_Served({"driver_id": [9], "x": [4.0], "name": ["g"]}, 1_007), 7, ("v",), None)
-    buffer.add(_Served({"driver_id": [10], "x": [5.0], "name": ["h"]}, 1_008), 8, ("v",), None)
+    _add(buffer, {"driver_id": [8], "x": ["text"], "name": ["f"]}, 1_006, 6)
+    _add(buffer, {"driver_id": [9], "x": [4.0], "name": ["g"]}, 1_007, 7)
+    _add(buffer, {"driver_id": [10], "x": [5.0], "name": ["h"]}, 1_008, 8)
     assert buffer.chunks[-2].arrow is None
-    assert buffer.chunks[-2].values["x"] == ["text", 4.0]
+    assert [row[3:] for row in buffer.chunks[-2].rows] == [(8, "text", "f"), (9, 4.0, "g")]
     with pytest.raises(pa.ArrowException):
         buffer.table("token")
+
+
+def _nan_shown(values):
+    return ["nan" if isinstance(v, float) and v != v else v for v in values]  # noqa: PLR0124 -- NaN test
+
+
+_VALUES = {
+    "f64": st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+    "f32": st.one_of(st.none(), st.floats(width=32, allow_nan=False)),
+    "i32": st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+    "s": st.one_of(st.none(), st.text(max_size=5)),
+    "t": st.one_of(st.none(), st.datetimes(timezones=st.just(UTC))),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 10**6), *_VALUES.values()), min_size=1, max_size=3), min_size=1, max_size=12
+    )
+)
+def test_the_log_table_holds_each_served_value_with_its_registered_type(responses):
+    # Whatever the rows of a chunk (tuples converted to one struct array), each column of the
+    # table equals the values served, in order, converted column by column to the registered type.
+    import pyarrow as pa
+
+    from featurekit.quality import serving_log
+
+    types = {
+        "f64": pa.float64(),
+        "f32": pa.float32(),
+        "i32": pa.int32(),
+        "s": pa.string(),
+        "t": pa.timestamp("us", tz="UTC"),
+    }
+    schema = pa.schema([("driver_id", pa.int64()), *types.items()])
+    buffer = _log_buffer(schema, list(types))
+    original = serving_log.CHUNK_ROWS
+    serving_log.CHUNK_ROWS = 4  # several chunks, some converted by an add and one by the table
+    try:
+        for number, rows in enumerate(responses):
+            _add(buffer, dict(zip(schema.names, map(list, zip(*rows, strict=True)), strict=True)), 10 * number, number)
+    finally:
+        serving_log.CHUNK_ROWS = original
+    table = buffer.table("t0")
+    flat = [row for rows in responses for row in rows]
+    assert table.num_rows == buffer.rows == len(flat)
+    for position, name in enumerate(schema.names):
+        column = name if name == "driver_id" else f"v:{name}"
+        expected = pa.array([row[position] for row in flat], schema.field(name).type)
+        logged = table.column(column).combine_chunks()
+        assert logged.type == expected.type, name
+        assert _nan_shown(logged.to_pylist()) == _nan_shown(expected.to_pylist()), name
+    expected_at = [10 * number for number, rows in enumerate(responses) for _ in rows]
+    assert table.column(SERVED_AT).cast(pa.int64()).to_pylist() == expected_at
+    ids = [f"t0-{number}" for number, rows in enumerate(responses) for _ in rows]
+    assert table.column(REQUEST_ID).to_pylist() == ids
 
 
 def test_two_versions_of_a_view_read_side_by_side_get_a_column_each():
@@ -263,6 +331,19 @@ def test_a_full_queue_drops_and_counts_and_the_lookup_does_not_wait(make_repo, o
     assert max(full) < 0.5  # never waits for the writer
     stalled.close()  # writes what is waiting
     assert read_log(stalled.root / "slog").num_rows == 50
+
+
+def test_a_feature_list_whose_only_rows_were_dropped_writes_no_file(make_repo, open_store):
+    store = materialized(open_store, make_repo(data=DATA, config=log_yaml(queue_rows=2, flush_s=600)))
+    store.online_features({"driver_id": [1, 2]}, ["driver_stats"], at=ts(3))
+    store.online_features({"driver_id": [1]}, ["driver_stats:conv_rate"], at=ts(3))  # no room: dropped
+    log = store.serving_log
+    assert log is not None
+    store.close()  # the writer has written every buffer and stopped
+    counters = log.counters()
+    assert (counters.logged, counters.dropped, counters.written, counters.files) == (2, 1, 2, 1)
+    assert len(log_files(store.root / "slog")) == 1
+    assert read_log(store.root / "slog").column(FEATURES).to_pylist() == [["driver_stats"]] * 2
 
 
 def test_a_write_error_counts_the_rows_as_failed_and_the_lookups_go_on(make_repo, open_store):

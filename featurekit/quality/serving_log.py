@@ -17,7 +17,8 @@ Durability: a file is written under a temporary name (``.serving-*.parquet.tmp``
 renamed into place, so a reader (:func:`read_log`) only ever sees whole files. A killed process
 loses the rows not yet in a file: at most ``queue_rows`` rows, and in steady state those of the
 last ``flush_s`` seconds (or ``flush_rows`` rows, whichever comes first); a temporary file it
-leaves behind is never read. :meth:`FeatureStore.close` writes everything still waiting.
+leaves behind is never read. :meth:`FeatureStore.close` writes everything still waiting. A file
+keeps Parquet min/max statistics of ``__fk_served_at`` and the entity keys only.
 
 Each row is one served entity: its entity keys, one column per served feature, named
 ``view:feature`` (``view@vN:feature`` for the versions of a view that one request read side by
@@ -30,14 +31,16 @@ order, the view version it was served from, as ``view@vN:feature``).
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,53 +108,55 @@ def served_ref(view: str, version: int, feature: str) -> str:
 
 
 CHUNK_ROWS = 1024  # rows per buffered chunk (see _Buffer)
+_first = operator.itemgetter(0)
 
 
 class _Chunk:
-    """Up to about :data:`CHUNK_ROWS` buffered rows: one Python list per log column, then Arrow.
+    """Up to about :data:`CHUNK_ROWS` buffered rows: one tuple per row, then one Arrow struct array.
 
-    The lookup that finds a chunk full converts it (:meth:`convert`, a few hundred microseconds
-    once per :data:`CHUNK_ROWS` rows) and starts the next one. So the garbage collector walks
-    at most one chunk of lists (it walks every item of a list in each collection of the list's
-    generation: a file's 20,000 rows buffered in lists made one collection in ten walk some
-    260,000 items, 1-5 ms inside whichever lookup triggered it), and the writer's own work
-    under the interpreter lock shrinks to joining Arrow arrays (converting 20,000 rows of
-    Python values took it 10-50 ms, during which lookups waited for the lock).
+    A row is ``(served_at_us, request_number, feature_list_id, *keys, *outputs)``; the inputs of
+    on-demand features wait in a list per input (their types are polars dtypes, converted as
+    polars converts them). A lookup's share is one tuple: no per-column work. A tuple of plain
+    values (numbers, strings, None, instants) is untracked by the garbage collector at its first
+    collection, so buffered rows add next to nothing to later collections.
+
+    The lookup that finds a chunk full converts it (:meth:`convert`: one ``pa.array`` of the
+    rows, about 0.25 ms per :data:`CHUNK_ROWS` rows) and starts the next one, so the writer's
+    own work under the interpreter lock is joining arrays and the last, partial chunk.
     """
 
-    def __init__(self, names: list[str], requests: list[str]) -> None:
-        self.values: dict[str, list[Any]] = {name: [] for name in names}
-        self.requests: dict[str, list[Any]] = {name: [] for name in requests}
-        self.served_at: list[int] = []
-        self.request_ids: list[int] = []
-        self.feature_ids: list[int] = []
-        self.rows = 0
-        self.arrow: dict[str, pa.Array] | None = None  # the columns once converted (see Buffer.columns)
+    __slots__ = ("arrow", "requests", "rows")
 
-    def convert(self, types: dict[str, Any], requests: dict[str, Any]) -> None:
-        """The chunk as Arrow arrays; a value of the wrong type leaves it as it is (the writer then
-        fails on it, as it fails on any, and counts the rows failed)."""
+    def __init__(self, requests: list[str]) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.requests: dict[str, list[Any]] = {name: [] for name in requests}
+        self.arrow: tuple[pa.StructArray, dict[str, pa.Array]] | None = None  # once converted
+
+    def convert(self, row_type: pa.StructType, requests: dict[str, Any]) -> None:
+        """The chunk as Arrow; a value of the wrong type leaves it as it is (the writer then fails
+        on it, as it fails on any, and counts the rows failed)."""
         try:
-            arrow = {name: pa.array(values, types[name]) for name, values in self.values.items()}
-            for name, values in self.requests.items():
-                arrow[REQUEST_PREFIX + name] = _request_array(values, requests[name])
-            arrow[SERVED_AT] = pa.array(self.served_at, _STAMP)
-            arrow[REQUEST_ID] = pa.array(self.request_ids, pa.int64())
-            arrow[FEATURES] = pa.array(self.feature_ids, pa.int32())
+            self.arrow = self.to_arrow(row_type, requests)
         except Exception:  # noqa: BLE001 -- a lookup never fails for its log (Arrow's, polars' errors alike)
             return
-        self.arrow = arrow
-        self.values, self.requests, self.served_at, self.request_ids, self.feature_ids = {}, {}, [], [], []
+        self.rows, self.requests = [], {}
+
+    def to_arrow(self, row_type: pa.StructType, requests: dict[str, Any]) -> tuple[pa.StructArray, dict[str, pa.Array]]:
+        """The rows as one struct array, and each request input as an array."""
+        if self.arrow is not None:
+            return self.arrow
+        given = {name: _request_array(values, requests[name]) for name, values in self.requests.items()}
+        return pa.array(self.rows, row_type), given
 
 
 class _Buffer:
     """The rows of one lookup recipe waiting for the writer, in chunks of :data:`CHUNK_ROWS` rows.
 
-    Lookups append to the newest chunk's lists (under the log's lock); a full chunk is converted
-    to Arrow by the lookup that starts the next one, and the writer joins the chunks' arrays (and
-    converts the last, partial chunk). A chunk's lists stay short, so a lookup appending to them
-    never waits for a long list to be copied to grow (a 20,000-row list is, every 12% of growth:
-    tens of microseconds, more when the copy page-faults).
+    Lookups append one tuple per row to the newest chunk (under the log's lock); a full chunk is
+    converted to Arrow by the lookup that starts the next one, and the writer joins the chunks'
+    arrays (and converts the last, partial chunk). A chunk's list stays short, so a lookup
+    appending to it never waits for a long list to be copied to grow (a 20,000-row list is,
+    every 12% of growth: tens of microseconds, more when the copy page-faults).
     """
 
     def __init__(self, recipe: LookupRecipe) -> None:
@@ -162,66 +167,63 @@ class _Buffer:
         self.outputs = [(n, c, schema.field(n).type) for n, c in zip(names, log_columns(recipe.served), strict=True)]
         self.served = [served_ref(*s) for s in recipe.served]
         self.request = dict(recipe.request)  # request input -> its declared polars dtype
-        self._names = [*(f.name for f in self.keys), *names]
-        self._types = {**{f.name: f.type for f in self.keys}, **{n: t for n, _, t in self.outputs}}
-        self.chunks = [_Chunk(self._names, list(self.request))]
+        picked = [*(f.name for f in self.keys), *names]
+        # A row's fields by position (a key or feature may be named like a bookkeeping column).
+        types = [_STAMP, pa.int64(), pa.int32(), *(f.type for f in self.keys), *(t for _, _, t in self.outputs)]
+        self.row_type = pa.struct([pa.field(str(i), t) for i, t in enumerate(types)])
+        # A response's columns in the order of a row (the entity keys, then the outputs): the
+        # buffer's `pick` is the itemgetter itself, so a lookup pays no extra Python call for it.
+        self.pick: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            operator.itemgetter(*picked) if len(picked) > 1 else (lambda c: (c[picked[0]],))
+        )
+        self.chunks = [_Chunk(list(self.request))]
         self.feature_lists: dict[tuple[Any, ...], int] = {}
         self.rows = 0
 
-    def add(self, response: OnlineResponse, request_id: int, features: tuple[Any, ...], request: Any) -> None:
-        rows = len(response)
+    def add(
+        self,
+        columns: tuple[Any, ...],
+        at_us: int,
+        request_id: int,
+        features: tuple[Any, ...],
+        request: Any,
+    ) -> None:
+        """Append a response's rows (``columns``: from :meth:`pick`)."""
+        rows = len(columns[0])
         chunk = self.chunks[-1]
-        if chunk.rows >= CHUNK_ROWS:
-            chunk.convert(self._types, self.request)
-            chunk = _Chunk(self._names, list(self.request))
+        if len(chunk.rows) >= CHUNK_ROWS:
+            chunk.convert(self.row_type, self.request)
+            chunk = _Chunk(list(self.request))
             self.chunks.append(chunk)
-        columns = response.columns
-        for name, values in chunk.values.items():
-            values.extend(columns[name])
         feature_id = self.feature_lists.setdefault(features, len(self.feature_lists))
-        if rows == 1:  # the common case, without building lists
-            chunk.served_at.append(response.at_us)
-            chunk.request_ids.append(request_id)
-            chunk.feature_ids.append(feature_id)
+        if rows == 1:  # the common case: one tuple, no per-column work
+            chunk.rows.append((at_us, request_id, feature_id, *map(_first, columns)))
         else:
-            chunk.served_at.extend([response.at_us] * rows)
-            chunk.request_ids.extend([request_id] * rows)
-            chunk.feature_ids.extend([feature_id] * rows)
-        for name, values in chunk.requests.items():
-            given = (request or {}).get(name)
-            values.extend(list(given) if isinstance(given, (list, tuple)) else [given] * rows)
-        chunk.rows += rows
+            chunk.rows += zip(repeat(at_us), repeat(request_id), repeat(feature_id), *columns)
+        if chunk.requests:
+            for name, values in chunk.requests.items():
+                given = (request or {}).get(name)
+                values.extend(list(given) if isinstance(given, (list, tuple)) else [given] * rows)
         self.rows += rows
-
-    def _column(self, name: str, dtype: Any) -> pa.Array:
-        """One column of every chunk (``dtype``: its Arrow type; a polars dtype for request inputs)."""
-        parts = []
-        for chunk in self.chunks:
-            if chunk.arrow is not None:
-                parts.append(chunk.arrow[name])
-            elif name.startswith(REQUEST_PREFIX) and name not in chunk.values:
-                parts.append(_request_array(chunk.requests[name.removeprefix(REQUEST_PREFIX)], dtype))
-            else:
-                listed = {SERVED_AT: chunk.served_at, REQUEST_ID: chunk.request_ids, FEATURES: chunk.feature_ids}
-                parts.append(pa.array(listed[name] if name in listed else chunk.values[name], dtype))
-        return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
 
     def table(self, token: str) -> pa.Table:
         """The buffered rows as a log table; request ids are ``token-N`` (``token`` unique per log)."""
+        parts = [chunk.to_arrow(self.row_type, self.request) for chunk in self.chunks]
+        joined = parts[0][0] if len(parts) == 1 else pa.concat_arrays([rows for rows, _ in parts])
+        served_at, request_ids, feature_ids, *values = joined.flatten()
         feature_lists = pa.array([canonical(list(f)) for f in self.feature_lists], _NAMES)
-        sequence = pc.cast(self._column(REQUEST_ID, pa.int64()), pa.string())
+        sequence = pc.cast(request_ids, pa.string())
         arrays: dict[str, pa.Array] = {
-            SERVED_AT: self._column(SERVED_AT, _STAMP),
+            SERVED_AT: served_at,
             REQUEST_ID: pc.binary_join_element_wise(token, sequence, "-"),
-            FEATURES: feature_lists.take(self._column(FEATURES, pa.int32())),
+            FEATURES: feature_lists.take(feature_ids),
             SERVED: pa.array([self.served], _NAMES).take(np.zeros(self.rows, np.int32)),
         }
-        for key in self.keys:
-            arrays[key.name] = self._column(key.name, key.type)
-        for name, column, dtype in self.outputs:
-            arrays[column] = self._column(name, dtype)
-        for name, dtype in self.request.items():
-            arrays[REQUEST_PREFIX + name] = self._column(REQUEST_PREFIX + name, dtype)
+        names = [*(key.name for key in self.keys), *(column for _, column, _ in self.outputs)]
+        arrays.update(zip(names, values, strict=True))
+        for name in self.request:
+            given = [requests[name] for _, requests in parts]
+            arrays[REQUEST_PREFIX + name] = given[0] if len(given) == 1 else pa.concat_arrays(given)
         return pa.table(arrays)
 
 
@@ -239,6 +241,13 @@ def dictionary_columns(table: pa.Table) -> list[str]:
     return [f"{FEATURES}.list.element", f"{SERVED}.list.element", *flat]
 
 
+def write_options(table: pa.Table, keys: Sequence[str]) -> dict[str, Any]:
+    """How a log file is written: :func:`dictionary_columns`, and min/max statistics only of the
+    instants and the entity keys (what a reader filters a log by). Statistics of the feature
+    lists, request ids and values took a fifth of the writer's encoding time."""
+    return {"use_dictionary": dictionary_columns(table), "write_statistics": [SERVED_AT, *keys]}
+
+
 class ServingLog:
     """The log of one store: bounded buffers, one writer thread, and the counters.
 
@@ -248,6 +257,7 @@ class ServingLog:
     def __init__(self, folder: Path, config: ServingLogConfig) -> None:
         self.folder = folder
         self.config = config
+        self._sample, self._queue_rows, self._flush_rows = config.sample, config.queue_rows, config.flush_rows
         self._lock = threading.Lock()
         self._written_cond = threading.Condition(self._lock)
         self._buffers: dict[int, _Buffer] = {}  # id(recipe) -> its waiting rows
@@ -271,27 +281,27 @@ class ServingLog:
 
     def offer(self, response: OnlineResponse, features: Any, request: dict[str, Any] | None) -> None:
         """Take a served response's rows (if sampled and there is room); never waits for the writer."""
-        sample = self.config.sample
-        if sample < 1.0 and self._random() >= sample:
+        if self._sample < 1.0 and self._random() >= self._sample:
             return
         recipe = response.recipe
         if recipe is None:
             return
-        rows = len(response)
         names = (features,) if isinstance(features, str) else tuple(features)
         with self._lock:
-            if self._closed or self._pending + rows > self.config.queue_rows:
-                self._dropped += rows
-                return
             buffer = self._buffers.get(id(recipe))
             if buffer is None:
                 buffer = self._buffers[id(recipe)] = _Buffer(recipe)
+            columns = buffer.pick(response.columns)
+            rows = len(columns[0])
+            if self._closed or self._pending + rows > self._queue_rows:
+                self._dropped += rows
+                return
             self._requests += 1
-            buffer.add(response, self._requests, names, request)
+            buffer.add(columns, response.at_us, self._requests, names, request)
             self._pending += rows
             self._logged += rows
             self._queued += rows
-            full = self._queued >= self.config.flush_rows
+            full = self._queued >= self._flush_rows
         if full and not self._wake.is_set():
             self._wake.set()
 
@@ -341,7 +351,8 @@ class ServingLog:
             with self._lock:
                 buffers, self._buffers, self._queued = self._buffers, {}, 0
             for buffer in buffers.values():
-                self._write(buffer)
+                if buffer.rows:  # (a buffer made for a lookup whose rows were then dropped is empty)
+                    self._write(buffer)
             if self._stop.is_set():
                 with self._lock:
                     if not self._buffers:
@@ -351,7 +362,7 @@ class ServingLog:
         """One file of a buffer's rows; a file that cannot be written counts its rows as failed."""
         count = buffer.rows
         try:
-            self._write_file(buffer.table(self._token))
+            self._write_file(buffer.table(self._token), [key.name for key in buffer.keys])
         except (OSError, pa.ArrowException, ValueError, TypeError, StorageError) as exc:
             with self._written_cond:
                 self._failed += count
@@ -365,7 +376,7 @@ class ServingLog:
             self._files += 1
             self._written_cond.notify_all()
 
-    def _write_file(self, table: pa.Table) -> None:
+    def _write_file(self, table: pa.Table, keys: list[str]) -> None:
         self._sequence += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"{FILE_PREFIX}{stamp}-{os.getpid()}-{self._token}-{self._sequence:06d}.parquet"
@@ -374,7 +385,7 @@ class ServingLog:
             with storage_errors(f"writing the serving log file {temporary}", "its rows are counted as failed"):
                 # A path, not a Python file object: Arrow then writes without taking the interpreter
                 # lock for every chunk, which would make lookups wait for the writer.
-                pq.write_table(table, str(temporary), use_dictionary=dictionary_columns(table))
+                pq.write_table(table, str(temporary), **write_options(table, keys))
                 descriptor = os.open(temporary, os.O_RDONLY)
                 try:
                     os.fsync(descriptor)
@@ -399,10 +410,10 @@ def _prepare_writer() -> None:
             SERVED_AT: pa.array([0], _STAMP),
             REQUEST_ID: pc.binary_join_element_wise("prepare", sequence, "-"),
             FEATURES: pa.array([["view:feature"]], _NAMES).take(np.zeros(1, np.int32)),
-            "value": pa.array([0.0], pa.float64()),
+            "value": pa.array([(0.0,)], pa.struct([("0", pa.float64())])).field(0),
         }
     )
-    pq.write_table(table, pa.BufferOutputStream(), use_dictionary=dictionary_columns(table))
+    pq.write_table(table, pa.BufferOutputStream(), **write_options(table, ["value"]))
 
 
 def _batch_priority() -> None:
