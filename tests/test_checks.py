@@ -591,18 +591,3 @@ def test_checks_fed_the_profiles_counts_equal_their_own_pass(dtype: pa.DataType)
     assert kinds["between"].observed == 2
     assert len(kinds["between"].rows) == 2
     assert kinds["not_null"].observed == pytest.approx(2 / 8)
-
-
-@pytest.mark.parametrize("rows", [2, 1_000, 200_000])
-def test_shared_hashes_finds_every_row_whose_top_half_repeats(rows: int) -> None:
-    from featurekit.quality.checks import _shared_hashes
-
-    rng = np.random.default_rng(rows)
-    hashes = rng.integers(0, 2**64, rows, dtype=np.uint64)
-    hashes[rng.integers(0, rows, rows // 20)] = hashes[rng.integers(0, rows, rows // 20)]  # repeats
-    hashes[-1] = (hashes[0] & np.uint64(0xFFFFFFFF00000000)) | np.uint64(7)  # the same top half only
-    _, inverse, counts = np.unique(hashes >> np.uint64(32), return_inverse=True, return_counts=True)
-    found = _shared_hashes(hashes)
-    assert found is not None
-    assert np.array_equal(found, counts[inverse] > 1)
-    assert _shared_hashes(np.arange(rows, dtype=np.uint64) << np.uint64(32)) is None

@@ -532,3 +532,24 @@ def test_rows_profiled_beside_the_writer_equal_rows_profiled_inline():
             beside.add(table)
     finally:
         beside.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(allow_nan=False) | st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1e-310, math.inf, -math.inf]),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_one_values_bucket_key_and_counts_to_the_top_key_equal_the_vectorized_ones(values: list[float]) -> None:
+    from featurekit.quality.sketches import ValueBuckets, bucket_key, bucket_keys
+
+    array = np.asarray(values, dtype=np.float64)
+    keys = bucket_keys(array)
+    assert [bucket_key(v) for v in values] == keys.tolist()
+    low, high = bucket_key(min(values)), bucket_key(max(values))
+    counted = ValueBuckets.of(keys.copy(), low, high)  # np.add.at into counts of the keys' span
+    scanned = ValueBuckets.of(keys.copy(), low)  # np.bincount, which finds the span itself
+    assert counted.low == scanned.low
+    assert counted.counts.tolist() == scanned.counts.tolist()

@@ -4,8 +4,8 @@
 before anything is committed) and hands the results to the registry (``records``). Batches hold
 whole entities, so per-batch counts add up and duplicate keys never span two batches: each check
 keeps counts and at most five offending rows, never the output itself. Everything is vectorized
-(pyarrow.compute; the duplicate test hashes rows with polars, sorts the hashes' top halves and
-compares exactly only the rows whose halves collide).
+(pyarrow.compute; the duplicate test, :mod:`featurekit.quality.duplicates`, hashes rows, sorts the
+hashes' top halves and compares exactly only the rows whose halves collide).
 
 ``not_null`` and ``between`` on a profiled column take their counts from the profile's pass over
 the same batch (:class:`~featurekit.quality.profiling.BatchTally`: exact null and NaN counts,
@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -31,6 +30,7 @@ from featurekit.check import Check
 from featurekit.definitions import FeatureView
 from featurekit.errors import CheckError, DefinitionError, FeatureFunctionError
 from featurekit.quality.check_results import SAMPLE_ROWS, CheckResult, CommitChecks, jsonable
+from featurekit.quality.duplicates import repeated_rows
 from featurekit.quality.profiling import BatchTally
 from featurekit.registry import ViewVersion
 
@@ -202,53 +202,16 @@ class _UniqueKeys(_Evaluator):
         self.duplicates = 0
 
     def add(self, table: pa.Table, tally: BatchTally | None = None) -> None:
-        import polars as pl
-
         self.rows += table.num_rows
-        if table.num_rows < 2:
-            return
-        keys = pl.from_arrow(table.select(self.run.row_columns), rechunk=False)
-        assert isinstance(keys, pl.DataFrame)
-        candidates = _shared_hashes(keys.hash_rows().to_numpy())
-        if candidates is None:
-            return
-        # Equal hashes: compare the rows themselves (a collision of distinct rows is no duplicate).
-        suspects = keys.filter(pl.Series(candidates))
-        duplicated = suspects.is_duplicated()
-        extra = len(suspects) - suspects.n_unique()
+        extra, repeated = repeated_rows(table.select(self.run.row_columns))
         if extra:
             self.duplicates += extra
-            candidates[candidates] = duplicated.to_numpy()  # the candidates that do repeat another row
-            self.sample.add(table, pa.array(candidates))
+            self.sample.add(table, pa.array(repeated))
 
     def result(self) -> CheckResult:
         keys = ", ".join(self.run.row_columns)
         detail = f"{self.duplicates} of {self.rows} rows repeat the ({keys}) of an earlier row"
         return self._result(self.duplicates, self.duplicates == 0, detail)
-
-
-def _shared_hashes(hashes: np.ndarray) -> np.ndarray | None:
-    """A mask of the rows whose hash's top 32 bits another row's share (None: no row's do).
-
-    Every row equal to another is among them. Sorting the 32-bit halves and testing neighbours
-    costs a quarter of a hash table's distinct count of the 64-bit hashes (polars' ``n_unique``:
-    40 ms of CPU for 1M rows, against 11 ms); of 1M distinct rows about a hundred pairs share
-    their halves, which the caller compares exactly. Those rows are found through a 64 KiB table
-    of the shared halves' low 16 bits (one lookup per row), then checked against the halves.
-    """
-    top = (hashes >> np.uint64(32)).astype(np.uint32)
-    ordered = np.sort(top)
-    shared = ordered[1:][ordered[1:] == ordered[:-1]]
-    if not len(shared):
-        return None
-    low = np.uint32(0xFFFF)
-    table = np.zeros(0x10000, dtype=bool)
-    table[shared & low] = True
-    near = np.flatnonzero(table.take(top & low))  # the rows that may share a half: a few per shared one
-    near = near[np.isin(top[near], shared)]
-    mask = np.zeros(len(top), dtype=bool)
-    mask[near] = True
-    return mask
 
 
 class _RowCount(_Evaluator):

@@ -11,8 +11,9 @@ for the checks that need no profile counts (``unique_keys`` above all), one per 
 ``not_null`` or ``between`` check reads (its :class:`~featurekit.quality.profiling.ColumnTally`:
 null and NaN counts and extremes, a pass or two over the values), and one per profiled column
 (its buckets, moments and distinct sketch: most of the pass's work). Only the first two must
-finish before the commit: ``conclude`` waits for them and decides the checks, and the profile
-tasks of the last batch go on while the Delta writer (delta-rs, which encodes most of its input
+finish before the commit: ``conclude`` waits for them and decides the checks, so a profile task
+starts only once they are done (not beside them, taking a core from what the commit waits for),
+and the profile tasks of the last batch go on while the Delta writer (delta-rs, which encodes most of its input
 once the stream of batches has ended, that is after ``conclude``) encodes and commits; ``records``,
 before the registry records the commit, waits for them. So most of the pass runs beside that
 encoding (and, before the last batch, beside the next batch's read and feature function) rather
@@ -27,7 +28,7 @@ memory stays bounded, and a worker's error, if any, is raised by the next ``add`
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import Any
 
@@ -82,11 +83,16 @@ class Inspection:
         self.profile.state.count_rows(table)
         self._table = table
         submit = self._worker.submit
-        self._checked = submit(self.checks.add_untallied, table)  # first: polars' hash of the keys
+        self._checked = submit(self.checks.add_untallied, table)  # first: the hash of the keys
         self._tallied = {name: submit(tally.add, table.column(name)) for name, tally in self._tallies.items()}
-        self._profiled = [submit(self._add_column, table, name) for name in self.profile.state.columns]
+        before: list[Future[Any]] = [self._checked, *self._tallied.values()]  # what the commit waits for
+        self._profiled = [submit(self._add_column, table, name, before) for name in self.profile.state.columns]
 
-    def _add_column(self, table: pa.Table, name: str) -> BatchTally:
+    def _add_column(self, table: pa.Table, name: str, before: list[Future[Any]]) -> BatchTally:
+        # After the checks and tallies, not beside them: they are what conclude() waits for, and a
+        # profile task beside them would take a core from them. They were submitted first, so they
+        # are running or done by now (no task here waits for one behind it in the queue).
+        wait(before)
         scratch = getattr(self._scratch, "arrays", None)
         if scratch is None:
             scratch = self._scratch.arrays = Scratch.block()

@@ -188,7 +188,7 @@ class ColumnState:
             squares = float(np.square(shifted, out=shifted).sum())
             self._merge_moments(count, first + total / count, squares - total * total / count)
         keys = bucket_keys(values) if keys is None else keys  # both the caller's to overwrite
-        self.buckets = self.buckets.merge(ValueBuckets.of(keys, bucket_key(low), overwrite=True))
+        self.buckets = self.buckets.merge(ValueBuckets.of(keys, bucket_key(low), bucket_key(high), overwrite=True))
         self.distinct = self.distinct.add(hash_bits(bits, scratch.hashes[:count]))
 
     def _add_categories(self, array: pa.Array) -> None:
