@@ -1,9 +1,10 @@
 """Crash suite: SIGKILL a writer at every named crash point and at random moments, then check the store.
 
 Each command (materialize, incremental materialize, push to online and offline, apply, and the
-first materialization of a view) runs in a child process (``_crash_worker.py``) against a copy of a
-prepared repo and is killed, either by :mod:`featurekit.faults` at a named point
-(``FEATUREKIT_CRASH_AT``) or by the test after a random delay (fixed seeds). After every kill:
+first materialization of a view) runs in a child process (``_crash_worker.py``, forked from a server
+that did the imports: ``_fork_server.py``) against a copy of a prepared repo and is killed,
+either by :mod:`featurekit.faults` at a named point (``FEATUREKIT_CRASH_AT``) or by the test after
+a random delay (fixed seeds). After every kill:
 
 * the registry loads (the store opens, ``list_views`` works);
 * every earlier state reads back identically: the registry's materializations recorded before the
@@ -23,13 +24,14 @@ Kills per run: 26 at named points (NAMED_KILLS) and 12 at random moments.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from featurekit import faults
 from featurekit.registry import Materialization
 from tests.conftest import RepoFactory, trips_table, ts
 from tests.reliability._crash_worker import run_command
+from tests.reliability._fork_server import Finished, ForkServer
 from tests.reliability.conftest import (
     duplicate_rows,
     offline_rows,
@@ -253,48 +256,31 @@ def workdir(root: Path) -> Path:
     return root.parent.parent / "cwd"
 
 
-def run_worker(root: Path, command: dict[str, Any], crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_worker(children: ForkServer, root: Path, command: dict[str, Any], crash_at: str | None = None) -> Finished:
     """Run the command in a child process (armed to crash at ``crash_at``) and wait for it."""
-    return subprocess.run(
-        [sys.executable, str(WORKER), str(root), json.dumps(command)],
-        env=subprocess_env(crash_at),
-        cwd=workdir(root),
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        check=False,
-    )
+    argv = [str(WORKER), str(root), json.dumps(command)]
+    return children.run(argv, workdir(root), CHILD_TIMEOUT_S, env={faults.ENV: crash_at})
 
 
-def start_worker(root: Path, command: dict[str, Any]) -> subprocess.Popen[str]:
-    """Start the command in a child process (not armed), its output piped."""
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), str(root), json.dumps(command)],
-        env=subprocess_env(),
-        cwd=workdir(root),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def kill_after(root: Path, command: dict[str, Any], delay: float) -> int:
+def kill_after(children: ForkServer, root: Path, command: dict[str, Any], delay: float) -> int:
     """Start the command in a child, SIGKILL it ``delay`` seconds after its imports; its return code."""
-    child = start_worker(root, command)
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line.strip() == "ready", (line, child.stderr.read() if child.stderr else "")
-        time.sleep(delay)
-        if child.poll() is None:
-            child.send_signal(signal.SIGKILL)
-        _, err = child.communicate(timeout=CHILD_TIMEOUT_S)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode in (0, -signal.SIGKILL), err
-    return child.returncode
+    child = children.start([str(WORKER), str(root), json.dumps(command)], workdir(root), env={faults.ENV: None})
+    began = time.monotonic()
+    while not child.stdout.read_text().startswith("ready\n"):  # the worker's first line, after its imports
+        ended = children.poll(child)
+        assert ended is None, (ended.stdout, ended.stderr) if ended else None
+        assert time.monotonic() - began < CHILD_TIMEOUT_S, "the worker never got ready"
+        time.sleep(0.002)
+    time.sleep(delay)
+    ended = children.poll(child)
+    if ended is None:
+        # It prints "done" just before it exits: a child that did has finished its command.
+        if "done" not in child.stdout.read_text():
+            with contextlib.suppress(ProcessLookupError):  # it just ended of itself
+                os.kill(child.pid, signal.SIGKILL)
+        ended = children.wait(child, CHILD_TIMEOUT_S)
+    assert ended.returncode in (0, -signal.SIGKILL), ended.stderr
+    return ended.returncode
 
 
 @dataclass
@@ -307,6 +293,7 @@ class World:
     clean: dict[str, Digest]
     clean_seconds: dict[str, float]
     clean_after_apply: pa.Table
+    children: ForkServer
     copies: int = 0
 
     def copy(self, command: str) -> Path:
@@ -325,9 +312,10 @@ def materialize_after_apply(root: Path) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     base = tmp_path_factory.mktemp("crash")
     (base / "cwd").mkdir()
+    children = ForkServer(subprocess_env(), base / "logs", base / "cwd")
     data = {"data/trips.parquet": trips(), "data/push.parquet": pushed_rows()}
     applied = RepoFactory(base / "templates")
     (base / "templates").mkdir()
@@ -342,18 +330,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     shutil.copytree(templates["materialized"], templates["edited"])
     (templates["edited"] / "features.py").write_text(FEATURES_V2)
     before = {state: digest(root) for state, root in templates.items()}
-    world = World(base, templates, {}, {}, {}, pa.table({}))
+    world = World(base, templates, {}, {}, {}, pa.table({}), children)
     # The clean runs, one at a time: their durations set the range of the random kills.
     for command, spec in COMMANDS.items():
         world.before[command] = before[PRE_STATE[command]]
         root = world.copy(command)
-        done = run_worker(root, spec)
+        done = run_worker(children, root, spec)
         assert done.returncode == 0, done.stderr
         world.clean_seconds[command] = float(done.stdout.split()[-1])
         world.clean[command] = digest(root)
         if command == "apply":
             world.clean_after_apply = materialize_after_apply(root)
-    return world
+    yield world
+    children.close()
 
 
 # -- the checks ------------------------------------------------------------------------------------
@@ -471,7 +460,7 @@ def test_kill_at_named_point(world: World, command: str, points: tuple[str, ...]
     before = world.before[command]
     previous = before
     for point in points:
-        child = run_worker(root, COMMANDS[command], crash_at=point)
+        child = run_worker(world.children, root, COMMANDS[command], crash_at=point)
         assert child.returncode == -signal.SIGKILL, f"{point} was not reached: {child.stderr}"
         after = digest(root, as_of=(before.head, previous.head))
         check_after_kill(previous, after, before, world.clean[command])
@@ -489,7 +478,7 @@ def test_kill_at_random_moments(world: World, command: str):
         attempts += 1
         root = world.copy(command)
         delay = rng.uniform(0, 0.9 * world.clean_seconds[command])
-        returncode = kill_after(root, COMMANDS[command], delay)
+        returncode = kill_after(world.children, root, COMMANDS[command], delay)
         kills += returncode == -signal.SIGKILL
         after = digest(root, as_of=(before.head,))
         check_after_kill(before, after, before, clean)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime
 import shutil
 import subprocess
-import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import pytest
 
 import featurekit as fk
 from tests.conftest import BASIC_FEATURES, trips_table, ts
+from tests.reliability._fork_server import ForkServer
 from tests.reliability.conftest import duplicate_rows, offline_rows, online_rows, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -95,19 +96,32 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_child(repo: Path, command: str, shim: Path | None, fail_at: int | None, count: Path | None = None):
-    env = subprocess_env()
-    if shim is not None:
-        env["LD_PRELOAD"] = str(shim)
-        env["FAILIO_PREFIX"] = str(repo / ".featurekit")
-        if fail_at is not None:
-            env["FAILIO_AT"] = str(fail_at)
-            env["FAILIO_ERRNO"] = "EIO" if fail_at % 2 else "ENOSPC"
-        if count is not None:
-            env["FAILIO_COUNT"] = str(count)
+@pytest.fixture(scope="module")
+def children(shim: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """The children's fork server, the shim preloaded (inert until a child sets FAILIO_PREFIX)."""
+    env = {**subprocess_env(), "LD_PRELOAD": str(shim)}
+    folder = tmp_path_factory.mktemp("children")
+    server = ForkServer(env, folder / "logs", folder)
+    yield server
+    server.close()
+
+
+def run_child(children: ForkServer, repo: Path, command: str, fail_at: int | None, count: Path | None = None):
+    """The command in a child with the shim armed for the repo's store (failing from write ``fail_at`` on)."""
+    env: dict[str, str | None] = {
+        "FAILIO_PREFIX": str(repo / ".featurekit"),
+        "FAILIO_AT": None if fail_at is None else str(fail_at),
+        "FAILIO_ERRNO": None if fail_at is None else "EIO" if fail_at % 2 else "ENOSPC",
+        "FAILIO_COUNT": None if count is None else str(count),
+    }
     script = textwrap.dedent(CHILD).format(command=COMMANDS[command])
-    return subprocess.run(
-        [sys.executable, "-c", script, str(repo)], env=env, capture_output=True, text=True, timeout=120, check=False
+    return children.run(
+        ["-c", script, str(repo)],
+        repo.parent,
+        120,
+        env=env,
+        start_calls=("failio_reset",),
+        exit_calls=("failio_report",),
     )
 
 
@@ -154,11 +168,11 @@ def rerun(repo: Path, command: str) -> None:
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_every_failing_write_leaves_the_store_intact(command: str, base: Path, shim: Path, tmp_path: Path):
+def test_every_failing_write_leaves_the_store_intact(command: str, base: Path, children: ForkServer, tmp_path: Path):
     before = state(base)
     clean = prepare(base, tmp_path / "clean", command)
     counter = tmp_path / "count"
-    done = run_child(clean, command, shim, None, counter)
+    done = run_child(children, clean, command, None, counter)
     assert done.returncode == 0, done.stdout + done.stderr
     operations = int(counter.read_text())
     assert operations > 3, "the shim saw no writes: is LD_PRELOAD effective?"
@@ -167,7 +181,7 @@ def test_every_failing_write_leaves_the_store_intact(command: str, base: Path, s
     outcomes: dict[str, int] = {}
     for n in sorted({*range(1, operations + 1, STRIDE[command]), operations}):
         repo = prepare(base, tmp_path / f"n{n}", command)
-        failed = run_child(repo, command, shim, n)
+        failed = run_child(children, repo, command, n)
         if failed.returncode == 0:
             # Only writes whose failure is harmless were left (SQLite's checkpoint at close, the
             # lock file's pid note): the command completed, and its result must be the clean one.

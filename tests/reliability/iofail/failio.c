@@ -3,7 +3,11 @@
  * failing fsync or device). Counted operations: write, pwrite, writev, pwritev, fsync, fdatasync,
  * ftruncate, rename and link into the prefix. It intercepts libc, so it reaches SQLite, DuckDB and
  * the Rust code of deltalake alike. With FAILIO_COUNT set, it only counts, and writes the total to
- * that file at exit. */
+ * that file at exit.
+ *
+ * A process forked after the shim loaded (tests/reliability/_fork_server.py) calls failio_reset()
+ * once it set the FAILIO_ variables, to start over with them, and failio_report() before it leaves
+ * with _exit (which runs no destructor). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -36,7 +40,7 @@ static void setup(void) {
     const char *at = getenv("FAILIO_AT");
     fail_at = at ? atol(at) : -1;
     const char *kind = getenv("FAILIO_ERRNO");
-    if (kind && strcmp(kind, "EIO") == 0) fail_errno = EIO;
+    fail_errno = (kind && strcmp(kind, "EIO") == 0) ? EIO : ENOSPC;
     count_file = getenv("FAILIO_COUNT");
 }
 
@@ -45,6 +49,16 @@ static void report(void) {
     FILE *out = fopen(count_file, "w");
     if (out) { fprintf(out, "%ld\n", __atomic_load_n(&count, __ATOMIC_SEQ_CST)); fclose(out); }
 }
+
+/* Start over with the FAILIO_ variables as they are now: no operation counted, no file tracked
+ * (files opened before were opened under the old prefix). */
+void failio_reset(void) {
+    memset(tracked, 0, sizeof tracked);
+    __atomic_store_n(&count, 0, __ATOMIC_SEQ_CST);
+    setup();
+}
+
+void failio_report(void) { report(); }
 
 static int under_prefix(int dirfd, const char *path) {
     if (!prefix || !path) return 0;
