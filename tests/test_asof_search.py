@@ -30,6 +30,15 @@ def brute(rows: list[tuple[int, int]], queries: list[tuple[int, int]], ttl_us: i
     return out
 
 
+def arrays(rows: list[tuple[int, int]], queries: list[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+    """The rows' codes and times, and the queries' (codes above 3 name no row's entity: -1)."""
+    codes = np.array([c for c, _ in rows], dtype=np.int64)
+    times = np.array([t for _, t in rows], dtype=np.int64)
+    query_codes = np.array([c if c <= 3 else -1 for c, _ in queries], dtype=np.int64)
+    query_times = np.array([t for _, t in queries], dtype=np.int64)
+    return codes, times, query_codes, query_times
+
+
 @settings(max_examples=300, deadline=None)
 @example(rows=[(0, 0)], queries=[(0, I64[1])], ttl_us=None)
 @example(rows=[(0, -(2**62) - 7), (1, 2**62 + 11)], queries=[(1, I64[1]), (0, I64[0])], ttl_us=3)
@@ -40,10 +49,7 @@ def brute(rows: list[tuple[int, int]], queries: list[tuple[int, int]], ttl_us: i
     ttl_us=ttl,
 )
 def test_newest_times_follow_the_rule(rows, queries, ttl_us):
-    codes = np.array([c for c, _ in rows], dtype=np.int64)
-    times = np.array([t for _, t in rows], dtype=np.int64)
-    query_codes = np.array([c if c <= 3 else -1 for c, _ in queries], dtype=np.int64)
-    query_times = np.array([t for _, t in queries], dtype=np.int64)
+    codes, times, query_codes, query_times = arrays(rows, queries)
     query, matched = newest_times(codes, times, query_codes, query_times, ttl_us)
     got: list[int | None] = [None] * len(queries)
     for i, e in zip(query.tolist(), matched.tolist(), strict=True):
@@ -63,10 +69,7 @@ def test_newest_times_follow_the_rule(rows, queries, ttl_us):
 )
 def test_sorted_matches_are_every_row_of_the_matched_instant(rows, queries, ttl_us):
     """Each matched query gets exactly the rows of its (code, newest event time), unmatched ones nothing."""
-    codes = np.array([c for c, _ in rows], dtype=np.int64)
-    times = np.array([t for _, t in rows], dtype=np.int64)
-    query_codes = np.array([c if c <= 3 else -1 for c, _ in queries], dtype=np.int64)
-    query_times = np.array([t for _, t in queries], dtype=np.int64)
+    codes, times, query_codes, query_times = arrays(rows, queries)
     found = sorted_matches(codes, times, query_codes, query_times, ttl_us)
     got: list[set[int] | None] = [None] * len(queries)
     for k, i in enumerate(found.query.tolist()):
