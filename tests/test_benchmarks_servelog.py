@@ -14,7 +14,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_servelog_benchmark_smoke_run(tmp_path: Path) -> None:
-    command = ["servelog", "--scale", "small", "--repeat", "1", "--output", str(tmp_path)]
+    command = ["servelog", "--scale", "small", "--repeat", "1", "--blocks", "20", "--output", str(tmp_path)]
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", *command],
         cwd=PROJECT,
@@ -27,6 +27,7 @@ def test_servelog_benchmark_smoke_run(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "servelog.json").read_text())
     off, on = record["results"]["off"], record["results"]["on"]
     assert off["runs"] == on["runs"] == 1
+    assert off["calls"] == on["calls"] == 20 * 500  # blocks in turn, each of 500 timed calls
     assert "log" not in off
     assert on["log"]["logged"] == on["log"]["written"] == on["calls"] + 200  # the warm-up calls are logged too
     assert on["log"]["dropped"] == on["log"]["failed"] == 0

@@ -15,7 +15,9 @@ import time
 from datetime import UTC
 from pathlib import Path
 
+import duckdb
 import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -132,7 +134,7 @@ def test_a_file_of_many_buffered_chunks_holds_every_row_in_the_order_served(make
     assert log.flush()
     assert log.counters().files == 1
     (file,) = log_files(store.root / "slog")
-    table = pq.read_table(file)
+    table = read_log(file)
     assert table.num_rows == len(keys) > 2 * CHUNK_ROWS
     assert table.column("driver_id").to_pylist() == keys
     assert table.column("driver_stats:conv_rate").to_pylist() == conv
@@ -143,6 +145,13 @@ def test_a_file_of_many_buffered_chunks_holds_every_row_in_the_order_served(make
     assert set(map(tuple, table.column(SERVED).to_pylist())) == {
         ("driver_stats@v1:conv_rate", "driver_stats@v1:avg_trip_km")
     }
+    # In the file itself the two name lists are dictionary-encoded JSON texts: each distinct list
+    # is stored once, and any reader can parse them (here DuckDB, as a user querying the files).
+    raw = pq.read_table(file, columns=[FEATURES, SERVED])
+    assert pq.ParquetFile(file).schema_arrow.field(FEATURES).type == pa.dictionary(pa.int32(), pa.string())
+    assert raw.column(FEATURES).combine_chunks().dictionary.to_pylist() == ['["driver_stats"]']
+    parsed = duckdb.sql(f"SELECT DISTINCT CAST({SERVED} AS VARCHAR[]) AS s FROM read_parquet('{file}')").fetchall()
+    assert parsed == [(["driver_stats@v1:conv_rate", "driver_stats@v1:avg_trip_km"],)]
 
 
 def _log_buffer(schema, outputs):
@@ -161,6 +170,28 @@ def _log_buffer(schema, outputs):
 def _add(buffer, columns, at_us, number):
     picked = buffer.pick(columns)
     buffer.add(picked, at_us, number, ("v",), None)
+
+
+def test_files_of_the_earlier_layout_with_lists_in_the_file_read_as_before(make_repo, open_store):
+    # Before the names were JSON texts, a file held `__fk_features` / `__fk_served` as lists of
+    # strings: read_log combines such files with new ones and returns lists for both.
+    store = materialized(open_store, make_repo(data=DATA, config=log_yaml()))
+    store.online_features({"driver_id": [1]}, ["driver_stats:conv_rate"], at=ts(3))
+    assert store.serving_log is not None
+    assert store.serving_log.flush()
+    folder = store.root / "slog"
+    (new_file,) = log_files(folder)
+    earlier = read_log(new_file)
+    pq.write_table(earlier, folder / "serving-19700101T000000-1-earlier-000001.parquet")  # lists in the file
+    both = read_log(folder)
+    assert both.num_rows == 2
+    assert both.column(FEATURES).to_pylist() == [["driver_stats:conv_rate"]] * 2
+    assert both.column(SERVED).to_pylist() == [["driver_stats@v1:conv_rate"]] * 2
+    # A file whose name column is not JSON lists is named, not a raw error.
+    broken = earlier.set_column(earlier.schema.get_field_index(FEATURES), FEATURES, pa.array(["not json"]))
+    pq.write_table(broken, folder / "serving-19700101T000000-1-broken-000001.parquet")
+    with pytest.raises(fk.StorageError, match=r"broken-000001.parquet: its __fk_features column is not JSON"):
+        read_log(folder)
 
 
 def test_full_chunks_are_converted_and_the_table_holds_every_value_as_served(monkeypatch):

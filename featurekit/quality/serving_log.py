@@ -26,11 +26,18 @@ side), the request inputs of on-demand features as ``__fk_request__<name>``, and
 ``__fk_served_at`` (the lookup instant), ``__fk_request_id`` (one per request),
 ``__fk_features`` (the request's feature references) and ``__fk_served`` (per feature column, in
 order, the view version it was served from, as ``view@vN:feature``).
+
+In a file, ``__fk_features`` and ``__fk_served`` are dictionary-encoded strings holding each
+list as JSON text (``["driver_stats"]``): a file has a handful of distinct lists, so each is
+written once and a row costs an index (as lists of strings, the two columns were two thirds of
+the writer's work). :func:`read_log` returns them as lists of strings; another reader of the
+files parses the text (DuckDB: ``CAST(__fk_features AS VARCHAR[])`` or ``from_json``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import operator
 import os
 import random
@@ -185,17 +192,21 @@ class _Buffer:
         columns: tuple[Any, ...],
         at_us: int,
         request_id: int,
-        features: tuple[Any, ...],
+        features: Any,
         request: Any,
     ) -> None:
-        """Append a response's rows (``columns``: from :meth:`pick`)."""
+        """Append a response's rows (``columns``: from :meth:`pick`; ``features``: the request's
+        feature references, a string or a sequence of them)."""
         rows = len(columns[0])
         chunk = self.chunks[-1]
         if len(chunk.rows) >= CHUNK_ROWS:
             chunk.convert(self.row_type, self.request)
             chunk = _Chunk(list(self.request))
             self.chunks.append(chunk)
-        feature_id = self.feature_lists.setdefault(features, len(self.feature_lists))
+        names = (features,) if isinstance(features, str) else tuple(features)
+        feature_id = self.feature_lists.get(names)
+        if feature_id is None:
+            feature_id = self.feature_lists[names] = len(self.feature_lists)
         if rows == 1:  # the common case: one tuple, no per-column work
             chunk.rows.append((at_us, request_id, feature_id, *map(_first, columns)))
         else:
@@ -211,13 +222,12 @@ class _Buffer:
         parts = [chunk.to_arrow(self.row_type, self.request) for chunk in self.chunks]
         joined = parts[0][0] if len(parts) == 1 else pa.concat_arrays([rows for rows, _ in parts])
         served_at, request_ids, feature_ids, *values = joined.flatten()
-        feature_lists = pa.array([canonical(list(f)) for f in self.feature_lists], _NAMES)
         sequence = pc.cast(request_ids, pa.string())
         arrays: dict[str, pa.Array] = {
             SERVED_AT: served_at,
             REQUEST_ID: pc.binary_join_element_wise(token, sequence, "-"),
-            FEATURES: feature_lists.take(feature_ids),
-            SERVED: pa.array([self.served], _NAMES).take(np.zeros(self.rows, np.int32)),
+            FEATURES: _names_column([canonical(list(f)) for f in self.feature_lists], feature_ids),
+            SERVED: _names_column([self.served], pa.array(np.zeros(self.rows, np.int32))),
         }
         names = [*(key.name for key in self.keys), *(column for _, column, _ in self.outputs)]
         arrays.update(zip(names, values, strict=True))
@@ -227,18 +237,34 @@ class _Buffer:
         return pa.table(arrays)
 
 
+def _names_column(lists: Sequence[Sequence[str]], indices: pa.Array) -> pa.DictionaryArray:
+    """Per row, one of a few lists of names: a dictionary of the lists' JSON texts (see the module's docstring)."""
+    return pa.DictionaryArray.from_arrays(indices, pa.array([json.dumps(list(names)) for names in lists], pa.string()))
+
+
+def _names_lists(column: pa.ChunkedArray) -> pa.Array:
+    """A file's ``__fk_features`` or ``__fk_served`` as lists of names (files before the JSON text
+    held the lists themselves, returned as they are)."""
+    if not (pa.types.is_dictionary(column.type) or pa.types.is_string(column.type)):
+        return column
+    encoded = column.combine_chunks()
+    if not pa.types.is_dictionary(encoded.type):
+        encoded = encoded.dictionary_encode()
+    lists = pa.array([json.loads(text) for text in encoded.dictionary.to_pylist()], _NAMES)
+    return lists.take(encoded.indices)
+
+
 def dictionary_columns(table: pa.Table) -> list[str]:
-    """The Parquet columns of a log table worth a dictionary: the feature lists of every row (eight
-    names repeated per row: the bulk of a file) and the flat columns but floats, instants and
-    request ids, which rarely repeat (a dictionary of them is built, found too large and dropped:
-    the writer's time, and a larger file)."""
+    """The Parquet columns of a log table worth a dictionary: the feature lists (already one, see
+    :func:`_names_column`) and the flat columns but floats, instants and request ids, which rarely
+    repeat (a dictionary of them is built, found too large and dropped: the writer's time, and a
+    larger file)."""
     unique = {SERVED_AT, REQUEST_ID}
-    flat = [
+    return [
         f.name
         for f in table.schema
         if f.name not in unique and not pa.types.is_floating(f.type) and not pa.types.is_nested(f.type)
     ]
-    return [f"{FEATURES}.list.element", f"{SERVED}.list.element", *flat]
 
 
 def write_options(table: pa.Table, keys: Sequence[str]) -> dict[str, Any]:
@@ -261,8 +287,10 @@ class ServingLog:
         self._lock = threading.Lock()
         self._written_cond = threading.Condition(self._lock)
         self._buffers: dict[int, _Buffer] = {}  # id(recipe) -> its waiting rows
-        self._queued = 0  # rows in the buffers (not yet taken by the writer)
-        self._logged = self._written = self._dropped = self._pending = self._failed = self._files = 0
+        # Rows accepted (`_logged`), taken by the writer (`_taken`), and written or failed
+        # (`_done`): a lookup updates one count; waiting = logged - taken, pending = logged - done.
+        self._logged = self._taken = self._done = 0
+        self._written = self._dropped = self._failed = self._files = 0
         self._requests = 0
         self._last_error: str | None = None
         self._wake = threading.Event()  # rows to write now (flush_rows reached, flush(), close())
@@ -286,22 +314,20 @@ class ServingLog:
         recipe = response.recipe
         if recipe is None:
             return
-        names = (features,) if isinstance(features, str) else tuple(features)
         with self._lock:
             buffer = self._buffers.get(id(recipe))
             if buffer is None:
                 buffer = self._buffers[id(recipe)] = _Buffer(recipe)
             columns = buffer.pick(response.columns)
             rows = len(columns[0])
-            if self._closed or self._pending + rows > self._queue_rows:
+            logged = self._logged + rows
+            if self._closed or logged - self._done > self._queue_rows:
                 self._dropped += rows
                 return
             self._requests += 1
-            buffer.add(columns, response.at_us, self._requests, names, request)
-            self._pending += rows
-            self._logged += rows
-            self._queued += rows
-            full = self._queued >= self._flush_rows
+            buffer.add(columns, response.at_us, self._requests, features, request)
+            self._logged = logged
+            full = logged - self._taken >= self._flush_rows
         if full and not self._wake.is_set():
             self._wake.set()
 
@@ -314,7 +340,7 @@ class ServingLog:
                 self._logged,
                 self._written,
                 self._dropped,
-                self._pending,
+                self._logged - self._done,
                 self._failed,
                 self._files,
                 self._last_error,
@@ -349,7 +375,7 @@ class ServingLog:
             self._wake.wait(self.config.flush_s)
             self._wake.clear()
             with self._lock:
-                buffers, self._buffers, self._queued = self._buffers, {}, 0
+                buffers, self._buffers, self._taken = self._buffers, {}, self._logged
             for buffer in buffers.values():
                 if buffer.rows:  # (a buffer made for a lookup whose rows were then dropped is empty)
                     self._write(buffer)
@@ -366,13 +392,13 @@ class ServingLog:
         except (OSError, pa.ArrowException, ValueError, TypeError, StorageError) as exc:
             with self._written_cond:
                 self._failed += count
-                self._pending -= count
+                self._done += count
                 self._last_error = f"serving log {self.folder}: {count} rows not written: {exc}"
                 self._written_cond.notify_all()
             return
         with self._written_cond:
             self._written += count
-            self._pending -= count
+            self._done += count
             self._files += 1
             self._written_cond.notify_all()
 
@@ -409,7 +435,7 @@ def _prepare_writer() -> None:
         {
             SERVED_AT: pa.array([0], _STAMP),
             REQUEST_ID: pc.binary_join_element_wise("prepare", sequence, "-"),
-            FEATURES: pa.array([["view:feature"]], _NAMES).take(np.zeros(1, np.int32)),
+            FEATURES: _names_column([["view:feature"]], pa.array([0], pa.int32())),
             "value": pa.array([(0.0,)], pa.struct([("0", pa.float64())])).field(0),
         }
     )
@@ -463,9 +489,20 @@ def read_log(path: str | Path, window: tuple[datetime | str, datetime | str] | N
     for file in files:
         with storage_errors(f"cannot read the serving log file {file}"):
             try:
-                tables.append(pq.read_table(file))
+                table = pq.read_table(file)
             except pa.ArrowException as exc:
                 raise StorageError(f"the serving log file {file} is unreadable ({exc}); move it away") from exc
+        for name in (FEATURES, SERVED):
+            if name in table.column_names:
+                try:
+                    lists = _names_lists(table.column(name))
+                except (ValueError, TypeError, pa.ArrowException) as exc:
+                    raise StorageError(
+                        f"the serving log file {file}: its {name} column is not JSON lists of names ({exc}); "
+                        "move it away"
+                    ) from exc
+                table = table.set_column(table.schema.get_field_index(name), name, lists)
+        tables.append(table)
     if not tables:
         return pa.table({SERVED_AT: pa.array([], _STAMP), REQUEST_ID: pa.array([], pa.string())})
     try:
