@@ -45,18 +45,24 @@ def _fused(codes: np.ndarray, times: np.ndarray, query_codes: np.ndarray, query_
     low, high = int(times.min()), int(times.max())
     top = int(codes.max()) + 1
     distinct: np.ndarray | None = None
+    # The rows' keys are built in one array, in place: a fresh array of 10M rows costs more in
+    # page faults than the arithmetic (up to 2.5 ms per MB on a VM that hands freed memory back).
     if low > -_LIMIT and high < _LIMIT and top * (high - low + 2) < _LIMIT:
         span = high - low + 2  # offsets 1 .. span - 1 are instants; 0 is "before every row"
-        offsets = times - (low - 1)
+        rows = np.multiply(codes, span, dtype=np.int64)
+        rows += times  # |code * span + time| < 2 ** 63: both are below _LIMIT
+        rows -= low - 1
         asked = np.clip(query_times, low - 1, high + 1) - (low - 1)
         asked = np.minimum(asked, span - 1)
     else:  # event times too far apart for one int64 key with the codes: their ranks order them
         distinct = np.unique(times)
         span = len(distinct) + 1
-        offsets = np.searchsorted(distinct, times) + 1
+        rows = np.multiply(codes, span, dtype=np.int64)
+        rows += np.searchsorted(distinct, times)
+        rows += 1
         asked = np.searchsorted(distinct, query_times, side="right")  # instants at or before each query
     keys = np.where(query_codes >= 0, query_codes * span + asked, -1)
-    return _Keys(codes * span + offsets, keys, span, low, distinct)
+    return _Keys(rows, keys, span, low, distinct)
 
 
 def _inside(query_times: np.ndarray, matched: np.ndarray, ttl_us: int | None) -> np.ndarray | bool:
