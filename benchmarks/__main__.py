@@ -158,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="leave out the materialize phase with the writer at the idle CPU priority (SCHED_IDLE)",
     )
+    under_load.add_argument(
+        "--no-writer-pinned",
+        dest="writer_pinned",
+        action="store_false",
+        help="leave out the materialize phase with the writer confined to the last CPU (--cpus)",
+    )
     under_load.add_argument("--output", type=Path, default=HERE / "results")
     ui = sub.add_parser("ui", help="server time of every web UI page with 500 views and 10,000 registry commits")
     ui.add_argument("--repeat", type=int, default=20)
@@ -167,6 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("repo", type=Path)
     loop.add_argument("seconds", type=float)
     loop.add_argument("--idle", action="store_true")
+    loop.add_argument("--cpus", default=None)
     return parser
 
 
@@ -221,7 +228,7 @@ def main() -> None:
     elif options.command == "materialize-loop":
         from benchmarks.contenders import materialize_loop
 
-        materialize_loop(options.repo, options.seconds, options.idle)
+        materialize_loop(options.repo, options.seconds, options.idle, options.cpus)
     elif options.command == "report":
         from benchmarks.report import write_report
 

@@ -334,12 +334,15 @@ def _lookups_during_writes(repo: Path, entities: int, seconds: float) -> Result:
     }
 
 
-def materialize_loop(repo: Path, seconds: float, idle: bool = False) -> None:
+def materialize_loop(repo: Path, seconds: float, idle: bool = False, cpus: str | None = None) -> None:
     """Re-materialize the last week of stats_a (offline and online) until ``seconds`` pass.
 
-    ``idle``: at the idle CPU priority, as ``featurekit materialize --idle`` runs.
+    ``idle``: at the idle CPU priority, as ``featurekit materialize --idle`` runs; ``cpus``:
+    confined to those CPUs, as ``featurekit materialize --cpus`` runs.
     """
     deadline = time.monotonic() + seconds
+    if cpus is not None:
+        fk.confine_to_cpus(cpus)
     fk.lower_cpu_priority(idle=idle)
     with fk.FeatureStore(repo, progress=False) as store:
         while time.monotonic() < deadline:

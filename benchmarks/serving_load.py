@@ -14,6 +14,9 @@ drawn at random from all entities, paced at ``--rate`` requests per second per c
 - ``materialize_idle`` (``--no-writer-idle`` leaves it out): the same with the materializing
   process at the idle CPU priority (``featurekit materialize --idle``, Linux ``SCHED_IDLE``), as one
   runs a batch job on a serving host;
+- ``materialize_pinned`` (``--no-writer-pinned`` leaves it out): the same with the materializing
+  process confined to the machine's last CPU at nice 0 (``featurekit materialize --cpus N``), the
+  server and the load generator free to use every CPU;
 - ``restart`` (Redis only): Redis is stopped a third of the way in (after a SAVE) and started
   again on the same port at two thirds; the target is only 503s while it is down, and 200s with
   the values from before once it is back, with no restart of the feature server.
@@ -46,7 +49,7 @@ RECORD = "serving_load.json"
 TITLE = "## Serving under load (issue 14)"
 WARM_UP_S = 4.0  # the materializing child's imports and store opening, before the load starts
 Result = dict[str, Any]
-MATERIALIZE_PHASES = ("materialize", "materialize_niced", "materialize_idle")
+MATERIALIZE_PHASES = ("materialize", "materialize_niced", "materialize_idle", "materialize_pinned")
 
 
 def _bodies(entities: int, count: int) -> list[bytes]:
@@ -137,11 +140,25 @@ def idle(port: int, bodies: list[bytes], options: argparse.Namespace) -> Result:
 
 
 def during_materialize(
-    repo: Path, port: int, bodies: list[bytes], options: argparse.Namespace, *, nice: int = 0, idle: bool = False
+    repo: Path,
+    port: int,
+    bodies: list[bytes],
+    options: argparse.Namespace,
+    *,
+    nice: int = 0,
+    idle: bool = False,
+    cpus: str | None = None,
 ) -> Result:
-    """The load while another process (at ``nice``, or idle) re-materializes the last week in a loop."""
+    """The load while another process (at ``nice``, idle, or confined to ``cpus``) re-materializes
+    the last week in a loop."""
     before = _data_version(repo)
-    loop = ["materialize-loop", str(repo), str(WARM_UP_S + options.seconds), *(["--idle"] if idle else [])]
+    loop = [
+        "materialize-loop",
+        str(repo),
+        str(WARM_UP_S + options.seconds),
+        *(["--idle"] if idle else []),
+        *(["--cpus", cpus] if cpus is not None else []),
+    ]
     writer = subprocess.Popen(
         [sys.executable, "-m", "benchmarks", *loop],
         cwd=HERE.parent,
@@ -162,6 +179,7 @@ def during_materialize(
     found["writer_exit"] = writer.returncode
     found["writer_nice"] = nice
     found["writer_idle"] = idle
+    found["writer_cpus"] = cpus
     return found
 
 
@@ -212,6 +230,9 @@ def _materialize_phases(repo: Path, port: int, bodies: list[bytes], options: arg
         found["materialize_niced"] = during_materialize(repo, port, bodies, options, nice=options.writer_nice)
     if options.writer_idle:
         found["materialize_idle"] = during_materialize(repo, port, bodies, options, idle=True)
+    if options.writer_pinned and (os.cpu_count() or 1) > 1:
+        last = str((os.cpu_count() or 1) - 1)
+        found["materialize_pinned"] = during_materialize(repo, port, bodies, options, cpus=last)
     return found
 
 
@@ -282,6 +303,7 @@ def run(options: argparse.Namespace) -> int:
             "seconds": options.seconds,
             "writer_nice": options.writer_nice,
             "writer_idle": options.writer_idle,
+            "writer_pinned": options.writer_pinned,
         },
         "machine": {"cpus": os.cpu_count() or 0, "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
         "stores": stores,
@@ -349,6 +371,12 @@ def section(record: Result) -> str:
             " (`featurekit materialize --idle`: Linux `SCHED_IDLE`)."
             if load.get("writer_idle")
             else ""
+        )
+        + (
+            " `materialize_pinned`: the same, with the materializing process confined to the last CPU"
+            " (`featurekit materialize --cpus N`, nice 0); the server and the load generator may use every CPU."
+            if load.get("writer_pinned")
+            else ""
         ),
         "The server's columns count the requests its own histograms (`/metrics`) put over 5 / 10 / 25 ms:",
         "the handler's time, and within it the online store's read; the rest of a client's time is the",
@@ -375,6 +403,11 @@ def section(record: Result) -> str:
                 ratio = during["p99_ms"] / idle_p99
                 writer = f" (writer at nice {during['writer_nice']})" if during.get("writer_nice") else ""
                 writer = " (writer at the idle priority: --idle)" if during.get("writer_idle") else writer
+                writer = (
+                    f" (writer confined to CPU {during['writer_cpus']}: --cpus)"
+                    if during.get("writer_cpus")
+                    else writer
+                )
                 targets.append(
                     f"- {name}, during a materialize{writer}: {during['errors']} errors in {during['requests']:,} "
                     f"requests; p99 {during['p99_ms']:.3f} ms against {idle_p99:.3f} ms idle = {ratio:.2f}x "

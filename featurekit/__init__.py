@@ -46,7 +46,7 @@ from featurekit.errors import (
     UnknownNameError,
     WindowError,
 )
-from featurekit.priority import lower_cpu_priority
+from featurekit.priority import confine_to_cpus, lower_cpu_priority
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from featurekit.client import Client
@@ -169,6 +169,7 @@ __all__ = [
     "__version__",
     "agg",
     "check",
+    "confine_to_cpus",
     "feature_view",
     "lower_cpu_priority",
     "on_demand",

@@ -223,6 +223,13 @@ def apply(ctx: Context) -> None:
 
 def _priority_options(command: Callable[..., None]) -> Callable[..., None]:
     command = click.option(
+        "--cpus",
+        default=None,
+        metavar="LIST",
+        help="Run this process only on these CPUs (Linux affinity, e.g. 1 or 2-3): a feature server on the "
+        "other cores keeps its latency, also on kernels that do not preempt a busy job (see --idle).",
+    )(command)
+    command = click.option(
         "--idle",
         is_flag=True,
         help="Run this process only on cores nothing else wants (Linux SCHED_IDLE): a feature server on "
@@ -237,10 +244,12 @@ def _priority_options(command: Callable[..., None]) -> Callable[..., None]:
     )(command)
 
 
-def _lower_priority(nice: int, idle: bool) -> None:
-    """``--nice`` / ``--idle``, before the store opens (see :mod:`featurekit.priority`)."""
-    from featurekit.priority import lower_cpu_priority
+def _lower_priority(nice: int, idle: bool, cpus: str | None) -> None:
+    """``--nice`` / ``--idle`` / ``--cpus``, before the store opens (see :mod:`featurekit.priority`)."""
+    from featurekit.priority import confine_to_cpus, lower_cpu_priority
 
+    if cpus is not None:
+        confine_to_cpus(cpus)
     lower_cpu_priority(nice, idle=idle)
 
 
@@ -253,11 +262,18 @@ def _lower_priority(nice: int, idle: bool) -> None:
 @pass_context
 @reports_errors
 def materialize(
-    ctx: Context, start: str, end: str, views: tuple[str, ...], offline_only: bool, nice: int, idle: bool
+    ctx: Context,
+    start: str,
+    end: str,
+    views: tuple[str, ...],
+    offline_only: bool,
+    nice: int,
+    idle: bool,
+    cpus: str | None,
 ) -> None:
     """Compute and commit the views' features for [START, END)."""
     window = _time(start, "--start"), _time(end, "--end")
-    _lower_priority(nice, idle)
+    _lower_priority(nice, idle, cpus)
     with ctx.store() as store:
         for result in store.materialize(*window, views=list(views) or None, online=not offline_only):
             click.echo(str(result))
@@ -271,11 +287,17 @@ def materialize(
 @pass_context
 @reports_errors
 def materialize_incremental(
-    ctx: Context, end: str | None, views: tuple[str, ...], offline_only: bool, nice: int, idle: bool
+    ctx: Context,
+    end: str | None,
+    views: tuple[str, ...],
+    offline_only: bool,
+    nice: int,
+    idle: bool,
+    cpus: str | None,
 ) -> None:
     """Continue each view from its watermark (the end of its last window) up to END."""
     until = _time(end, "--end") if end is not None else None
-    _lower_priority(nice, idle)
+    _lower_priority(nice, idle, cpus)
     with ctx.store() as store:
         results = store.materialize_incremental(until, views=list(views) or None, online=not offline_only)
         for result in results:

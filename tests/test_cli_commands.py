@@ -300,8 +300,9 @@ import os as _os, pathlib as _pl
 _threads = sorted(int(t.name) for t in _pl.Path("/proc/self/task").iterdir())
 _policies = sorted({_os.sched_getscheduler(t) for t in _threads})
 _nices = sorted({_os.getpriority(_os.PRIO_PROCESS, t) for t in _threads})
-(_pl.Path(__file__).parent / "priority.json").write_text(
-    __import__("json").dumps({"threads": len(_threads), "policies": _policies, "nices": _nices}))
+_cpus = sorted({tuple(sorted(_os.sched_getaffinity(t))) for t in _threads})
+(_pl.Path(__file__).parent / "priority.json").write_text(__import__("json").dumps(
+    {"threads": len(_threads), "policies": _policies, "nices": _nices, "cpus": _cpus}))
 """
 
 
@@ -337,6 +338,75 @@ def test_materialize_with_nice_or_idle_runs_all_its_threads_at_that_priority(mak
     refused = subprocess.run(command, capture_output=True, text=True, check=False)
     assert refused.returncode == 2
     assert "--nice" in refused.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_materialize_with_cpus_runs_all_its_threads_on_those_cpus(make_repo):
+    # As above: the repo's module records every thread's CPUs once --cpus took effect.
+    allowed = sorted(os.sched_getaffinity(0))
+    repo = make_repo(BASIC_FEATURES + PRIORITY_PROBE, data={"data/trips.parquet": trips_table(ROWS)})
+    assert run("--repo", str(repo), "apply").exit_code == 0
+
+    def cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "featurekit.cli", "--repo", str(repo), "-q", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    window = ["--start", "2026-01-01", "--end", "2026-01-03"]
+    done = cli_process("materialize", *window, "--cpus", str(allowed[-1]))
+    assert done.returncode == 0, done.stderr
+    found = json.loads((repo / "priority.json").read_text())
+    assert found["threads"] > 1
+    assert found["cpus"] == [[allowed[-1]]]
+    assert found["nices"] == [os.getpriority(os.PRIO_PROCESS, 0)]  # --cpus alone leaves the priority
+    done = cli_process("materialize-incremental", "--end", "2026-01-05", "--cpus", f"{allowed[0]}-{allowed[-1]}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((repo / "priority.json").read_text())["cpus"] == [allowed]
+    assert sorted(os.sched_getaffinity(0)) == allowed  # the test's own process is untouched
+    data_files = sorted(p.name for p in (repo / ".featurekit").rglob("*.parquet"))
+    for bad, says in [("x", "not a list of CPU numbers"), ("3-1", "runs backwards"), ("4096", "may use")]:
+        refused = cli_process("materialize", "--start", "2026-01-05", "--end", "2026-01-07", "--cpus", bad)
+        assert refused.returncode != 0
+        assert says in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert sorted(p.name for p in (repo / ".featurekit").rglob("*.parquet")) == data_files  # nothing was written
+
+
+CONFINE_IN_A_THREADED_PROCESS = """
+import json, os, threading
+import featurekit as fk
+from featurekit.offline.duckdb_engine import DuckDBEngine
+started = threading.Event(); stop = threading.Event()
+def work():
+    started.set(); stop.wait()
+thread = threading.Thread(target=work); thread.start(); started.wait()
+cpu = max(os.sched_getaffinity(0))
+confined = fk.confine_to_cpus([cpu])
+engine = DuckDBEngine(__import__("pathlib").Path("."))
+threads = engine.cursor().execute("SELECT current_setting('threads')").fetchone()[0]
+print(json.dumps({"confined": sorted(confined), "main": sorted(os.sched_getaffinity(0)),
+                  "thread": sorted(os.sched_getaffinity(thread.native_id)), "cpu": cpu, "duckdb_threads": threads}))
+stop.set(); thread.join()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_confine_to_cpus_moves_threads_already_running_and_sizes_duckdb():
+    done = subprocess.run(
+        [sys.executable, "-c", CONFINE_IN_A_THREADED_PROCESS], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["confined"] == found["main"] == found["thread"] == [found["cpu"]]
+    assert found["duckdb_threads"] == (1 if (os.cpu_count() or 1) > 1 else found["duckdb_threads"])
+
+
+@pytest.mark.parametrize(
+    ("cpus", "says"),
+    [("", "not a list"), ("a-b", "not a list"), ("1,", "not a list"), ("5-2", "runs backwards"), ([], "may use")],
+)
+def test_confine_to_cpus_refuses_what_is_not_a_cpu_list(cpus, says):
+    with pytest.raises(fk.ConfigError, match=says):
+        fk.confine_to_cpus(cpus)
 
 
 LOWER_IN_A_THREADED_PROCESS = """

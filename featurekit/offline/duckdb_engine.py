@@ -31,6 +31,7 @@ from featurekit.offline.duckdb_sql import first_line, instant, order_key, readin
 from featurekit.offline.duckdb_strategies import ASOF_PLANS
 from featurekit.offline.engine import Cancel, SourceScan, Spine, ViewInput, local_path
 from featurekit.offline.newest_candidates import newest_candidates
+from featurekit.priority import confined_cpus
 from featurekit.windows import NULL_CREATED_US
 
 BUCKET = "__fk_bucket"
@@ -61,6 +62,8 @@ class DuckDBEngine:
         # plans hold every feature row's read columns outside it.
         self.asof_plan = asof_plan if asof_plan is not None or memory_limit is None else "asof"
         self._con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+        if threads is None:  # DuckDB counts the machine's cores, not those this process may use
+            threads = confined_cpus()
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")
         if memory_limit is not None:
