@@ -2,7 +2,8 @@
 
 Each feature row is one int64 ``code * span + offset`` (entity codes >= 0, as
 :func:`featurekit.offline.window_blocks.encode` makes them; the offset orders event times): once
-sorted, those keys put every entity's instants in time order, so a spine row's newest event
+sorted (by polars, on every core: 4x numpy's ``np.sort`` on 10M keys here), those keys put every
+entity's instants in time order, so a spine row's newest event
 time at or before its instant is one binary search of its own key. Only these keys are sorted;
 the ``asof_numpy`` plan then brings the rows of each matched (entity, event time) and breaks their
 ties in SQL, exactly as the ``asof`` plan does after its ``ASOF JOIN``. :func:`sorted_matches`
@@ -65,6 +66,20 @@ def _fused(codes: np.ndarray, times: np.ndarray, query_codes: np.ndarray, query_
     return _Keys(rows, keys, span, low, distinct)
 
 
+def _sorted(values: np.ndarray) -> np.ndarray:
+    """``values`` in ascending order (polars' sort: 0.17 s for 10M int64 on 2 cores, np.sort 0.72 s)."""
+    ordered: np.ndarray = pl.Series(values).sort().to_numpy()
+    return ordered
+
+
+def _order(values: np.ndarray) -> np.ndarray:
+    """The positions that sort ``values``, equal values in position order (a stable argsort;
+    polars': 3x numpy's on 1M int64 here)."""
+    frame = pl.DataFrame({"k": values}).with_row_index("i").sort("k", maintain_order=True)
+    positions: np.ndarray = frame.get_column("i").to_numpy().astype(np.int64)
+    return positions
+
+
 def _inside(query_times: np.ndarray, matched: np.ndarray, ttl_us: int | None) -> np.ndarray | bool:
     if ttl_us is None:
         return True
@@ -86,7 +101,7 @@ def newest_times(
     if not len(codes) or not len(query_codes):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     keys = _fused(codes, times, query_codes, query_times)
-    ordered = np.sort(keys.rows)
+    ordered = _sorted(keys.rows)
     found = np.searchsorted(ordered, keys.asked, side="right") - 1
     key = ordered[np.maximum(found, 0)]
     hit = (query_codes >= 0) & (found >= 0) & (key // keys.span == query_codes)
@@ -116,8 +131,8 @@ def sorted_matches(
 ) -> Matches:
     """The rows of each query's match under :func:`newest_times`' rule, found by position.
 
-    The keys are sorted without their positions (``np.sort``; an ``argsort`` of every row costs
-    4-7x more); the queries are searched in key order, so that each binary search starts where
+    The keys are sorted without their positions (an ``argsort`` of every row costs 2-3x more);
+    the queries are searched in key order, so that each binary search starts where
     the previous one ended (1M queries in 10M keys: 0.1 s instead of 1.3 s). Only the rows whose
     key some query matched (a hash lookup in polars, on every core) are then sorted with their
     positions; their order among equal keys is left to the caller's tie-break.
@@ -126,8 +141,8 @@ def sorted_matches(
     if not len(codes) or not len(query_codes):
         return Matches(empty, empty, empty, empty)
     keys = _fused(codes, times, query_codes, query_times)
-    ordered = np.sort(keys.rows)
-    by_key = np.argsort(keys.asked)
+    ordered = _sorted(keys.rows)
+    by_key = _order(keys.asked)
     asked = keys.asked[by_key]
     found = np.searchsorted(ordered, asked, side="right") - 1
     key = ordered[np.maximum(found, 0)]
@@ -139,7 +154,7 @@ def sorted_matches(
     member = pl.Series(keys.rows).is_in(pl.Series(wanted).implode()).to_numpy()
     rows = np.flatnonzero(member)
     row_keys = keys.rows[rows]
-    in_order = np.argsort(row_keys, kind="stable")
+    in_order = _order(row_keys)
     row_keys = row_keys[in_order]
     first = np.searchsorted(row_keys, key, side="left")
     last = np.searchsorted(row_keys, key, side="right") - 1
