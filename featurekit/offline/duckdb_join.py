@@ -237,7 +237,7 @@ class DuckDBJoin:
         )
         instants = points.column("__fk_t").to_numpy()
         times = events.column("__fk_o").to_numpy()
-        query, matched = asof_search.newest_times(event_codes, times, query_codes, instants, view.ttl_us)
+        query, matched = asof_search.newest_times(event_codes, times, query_codes, instants, view.ttl_us, scratch=True)
         return pa.table({ROW: points.column(ROW).take(pa.array(query)), "__fk_e": pa.array(matched)})
 
     def _sorted_table(self, index: int, view: ViewInput) -> pa.Table:
@@ -258,7 +258,7 @@ class DuckDBJoin:
         )
         instants = points.column("__fk_t").to_numpy()
         times = events.column("__fk_o").to_numpy()
-        found = asof_search.sorted_matches(event_codes, times, query_codes, instants, view.ttl_us)
+        found = asof_search.sorted_matches(event_codes, times, query_codes, instants, view.ttl_us, scratch=True)
         chosen = found.order[found.last]  # the row of an untied instant
         tied = np.flatnonzero(~found.single())
         if len(tied):

@@ -112,7 +112,9 @@ def encode(keys: pa.ChunkedArray, spine_keys: pa.ChunkedArray) -> tuple[np.ndarr
         return np.zeros(0, dtype=np.int64), np.full(len(spine_keys), -1, dtype=np.int64)
     low, high = (int(x.as_py()) for x in pc.min_max(keys).values())
     if high - low < 2**32 and low >= -(2**63) and high < 2**63:
-        codes = keys.to_numpy().astype(np.int64)  # a copy of its own: shifted in place
+        codes = keys.to_numpy()  # several chunks: a fresh, writeable copy (one chunk: a read-only view)
+        if codes.dtype != np.int64 or not codes.flags.writeable:
+            codes = codes.astype(np.int64)  # a copy of its own: shifted in place
         codes -= low
         raw = pc.fill_null(spine_keys, 0).to_numpy()
         inside = valid.copy()
