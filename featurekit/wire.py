@@ -70,8 +70,29 @@ def rfc3339(value: datetime) -> str:
     return value.isoformat(timespec="microseconds") + "Z"
 
 
+_SECONDS_OF: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> seconds since the epoch (the reverse of _SECONDS)
+
+
 def micros_of(text: str) -> int:
-    """Microseconds since the epoch of RFC 3339 text (naive means UTC)."""
+    """Microseconds since the epoch of RFC 3339 text (naive means UTC).
+
+    The server's own form (``2026-03-01T12:00:00.123456Z``, :func:`rfc3339_micros`) takes a
+    cached parse of its whole seconds: a response carries an event time per entity and view
+    (100 entities: 0.3 ms of a client's time parsed in full, on the benchmark machine).
+    """
+    if len(text) == 27 and text[10] == "T" and text[16] == ":" and text[19] == "." and text[26] == "Z":
+        fraction = text[20:26]
+        if fraction.isascii() and fraction.isdigit():
+            seconds = _SECONDS_OF.get(text[:19])
+            if seconds is None:
+                if len(_SECONDS_OF) > 100_000:
+                    _SECONDS_OF.clear()
+                seconds = _SECONDS_OF[text[:19]] = _micros_of(text[:19]) // 1_000_000
+            return seconds * 1_000_000 + int(fraction)
+    return _micros_of(text)
+
+
+def _micros_of(text: str) -> int:
     value = datetime.fromisoformat(text)
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
