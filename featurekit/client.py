@@ -41,7 +41,7 @@ from featurekit.push import PushResult, PushTarget
 from featurekit.references import FeatureRequest, canonical
 from featurekit.server.problems import to_error
 from featurekit.timestamps import utc
-from featurekit.wire import decode_values, micros_of, restore_not_finite, rfc3339
+from featurekit.wire import decode_values, micros_of, restore_not_finite, rfc3339, value_decoder
 
 TOKEN_ENV = "FEATUREKIT_TOKEN"  # noqa: S105 (the variable's name, not a token)
 _RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest)
@@ -118,7 +118,7 @@ class Client:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._local = threading.local()
-        self._schemas: dict[str, pa.Schema] = {}
+        self._schemas: dict[str, tuple[pa.Schema, list[pa.Field]]] = {}  # the response's schema, by its text
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"  # never the token
@@ -196,14 +196,17 @@ class Client:
 
     def _response(self, answer: dict[str, Any]) -> OnlineResponse:
         encoded = answer["metadata"]["schema"]
-        schema = self._schemas.get(encoded)
-        if schema is None:
+        known = self._schemas.get(encoded)
+        if known is None:
             schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded)))
-            self._schemas[encoded] = schema
+            # Only the columns whose JSON values are not already the Python values need a pass.
+            decoded = [field for field in schema if value_decoder(field.type) is not None]
+            known = self._schemas[encoded] = (schema, decoded)
+        schema, decoded = known
         columns: dict[str, list[Any]] = answer["features"]
         if answer["not_finite"]:
             restore_not_finite(columns, answer["not_finite"])
-        for field in schema:
+        for field in decoded:
             columns[field.name] = decode_values(columns[field.name], field.type, f"column {field.name!r}")
         at_text = answer["at"]
         at_us = micros_of(at_text) if at_text is not None else 0
