@@ -9,7 +9,7 @@ core, not the online store (see the README's serving section). Three ways to ste
   there a batch thread inside a long system call (Delta's 5 MiB writes into the page cache:
   6-7 ms each on the benchmark VM) keeps its core until the call returns, whatever its
   priority, and a lookup woken on that core waits for it (measured in the load benchmark:
-  p99 during a materialize 9-13x idle at any priority, 0.7-1.1x confined to one of two cores).
+  p99 during a materialize 2-13x idle at any priority, 0.7-1.0x confined to one of two cores).
 
 * ``nice`` (0-19): the kernel's fair scheduler gives the process a smaller share of the cores. A
   nice process still runs out its time slice when a lookup wakes up, so the server's tail waits
