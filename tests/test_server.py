@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -163,6 +164,35 @@ def test_client_answers_equal_the_store_column_by_column_and_dtype_by_dtype(
         assert remote.status(view) == local.status(view)
         assert remote.expired_at(view) == local.expired_at(view)
     assert remote.to_pandas().dtypes.to_dict() == local.to_pandas().dtypes.to_dict()
+
+
+def test_one_client_serves_many_threads_with_the_answers_of_the_store(
+    client: fk.Client, store: fk.FeatureStore
+) -> None:
+    # One Client shared by 8 threads (each on its own connection), two feature lists in turn: the
+    # client's per-schema cache and the event-time cache are filled while others read them.
+    lists = [["driver_stats"], ["driver_window", "driver_stats:conv_rate"]]
+    keys = {"driver_id": [1, 2, 3, 99]}
+    at = ts(5)
+    expected = [store.online_features(keys, features, at=at) for features in lists]
+
+    def work(index: int) -> list[bool]:
+        seen = []
+        for call in range(20):
+            features = lists[(index + call) % 2]
+            remote = client.online_features(keys, features, at=at)
+            local = expected[(index + call) % 2]
+            seen.append(
+                remote.schema == local.schema
+                and remote.to_dict() == local.to_dict()
+                and all(remote.rows[view].events == local.rows[view].events for view in local.rows)
+                and all(remote.expired_at(view) == local.expired_at(view) for view in local.rows)
+            )
+        return seen
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [ok for seen in pool.map(work, range(8)) for ok in seen]
+    assert results == [True] * 160
 
 
 def test_the_client_reconnects_after_the_server_closed_an_idle_connection(client: fk.Client) -> None:
