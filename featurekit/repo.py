@@ -19,6 +19,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import linecache
+import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -132,9 +133,13 @@ def forget_repo_modules(root: Path) -> None:
     packages = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()} if root.is_dir() else set()
     own = {p.stem for p in root.glob("*.py")} | packages
     for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        paths = [str(p) for p in getattr(module, "__path__", None) or []]
-        ours = any(in_repo(f, resolved) for f in [file, *(str(Path(p) / "__init__.py") for p in paths)] if f)
+        # From the module's namespace, not getattr: a missing attribute would run the module's
+        # own __getattr__ (lazy loaders import or build things there), which made this loop, over
+        # about a thousand modules, a sizeable part of a process's first training set.
+        namespace = getattr(module, "__dict__", None) or {}
+        file = namespace.get("__file__")
+        paths = [str(p) for p in namespace.get("__path__", None) or []]
+        ours = any(in_repo(f, resolved) for f in [file, *(os.path.join(p, "__init__.py") for p in paths)] if f)
         shadowing = name.split(".", 1)[0] in own and not is_installed(file)
         if name.startswith(f"_featurekit_repo_{tag}_") or ours or shadowing:
             del sys.modules[name]
