@@ -97,3 +97,34 @@ def test_a_window_with_ties_records_it_and_the_tie_is_broken(make_repo, open_sto
 def test_an_unknown_asof_plan_is_refused(tmp_path):
     with pytest.raises(fk.ConfigError, match=r"'asof_fast'\) names no ASOF plan; use one of asof, asof_numpy"):
         DuckDBEngine(tmp_path, asof_plan="asof_fast")
+
+
+def test_values_read_late_in_small_batches_give_the_rows_of_every_other_plan(make_repo, open_store, monkeypatch):
+    # asof_sorted with one integer key searches the keys and times alone, then reads the values of
+    # the rows taken in a second, streamed scan. Batches of 7 rows put batch edges everywhere; the
+    # rows come from three files and a push, with a tie; the asof plan (SQL only) is the reference.
+    from featurekit.offline import duckdb_join
+
+    monkeypatch.setattr(duckdb_join, "_LATE_BATCH_ROWS", 7)
+    store = open_store(make_repo(data={"data/trips.parquet": trips_table(dense_rows(6, 50, tie=True))}))
+    store.apply()
+    for start, end in ((0, 2), (2, 3.5), (3.5, 24)):  # three files of rows (hours of day 0)
+        store.materialize(ts(0, start), ts(0, end))
+    store.push("driver_stats", trips_table([(0, ts(0, 0.5), ts(1), 1, 1, 7.0)]), to="online_and_offline")
+    many = spine(6, 30)
+    reads: list[pa.Table | None] = []
+    second_read = duckdb_join.DuckDBJoin._rows_at
+    monkeypatch.setattr(duckdb_join.DuckDBJoin, "_rows_at", lambda *a: reads.append(second_read(*a)) or reads[-1])
+    late = store.training_set(many, ["driver_stats"])
+    assert "driver_stats: asof_sorted" in plans(late)
+    late_rows = late.to_arrow()
+    assert len(reads) == 1
+    assert reads[0] is not None  # the second scan lined up with the first
+    with fk.FeatureStore(store.root, progress=False, engine=DuckDBEngine(store.root, asof_plan="asof")) as other:
+        reference = other.training_set(many, ["driver_stats"]).to_arrow()
+    assert late_rows.equals(reference)
+    assert reference.column("avg_trip_km").null_count < reference.num_rows // 2
+    # A second scan that did not line up with the first (rows read in another order) is not used:
+    # the rows are then read with their values at once, and they are the same.
+    monkeypatch.setattr(duckdb_join.DuckDBJoin, "_rows_at", lambda *args: None)
+    assert store.training_set(many, ["driver_stats"]).to_arrow().equals(reference)

@@ -47,6 +47,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     # DuckDBJoin._source() and _spine_relation() return read_parquet(?) (or a registered name)
     # with "?" placeholders whose values they append to the params list they are given.
     ("offline/duckdb_join.py", "_coded_rows", "self._source(view, params)"): "read_parquet(?) and ? only",
+    ("offline/duckdb_join.py", "_rows_at", "self._source(view, params)"): "read_parquet(?) and ? only",
     ("offline/duckdb_join.py", "_coded_rows", "self._spine_relation(params)"): "the spine scan with ? only",
     # _instant_rows(view, match, params) appends the rows of each matched instant to ``match``, SQL
     # built by _asof_sql or _join_view from quote()d identifiers, internal names and "?".
