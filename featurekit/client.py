@@ -224,7 +224,7 @@ class Client:
         columns: dict[str, Any] = answer["features"]
         if packed:
             for name in floats:
-                if type(columns[name]) is dict:  # (a column with a value that is not a float goes as JSON)
+                if type(columns[name]) is dict:  # (short columns, and any with a non-float value, are JSON)
                     columns[name] = unpack_floats(columns[name], f"column {name!r}")
         if answer["not_finite"]:
             restore_not_finite(columns, answer["not_finite"])

@@ -15,7 +15,8 @@ out as the Python value the in-process API returns:
 - lists are arrays, structs objects, maps arrays of ``[key, value]`` pairs, all nesting freely.
 
 A lookup may ask for the packed form (:data:`PACKED`, by its ``Accept`` header; ``fk.Client`` does):
-the same body, except that each float column whose values are all floats or None is an object
+the same body, except that each float column of at least :data:`PACK_ROWS` values, all floats or
+None, is an object
 ``{"f64": <hex of little-endian IEEE 754 doubles>, "nulls": [rows that are None]}`` (NaN and
 infinities inside it are bits, not ``not_finite`` entries), event times are integer microseconds
 (``event_us``) and so is the lookup time (``at_us``), and the per-entity statuses are left out
@@ -49,6 +50,7 @@ Decoder = Callable[[Any], Any]
 
 _INF = math.inf
 PACKED = "application/vnd.featurekit.packed+json"  # the media type of the packed lookup body
+PACK_ROWS = 8  # shorter float columns stay JSON text: parsing a few floats costs less than unpacking them
 _SWAP = sys.byteorder == "big"  # packed floats are little-endian on the wire
 
 
@@ -227,7 +229,10 @@ _FLOAT_OR_NONE = frozenset({float, type(None)})
 
 def pack_floats(values: list[Any]) -> dict[str, Any] | None:
     """A float column in the packed form (``{"f64": hex, "nulls": [rows]}``, see :data:`PACKED`);
-    None when a value is neither a float nor None (the column then goes as typed JSON)."""
+    None (the column then goes as typed JSON) when it has fewer than :data:`PACK_ROWS` values or a
+    value is neither a float nor None."""
+    if len(values) < PACK_ROWS:
+        return None
     kinds = set(map(type, values))
     if kinds <= _FLOAT_ONLY:
         nulls: list[int] = []
@@ -379,6 +384,7 @@ def restore_not_finite(columns: dict[str, list[Any]], not_finite: list[dict[str,
 
 __all__ = [
     "PACKED",
+    "PACK_ROWS",
     "decode_request_values",
     "decode_values",
     "encode_column",

@@ -51,6 +51,7 @@ TYPED = [
     "typed:name",
 ]
 AUTH = {"Authorization": f"Bearer {READ_WRITE}"}
+AT_TEXT = "2026-01-05T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +161,8 @@ def test_an_unknown_route_is_a_problem(url: str) -> None:
     [
         ({"driver_id": [1, 2, 3, 99]}, ["driver_stats", "trip_risk"], {"trip_km": [3.2, 11.0, 0.0, 1.0]}),
         ({"item_id": [1, 2, INT64_MAX, 5]}, TYPED, None),
+        ({"item_id": [1, 2, INT64_MAX, 5] * 3}, TYPED, None),  # float columns long enough to be packed
+        ({"driver_id": [1, 2, 3, 99] * 3}, ["driver_stats", "trip_risk"], {"trip_km": [3.2, 11.0, 0.0, 1.0] * 3}),
         ([{"driver_id": 2}], ["driver_stats:avg_trip_km"], None),
     ],
 )
@@ -288,32 +291,38 @@ def test_the_packed_form_on_the_wire(url: str, store: fk.FeatureStore) -> None:
     answer = post(
         url,
         "/v1/features",
-        {"features": TYPED, "entities": {"item_id": [1, 2, INT64_MAX]}, "at": "2026-01-05T00:00:00Z"},
+        {"features": TYPED, "entities": {"item_id": [1, 2, INT64_MAX] * 3}, "at": "2026-01-05T00:00:00Z"},
         accept=PACKED,
     )
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith(PACKED)
     body = answer.json()
     values = body["features"]
-    assert values["item_id"] == [1, 2, INT64_MAX]
-    assert unpack_floats(values["exact"], "exact") == [0.1 + 0.2, 1e-300, 2.0**53 + 2]
-    assert values["single"]["nulls"] == [1]
+    assert values["item_id"] == [1, 2, INT64_MAX] * 3
+    assert unpack_floats(values["exact"], "exact") == [0.1 + 0.2, 1e-300, 2.0**53 + 2] * 3
+    assert values["single"]["nulls"] == [1, 4, 7]
     odd = unpack_floats(values["odd"], "odd")
-    assert math.isnan(odd[0])
-    assert odd[1:] == [math.inf, -math.inf]
-    assert values["seen"] == ["2026-01-02T00:30:00.000000Z", "2026-01-03T00:00:00.000007Z", None]
-    assert values["scores"] == [[1.5, None], None, [None]]  # nested floats stay typed JSON
+    assert [math.isnan(v) for v in odd] == [True, False, False] * 3
+    assert odd[1:3] == [math.inf, -math.inf]
+    assert values["seen"] == ["2026-01-02T00:30:00.000000Z", "2026-01-03T00:00:00.000007Z", None] * 3
+    assert values["scores"] == [[1.5, None], None, [None]] * 3  # nested floats stay typed JSON
     reasons = {(e["column"], e["row"], tuple(e["path"])): e["value"] for e in body["not_finite"]}
-    assert reasons == {("scores", 0, (1,)): "NaN", ("scores", 2, (0,)): "Infinity", ("info", 1, ("a",)): "NaN"}
-    local = store.online_features({"item_id": [1, 2, INT64_MAX]}, TYPED, at=datetime(2026, 1, 5, tzinfo=UTC))
+    assert reasons == {
+        **{("scores", row, (1,)): "NaN" for row in (0, 3, 6)},
+        **{("scores", row, (0,)): "Infinity" for row in (2, 5, 8)},
+        **{("info", row, ("a",)): "NaN" for row in (1, 4, 7)},
+    }
+    local = store.online_features({"item_id": [1, 2, INT64_MAX] * 3}, TYPED, at=datetime(2026, 1, 5, tzinfo=UTC))
     assert body["views"]["typed@v1"]["event_us"] == local.rows["typed@v1"].events
     assert set(body["views"]["typed@v1"]) == {"event_us", "ttl_us"}  # statuses follow from them
     assert body["at_us"] == 1_767_571_200_000_000
     assert "at" not in body
+    # a column shorter than PACK_ROWS stays JSON text in the packed form too
+    one = {"features": ["typed:exact"], "entities": {"item_id": [1]}, "at": AT_TEXT}
+    short = post(url, "/v1/features", one, accept=PACKED)
+    assert short.json()["features"]["exact"] == [0.1 + 0.2]
     # without the Accept header, the same lookup is today's typed JSON (test_typed_json_on_the_wire)
-    plain = post(
-        url, "/v1/features", {"features": ["typed:exact"], "entities": {"item_id": [1]}, "at": "2026-01-05T00:00:00Z"}
-    )
+    plain = post(url, "/v1/features", one)
     assert plain.headers["content-type"].startswith("application/json")
     assert plain.json()["features"]["exact"] == [0.1 + 0.2]
 

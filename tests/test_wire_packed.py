@@ -10,14 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurekit.errors import SchemaError
-from featurekit.wire import pack_floats, unpack_floats
+from featurekit.wire import PACK_ROWS, pack_floats, unpack_floats
 
 
 def bits(values: list[float | None]) -> list[bytes | None]:
     return [None if v is None else struct.pack("<d", v) for v in values]
 
 
-@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), max_size=50))
+@given(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), min_size=PACK_ROWS, max_size=60))
 def test_packed_floats_round_trip_bit_for_bit(values: list[float | None]) -> None:
     packed = pack_floats(values)
     assert packed is not None
@@ -27,14 +27,19 @@ def test_packed_floats_round_trip_bit_for_bit(values: list[float | None]) -> Non
 
 
 def test_the_bytes_are_little_endian_doubles_and_nulls_are_rows() -> None:
-    packed = pack_floats([0.5, None, -0.0, math.inf])
-    assert packed == {"f64": "000000000000e03f00000000000000000000000000000080000000000000f07f", "nulls": [1]}
+    packed = pack_floats([0.5, None, -0.0, math.inf] * 2)
+    four = "".join(["000000000000e03f", "0000000000000000", "0000000000000080", "000000000000f07f"])
+    assert packed == {"f64": four * 2, "nulls": [1, 5]}
 
 
-@pytest.mark.parametrize("values", [[1.0, 2], [1.0, True], [1.0, "1.0"]])
-def test_a_column_with_a_value_that_is_not_a_float_is_not_packed(values: list[object]) -> None:
+@pytest.mark.parametrize("odd", [2, True, "1.0"])
+def test_a_column_with_a_value_that_is_not_a_float_is_not_packed(odd: object) -> None:
     # (it then goes as typed JSON, so the client gets the very value the store returned)
-    assert pack_floats(values) is None
+    assert pack_floats([1.0] * PACK_ROWS + [odd]) is None
+
+
+def test_a_short_column_is_not_packed() -> None:
+    assert pack_floats([1.0] * (PACK_ROWS - 1)) is None
 
 
 @pytest.mark.parametrize(

@@ -127,7 +127,7 @@ _PACKED_LOOKUP_RESPONSE = {
     "type": "object",
     "description": (
         f"Answered when the request's Accept header names {PACKED} (fk.Client's form): the JSON body,"
-        " except that each float column whose values are all floats or null is packed (NaN and infinities"
+        " except that each float column of at least 8 values, all floats or null, is packed (NaN and infinities"
         " are in its bytes, not in not_finite), times are integer microseconds since the epoch, and the"
         " statuses are left out (unknown where event_us is null, expired where it is older than"
         " at_us - ttl_us, else found)."
