@@ -16,7 +16,8 @@ The transport is the standard library's ``http.client``: one keep-alive connecti
 each request's head and body in one ``send`` (in a sequential 1-entity loop on one server,
 http.client took p50 0.55 ms, urllib3 0.62 ms, httpx 0.95 ms); a request on a connection the
 server closed meanwhile is retried once on a new one, which is safe because lookups and pushes
-are idempotent.
+are idempotent. Lookups ask for the packed form (:data:`featurekit.wire.PACKED`: float columns as
+hex doubles, times as integer microseconds) and read plain JSON too, from a server without it.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class Client:
         self._timeout = timeout
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         # Lookups in the packed form (float columns as doubles, times as integers; see featurekit.wire):
-        # 100 entities x 8 features took the client's decoding from ~0.9 ms to ~0.2 ms.
+        # 100 entities x 8 features: json.loads + _response 335 -> 105 us, the server's body 466 -> 178 us.
         self._headers = {"Content-Type": "application/json", "Accept": f"{PACKED}, application/json;q=0.9"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"

@@ -146,6 +146,7 @@ def test_openapi_describes_every_route(url: str) -> None:
     lookup = spec["paths"]["/v1/features"]["post"]
     assert lookup["requestBody"]["content"]["application/json"]["schema"]["required"] == ["entities"]
     assert "application/problem+json" in lookup["responses"]["400"]["content"]
+    assert set(lookup["responses"]["200"]["content"]) == {"application/json", PACKED}
 
 
 def test_an_unknown_route_is_a_problem(url: str) -> None:
