@@ -318,6 +318,9 @@ def test_the_packed_form_on_the_wire(url: str, store: fk.FeatureStore) -> None:
     assert set(body["views"]["typed@v1"]) == {"event_us", "ttl_us"}  # statuses follow from them
     assert body["at_us"] == 1_767_571_200_000_000
     assert "at" not in body
+    validator = pytest.importorskip("jsonschema_rs")  # (schemathesis's validator)
+    documented = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/features"]["post"]["responses"]["200"]
+    validator.validate(documented["content"][PACKED]["schema"], body)  # the body is as /openapi.json says
     # a column shorter than PACK_ROWS stays JSON text in the packed form too
     one = {"features": ["typed:exact"], "entities": {"item_id": [1]}, "at": AT_TEXT}
     short = post(url, "/v1/features", one, accept=PACKED)

@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from featurekit import __version__
-from featurekit.wire import PACKED
+from featurekit.wire import PACK_ROWS, PACKED
 
 _ANY: dict[str, Any] = {}  # any JSON value (feature values are typed by the response's schema)
 _KEYS = {
@@ -127,7 +127,8 @@ _PACKED_LOOKUP_RESPONSE = {
     "type": "object",
     "description": (
         f"Answered when the request's Accept header names {PACKED} (fk.Client's form): the JSON body,"
-        " except that each float column of at least 8 values, all floats or null, is packed (NaN and infinities"
+        f" except that each float column of at least {PACK_ROWS} values, all floats or null, is packed (NaN and"
+        " infinities"
         " are in its bytes, not in not_finite), times are integer microseconds since the epoch, and the"
         " statuses are left out (unknown where event_us is null, expired where it is older than"
         " at_us - ttl_us, else found)."
