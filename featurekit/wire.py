@@ -14,6 +14,17 @@ out as the Python value the in-process API returns:
   integer microseconds, decimals their exact text, binaries base64;
 - lists are arrays, structs objects, maps arrays of ``[key, value]`` pairs, all nesting freely.
 
+A lookup may ask for the packed form (:data:`PACKED`, by its ``Accept`` header; ``fk.Client`` does):
+the same body, except that each float column of at least :data:`PACK_ROWS` values, all floats or
+None, is an object
+``{"f64": <hex of little-endian IEEE 754 doubles>, "nulls": [rows that are None]}`` (NaN and
+infinities inside it are bits, not ``not_finite`` entries), event times are integer microseconds
+(``event_us``) and so is the lookup time (``at_us``), and the per-entity statuses are left out
+(``unknown`` where ``event_us`` is null, ``expired`` where it is older than ``at_us - ttl_us``, else
+``found``). Parsing 800 floats from JSON text took a client ~0.25 ms of a 100-entity lookup;
+unpacking the bytes takes microseconds, and writing them costs the server less than ``repr`` does.
+(Hex, not base64: ``bytes.fromhex`` read 800 bytes in 1.2 us, ``base64.b64decode`` in 7 us.)
+
 Request values go through the same decoders: a timestamp key may be sent as RFC 3339 text, a
 date key as ISO text. Other values are handed on as JSON gave them, so the library's own type rule
 decides (a float for an integer key is a ``SchemaError`` naming the key), never a silent cast here.
@@ -23,6 +34,8 @@ from __future__ import annotations
 
 import base64
 import math
+import sys
+from array import array
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -36,6 +49,9 @@ Encoder = Callable[[Any, list[Any], list[tuple[list[Any], str]]], Any]
 Decoder = Callable[[Any], Any]
 
 _INF = math.inf
+PACKED = "application/vnd.featurekit.packed+json"  # the media type of the packed lookup body
+PACK_ROWS = 8  # shorter float columns stay JSON text: parsing a few floats costs less than unpacking them
+_SWAP = sys.byteorder == "big"  # packed floats are little-endian on the wire
 
 
 def _non_finite(value: float) -> str | None:
@@ -207,6 +223,48 @@ def encode_column(name: str, values: list[Any], dtype: pa.DataType, not_finite: 
     return out
 
 
+_FLOAT_ONLY = frozenset({float})
+_FLOAT_OR_NONE = frozenset({float, type(None)})
+
+
+def pack_floats(values: list[Any]) -> dict[str, Any] | None:
+    """A float column in the packed form (``{"f64": hex, "nulls": [rows]}``, see :data:`PACKED`);
+    None (the column then goes as typed JSON) when it has fewer than :data:`PACK_ROWS` values or a
+    value is neither a float nor None."""
+    if len(values) < PACK_ROWS:
+        return None
+    kinds = set(map(type, values))
+    if kinds <= _FLOAT_ONLY:
+        nulls: list[int] = []
+        packed = array("d", values)
+    elif kinds <= _FLOAT_OR_NONE:
+        nulls = [row for row, value in enumerate(values) if value is None]
+        packed = array("d", [0.0 if value is None else value for value in values])
+    else:
+        return None
+    if _SWAP:
+        packed.byteswap()
+    return {"f64": packed.tobytes().hex(), "nulls": nulls}
+
+
+def unpack_floats(packed: Any, what: str) -> list[Any]:
+    """The Python floats (and None) of a packed float column; a malformed one is a :class:`SchemaError`."""
+    try:
+        values = array("d")
+        values.frombytes(bytes.fromhex(packed["f64"]))
+        if _SWAP:
+            values.byteswap()
+        out: list[Any] = values.tolist()
+        nulls = packed["nulls"]
+        if nulls and (min(nulls) < 0 or max(nulls) >= len(out)):
+            raise ValueError("a null row is out of range")
+        for row in nulls:
+            out[row] = None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise SchemaError(f"{what} is not a packed float column ({type(exc).__name__}: {exc})") from None
+    return out
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
@@ -325,13 +383,17 @@ def restore_not_finite(columns: dict[str, list[Any]], not_finite: list[dict[str,
 
 
 __all__ = [
+    "PACKED",
+    "PACK_ROWS",
     "decode_request_values",
     "decode_values",
     "encode_column",
     "micros_of",
+    "pack_floats",
     "restore_not_finite",
     "rfc3339",
     "rfc3339_micros",
+    "unpack_floats",
     "value_decoder",
     "value_encoder",
 ]

@@ -20,6 +20,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.server import problems
+from featurekit.wire import PACKED, unpack_floats
 from tests.conftest import RepoFactory, trips_table, ts
 from tests.server_helpers import (
     AT,
@@ -50,6 +51,7 @@ TYPED = [
     "typed:name",
 ]
 AUTH = {"Authorization": f"Bearer {READ_WRITE}"}
+AT_TEXT = "2026-01-05T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +87,21 @@ def client(url: str) -> Iterator[fk.Client]:
         yield opened
 
 
-def post(url: str, path: str, body: object, token: str | None = READ_WRITE, **kwargs: object) -> httpx.Response:
+@pytest.fixture(params=["packed", "json"])
+def any_client(url: str, request: pytest.FixtureRequest) -> Iterator[fk.Client]:
+    """fk.Client as it is (the packed form) and reading today's JSON, as from a server before the packed form."""
+    with fk.Client(url, token=READ_WRITE) as opened:
+        if request.param == "json":
+            opened._headers["Accept"] = "application/json"
+        yield opened
+
+
+def post(
+    url: str, path: str, body: object, token: str | None = READ_WRITE, accept: str | None = None, **kwargs: object
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if accept is not None:
+        headers["Accept"] = accept
     return httpx.post(f"{url}{path}", json=body, headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
 
 
@@ -131,6 +146,7 @@ def test_openapi_describes_every_route(url: str) -> None:
     lookup = spec["paths"]["/v1/features"]["post"]
     assert lookup["requestBody"]["content"]["application/json"]["schema"]["required"] == ["entities"]
     assert "application/problem+json" in lookup["responses"]["400"]["content"]
+    assert set(lookup["responses"]["200"]["content"]) == {"application/json", PACKED}
 
 
 def test_an_unknown_route_is_a_problem(url: str) -> None:
@@ -146,13 +162,15 @@ def test_an_unknown_route_is_a_problem(url: str) -> None:
     [
         ({"driver_id": [1, 2, 3, 99]}, ["driver_stats", "trip_risk"], {"trip_km": [3.2, 11.0, 0.0, 1.0]}),
         ({"item_id": [1, 2, INT64_MAX, 5]}, TYPED, None),
+        ({"item_id": [1, 2, INT64_MAX, 5] * 3}, TYPED, None),  # float columns long enough to be packed
+        ({"driver_id": [1, 2, 3, 99] * 3}, ["driver_stats", "trip_risk"], {"trip_km": [3.2, 11.0, 0.0, 1.0] * 3}),
         ([{"driver_id": 2}], ["driver_stats:avg_trip_km"], None),
     ],
 )
 def test_client_answers_equal_the_store_column_by_column_and_dtype_by_dtype(
-    client: fk.Client, store: fk.FeatureStore, entities: object, features: list[str], request_values: object
+    any_client: fk.Client, store: fk.FeatureStore, entities: object, features: list[str], request_values: object
 ) -> None:
-    remote = client.online_features(entities, features, request=request_values, at=AT)  # type: ignore[arg-type]
+    remote = any_client.online_features(entities, features, request=request_values, at=AT)  # type: ignore[arg-type]
     local = store.online_features(entities, features, request=request_values, at=AT)  # type: ignore[arg-type]
     assert remote.schema == local.schema
     assert list(remote.columns) == list(local.columns)
@@ -163,6 +181,7 @@ def test_client_answers_equal_the_store_column_by_column_and_dtype_by_dtype(
     for view in local.rows:
         assert remote.status(view) == local.status(view)
         assert remote.expired_at(view) == local.expired_at(view)
+        assert remote.rows[view].events == local.rows[view].events
     assert remote.to_pandas().dtypes.to_dict() == local.to_pandas().dtypes.to_dict()
 
 
@@ -268,8 +287,62 @@ def test_typed_json_on_the_wire(url: str) -> None:
     assert body["at"] == "2026-01-05T00:00:00.000000Z"
 
 
-def test_the_client_restores_nan_and_infinities(client: fk.Client) -> None:
-    response = client.online_features(
+def test_the_packed_form_on_the_wire(url: str, store: fk.FeatureStore) -> None:
+    # Asked for by the Accept header: float columns as packed doubles, times as integer microseconds.
+    answer = post(
+        url,
+        "/v1/features",
+        {"features": TYPED, "entities": {"item_id": [1, 2, INT64_MAX] * 3}, "at": "2026-01-05T00:00:00Z"},
+        accept=PACKED,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith(PACKED)
+    body = answer.json()
+    values = body["features"]
+    assert values["item_id"] == [1, 2, INT64_MAX] * 3
+    assert unpack_floats(values["exact"], "exact") == [0.1 + 0.2, 1e-300, 2.0**53 + 2] * 3
+    assert values["single"]["nulls"] == [1, 4, 7]
+    odd = unpack_floats(values["odd"], "odd")
+    assert [math.isnan(v) for v in odd] == [True, False, False] * 3
+    assert odd[1:3] == [math.inf, -math.inf]
+    assert values["seen"] == ["2026-01-02T00:30:00.000000Z", "2026-01-03T00:00:00.000007Z", None] * 3
+    assert values["scores"] == [[1.5, None], None, [None]] * 3  # nested floats stay typed JSON
+    reasons = {(e["column"], e["row"], tuple(e["path"])): e["value"] for e in body["not_finite"]}
+    assert reasons == {
+        **{("scores", row, (1,)): "NaN" for row in (0, 3, 6)},
+        **{("scores", row, (0,)): "Infinity" for row in (2, 5, 8)},
+        **{("info", row, ("a",)): "NaN" for row in (1, 4, 7)},
+    }
+    local = store.online_features({"item_id": [1, 2, INT64_MAX] * 3}, TYPED, at=datetime(2026, 1, 5, tzinfo=UTC))
+    assert body["views"]["typed@v1"]["event_us"] == local.rows["typed@v1"].events
+    assert set(body["views"]["typed@v1"]) == {"event_us", "ttl_us"}  # statuses follow from them
+    assert body["at_us"] == 1_767_571_200_000_000
+    assert "at" not in body
+    validator = pytest.importorskip("jsonschema_rs")  # (schemathesis's validator)
+    documented = httpx.get(f"{url}/openapi.json").json()["paths"]["/v1/features"]["post"]["responses"]["200"]
+    validator.validate(documented["content"][PACKED]["schema"], body)  # the body is as /openapi.json says
+    # a column shorter than PACK_ROWS stays JSON text in the packed form too
+    one = {"features": ["typed:exact"], "entities": {"item_id": [1]}, "at": AT_TEXT}
+    short = post(url, "/v1/features", one, accept=PACKED)
+    assert short.json()["features"]["exact"] == [0.1 + 0.2]
+    # without the Accept header, the same lookup is today's typed JSON (test_typed_json_on_the_wire)
+    plain = post(url, "/v1/features", one)
+    assert plain.headers["content-type"].startswith("application/json")
+    assert plain.json()["features"]["exact"] == [0.1 + 0.2]
+
+
+def test_an_error_is_problem_json_in_the_packed_form_too(url: str) -> None:
+    answer = post(
+        url,
+        "/v1/features",
+        {"features": ["driver_stats:nope"], "entities": {"driver_id": [1]}},
+        accept=PACKED,
+    )
+    assert_problem(answer, 400, "UnknownNameError", "nope")
+
+
+def test_the_client_restores_nan_and_infinities(any_client: fk.Client) -> None:
+    response = any_client.online_features(
         {"item_id": [1, 2, INT64_MAX]}, ["typed:odd", "typed:scores", "typed:info"], at=AT
     )
     odd = response.columns["odd"]

@@ -10,6 +10,7 @@ import functools
 from typing import Any
 
 from featurekit import __version__
+from featurekit.wire import PACK_ROWS, PACKED
 
 _ANY: dict[str, Any] = {}  # any JSON value (feature values are typed by the response's schema)
 _KEYS = {
@@ -112,6 +113,48 @@ _LOOKUP_RESPONSE = {
                 },
             },
         },
+    },
+}
+_PACKED_FLOATS = {
+    "type": "object",
+    "required": ["f64", "nulls"],
+    "properties": {
+        "f64": {"type": "string", "description": "The column's values as little-endian IEEE 754 doubles, hex."},
+        "nulls": {"type": "array", "items": {"type": "integer", "minimum": 0}, "description": "Rows that are null."},
+    },
+}
+_PACKED_LOOKUP_RESPONSE = {
+    "type": "object",
+    "description": (
+        f"Answered when the request's Accept header names {PACKED} (fk.Client's form): the JSON body,"
+        f" except that each float column of at least {PACK_ROWS} values, all floats or null, is packed (NaN and"
+        " infinities"
+        " are in its bytes, not in not_finite), times are integer microseconds since the epoch, and the"
+        " statuses are left out (unknown where event_us is null, expired where it is older than"
+        " at_us - ttl_us, else found)."
+    ),
+    "required": ["features", "metadata", "views", "at_us", "not_finite"],
+    "properties": {
+        "features": {
+            "type": "object",
+            "additionalProperties": {"oneOf": [{"type": "array"}, _PACKED_FLOATS]},
+            "description": "Columns: arrays of typed JSON, or packed float columns.",
+        },
+        "metadata": _LOOKUP_RESPONSE["properties"]["metadata"],  # type: ignore[index]
+        "views": {
+            "type": "object",
+            "description": 'Per batch view version read ("view@v1"): what the store held for each entity.',
+            "additionalProperties": {
+                "type": "object",
+                "required": ["event_us", "ttl_us"],
+                "properties": {
+                    "event_us": {"type": "array", "items": {"type": ["integer", "null"]}},
+                    "ttl_us": {"type": ["integer", "null"]},
+                },
+            },
+        },
+        "at_us": {"type": ["integer", "null"]},
+        "not_finite": _LOOKUP_RESPONSE["properties"]["not_finite"],  # type: ignore[index]
     },
 }
 _PUSH_REQUEST = {
@@ -222,7 +265,11 @@ def spec() -> dict[str, Any]:
         "paths": {
             "/v1/features": {
                 "post": _operation(
-                    "Online features of entities", _json(_LOOKUP_RESPONSE), _LOOKUP_REQUEST, lookup_errors, auth=True
+                    "Online features of entities",
+                    {**_json(_LOOKUP_RESPONSE), PACKED: {"schema": _PACKED_LOOKUP_RESPONSE}},
+                    _LOOKUP_REQUEST,
+                    lookup_errors,
+                    auth=True,
                 )
             },
             "/get-online-features": {

@@ -11,6 +11,14 @@ what the client needs to rebuild the very same response (see :mod:`featurekit.wi
      "at": "2026-01-04T00:00:00.000000Z",
      "not_finite": []}
 
+With ``packed`` (the client's ``Accept`` names :data:`featurekit.wire.PACKED`), float columns are
+packed doubles, event times ``event_us`` and the lookup time ``at_us`` integer microseconds, and the
+statuses (which follow from them) are left out::
+
+    {"features": {"driver_id": [1001, 1002], "conv_rate": {"f64": "000000000000e03f0000000000000000", "nulls": [1]}},
+     "metadata": ..., "views": {"driver_stats@v1": {"event_us": [1767398400000000, null], "ttl_us": 604800000000}},
+     "at_us": 1767484800000000, "not_finite": []}
+
 The metadata of a feature list is computed once per applied state (it is cached and checked
 against the lookup's own schema object, which serving renews after each apply).
 """
@@ -28,7 +36,7 @@ import pyarrow as pa
 from featurekit.online.serving import OnlineResponse
 from featurekit.references import resolve
 from featurekit.store import FeatureStore
-from featurekit.wire import encode_column, rfc3339_micros, value_encoder
+from featurekit.wire import encode_column, pack_floats, rfc3339_micros, value_encoder
 
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
@@ -42,6 +50,7 @@ class Shape:
     metadata: str  # the "metadata" member, already JSON
     fields: list[tuple[str, pa.DataType, bool]]  # (name, type, JSON as it is: no encoder, no floats)
     views: frozenset[str]  # the batch view versions ("view@v1") the feature list reads
+    floats: frozenset[str]  # the float columns (packed in the packed form)
 
 
 class Shapes:
@@ -89,6 +98,7 @@ class Shapes:
             _dumps({"columns": columns, "schema": encoded_schema}),
             fields,
             frozenset(response.rows),
+            frozenset(f.name for f in schema if pa.types.is_floating(f.type)),
         )
 
 
@@ -96,26 +106,41 @@ def _timestamps(events: list[int | None]) -> list[str | None]:
     return [None if e is None else rfc3339_micros(e) for e in events]
 
 
-def lookup_body(response: OnlineResponse, shape: Shape) -> bytes:
-    """The JSON body of a lookup."""
+def lookup_body(response: OnlineResponse, shape: Shape, packed: bool = False) -> bytes:
+    """The JSON body of a lookup (``packed``: the packed form of :data:`featurekit.wire.PACKED`)."""
     not_finite: list[dict[str, Any]] = []
-    features: dict[str, list[Any]] = {}
+    features: dict[str, Any] = {}
     columns = response.columns
+    floats = shape.floats if packed else ()
     for name, dtype, plain in shape.fields:
-        features[name] = columns[name] if plain else encode_column(name, columns[name], dtype, not_finite)
+        if plain:
+            features[name] = columns[name]
+            continue
+        if name in floats:
+            packed_column = pack_floats(columns[name])
+            if packed_column is not None:
+                features[name] = packed_column
+                continue
+        features[name] = encode_column(name, columns[name], dtype, not_finite)
     views: dict[str, Any] = {}
     at = None
     for name, held in response.rows.items():
-        views[name] = {
-            "statuses": held.statuses(),
-            "event_timestamps": _timestamps(held.events),
-            "ttl_us": held.ttl_us,
-        }
+        if packed:
+            views[name] = {"event_us": held.events, "ttl_us": held.ttl_us}
+        else:
+            views[name] = {
+                "statuses": held.statuses(),
+                "event_timestamps": _timestamps(held.events),
+                "ttl_us": held.ttl_us,
+            }
         at = held.at_us
-    at_text = "null" if at is None else f'"{rfc3339_micros(at)}"'
+    if packed:
+        at_member = f'"at_us":{"null" if at is None else int(at)}'
+    else:
+        at_member = f'"at":{"null" if at is None else _dumps(rfc3339_micros(at))}'
     return (
         f'{{"features":{_dumps(features)},"metadata":{shape.metadata},"views":{_dumps(views)},'
-        f'"at":{at_text},"not_finite":{_dumps(not_finite)}}}'
+        f'{at_member},"not_finite":{_dumps(not_finite)}}}'
     ).encode()
 
 

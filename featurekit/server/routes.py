@@ -33,6 +33,7 @@ from featurekit.server.limits import check_entities, parse_object, read_body
 from featurekit.server.metrics import CONTENT_TYPE, Metrics
 from featurekit.server.openapi import spec
 from featurekit.store import FeatureStore
+from featurekit.wire import PACKED
 
 INLINE_ENTITIES = 256
 JSON = "application/json"
@@ -111,6 +112,8 @@ async def features(state: ServerState, request: Request) -> Response:
     asked = bodies.lookup_body(body, state.keys)
     result = await _run_lookup(state, asked, "/v1/features")
     shape = state.shapes.of(asked.features, asked.full_names, result)
+    if PACKED in request.headers.get("accept", ""):  # fk.Client's packed floats and integer times
+        return Response(responses.lookup_body(result, shape, packed=True), media_type=PACKED)
     return Response(responses.lookup_body(result, shape), media_type=JSON)
 
 
