@@ -112,9 +112,29 @@ async def features(state: ServerState, request: Request) -> Response:
     asked = bodies.lookup_body(body, state.keys)
     result = await _run_lookup(state, asked, "/v1/features")
     shape = state.shapes.of(asked.features, asked.full_names, result)
-    if PACKED in request.headers.get("accept", ""):  # fk.Client's packed floats and integer times
+    if _accepts_packed(request.headers.get("accept", "")):  # fk.Client's packed floats and integer times
         return Response(responses.lookup_body(result, shape, packed=True), media_type=PACKED)
     return Response(responses.lookup_body(result, shape), media_type=JSON)
+
+
+def _accepts_packed(accept: str) -> bool:
+    """Whether an ``Accept`` header names the packed form with a quality above 0 (``q=0`` refuses it)."""
+    accept = accept.lower()  # media types and parameter names are case-insensitive
+    if PACKED not in accept:
+        return False
+    for media_range in accept.split(","):
+        kind, *parameters = (part.strip() for part in media_range.split(";"))
+        if kind != PACKED:
+            continue
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
 
 
 async def feast_features(state: ServerState, request: Request) -> Response:
