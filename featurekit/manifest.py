@@ -202,7 +202,7 @@ def _value_bytes(array: pa.Array) -> bytes:
         offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[filled.offset : filled.offset + len(filled) + 1]
         data = b"" if data_buffer is None else data_buffer.to_pybytes()[offsets[0] : offsets[-1]]
         return bytes((offsets - offsets[0]).tobytes()) + data
-    if pa.types.is_temporal(dtype):
+    if pa.types.is_temporal(dtype) and not pa.types.is_interval(dtype):  # an interval has three parts
         # date32 and time32 are 32-bit integers underneath: Arrow casts them only to int32.
         array = array.cast(pa.int32() if pa.types.is_date32(dtype) or pa.types.is_time32(dtype) else pa.int64())
         dtype = array.type

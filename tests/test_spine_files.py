@@ -81,7 +81,8 @@ def test_a_spine_column_named_like_duckdbs_row_number_is_just_a_column(store, tm
     pq.write_table(table, tmp_path / "spine.parquet")
     result = store.training_set(tmp_path / "spine.parquet", ["driver_stats"]).to_arrow()
     assert result.column("file_row_number").to_pylist() == list(range(100, 150))
-    assert result.equals(store.training_set(table, ["driver_stats"]).to_arrow())
+    assert result.equals(store.training_set(pq.read_table(tmp_path / "spine.parquet"), ["driver_stats"]).to_arrow())
+    assert result.to_pylist() == store.training_set(table, ["driver_stats"]).to_arrow().to_pylist()
 
 
 def replace(path, table: pa.Table) -> None:

@@ -35,6 +35,7 @@ from featurekit.offline.explain import ExplainedView, ExplainPlan, explain
 from featurekit.offline.explanation import Explanation
 from featurekit.offline.inputs import view_input
 from featurekit.offline.spine import prepare_spine
+from featurekit.offline.spine_types import SpineTypes
 from featurekit.offline.tables import OfflineTables
 from featurekit.ondemand import OnDemandStep, needed_columns, run_steps
 from featurekit.quality.profile import Profile
@@ -228,6 +229,7 @@ def build_training_set(
         explanation=lambda: explain(explain_plan),
         written=written,
         profiler=_profiler(registry, plan, final),
+        spine=prepared.spine.schema,
     )
 
 
@@ -242,6 +244,35 @@ def _dictionary(schema: pa.Schema) -> list[str] | bool:
     if any(pa.types.is_nested(field.type) for field in schema):
         return True
     return [field.name for field in schema if not pa.types.is_floating(field.type)]
+
+
+def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer of a training set's ``schema``; a column Parquet cannot hold is a SchemaError."""
+    try:
+        return pq.ParquetWriter(path, schema, use_dictionary=_dictionary(schema))
+    except pa.ArrowNotImplementedError as exc:
+        raise _unwritable(schema, exc) from None
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    """Write one Parquet file of a training set's rows (see :func:`_parquet_writer`)."""
+    with _parquet_writer(path, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _unwritable(schema: pa.Schema, exc: pa.ArrowNotImplementedError) -> SchemaError:
+    """The error for a training set whose ``schema`` holds columns of types Parquet has no form for."""
+    named = []
+    for field in schema:
+        try:
+            pq.ParquetWriter(pa.BufferOutputStream(), pa.schema([field])).close()
+        except pa.ArrowNotImplementedError:
+            named.append(f"{field.name} ({field.type})")
+    return SchemaError(
+        f"the training set cannot be written to Parquet: Parquet has no type for column(s) "
+        f"{', '.join(named) or '?'} ({exc}); cast them in the spine (a duration to int64 microseconds, say) "
+        "or take the rows with to_arrow() / to_pandas()"
+    )
 
 
 def _profiler(
@@ -307,8 +338,10 @@ class TrainingSet:
         explanation: Callable[[], Explanation] | None = None,
         written: Callable[[str, Manifest], None] | None = None,
         profiler: Callable[[], RowsProfiler] | None = None,
+        spine: pa.Schema | None = None,
     ) -> None:
         self._join = join
+        self._types = SpineTypes(spine) if spine is not None else None  # the spine's columns in its own types
         self._check = check  # raises DataError if a spine file changed under the join
         # The engine holds the spine while this object lives (it can be converted again); then it
         # is released, so a notebook's old spines do not pile up in memory.
@@ -397,6 +430,8 @@ class TrainingSet:
         if self._table is None:
             table = self._join.to_arrow()
             self._check()
+            if self._types is not None:
+                table = self._types.table(table)
             self._table = self._post(table) if self._post is not None else table
         return self._table
 
@@ -420,7 +455,9 @@ class TrainingSet:
         A ``path`` ending in ``/`` (or an existing folder) gets a folder of Parquet parts, in row
         order by name, with the manifest beside them in ``_featurekit_manifest.json`` (Parquet
         readers skip it); on the Spark engine the executors write the parts. The folder appears
-        whole or not at all; a folder written before is replaced. Returns the path written.
+        whole or not at all; a folder written before is replaced. Returns the path written. A
+        column Parquet has no type for (an interval) is a SchemaError naming it, and nothing is
+        written.
 
         On the Spark engine ``path`` may be a URI of any filesystem Spark is configured for
         (``s3a://bucket/train/``, ``hdfs://...``, ``file://...``): it is always a folder, the
@@ -447,24 +484,18 @@ class TrainingSet:
         if location.endswith(("/", os.sep)) or target.is_dir():
             return self._to_directory(target)
         temporary = target.with_name(f".{target.name}.partial")
-        if self._table is not None:
-            table = self._table
-            pq.write_table(
-                table.replace_schema_metadata(self._metadata(table.schema)),
-                temporary,
-                use_dictionary=_dictionary(table.schema),
-            )
-        else:
+        try:
+            if self._table is not None:
+                table = self._table
+                _write_table(table.replace_schema_metadata(self._metadata(table.schema)), temporary)
             # Streamed through this process (not the engine's own writer), so that the profile in
             # the manifest is taken in the same pass; the manifest goes into the footer at the end.
-            try:
-                written = self._stream(temporary)
-            except BaseException:
-                temporary.unlink(missing_ok=True)
-                raise
-            if not written:  # an empty spine: no batch came
+            elif not self._stream(temporary):  # an empty spine: no batch came
                 table = self.to_arrow()
-                pq.write_table(table.replace_schema_metadata(self._metadata(table.schema)), temporary)
+                _write_table(table.replace_schema_metadata(self._metadata(table.schema)), temporary)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
         try:
             self._check()
         except DataError:
@@ -548,11 +579,9 @@ class TrainingSet:
                     part = pa.Table.from_batches([batch])
                     if profiler is not None:
                         profiler.add_beside(part)  # profiled while the part is encoded
-                    pq.write_table(
-                        part, temporary / f"part-{index:05d}.parquet", use_dictionary=_dictionary(part.schema)
-                    )
+                    _write_table(part, temporary / f"part-{index:05d}.parquet")
                 if index < 0:  # an empty spine: one empty part keeps the columns
-                    pq.write_table(self.to_arrow(), temporary / "part-00000.parquet")
+                    _write_table(self.to_arrow(), temporary / "part-00000.parquet")
             if profiler is not None and self._profile is None:
                 self._profile = profiler.result()
             self._check()
@@ -579,7 +608,7 @@ class TrainingSet:
         try:
             for batch in self.iter_batches():
                 if writer is None:
-                    writer = pq.ParquetWriter(path, batch.schema, use_dictionary=_dictionary(batch.schema))
+                    writer = _parquet_writer(path, batch.schema)
                 if profiler is not None:
                     profiler.add_beside(pa.Table.from_batches([batch]))  # profiled while the batch is encoded
                 writer.write_batch(batch)
@@ -603,7 +632,8 @@ class TrainingSet:
 
     def iter_batches(self, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         """Stream the training set as Arrow record batches."""
-        for batch in self._join.to_batches(rows):
+        for returned in self._join.to_batches(rows):
+            batch = self._types.batch(returned) if self._types is not None else returned
             if self._post is None:
                 yield batch
             else:
