@@ -21,14 +21,17 @@ READ_WRITE = "rw-token-0123456789abcdef"
 READ_ONLY = "ro-token-0123456789abcdef"
 INT64_MAX = 2**63 - 1
 
-SERVER_FEATURES = (
-    BASIC_FEATURES
-    + '''
+TRIP_RISK = """
 
 @fk.on_demand(inputs=["driver_stats:conv_rate"], request={"trip_km": pl.Float64})
 def trip_risk(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(risk=pl.col("conv_rate") * pl.col("trip_km").log1p())
+"""  # an on-demand view over BASIC_FEATURES
 
+SERVER_FEATURES = (
+    BASIC_FEATURES
+    + TRIP_RISK
+    + '''
 
 fraud_v1 = fk.FeatureSet("fraud_v1", features=["driver_stats:conv_rate", "trip_risk"])
 

@@ -14,7 +14,7 @@ import pytest
 import featurekit as fk
 from featurekit.server import auth
 from tests.conftest import BASIC_FEATURES, RepoFactory, trips_table, ts
-from tests.server_helpers import READ_ONLY, READ_WRITE, TRIPS, start_server, write_tokens
+from tests.server_helpers import READ_ONLY, READ_WRITE, TRIP_RISK, TRIPS, start_server, write_tokens
 
 
 @pytest.fixture
@@ -147,5 +147,32 @@ def test_two_workers_serve_and_metrics_sum_both(repo: Path) -> None:
                 break
             time.sleep(0.5)
         assert all(line in text for line in expected), text
+    finally:
+        server.stop()
+
+
+def _polars_threads(pid: int) -> list[str]:
+    names = (Path(f"/proc/{pid}/task/{task}/comm").read_text().strip() for task in os.listdir(f"/proc/{pid}/task"))
+    return sorted(name for name in names if name.startswith("polars-") and name[len("polars-") :].isdigit())
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+@pytest.mark.parametrize(("chosen", "threads"), [(None, 1), ("2", 2)])
+def test_the_server_runs_polars_on_one_thread_unless_the_environment_says(
+    repo: Path, chosen: str | None, threads: int
+) -> None:
+    (repo / "features.py").write_text(BASIC_FEATURES + TRIP_RISK)
+    with fk.FeatureStore(repo, progress=False) as store:
+        store.apply()
+    # POLARS_MAX_THREADS="" drops the variable (start_server removes empty values)
+    server = start_server(repo, env={"POLARS_MAX_THREADS": chosen or ""})
+    try:
+        answer = httpx.post(  # an on-demand feature: polars computes it
+            f"{server.url}/v1/features",
+            json={"features": ["trip_risk"], "entities": {"driver_id": [1, 2]}, "request": {"trip_km": [1.0, 2.0]}},
+            headers={"Authorization": f"Bearer {READ_WRITE}"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert _polars_threads(server.process.pid) == [f"polars-{i}" for i in range(threads)]
     finally:
         server.stop()

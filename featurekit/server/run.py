@@ -4,6 +4,10 @@ The checks come first, in the parent process: a server without a token refuses t
 ``--no-auth`` was given for a loopback address; the repo's code is imported once, so a definition
 error stops the start with its message. One worker serves from this process; several are
 uvicorn's worker processes, each building its app with :func:`featurekit.server.app.from_environment`.
+
+Polars gets one thread per server process (``POLARS_MAX_THREADS=1``, unless the environment sets
+it): a lookup's frames hold a few rows, and with a pool polars hands even a one-row on-demand
+computation to another thread, whose wake-up on a 2-vCPU machine costs more than the work.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def serve(
     quiet: bool = False,
 ) -> None:
     """Serve ``repo``'s features over HTTP until interrupted (options default to ``serve:`` in featurekit.yaml)."""
+    one_polars_thread()
     require()
     import uvicorn
 
@@ -67,6 +72,18 @@ def serve(
             workers=workers,
             **options,  # type: ignore[arg-type]
         )
+
+
+POLARS_THREADS_ENV = "POLARS_MAX_THREADS"
+
+
+def one_polars_thread() -> None:
+    """Give polars one thread in this server process and its workers, unless the environment chose a number.
+
+    Polars reads the variable when it is first imported, so a process that imported polars before
+    keeps its pool (the workers, started fresh, still get one thread).
+    """
+    os.environ.setdefault(POLARS_THREADS_ENV, "1")
 
 
 def check_auth(root: Path, token_file: str | None, host: str, no_auth: bool) -> Tokens | None:
