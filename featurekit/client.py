@@ -234,18 +234,20 @@ class Client:
         if packed:
             at_us = answer["at_us"] or 0
             rows = {name: RowStatus(held["event_us"], held["ttl_us"], at_us) for name, held in answer["views"].items()}
-            return OnlineResponse(columns, schema, rows)
-        at_text = answer["at"]
-        at_us = micros_of(at_text) if at_text is not None else 0
-        rows = {
-            name: RowStatus(
-                [None if t is None else micros_of(t) for t in held["event_timestamps"]],
-                held["ttl_us"],
-                at_us,
-            )
-            for name, held in answer["views"].items()
-        }
-        return OnlineResponse(columns, schema, rows)
+        else:
+            at_text = answer["at"]
+            at_us = micros_of(at_text) if at_text is not None else 0
+            rows = {
+                name: RowStatus(
+                    [None if t is None else micros_of(t) for t in held["event_timestamps"]],
+                    held["ttl_us"],
+                    at_us,
+                )
+                for name, held in answer["views"].items()
+            }
+        response = OnlineResponse(columns, schema, rows)
+        response.at_us = at_us  # the lookup instant the server used (its clock when no `at` was sent)
+        return response
 
     def push(self, view: str, rows: Any, *, to: PushTarget = "online") -> PushResult:
         """As :meth:`featurekit.FeatureStore.push`: raw source rows through the view's own function."""

@@ -20,6 +20,7 @@ import pytest
 
 import featurekit as fk
 from featurekit.server import problems
+from featurekit.timestamps import to_micros
 from featurekit.wire import PACKED, unpack_floats
 from tests.conftest import RepoFactory, trips_table, ts
 from tests.server_helpers import (
@@ -183,6 +184,7 @@ def test_client_answers_equal_the_store_column_by_column_and_dtype_by_dtype(
         assert remote.expired_at(view) == local.expired_at(view)
         assert remote.rows[view].events == local.rows[view].events
     assert remote.to_pandas().dtypes.to_dict() == local.to_pandas().dtypes.to_dict()
+    assert remote.at_us == local.at_us == to_micros(AT)  # the lookup instant, in both forms on the wire
 
 
 def test_one_client_serves_many_threads_with_the_answers_of_the_store(

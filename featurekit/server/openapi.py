@@ -98,7 +98,10 @@ _LOOKUP_RESPONSE = {
                 },
             },
         },
-        "at": {"type": ["string", "null"]},
+        "at": {
+            "type": "string",
+            "description": "The lookup instant (the request's `at`, else the server's clock), RFC 3339 in UTC.",
+        },
         "not_finite": {
             "type": "array",
             "description": "Each NaN or infinity sent as null, and where.",
@@ -153,7 +156,7 @@ _PACKED_LOOKUP_RESPONSE = {
                 },
             },
         },
-        "at_us": {"type": ["integer", "null"]},
+        "at_us": {"type": "integer", "description": "The lookup instant, microseconds since the epoch."},
         "not_finite": _LOOKUP_RESPONSE["properties"]["not_finite"],  # type: ignore[index]
     },
 }

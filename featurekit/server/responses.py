@@ -123,7 +123,7 @@ def lookup_body(response: OnlineResponse, shape: Shape, packed: bool = False) ->
                 continue
         features[name] = encode_column(name, columns[name], dtype, not_finite)
     views: dict[str, Any] = {}
-    at = None
+    at = response.at_us  # the lookup instant (also with no batch view in the response)
     for name, held in response.rows.items():
         if packed:
             views[name] = {"event_us": held.events, "ttl_us": held.ttl_us}
@@ -133,11 +133,7 @@ def lookup_body(response: OnlineResponse, shape: Shape, packed: bool = False) ->
                 "event_timestamps": _timestamps(held.events),
                 "ttl_us": held.ttl_us,
             }
-        at = held.at_us
-    if packed:
-        at_member = f'"at_us":{"null" if at is None else int(at)}'
-    else:
-        at_member = f'"at":{"null" if at is None else _dumps(rfc3339_micros(at))}'
+    at_member = f'"at_us":{int(at)}' if packed else f'"at":{_dumps(rfc3339_micros(at))}'
     return (
         f'{{"features":{_dumps(features)},"metadata":{shape.metadata},"views":{_dumps(views)},'
         f'{at_member},"not_finite":{_dumps(not_finite)}}}'
