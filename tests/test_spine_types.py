@@ -31,10 +31,14 @@ def awkward_spine() -> pa.Table:
                 pa.timestamp("ms", tz="Europe/Paris")
             ),
             "waited_us": pa.array(minutes, pa.duration("us")),
-            "waited_ns": pa.array([1_000, -3_000, None], pa.duration("ns")),
-            "waited_s": pa.array([timedelta(days=400), timedelta(seconds=-1), None], pa.duration("s")),
+            "waited_ns": pa.array([1_001, -3_000, None], pa.duration("ns")),
+            "waited_s": pa.array([timedelta(days=200_000), timedelta(seconds=-1), None], pa.duration("s")),
             "note": pa.array(["a", None, "é"], pa.large_string()),
             "tag": pa.array(["x", "y", "x"]).dictionary_encode(),
+            # an ordered category with an unused value: order and categories are kept
+            "size": pa.DictionaryArray.from_arrays(
+                pa.array([2, 0, None], pa.int8()), pa.array(["low", "medium", "high"]), ordered=True
+            ),
             "code": pa.array([b"ab", b"cd", None], pa.binary(2)),
             "seen": pa.array([[1], [], None], pa.large_list(pa.int64())),
             "day": pa.array([date(2026, 1, 1)] * 3, pa.date32()),
@@ -49,6 +53,7 @@ def test_the_spine_columns_come_back_in_the_types_they_were_given(store: fk.Feat
     for given in spine.schema:
         assert built.schema.field(given.name).type == given.type, given.name
         assert built.column(given.name).to_pylist() == spine.column(given.name).to_pylist(), given.name
+    assert built.column("size").chunk(0).dictionary.to_pylist() == ["low", "medium", "high"]
     # streamed batch by batch, and written to Parquet, the same
     streamed = pa.Table.from_batches(list(store.training_set(spine, ["driver_stats"]).iter_batches(2)))
     assert streamed.schema == built.schema  # (each batch's dictionary holds its own values)
@@ -60,6 +65,36 @@ def test_the_spine_columns_come_back_in_the_types_they_were_given(store: fk.Feat
     plain = spine.set_column(1, "event_timestamp", spine.column("event_timestamp").cast(pa.timestamp("us", tz=UTC)))
     expected = store.training_set(plain.select(["driver_id", "event_timestamp"]), ["driver_stats"]).to_arrow()
     assert built.select(expected.schema.names[2:]).equals(expected.select(expected.schema.names[2:]))
+
+
+def test_a_category_split_over_chunks_comes_back_on_one_dictionary(store: fk.FeatureStore, tmp_path):
+    # Two frames concatenated: each chunk has its own 100-value int8 dictionary, 200 values together.
+    def part(first: int) -> pa.Table:
+        labels = pa.array([f"c{first + i}" for i in range(100)]).dictionary_encode()
+        codes = pa.DictionaryArray.from_arrays(labels.indices.cast(pa.int8()), labels.dictionary)
+        times = pa.array([ts(0, 4)] * 100, pa.timestamp("us", tz="UTC"))
+        return pa.table({"driver_id": pa.array([i % 3 for i in range(100)], pa.int64()), "event_timestamp": times,
+                         "label": codes})  # fmt: skip
+
+    spine = pa.concat_tables([part(0), part(100)])
+    for source in (spine, tmp_path / "spine.parquet"):
+        if not isinstance(source, pa.Table):
+            pq.write_table(spine, source, row_group_size=100)
+        built = store.training_set(source, ["driver_stats"]).to_arrow()
+        assert built.column("label").to_pylist() == [f"c{i}" for i in range(200)]
+        given = pq.read_schema(source).field("label").type if not isinstance(source, pa.Table) else None
+        assert built.schema.field("label").type in (spine.schema.field("label").type, given, pa.string())
+
+
+def test_a_duration_inside_a_struct_is_no_raw_error(store: fk.FeatureStore, tmp_path):
+    nested = pa.array([{"wait": timedelta(minutes=1)}, None], pa.struct([("wait", pa.duration("us"))]))
+    spine = pa.table(
+        {"driver_id": [0, 1], "event_timestamp": pa.array([ts(0, 4)] * 2, pa.timestamp("us", tz="UTC")), "n": nested}
+    )
+    built = store.training_set(spine, ["driver_stats"]).to_arrow()  # in the engine's type, but whole
+    assert built.num_rows == 2
+    with pytest.raises(fk.SchemaError, match="cannot be written to Parquet"):
+        store.training_set(spine, ["driver_stats"]).to_parquet(tmp_path / "t.parquet")
 
 
 @pytest.mark.parametrize("computed", [False, True], ids=["streamed", "in_memory"])

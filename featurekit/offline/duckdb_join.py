@@ -125,7 +125,8 @@ class DuckDBJoin:
             return f"SELECT * EXCLUDE ({_FILE_ROW}), {_FILE_ROW} AS {ROW}, {ts} AS {TS} FROM {scan}"
         assert spine.table is not None
         if not self._spine_registered:
-            numbered = spine.table.append_column(ROW, pa.array(np.arange(spine.rows, dtype=np.int64)))
+            numbered = _durations_as_integers(spine.table)
+            numbered = numbered.append_column(ROW, pa.array(np.arange(spine.rows, dtype=np.int64)))
             self._con.register("__fk_spine", numbered)
             self._spine_registered = True
         return f"SELECT *, {ts} AS {TS} FROM __fk_spine"
@@ -605,6 +606,19 @@ def _framed_aggregate(feature: WindowFeature, windows: dict[int, str]) -> str:
 
 
 _LATE_BATCH_ROWS = 262_144  # rows per batch of _rows_at's second read (its memory is reused batch after batch)
+
+
+def _durations_as_integers(table: pa.Table) -> pa.Table:
+    """``table`` with its duration columns as int64 (the same buffers), as DuckDB reads them from Parquet.
+
+    Registered as Arrow, DuckDB would turn a duration into an interval, whose nanoseconds wrap past
+    292 years and whose microseconds cut a nanosecond duration; the training set casts the integers
+    back (:mod:`featurekit.offline.spine_types`).
+    """
+    for index, field in enumerate(table.schema):
+        if pa.types.is_duration(field.type):
+            table = table.set_column(index, field.name, table.column(index).cast(pa.int64()))
+    return table
 
 
 def _one_integer_key(view: ViewInput) -> bool:

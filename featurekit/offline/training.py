@@ -30,7 +30,7 @@ from featurekit.errors import (
     UnknownNameError,
 )
 from featurekit.manifest import MANIFEST_FILE, METADATA_KEY, Manifest, ViewRecord, load_manifest
-from featurekit.offline.engine import JoinResult, OfflineEngine, local_path, uri_scheme
+from featurekit.offline.engine import JoinResult, OfflineEngine, Spine, local_path, uri_scheme
 from featurekit.offline.explain import ExplainedView, ExplainPlan, explain
 from featurekit.offline.explanation import Explanation
 from featurekit.offline.inputs import view_input
@@ -229,7 +229,7 @@ def build_training_set(
         explanation=lambda: explain(explain_plan),
         written=written,
         profiler=_profiler(registry, plan, final),
-        spine=prepared.spine.schema,
+        spine=prepared.spine,
     )
 
 
@@ -247,11 +247,16 @@ def _dictionary(schema: pa.Schema) -> list[str] | bool:
 
 
 def _parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    """A Parquet writer of a training set's ``schema``; a column Parquet cannot hold is a SchemaError."""
+    """A Parquet writer of a training set's ``schema``; a column Parquet cannot hold is a SchemaError.
+
+    The schema is tried on a writer in memory first: pyarrow opens the file before it converts the
+    schema, and a writer that failed there keeps the file open while its exception lives.
+    """
     try:
-        return pq.ParquetWriter(path, schema, use_dictionary=_dictionary(schema))
+        pq.ParquetWriter(pa.BufferOutputStream(), schema).close()
     except pa.ArrowNotImplementedError as exc:
         raise _unwritable(schema, exc) from None
+    return pq.ParquetWriter(path, schema, use_dictionary=_dictionary(schema))
 
 
 def _write_table(table: pa.Table, path: Path) -> None:
@@ -338,7 +343,7 @@ class TrainingSet:
         explanation: Callable[[], Explanation] | None = None,
         written: Callable[[str, Manifest], None] | None = None,
         profiler: Callable[[], RowsProfiler] | None = None,
-        spine: pa.Schema | None = None,
+        spine: Spine | None = None,
     ) -> None:
         self._join = join
         self._types = SpineTypes(spine) if spine is not None else None  # the spine's columns in its own types
