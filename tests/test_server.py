@@ -331,11 +331,18 @@ def test_the_packed_form_on_the_wire(url: str, store: fk.FeatureStore) -> None:
     plain = post(url, "/v1/features", one)
     assert plain.headers["content-type"].startswith("application/json")
     assert plain.json()["features"]["exact"] == [0.1 + 0.2]
-    # a quality of 0 refuses the packed form; a range listing it among others asks for it
-    refused = post(url, "/v1/features", one, accept=f"{PACKED};q=0, application/json")
-    assert refused.headers["content-type"].startswith("application/json")
-    listed = post(url, "/v1/features", one, accept=f"application/json;q=0.5, {PACKED.upper()};q=0.9")
-    assert listed.headers["content-type"].startswith(PACKED)
+    # packed only where the header prefers it to JSON (most specific range, case-insensitive)
+    for accept, packed in [
+        (f"{PACKED};q=0, application/json", False),
+        (f"application/json;q=0.5, {PACKED.upper()};q=0.9", True),
+        (f"{PACKED};q=0.5, application/json", False),
+        (f"{PACKED}, */*", False),  # equal qualities: JSON, the default form
+        (f"application/*;q=0.1, {PACKED};q=0.2", True),
+        (f"{PACKED};q=abc", False),
+        ("*/*", False),
+    ]:
+        answer = post(url, "/v1/features", one, accept=accept)
+        assert answer.headers["content-type"].startswith(PACKED if packed else "application/json"), accept
 
 
 def test_an_error_is_problem_json_in_the_packed_form_too(url: str) -> None:

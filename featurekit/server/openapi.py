@@ -129,7 +129,7 @@ _PACKED_FLOATS = {
 _PACKED_LOOKUP_RESPONSE = {
     "type": "object",
     "description": (
-        f"Answered when the request's Accept header names {PACKED} (fk.Client's form): the JSON body,"
+        f"Answered when the request's Accept header prefers {PACKED} to JSON (fk.Client's form): the JSON body,"
         f" except that each float column of at least {PACK_ROWS} values, all floats or null, is packed (NaN and"
         " infinities"
         " are in its bytes, not in not_finite), times are integer microseconds since the epoch, and the"

@@ -11,7 +11,7 @@ what the client needs to rebuild the very same response (see :mod:`featurekit.wi
      "at": "2026-01-04T00:00:00.000000Z",
      "not_finite": []}
 
-With ``packed`` (the client's ``Accept`` names :data:`featurekit.wire.PACKED`), float columns are
+With ``packed`` (the client's ``Accept`` prefers :data:`featurekit.wire.PACKED` to JSON), floats are
 packed doubles, event times ``event_us`` and the lookup time ``at_us`` integer microseconds, and the
 statuses (which follow from them) are left out::
 

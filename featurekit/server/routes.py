@@ -118,23 +118,44 @@ async def features(state: ServerState, request: Request) -> Response:
 
 
 def _accepts_packed(accept: str) -> bool:
-    """Whether an ``Accept`` header names the packed form with a quality above 0 (``q=0`` refuses it)."""
+    """Whether an ``Accept`` header prefers the packed form to JSON (RFC 9110 quality values).
+
+    Each form takes the quality of the most specific range naming it (``type/subtype`` before
+    ``type/*`` before ``*/*``; parameters are case-insensitive, a malformed ``q`` counts as 0);
+    packed is sent only if its quality is above JSON's, so ``*/*`` and a missing header get JSON.
+    """
     accept = accept.lower()  # media types and parameter names are case-insensitive
     if PACKED not in accept:
         return False
-    for media_range in accept.split(","):
-        kind, *parameters = (part.strip() for part in media_range.split(";"))
-        if kind != PACKED:
-            continue
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            if name.strip() == "q":
-                try:
-                    return float(value) > 0
-                except ValueError:
-                    return False
-        return True
-    return False
+    ranges = [_media_range(part) for part in accept.split(",")]
+    return _quality(ranges, PACKED) > _quality(ranges, JSON)
+
+
+def _media_range(text: str) -> tuple[str, float]:
+    """A media range of an ``Accept`` header and its quality."""
+    kind, *parameters = (part.strip() for part in text.split(";"))
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                return kind, 0.0
+            return kind, quality if 0.0 <= quality <= 1.0 else 0.0
+    return kind, 1.0
+
+
+def _quality(ranges: list[tuple[str, float]], media: str) -> float:
+    """The quality ``ranges`` give ``media``: that of the most specific range naming it, else 0."""
+    family = media.split("/", 1)[0] + "/*"
+    found: dict[str, float] = {}
+    for kind, quality in ranges:
+        if kind in (media, family, "*/*") and kind not in found:
+            found[kind] = quality
+    for kind in (media, family, "*/*"):
+        if kind in found:
+            return found[kind]
+    return 0.0
 
 
 async def feast_features(state: ServerState, request: Request) -> Response:
