@@ -3,11 +3,10 @@
 An engine hands some Arrow types back as its own nearest kind. DuckDB returns a large or view
 string as a string, a dictionary (a pandas category) as its values, a fixed-size binary as
 binary, a large list as a list, and a timestamp with a zone as UTC; the DuckDB join hands it a
-duration as int64 (its interval would wrap past 292 years and cut nanoseconds), and an engine
-that returns an interval for a duration gets it turned back from its day and nanosecond parts.
-The training set casts each such spine column back to the spine's own type, batch by batch (a
-cast decided once per output schema; columns the engine kept as they were cost nothing), so "the
-spine comes back whole" holds for its types too.
+duration as int64 (its interval would wrap past 292 years and cut nanoseconds), as DuckDB reads a
+Parquet spine's durations. The training set casts each such spine column back to the spine's own
+type, batch by batch (a cast decided once per output schema; columns the engine kept as they
+were cost nothing), so "the spine comes back whole" holds for its types too.
 
 A dictionary column comes back with the spine's own dictionary (unified over its chunks): the
 categories keep their order, unused ones included, and every batch has the same dictionary. That
@@ -21,32 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurekit.offline.engine import Spine
 
-_NANOS_PER_DAY = 86_400_000_000_000
-_NANOS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
-_MONTH_DAY_NANO = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")])
-
 Cast = Callable[[pa.Array], pa.Array]
-
-
-def _interval_to_duration(unit: str) -> Cast:
-    """Cast a month-day-nano interval holding no months to a duration in ``unit`` (toward the past)."""
-    per_unit = _NANOS_PER_UNIT[unit]
-
-    def cast(array: pa.Array) -> pa.Array:
-        data = array.buffers()[1]
-        parts = np.frombuffer(data, dtype=_MONTH_DAY_NANO, count=array.offset + len(array))[array.offset :]
-        nanos = parts["days"].astype(np.int64) * _NANOS_PER_DAY + parts["nanos"]
-        mask = array.is_null().to_numpy(zero_copy_only=False) if array.null_count else None
-        return pa.array(nanos // per_unit, type=pa.duration(unit), mask=mask)
-
-    return cast
 
 
 def _plain_cast(target: pa.DataType) -> Cast:
@@ -67,21 +47,17 @@ def _onto_dictionary(target: pa.DictionaryType, dictionary: pa.Array) -> Cast:
 
 def _cast_back(returned: pa.DataType, given: pa.DataType, dictionary: pa.Array | None) -> Cast | None:
     """How to turn an engine's ``returned`` type back into the spine's ``given`` one; None: it cannot be."""
-    if pa.types.is_interval(returned) and pa.types.is_duration(given):
-        return _interval_to_duration(given.unit)
     if pa.types.is_dictionary(given):
         if dictionary is None:
             return None
-        try:
-            _onto_dictionary(given, dictionary)(pa.nulls(1, returned))
-        except (pa.ArrowException, TypeError, ValueError):
-            return None
-        return _onto_dictionary(given, dictionary)
+        cast = _onto_dictionary(given, dictionary)
+    else:
+        cast = _plain_cast(given)
     try:  # (a null, not an empty array: an empty list or struct never casts its children)
-        pa.nulls(1, returned).cast(given)
+        cast(pa.nulls(1, returned))
     except (pa.ArrowException, TypeError, ValueError):  # no such cast in this pyarrow
         return None
-    return _plain_cast(given)
+    return cast
 
 
 def _dictionary(spine: Spine, name: str, given: pa.DictionaryType) -> pa.Array | None:
