@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, timedelta
 
 import pyarrow as pa
@@ -65,6 +66,22 @@ def test_the_spine_columns_come_back_in_the_types_they_were_given(store: fk.Feat
     plain = spine.set_column(1, "event_timestamp", spine.column("event_timestamp").cast(pa.timestamp("us", tz=UTC)))
     expected = store.training_set(plain.select(["driver_id", "event_timestamp"]), ["driver_stats"]).to_arrow()
     assert built.select(expected.schema.names[2:]).equals(expected.select(expected.schema.names[2:]))
+
+
+def test_threads_sharing_a_store_get_the_spine_types_each_gets_alone(store: fk.FeatureStore):
+    spine = awkward_spine()
+    alone = store.training_set(spine, ["driver_stats"]).to_arrow()
+    shared = store.training_set(spine, ["driver_stats"])  # one training set, converted by every thread too
+
+    def build(i: int) -> pa.Table:
+        own = store.training_set(spine, ["driver_stats"])
+        batches = own.iter_batches(2) if i % 2 else shared.iter_batches(1)
+        return pa.Table.from_batches(list(batches))
+
+    with ThreadPoolExecutor(8) as pool:
+        for built in pool.map(build, range(16)):
+            assert built.schema == alone.schema
+            assert built.to_pylist() == alone.to_pylist()
 
 
 def test_a_category_split_over_chunks_comes_back_on_one_dictionary(store: fk.FeatureStore, tmp_path):
