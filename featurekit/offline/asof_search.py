@@ -124,12 +124,23 @@ def newest_times(
 
 @dataclass(frozen=True)
 class Matches:
-    """Each matched query's rows: ``order[first[k]:last[k] + 1]`` share its (code, event time)."""
+    """Each matched query's rows: ``order[first[k]:last[k] + 1]`` share its (code, event time).
+
+    ``rows`` holds every row of the matched instants once, ascending; ``ranks[j]`` is the place in
+    ``rows`` of the ``j``-th row in key order, so ``order == rows[ranks]``.
+    """
 
     query: np.ndarray  # the matched queries' indices
     first: np.ndarray
     last: np.ndarray
-    order: np.ndarray  # the rows of the matched instants, in key order
+    rows: np.ndarray  # the rows of the matched instants, ascending
+    ranks: np.ndarray  # indices into ``rows``, in key order
+
+    @property
+    def order(self) -> np.ndarray:
+        """The rows of the matched instants, in key order."""
+        ordered: np.ndarray = self.rows[self.ranks]
+        return ordered
 
     def single(self) -> np.ndarray:
         """Whether each match has one row (no tie to break)."""
@@ -157,7 +168,7 @@ def sorted_matches(
     """
     empty = np.zeros(0, dtype=np.int64)
     if not len(codes) or not len(query_codes):
-        return Matches(empty, empty, empty, empty)
+        return Matches(empty, empty, empty, empty, empty)
     keys = _fused(codes, times, query_codes, query_times, scratch)
     ordered = _sorted(keys.rows)
     by_key = _order(keys.asked)
@@ -176,4 +187,4 @@ def sorted_matches(
     row_keys = row_keys[in_order]
     first = np.searchsorted(row_keys, key, side="left")
     last = np.searchsorted(row_keys, key, side="right") - 1
-    return Matches(by_key[hit], first, last, rows[in_order])
+    return Matches(by_key[hit], first, last, rows, in_order)

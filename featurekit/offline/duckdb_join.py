@@ -268,19 +268,18 @@ class DuckDBJoin:
         instants = points.column("__fk_t").to_numpy()
         times = events.column("__fk_o").to_numpy()
         found = asof_search.sorted_matches(event_codes, times, query_codes, instants, view.ttl_us, scratch=True)
-        chosen = found.order[found.last]  # the row of an untied instant
-        tied = np.flatnonzero(~found.single())
-        groups = _tie_groups(found, tied) if len(tied) else None
         values = events
+        # The rows are numbered in ``values``: every row there (read all at once), or the matched
+        # instants' rows alone (``found.rows``, read late), where the j-th in key order is ``ranks[j]``.
+        order = found.order
         if late:
-            needed = np.unique(chosen if groups is None else np.concatenate([chosen, groups.rows]))
-            fetched = self._rows_at(view, read, needed, events)
+            fetched = self._rows_at(view, read, found.rows, events)
             if fetched is None:  # the second read did not line up with the first: read it all at once
                 return self._sorted_table(index, view, late=False)
-            values = fetched
-            chosen = np.searchsorted(needed, chosen)
-            if groups is not None:
-                groups = groups.renumbered(np.searchsorted(needed, groups.rows))
+            values, order = fetched, found.ranks
+        chosen = order[found.last]  # the row of an untied instant
+        tied = np.flatnonzero(~found.single())
+        groups = _tie_groups(found, order, tied) if len(tied) else None
         if groups is not None:
             chosen[tied] = self._tie_winners(view, values, groups)
         rows = pa.array(chosen)
@@ -636,17 +635,14 @@ class _TieGroups:
     inverse: np.ndarray
     instants: int
 
-    def renumbered(self, rows: np.ndarray) -> _TieGroups:
-        """The same groups, their rows at other positions."""
-        return _TieGroups(rows, self.group, self.inverse, self.instants)
 
-
-def _tie_groups(found: asof_search.Matches, tied: np.ndarray) -> _TieGroups:
-    """The rows of each instant that the ``tied`` matches (indices into ``found``) share."""
+def _tie_groups(found: asof_search.Matches, order: np.ndarray, tied: np.ndarray) -> _TieGroups:
+    """The rows of each instant that the ``tied`` matches (indices into ``found``) share, as
+    ``order`` numbers them (``found.order``, or its ranks)."""
     last, inverse = np.unique(found.last[tied], return_inverse=True)  # each tied instant once
     starts = np.empty_like(last)
     starts[inverse] = found.first[tied]
     lengths = last - starts + 1
     group = np.repeat(np.arange(len(last)), lengths)
     positions = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths) + starts[group]
-    return _TieGroups(found.order[positions], group, inverse, len(last))
+    return _TieGroups(order[positions], group, inverse, len(last))
