@@ -268,15 +268,15 @@ class DuckDBJoin:
         instants = points.column("__fk_t").to_numpy()
         times = events.column("__fk_o").to_numpy()
         found = asof_search.sorted_matches(event_codes, times, query_codes, instants, view.ttl_us, scratch=True)
-        values = events
         # The rows are numbered in ``values``: every row there (read all at once), or the matched
         # instants' rows alone (``found.rows``, read late), where the j-th in key order is ``ranks[j]``.
-        order = found.order
         if late:
             fetched = self._rows_at(view, read, found.rows, events)
             if fetched is None:  # the second read did not line up with the first: read it all at once
                 return self._sorted_table(index, view, late=False)
             values, order = fetched, found.ranks
+        else:
+            values, order = events, found.order
         chosen = order[found.last]  # the row of an untied instant
         tied = np.flatnonzero(~found.single())
         groups = _tie_groups(found, order, tied) if len(tied) else None
