@@ -81,16 +81,19 @@ def is_installed(file: str | None) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _installed_folder(folder: str) -> bool:
     # Cached per folder: a repo load checks every imported module (over a thousand, in a few
-    # hundred folders), and resolving each path cost 0.1 s of every first training set.
-    path = _resolved(folder)
+    # hundred folders), and resolving each path cost 0.1 s of every first training set. A folder
+    # named as installed before it is resolved (most of them) is not resolved at all.
+    if _INSTALLED_PARTS & set(folder.split(os.sep)):
+        return True
+    path = Path(_real_folder(folder))
     if _INSTALLED_PARTS & set(path.parts) or path.is_relative_to(_FEATUREKIT_DIR):
         return True
     return any(path.is_relative_to(p) for p in _stdlib())
 
 
 @functools.lru_cache(maxsize=4096)
-def _resolved(folder: str) -> Path:
-    return Path(folder).resolve()
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 @functools.cache
@@ -99,13 +102,21 @@ def _stdlib() -> tuple[Path, ...]:
 
 
 def in_repo(file: str | None, root: Path) -> bool:
-    """Whether ``file`` is part of the repo at ``root`` (not a hidden folder such as a virtualenv)."""
+    """Whether ``file`` is part of the repo at ``root`` (resolved; not in a hidden folder such as a
+    virtualenv, nor in ``__pycache__``).
+
+    On strings, with each folder resolved once per process: a repo load asks this of every
+    imported module, and building paths for each was most of the load's time.
+    """
     if not file or is_installed(file):
         return False
-    path = _resolved(os.path.dirname(file)) / os.path.basename(file)
-    if not path.is_relative_to(root):
+    folder, base = _real_folder(os.path.dirname(file)), str(root)
+    if folder == base:
+        return True
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    if not folder.startswith(prefix):
         return False
-    return not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts[:-1])
+    return not any(part.startswith(".") or part == "__pycache__" for part in folder[len(prefix) :].split(os.sep))
 
 
 def _strip(tree: ast.AST, decorators: bool) -> ast.AST:

@@ -207,3 +207,21 @@ def test_lookup_tables_and_imports_inside_the_function_are_versioned(make_repo, 
     assert kinds(open_store(root)) == ["changed"]
     (root / "helpers.py").write_text(textwrap.dedent(HELPERS).replace('"km": 2.0', '"km": 4.0'))
     assert kinds(open_store(root)) == ["changed"]
+
+
+def test_in_repo_tells_repo_files_from_siblings_hidden_folders_and_links(tmp_path: Path) -> None:
+    from featurekit.versioning import in_repo
+
+    root = tmp_path / "repo"
+    for folder in ("pkg/sub", ".venv/lib", "pkg/__pycache__"):
+        (root / folder).mkdir(parents=True)
+    (tmp_path / "repo2").mkdir()
+    (tmp_path / "elsewhere").symlink_to(root / "pkg")
+    resolved = root.resolve()
+    assert in_repo(str(root / "features.py"), resolved)
+    assert in_repo(str(root / "pkg" / "sub" / "helpers.py"), resolved)
+    assert in_repo(str(tmp_path / "elsewhere" / "helpers.py"), resolved)  # through a link into the repo
+    assert not in_repo(str(tmp_path / "repo2" / "features.py"), resolved)  # a sibling sharing the prefix
+    assert not in_repo(str(root / ".venv" / "lib" / "thing.py"), resolved)
+    assert not in_repo(str(root / "pkg" / "__pycache__" / "x.py"), resolved)
+    assert not in_repo(None, resolved)
