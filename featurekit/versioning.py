@@ -81,10 +81,9 @@ def is_installed(file: str | None) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _installed_folder(folder: str) -> bool:
     # Cached per folder: a repo load checks every imported module (over a thousand, in a few
-    # hundred folders), and resolving each path cost 0.1 s of every first training set. A folder
-    # named as installed before it is resolved (most of them) is not resolved at all.
-    if _INSTALLED_PARTS & set(folder.split(os.sep)):
-        return True
+    # hundred folders), and resolving each path cost 0.1 s of every first training set. Resolved
+    # first, by name even under site-packages: a package linked there from the repo
+    # (``flit install --symlink``) is the repo's code, and versioned.
     path = Path(_real_folder(folder))
     if _INSTALLED_PARTS & set(path.parts) or path.is_relative_to(_FEATUREKIT_DIR):
         return True

@@ -217,10 +217,13 @@ def test_in_repo_tells_repo_files_from_siblings_hidden_folders_and_links(tmp_pat
         (root / folder).mkdir(parents=True)
     (tmp_path / "repo2").mkdir()
     (tmp_path / "elsewhere").symlink_to(root / "pkg")
+    (tmp_path / "site-packages").mkdir()
+    (tmp_path / "site-packages" / "pkg").symlink_to(root / "pkg")  # as flit install --symlink links it
     resolved = root.resolve()
     assert in_repo(str(root / "features.py"), resolved)
     assert in_repo(str(root / "pkg" / "sub" / "helpers.py"), resolved)
     assert in_repo(str(tmp_path / "elsewhere" / "helpers.py"), resolved)  # through a link into the repo
+    assert in_repo(str(tmp_path / "site-packages" / "pkg" / "helpers.py"), resolved)
     assert not in_repo(str(tmp_path / "repo2" / "features.py"), resolved)  # a sibling sharing the prefix
     assert not in_repo(str(root / ".venv" / "lib" / "thing.py"), resolved)
     assert not in_repo(str(root / "pkg" / "__pycache__" / "x.py"), resolved)
